@@ -1,0 +1,287 @@
+"""Find or build the external binaries the local control plane needs.
+
+Lookup order, per binary: ``KUBEBUILDER_ASSETS``, then ``PATH`` (only when the
+binary reports the pinned version), then the cache outside the repository,
+else a build from the Go module proxy with the ordinary ``go`` client.
+
+k8s.io/kubernetes and etcd refuse ``go install`` because their go.mod files
+carry ``replace`` directives. We build every tool the same way instead: a small
+generated wrapper module requires the tool's module, pins what the replaces
+pointed at, and blank-imports the main packages so ``go mod tidy`` resolves
+exactly what they need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+VERSIONS_FILE = Path(__file__).with_name("versions.toml")
+
+
+def versions() -> dict[str, dict[str, str]]:
+    with VERSIONS_FILE.open("rb") as f:
+        return tomllib.load(f)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LLMGW_CACHE", Path.home() / ".cache" / "llmgw"))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tool:
+    """One Go module that yields one or more binaries."""
+
+    name: str
+    module: str
+    version: str
+    binaries: dict[str, str]  # binary name -> Go main package
+    ldflags: tuple[str, ...] = ()
+    # Module path -> version, for what the module's own replace directives
+    # pointed into its source tree.
+    pins: dict[str, str] = dataclasses.field(default_factory=dict)
+    version_probe: tuple[str, ...] = ("--version",)
+
+    @property
+    def bin_dir(self) -> Path:
+        return cache_root() / "bin" / self.name / self.version
+
+    @property
+    def build_dir(self) -> Path:
+        return cache_root() / "build" / f"{self.name}-{self.version}"
+
+
+def _kubernetes_ldflags(version: str, commit: str) -> tuple[str, ...]:
+    major, minor = version.lstrip("v").split(".")[:2]
+    flags = []
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [
+            f"-X {pkg}.gitVersion={version}",
+            f"-X {pkg}.gitMajor={major}",
+            f"-X {pkg}.gitMinor={minor}",
+            f"-X {pkg}.gitCommit={commit}",
+            f"-X {pkg}.gitTreeState=clean",
+            f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
+        ]
+    return tuple(flags)
+
+
+def tools() -> dict[str, Tool]:
+    v = versions()
+    k8s = v["kubernetes"]["version"]
+    staging = v["kubernetes"]["staging"]
+    etcd = v["etcd"]["version"]
+    helm = v["helm"]["version"]
+    helm_major = helm.split(".")[0]
+    kwok = v["kwok"]["version"]
+    kubeconform = v["kubeconform"]["version"]
+    return {
+        "kubernetes": Tool(
+            name="kubernetes",
+            module="k8s.io/kubernetes",
+            version=k8s,
+            binaries={
+                name: f"k8s.io/kubernetes/cmd/{name}"
+                for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+            },
+            # The commit is filled in from the module proxy's metadata at build time.
+            ldflags=_kubernetes_ldflags(k8s, "unknown"),
+            pins={"@staging": staging},
+            version_probe=("--version",),
+        ),
+        "etcd": Tool(
+            name="etcd",
+            module="go.etcd.io/etcd/server/v3",
+            version=etcd,
+            binaries={"etcd": "go.etcd.io/etcd/server/v3"},
+            pins={
+                "go.etcd.io/etcd/api/v3": etcd,
+                "go.etcd.io/etcd/client/pkg/v3": etcd,
+                "go.etcd.io/etcd/client/v3": etcd,
+                "go.etcd.io/etcd/pkg/v3": etcd,
+            },
+        ),
+        "kwok": Tool(
+            name="kwok",
+            module="sigs.k8s.io/kwok",
+            version=kwok,
+            binaries={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+            ldflags=(f"-X sigs.k8s.io/kwok/pkg/consts.Version={kwok}",),
+        ),
+        "helm": Tool(
+            name="helm",
+            module=f"helm.sh/helm/{helm_major}",
+            version=helm,
+            binaries={"helm": f"helm.sh/helm/{helm_major}/cmd/helm"},
+            ldflags=(f"-X helm.sh/helm/{helm_major}/internal/version.version={helm}",),
+            version_probe=("version", "--short"),
+        ),
+        "kubeconform": Tool(
+            name="kubeconform",
+            module="github.com/yannh/kubeconform",
+            version=kubeconform,
+            binaries={"kubeconform": "github.com/yannh/kubeconform/cmd/kubeconform"},
+            version_probe=("-v",),
+        ),
+    }
+
+
+def _tool_for(binary: str) -> Tool:
+    for tool in tools().values():
+        if binary in tool.binaries:
+            return tool
+    raise KeyError(f"no pinned tool provides {binary!r}")
+
+
+def _reports_version(path: Path, tool: Tool) -> bool:
+    """True when a found binary is the pinned release (major.minor match)."""
+    wanted = ".".join(tool.version.lstrip("v").split(".")[:2])
+    probe = tool.version_probe
+    if path.name == "kubectl":
+        probe = ("version", "--client")
+    try:
+        out = subprocess.run(
+            [str(path), *probe], capture_output=True, text=True, timeout=20, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return re.search(rf"\bv?{re.escape(wanted)}\.\d", out.stdout + out.stderr) is not None
+
+
+def find(binary: str) -> Path | None:
+    """Return a usable binary without building anything."""
+    tool = _tool_for(binary)
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets and (Path(assets) / binary).is_file():
+        return Path(assets) / binary
+    on_path = shutil.which(binary)
+    if on_path and _reports_version(Path(on_path), tool):
+        return Path(on_path)
+    cached = tool.bin_dir / binary
+    if cached.is_file() and os.access(cached, os.X_OK):
+        return cached
+    return None
+
+
+def ensure(binary: str) -> Path:
+    """Return a usable binary, building and caching it when needed."""
+    found = find(binary)
+    if found is not None:
+        return found
+    tool = _tool_for(binary)
+    build(tool)
+    return tool.bin_dir / binary
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _go(args: list[str], cwd: Path) -> str:
+    env = dict(os.environ)
+    env.setdefault("CGO_ENABLED", "0")
+    env["GOFLAGS"] = "-buildvcs=false -mod=mod"
+    env["GOTOOLCHAIN"] = "local"
+    print(f"+ go {' '.join(args)}", file=sys.stderr, flush=True)
+    proc = subprocess.run(["go", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BuildError(f"go {' '.join(args)} failed in {cwd}:\n{proc.stderr[-4000:]}")
+    return proc.stdout
+
+
+class BuildError(RuntimeError):
+    pass
+
+
+def _module_info(module: str, version: str, cwd: Path) -> dict[str, object]:
+    out = _go(["mod", "download", "-json", f"{module}@{version}"], cwd)
+    info: dict[str, object] = json.loads(out)
+    return info
+
+
+def _staging_pins(gomod_path: Path, staging_version: str) -> dict[str, str]:
+    """Modules that k8s.io/kubernetes replaces with ./staging/src/... ."""
+    text = gomod_path.read_text()
+    mods = re.findall(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/", text, flags=re.M)
+    return {m: staging_version for m in mods}
+
+
+def build(tool: Tool) -> None:
+    """Build every binary of one tool into its cache folder."""
+    lock = cache_root() / "locks" / f"{tool.name}-{tool.version}.lock"
+    with _lock(lock):
+        if all((tool.bin_dir / b).is_file() for b in tool.binaries):
+            return
+        started = time.monotonic()
+        work = tool.build_dir
+        work.mkdir(parents=True, exist_ok=True)
+        go_version = _go(["env", "GOVERSION"], work).strip().removeprefix("go")
+        go_directive = ".".join((go_version.split(".") + ["0"])[:3]) if go_version.count(".") < 2 else go_version
+        (work / "go.mod").write_text(f"module llmgw.local/build/{tool.name}\n\ngo {go_directive}\n")
+        info = _module_info(tool.module, tool.version, work)
+        pins = dict(tool.pins)
+        ldflags = list(tool.ldflags)
+        if "@staging" in pins:
+            pins = _staging_pins(Path(str(info["GoMod"])), pins.pop("@staging"))
+            origin = info.get("Origin")
+            commit = origin.get("Hash", "unknown") if isinstance(origin, dict) else "unknown"
+            ldflags = list(_kubernetes_ldflags(tool.version, str(commit)))
+        replaces = "\n".join(f"\t{m} => {m} {v}" for m, v in sorted(pins.items()))
+        gomod = (
+            f"module llmgw.local/build/{tool.name}\n\ngo {go_directive}\n\n"
+            f"require {tool.module} {tool.version}\n"
+        )
+        if replaces:
+            gomod += f"\nreplace (\n{replaces}\n)\n"
+        (work / "go.mod").write_text(gomod)
+        imports = "\n".join(f'\t_ "{pkg}"' for pkg in tool.binaries.values())
+        (work / "tools.go").write_text(f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n")
+        _go(["mod", "tidy"], work)
+        tool.bin_dir.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{tool.name}-", dir=tool.bin_dir.parent))
+        try:
+            for binary, pkg in tool.binaries.items():
+                _go(
+                    ["build", "-trimpath", "-ldflags", " ".join(["-s", "-w", *ldflags]), "-o", str(staging / binary), pkg],
+                    work,
+                )
+            if tool.bin_dir.exists():
+                shutil.rmtree(tool.bin_dir)
+            staging.rename(tool.bin_dir)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+        print(
+            f"built {tool.name} {tool.version} in {time.monotonic() - started:.0f}s -> {tool.bin_dir}",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def ensure_all(names: list[str] | None = None) -> dict[str, Path]:
+    result: dict[str, Path] = {}
+    for tool in tools().values():
+        if names and tool.name not in names:
+            continue
+        for binary in tool.binaries:
+            result[binary] = ensure(binary)
+    return result

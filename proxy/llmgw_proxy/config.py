@@ -1,0 +1,197 @@
+"""The compiled proxy config: the one contract between operator and sidecar.
+
+The operator compiles LLMGateway and ProviderPolicy objects into this document;
+the sidecar validates it and serves from it. Nothing here knows Kubernetes.
+The document carries ``version``: a sidecar that reads a version it does not
+know refuses the document and keeps serving its previous config.
+
+Field names are camelCase on the wire (like the CRDs) and snake_case in Python.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+CONFIG_VERSION: Literal[1] = 1
+MiB = 1024 * 1024
+
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+
+class ProviderKind(enum.StrEnum):
+    OPENAI = "openai"
+    AZURE_OPENAI = "azure-openai"
+    OPENAI_COMPATIBLE = "openai-compatible"
+
+
+class FailureKind(enum.StrEnum):
+    """What a circuit breaker counts as a failure. 429 never is: it pauses instead."""
+
+    SERVER_ERROR = "5xx"
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"
+
+
+class Listener(_Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
+class AdminListener(_Model):
+    host: str = "0.0.0.0"
+    port: int = Field(9090, ge=1, le=65535)
+
+
+class Timeouts(_Model):
+    """Upstream timeouts. ``total`` bounds the whole request including retries."""
+
+    connect: Seconds = 5.0
+    first_byte: Seconds = Field(60.0, description="Until the upstream's response headers arrive.")
+    total: Seconds = 300.0
+
+
+class RateLimit(_Model):
+    """Token buckets, refilled continuously. A limit left out is not enforced."""
+
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
+    request_burst: int | None = Field(
+        None, ge=1, description="Bucket size for requests; defaults to requestsPerMinute."
+    )
+    token_burst: int | None = Field(
+        None, ge=1, description="Bucket size for tokens; defaults to tokensPerMinute."
+    )
+    max_wait: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="Seconds a request may wait for capacity before it is refused with 429.",
+    )
+    default_max_tokens: int = Field(
+        256, ge=1, description="Completion tokens reserved when a request sets no max_tokens."
+    )
+
+
+class CircuitBreaker(_Model):
+    consecutive_failures: int | None = Field(5, ge=1)
+    failure_ratio: float | None = Field(None, gt=0, le=1)
+    window: Seconds = Field(30.0, description="Rolling window for failureRatio.")
+    minimum_requests: int = Field(10, ge=1, description="Requests in the window before the ratio counts.")
+    open_duration: Seconds = 10.0
+    max_open_duration: Seconds = Field(300.0, description="Cap for the doubling open duration.")
+    half_open_requests: int = Field(1, ge=1, le=100)
+    fail_on: tuple[FailureKind, ...] = (
+        FailureKind.SERVER_ERROR,
+        FailureKind.TIMEOUT,
+        FailureKind.CONNECTION,
+    )
+
+
+class Retry(_Model):
+    attempts: int = Field(2, ge=1, le=10, description="Tries per target, the first included.")
+    base_backoff: Seconds = 0.1
+    max_backoff: Seconds = 5.0
+    honor_retry_after: bool = True
+
+
+class CacheMode(enum.StrEnum):
+    DETERMINISTIC = "deterministic"  # only temperature 0 or seed-pinned requests
+    ALL = "all"
+
+
+class CachePolicy(_Model):
+    enabled: bool = False
+    ttl: Seconds = 300.0
+    mode: CacheMode = CacheMode.DETERMINISTIC
+
+
+class CacheStore(_Model):
+    """Bounds of the sidecar's one in-memory LRU store."""
+
+    max_entries: int = Field(1000, ge=1)
+    max_bytes: int = Field(64 * MiB, ge=1024)
+
+
+class Provider(_Model):
+    kind: ProviderKind = ProviderKind.OPENAI_COMPATIBLE
+    base_url: str = Field(description="Up to and including /v1, e.g. https://api.openai.com/v1.")
+    api_key_file: str | None = Field(None, description="File holding the key; re-read when it changes.")
+    api_version: str | None = Field(None, description="Azure OpenAI api-version query parameter.")
+    timeouts: Timeouts = Timeouts()
+    rate_limit: RateLimit | None = None
+    model_rate_limits: dict[str, RateLimit] = Field(
+        default_factory=dict, description="Per upstream model, on top of the provider's limit."
+    )
+    circuit_breaker: CircuitBreaker | None = None
+    retry: Retry = Retry()
+    cache: CachePolicy = CachePolicy()
+
+
+class Target(_Model):
+    provider: str
+    model: str | None = Field(None, description="Upstream model name; the requested name when unset.")
+
+
+class Route(_Model):
+    model: str = Field(description="Model name the application asks for; '*' matches any.")
+    targets: tuple[Target, ...] = Field(min_length=1, description="Primary first, then fallbacks in order.")
+
+
+class ProxyConfig(_Model):
+    version: Literal[1] = CONFIG_VERSION
+    listen: Listener = Listener()
+    admin: AdminListener = AdminListener()
+    max_body_bytes: int = Field(10 * MiB, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    shutdown_grace: Seconds = 25.0
+    providers: dict[str, Provider] = Field(min_length=1)
+    routes: tuple[Route, ...] = Field(min_length=1)
+    cache: CacheStore = CacheStore()
+
+    @model_validator(mode="after")
+    def _targets_name_known_providers(self) -> ProxyConfig:
+        names = [r.model for r in self.routes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"routes: duplicate model {', '.join(dupes)}")
+        for route in self.routes:
+            for target in route.targets:
+                if target.provider not in self.providers:
+                    raise ValueError(
+                        f"route {route.model!r}: target provider {target.provider!r} is not in providers"
+                    )
+        return self
+
+    def route_for(self, model: str) -> Route | None:
+        wildcard = None
+        for route in self.routes:
+            if route.model == model:
+                return route
+            if route.model == "*":
+                wildcard = route
+        return wildcard
+
+
+def parse(data: object) -> ProxyConfig:
+    """Validate a decoded document (JSON or YAML) into a config."""
+    if isinstance(data, dict) and data.get("version") not in (None, CONFIG_VERSION):
+        raise UnsupportedVersion(data.get("version"))
+    return ProxyConfig.model_validate(data)
+
+
+class UnsupportedVersion(ValueError):
+    def __init__(self, version: object) -> None:
+        super().__init__(f"config version {version!r} is not supported (this proxy reads {CONFIG_VERSION})")
