@@ -1,0 +1,367 @@
+"""A real Kubernetes control plane on loopback, for tests and the demo.
+
+etcd, kube-apiserver, kube-controller-manager (garbage collector, Deployment and
+ReplicaSet controllers), kube-scheduler and kwok (fake nodes that run pods
+without a kubelet) are started as child processes. Ports are picked at run
+time so clusters can run side by side. A state file records the process ids
+so ``down`` stops exactly what ``up`` started, even from another process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+from llmgw_dev import binaries
+
+FAKE_NODES = 3
+ADMIN_USER = "llmgw-admin"
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def registry_dir() -> Path:
+    """Where named clusters leave a pointer to their state."""
+    return binaries.cache_root() / "clusters"
+
+
+def free_port() -> int:
+    # Bind-then-release leaves a small race; the component that loses it
+    # fails loudly at start and `up` reports that component's log.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclasses.dataclass
+class Component:
+    name: str
+    pid: int
+    argv0: str
+    log: str
+
+
+@dataclasses.dataclass
+class Cluster:
+    name: str
+    data_dir: Path
+    api_port: int
+    etcd_port: int
+    token: str
+    components: list[Component] = dataclasses.field(default_factory=list)
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "kubeconfig"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "apiserver-certs" / "apiserver.crt"
+
+    # -- state file -----------------------------------------------------------------
+
+    def save(self) -> None:
+        state = dataclasses.asdict(self)
+        state["data_dir"] = str(self.data_dir)
+        (self.data_dir / "state.json").write_text(json.dumps(state, indent=2))
+        registry_dir().mkdir(parents=True, exist_ok=True)
+        (registry_dir() / f"{self.name}.json").write_text(json.dumps({"data_dir": str(self.data_dir)}))
+
+    @classmethod
+    def load(cls, name: str) -> Cluster:
+        pointer = registry_dir() / f"{name}.json"
+        if not pointer.is_file():
+            raise ClusterError(f"no cluster named {name!r} is up (no {pointer})")
+        data_dir = Path(json.loads(pointer.read_text())["data_dir"])
+        state = json.loads((data_dir / "state.json").read_text())
+        state["data_dir"] = data_dir
+        state["components"] = [Component(**c) for c in state["components"]]
+        return cls(**state)
+
+    # -- talking to it --------------------------------------------------------------
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
+        ctx = ssl.create_default_context(cafile=str(self.ca_file))
+        req = urllib.request.Request(self.server + path, headers={"Authorization": f"Bearer {self.token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:  # noqa: S310
+                return int(resp.status), resp.read().decode()
+        except urllib.error.HTTPError as e:
+            return int(e.code), e.read().decode()
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return run_kubectl(self.kubeconfig, *args, input=input, check=check, timeout=timeout)
+
+    def alive(self) -> dict[str, bool]:
+        return {c.name: _pid_is(c.pid, c.argv0) for c in self.components}
+
+
+def run_kubectl(
+    kubeconfig: Path, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    cmd = [str(binaries.ensure("kubectl")), "--kubeconfig", str(kubeconfig), *args]
+    proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+def _pid_is(pid: int, argv0: str) -> bool:
+    """The pid is alive and still runs our binary (guards against pid reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    # A zombie has exited; it only waits to be reaped by its parent.
+    state = stat.rsplit(")", 1)[1].split()[0]
+    return cmdline == argv0 and state != "Z"
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout: float, cluster: Cluster, component: str) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while time.monotonic() < deadline:
+        if check():
+            return
+        for c in cluster.components:
+            if c.name == component and not _pid_is(c.pid, c.argv0):
+                raise ClusterError(f"{component} exited during start-up; log tail:\n{_tail(Path(c.log))}")
+        time.sleep(delay)  # polling a process we do not control: nothing to await
+        delay = min(delay * 1.5, 0.5)
+    log = next((c.log for c in cluster.components if c.name == component), None)
+    tail = _tail(Path(log)) if log else ""
+    raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n{tail}")
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def _start(cluster: Cluster, name: str, argv: list[str]) -> None:
+    log = cluster.data_dir / "logs" / f"{name}.log"
+    log.parent.mkdir(exist_ok=True)
+    with log.open("wb") as out:
+        # A new session: the components outlive the `up` command and ignore
+        # the terminal's Ctrl-C; `down` signals them by pid.
+        proc = subprocess.Popen(  # noqa: S603
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    cluster.components.append(Component(name=name, pid=proc.pid, argv0=argv[0], log=str(log)))
+    cluster.save()
+
+
+def _write_kubeconfig(cluster: Cluster) -> None:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": cluster.name,
+                "cluster": {"server": cluster.server, "certificate-authority": str(cluster.ca_file)},
+            }
+        ],
+        "users": [{"name": ADMIN_USER, "user": {"token": cluster.token}}],
+        "contexts": [{"name": cluster.name, "context": {"cluster": cluster.name, "user": ADMIN_USER}}],
+        "current-context": cluster.name,
+    }
+    cluster.kubeconfig.write_text(json.dumps(config, indent=2))
+    cluster.kubeconfig.chmod(0o600)
+
+
+def _fake_nodes_manifest(count: int) -> str:
+    nodes = []
+    for i in range(count):
+        nodes.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": f"kwok-node-{i}",
+                    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {
+                        "type": "kwok",
+                        "kubernetes.io/hostname": f"kwok-node-{i}",
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "topology.kubernetes.io/zone": f"zone-{i % 3}",
+                    },
+                },
+                "status": {
+                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                },
+            }
+        )
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes})
+
+
+def up(name: str | None = None, nodes: int = FAKE_NODES, timeout: float = 90) -> Cluster:
+    """Start every component and return once fake nodes are Ready."""
+    name = name or f"llmgw-{secrets.token_hex(3)}"
+    if (registry_dir() / f"{name}.json").exists():
+        with contextlib.suppress(ClusterError, FileNotFoundError):
+            existing = Cluster.load(name)
+            if any(existing.alive().values()):
+                raise ClusterError(f"a cluster named {name!r} is already up at {existing.data_dir}")
+    bins = {b: binaries.ensure(b) for b in ("etcd", "kube-apiserver", "kube-controller-manager",
+                                            "kube-scheduler", "kwok", "kubectl")}
+    data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
+    cluster = Cluster(
+        name=name, data_dir=data_dir, api_port=free_port(), etcd_port=free_port(), token=secrets.token_hex(24)
+    )
+    try:
+        _up(cluster, bins, nodes, timeout)
+    except BaseException:
+        down(cluster)
+        raise
+    return cluster
+
+
+def _up(cluster: Cluster, bins: dict[str, Path], nodes: int, timeout: float) -> None:
+    d = cluster.data_dir
+    cluster.save()
+    subprocess.run(
+        ["openssl", "genrsa", "-out", str(d / "sa.key"), "2048"], check=True, capture_output=True
+    )
+    subprocess.run(
+        ["openssl", "rsa", "-in", str(d / "sa.key"), "-pubout", "-out", str(d / "sa.pub")],
+        check=True,
+        capture_output=True,
+    )
+    (d / "tokens.csv").write_text(f'{cluster.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
+    peer = free_port()
+    etcd_url = f"http://127.0.0.1:{cluster.etcd_port}"
+    _start(cluster, "etcd", [
+        str(bins["etcd"]), "--name=default", f"--data-dir={d / 'etcd'}",
+        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+        f"--listen-peer-urls=http://127.0.0.1:{peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+        f"--initial-cluster=default=http://127.0.0.1:{peer}",
+        # Test data is disposable; fsync dominates etcd latency on shared disks.
+        "--unsafe-no-fsync", "--log-level=warn", "--quota-backend-bytes=4294967296",
+    ])
+    _wait_for("etcd /health", lambda: _http_ok(f"{etcd_url}/health"), 30, cluster, "etcd")
+
+    _start(cluster, "kube-apiserver", [
+        str(bins["kube-apiserver"]), f"--etcd-servers={etcd_url}",
+        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={cluster.api_port}",
+        f"--cert-dir={d / 'apiserver-certs'}", f"--token-auth-file={d / 'tokens.csv'}",
+        "--authorization-mode=RBAC", "--allow-privileged=true",
+        f"--service-account-key-file={d / 'sa.pub'}", f"--service-account-signing-key-file={d / 'sa.key'}",
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+        "--service-cluster-ip-range=10.96.0.0/16", "--endpoint-reconciler-type=none",
+        "--disable-admission-plugins=ServiceAccount",
+        "--v=1",
+    ])
+    _write_kubeconfig(cluster)
+    _wait_for("kube-apiserver /readyz", lambda: cluster.ca_file.exists() and _readyz(cluster), timeout,
+              cluster, "kube-apiserver")
+
+    _start(cluster, "kube-controller-manager", [
+        str(bins["kube-controller-manager"]), f"--kubeconfig={cluster.kubeconfig}",
+        f"--authentication-kubeconfig={cluster.kubeconfig}", f"--authorization-kubeconfig={cluster.kubeconfig}",
+        "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
+        "--use-service-account-credentials=false", "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle",
+        f"--service-account-private-key-file={d / 'sa.key'}", f"--root-ca-file={cluster.ca_file}",
+        "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10", "--concurrent-gc-syncs=20",
+        "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
+    ])
+    _start(cluster, "kube-scheduler", [
+        str(bins["kube-scheduler"]), f"--kubeconfig={cluster.kubeconfig}",
+        f"--authentication-kubeconfig={cluster.kubeconfig}", f"--authorization-kubeconfig={cluster.kubeconfig}",
+        "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
+        "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
+    ])
+    (d / "kwok.yaml").write_text("apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\n")
+    _start(cluster, "kwok", [
+        str(bins["kwok"]), f"--kubeconfig={cluster.kubeconfig}", f"--config={d / 'kwok.yaml'}",
+        "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+        f"--server-address=127.0.0.1:{free_port()}", "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1",
+    ])
+    cluster.kubectl("apply", "-f", "-", input=_fake_nodes_manifest(nodes))
+    _wait_for(f"{nodes} Ready kwok nodes", lambda: _ready_nodes(cluster) >= nodes, timeout, cluster, "kwok")
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+            return int(resp.status) == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _readyz(cluster: Cluster) -> bool:
+    try:
+        status, _ = cluster.get("/readyz", timeout=2)
+    except (OSError, urllib.error.URLError, ssl.SSLError):
+        return False
+    return status == 200
+
+
+def _ready_nodes(cluster: Cluster) -> int:
+    proc = cluster.kubectl("get", "nodes", "-o", "json", check=False)
+    if proc.returncode != 0:
+        return 0
+    count = 0
+    for node in json.loads(proc.stdout)["items"]:
+        for cond in node.get("status", {}).get("conditions", []):
+            if cond["type"] == "Ready" and cond["status"] == "True":
+                count += 1
+    return count
+
+
+def down(cluster: Cluster, grace: float = 10) -> list[str]:
+    """Stop the processes this cluster started (by pid) and remove its data."""
+    stopped = []
+    # Reverse start order: clients first, etcd last.
+    for c in reversed(cluster.components):
+        if _pid_is(c.pid, c.argv0):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c.pid, signal.SIGTERM)
+            stopped.append(c.name)
+    deadline = time.monotonic() + grace
+    for c in reversed(cluster.components):
+        while _pid_is(c.pid, c.argv0) and time.monotonic() < deadline:
+            _reap(c.pid)
+            time.sleep(0.05)  # waiting on a pid we cannot await
+        if _pid_is(c.pid, c.argv0):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(c.pid, signal.SIGKILL)
+        _reap(c.pid)
+    shutil.rmtree(cluster.data_dir, ignore_errors=True)
+    pointer = registry_dir() / f"{cluster.name}.json"
+    with contextlib.suppress(FileNotFoundError):
+        if json.loads(pointer.read_text()).get("data_dir") == str(cluster.data_dir):
+            pointer.unlink()
+    return stopped
+
+
+def _reap(pid: int) -> None:
+    # Only our own children can be reaped; for others this is a no-op.
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)

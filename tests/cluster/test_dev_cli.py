@@ -1,0 +1,59 @@
+"""`llmgw-dev cluster up | status | down` as a user runs it, beside the session's cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+
+def llmgw_dev(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmgw_dev.cli", *args],
+        capture_output=True, text=True, timeout=180, env=env, check=False,
+    )
+
+
+def test_a_second_cluster_runs_side_by_side_and_down_stops_exactly_its_processes(cluster, tmp_path):
+    if cluster.kind != "local":
+        pytest.skip("tests the local control plane tool; the session cluster is not local")
+    env = dict(os.environ)
+    name = f"side-{os.getpid()}"
+    up = llmgw_dev("cluster", "up", "--name", name, "--nodes", "1", env=env)
+    assert up.returncode == 0, up.stderr
+    kubeconfig = Path(up.stdout.strip())
+    try:
+        assert kubeconfig.is_file()
+        status = llmgw_dev("cluster", "status", "--name", name, env=env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        state = json.loads(status.stdout)
+        assert state["apiserverReady"] is True
+        assert set(state["processes"]) == {
+            "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"
+        }
+        assert state["server"] != cluster.server  # its own port
+        data_dir = kubeconfig.parent
+        pids = [c["pid"] for c in json.loads((data_dir / "state.json").read_text())["components"]]
+    finally:
+        down = llmgw_dev("cluster", "down", "--name", name, env=env)
+    assert down.returncode == 0, down.stderr
+    assert not data_dir.exists()
+    assert all(not Path(f"/proc/{pid}").exists() or _zombie(pid) for pid in pids)
+    # The session's cluster is untouched.
+    assert cluster.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
+    again = llmgw_dev("cluster", "status", "--name", name, env=env)
+    assert again.returncode != 0
+    assert "no cluster named" in again.stderr
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True

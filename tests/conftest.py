@@ -1,0 +1,97 @@
+"""Session fixtures shared by every test folder: the Kubernetes cluster.
+
+`--cluster=local` (default) starts a real control plane on loopback from the
+pinned binaries; `--cluster=existing` uses $KUBECONFIG; `--cluster=kind` uses
+pytest-kind where a Docker engine answers and skips with the reason otherwise.
+The same tests run against all three.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from llmgw_dev import binaries
+from llmgw_dev import cluster as local_cluster
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--cluster",
+        choices=("local", "kind", "existing"),
+        default="local",
+        help="which Kubernetes the cluster tests run against (default: local control plane)",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterHandle:
+    """What a test needs from a cluster, whichever kind it is."""
+
+    kind: str
+    kubeconfig: Path
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return local_cluster.run_kubectl(self.kubeconfig, *args, input=input, check=check, timeout=timeout)
+
+    def helm(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        cmd = [str(binaries.ensure("helm")), "--kubeconfig", str(self.kubeconfig), *args]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} failed: {proc.stderr.strip()}")
+        return proc
+
+    @property
+    def server(self) -> str:
+        return self.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
+
+
+def _docker_engine_problem() -> str | None:
+    docker = shutil.which("docker")
+    if docker is None:
+        return "no docker client on PATH"
+    proc = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=30, check=False)
+    if proc.returncode != 0:
+        return f"`docker info` failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterHandle]:
+    mode = request.config.getoption("--cluster")
+    if mode == "existing":
+        kubeconfig = os.environ.get("KUBECONFIG")
+        if not kubeconfig:
+            raise pytest.UsageError("--cluster=existing needs KUBECONFIG to name a kubeconfig file")
+        yield ClusterHandle("existing", Path(kubeconfig))
+    elif mode == "kind":
+        problem = _docker_engine_problem()
+        if problem:
+            pytest.skip(f"--cluster=kind needs a Docker engine and none answers here: {problem}")
+        from pytest_kind import KindCluster  # imported late: it downloads kind on first use
+
+        kind_bin = shutil.which("kind")
+        kind = KindCluster(
+            "llmgw-pytest",
+            kind_path=Path(kind_bin) if kind_bin else None,
+            kubectl_path=binaries.ensure("kubectl"),
+        )
+        kind.create()
+        try:
+            yield ClusterHandle("kind", Path(kind.kubeconfig_path))
+        finally:
+            kind.delete()
+    else:
+        c = local_cluster.up(name=f"pytest-{os.getpid()}")
+        try:
+            yield ClusterHandle("local", c.kubeconfig)
+        finally:
+            local_cluster.down(c)
