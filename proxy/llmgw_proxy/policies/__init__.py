@@ -1,0 +1,23 @@
+"""Pure policy algorithms of the sidecar: no sockets, no aiohttp, no metrics.
+
+Each takes its config model from ``llmgw_proxy.config``, a ``clock.Clock`` and,
+where randomness is involved, a random source; I/O layers wire them into the
+request path and turn their results and listener calls into metrics and logs.
+
+=====================================  ==================
+Behaviour                              Module
+=====================================  ==================
+Monotonic clock type                   ``clock``
+One continuously refilled bucket       ``buckets``
+Per-provider/per-model limits,         ``limits``
+reserve/settle, 429 headers, pause
+Token estimates for reservations       ``tokens``
+Circuit breaker state machine          ``breaker``
+Retryable outcomes, backoff delays,    ``backoff``
+Retry-After parsing
+Cache keys and cacheability            ``cache_key``
+Bounded in-memory LRU + Store protocol ``cache_store``
+=====================================  ==================
+
+Import the modules, not their names: ``limits.ProviderLimiter(...)``.
+"""

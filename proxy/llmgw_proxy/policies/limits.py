@@ -1,0 +1,202 @@
+"""Rate limits of one provider: all-or-nothing reservations over its buckets.
+
+A provider has up to four buckets: requests and tokens for the provider, and
+requests and tokens for the upstream model when ``modelRateLimits`` names it.
+``acquire`` takes from every bucket that applies or from none, at one common
+start time, so a request waiting on one bucket holds its place in all of them.
+
+Tokens are reserved before the request is sent (prompt estimate plus the
+completion budget, see ``tokens.py``) and settled once usage is known: a
+refund when the answer was shorter, debt when it was longer. Debt delays later
+requests, so parallel requests cannot overshoot the limit for long.
+
+Waiting: a limit with ``maxWait > 0`` lets a request wait up to that long for
+its own bucket; the limiter computes the wait and the async layer sleeps it.
+An upstream 429 pauses the whole provider (``pause``); while paused, a request
+may wait up to the largest ``maxWait`` of its limits, else it is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+
+from llmgw_proxy import config
+from llmgw_proxy.policies import buckets, clock
+
+
+@dataclasses.dataclass(frozen=True)
+class Headers:
+    """Values for OpenAI's x-ratelimit-* headers; None where no such limit is set.
+
+    Each figure comes from the tighter of the provider and model buckets.
+    """
+
+    limit_requests: int | None = None
+    remaining_requests: int | None = None
+    reset_requests: float | None = None
+    limit_tokens: int | None = None
+    remaining_tokens: int | None = None
+    reset_tokens: float | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for kind in ("requests", "tokens"):
+            limit = getattr(self, f"limit_{kind}")
+            if limit is None:
+                continue
+            out[f"x-ratelimit-limit-{kind}"] = str(limit)
+            out[f"x-ratelimit-remaining-{kind}"] = str(getattr(self, f"remaining_{kind}"))
+            out[f"x-ratelimit-reset-{kind}"] = format_reset(getattr(self, f"reset_{kind}"))
+        return out
+
+
+def format_reset(seconds: float) -> str:
+    """Durations the way OpenAI writes them: ``20ms``, ``1.5s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{math.ceil(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{seconds:.2f}".rstrip("0").rstrip(".") + "s"
+    minutes, rest = divmod(math.ceil(seconds), 60)
+    return f"{minutes}m{rest}s"
+
+
+class Reservation:
+    """One request slot and ``tokens`` taken by ``acquire``; settle or cancel it once."""
+
+    def __init__(
+        self,
+        request_buckets: list[buckets.TokenBucket],
+        token_buckets: list[buckets.TokenBucket],
+        tokens: int,
+        clock: clock.Clock,
+    ) -> None:
+        self._request_buckets = request_buckets
+        self._token_buckets = token_buckets
+        self.tokens = tokens
+        self._clock = clock
+        self._done = False
+
+    def settle(self, actual_tokens: int) -> None:
+        """Correct the token buckets to the usage reported (or estimated) for the answer."""
+        if self._done:
+            return
+        self._done = True
+        now = self._clock()
+        for bucket in self._token_buckets:
+            bucket.adjust(actual_tokens - self.tokens, now)
+
+    def cancel(self) -> None:
+        """The request was never sent: give back everything, its request slot included."""
+        if self._done:
+            return
+        self._done = True
+        now = self._clock()
+        for bucket in self._request_buckets:
+            bucket.adjust(-1, now)
+        for bucket in self._token_buckets:
+            bucket.adjust(-self.tokens, now)
+
+
+@dataclasses.dataclass(frozen=True)
+class Admitted:
+    """Go after ``wait`` seconds (0: now); the capacity is already booked for then."""
+
+    wait: float
+    reservation: Reservation
+
+
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    """Answer 429. ``retry_after`` is None when the request can never fit (larger than a burst)."""
+
+    reason: str  # "requests", "tokens", "paused" or "too_large"
+    retry_after: float | None
+    headers: Headers
+
+
+class _Buckets:
+    """The buckets of one RateLimit, with the defaults the config documents."""
+
+    def __init__(self, limit: config.RateLimit) -> None:
+        self.max_wait = limit.max_wait
+        self.requests: buckets.TokenBucket | None = None
+        self.tokens: buckets.TokenBucket | None = None
+        if limit.requests_per_minute is not None:
+            self.requests = buckets.TokenBucket(
+                per_minute=limit.requests_per_minute,
+                burst=limit.request_burst or limit.requests_per_minute,
+            )
+        if limit.tokens_per_minute is not None:
+            self.tokens = buckets.TokenBucket(
+                per_minute=limit.tokens_per_minute, burst=limit.token_burst or limit.tokens_per_minute
+            )
+
+
+class ProviderLimiter:
+    def __init__(
+        self,
+        limit: config.RateLimit | None,
+        model_limits: Mapping[str, config.RateLimit],
+        clock: clock.Clock,
+    ) -> None:
+        self._clock = clock
+        self._provider = _Buckets(limit) if limit is not None else None
+        self._models = {model: _Buckets(lim) for model, lim in model_limits.items()}
+        self.paused_until = -math.inf
+
+    def pause(self, until: float) -> None:
+        """Hold every request until ``until`` (clock time), e.g. from an upstream 429's Retry-After."""
+        self.paused_until = max(self.paused_until, until)
+
+    def acquire(self, model: str, tokens: int) -> Admitted | Refused:
+        """Reserve one request and ``tokens`` for ``model`` in every bucket that applies, or none."""
+        now = self._clock()
+        groups = self._groups(model)
+        start = max(now, self.paused_until)
+        if start - now > max((g.max_wait for g in groups), default=0.0):
+            return Refused("paused", start - now, self.headers(model))
+        needs: list[tuple[buckets.TokenBucket, float, float, str]] = []
+        for group in groups:
+            pairs = ((group.requests, 1.0, "requests"), (group.tokens, float(tokens), "tokens"))
+            for bucket, amount, kind in pairs:
+                if bucket is None:
+                    continue
+                earliest = bucket.earliest(amount, now)
+                if earliest is None:
+                    return Refused("too_large", None, self.headers(model))
+                needs.append((bucket, amount, group.max_wait, kind))
+                start = max(start, earliest)
+        for bucket, amount, max_wait, kind in needs:
+            own = bucket.earliest(amount, now)
+            if own is not None and own - now > max_wait:
+                return Refused(kind, start - now, self.headers(model))
+        for bucket, amount, _, _ in needs:
+            bucket.book(amount, start)
+        request_buckets = [b for b, _, _, kind in needs if kind == "requests"]
+        token_buckets = [b for b, _, _, kind in needs if kind == "tokens"]
+        return Admitted(start - now, Reservation(request_buckets, token_buckets, tokens, self._clock))
+
+    def headers(self, model: str) -> Headers:
+        now = self._clock()
+        groups = self._groups(model)
+        req = self._tightest([g.requests for g in groups], now)
+        tok = self._tightest([g.tokens for g in groups], now)
+        return Headers(*req, *tok)
+
+    @staticmethod
+    def _tightest(
+        candidates: list[buckets.TokenBucket | None], now: float
+    ) -> tuple[int | None, int | None, float | None]:
+        present = [b for b in candidates if b is not None]
+        if not present:
+            return None, None, None
+        bucket = min(present, key=lambda b: b.level(now))
+        return int(bucket.per_minute), max(0, math.floor(bucket.level(now))), bucket.full_in(now)
+
+    def _groups(self, model: str) -> list[_Buckets]:
+        groups = [self._provider] if self._provider is not None else []
+        if model in self._models:
+            groups.append(self._models[model])
+        return groups
