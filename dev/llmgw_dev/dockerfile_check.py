@@ -90,12 +90,12 @@ def stages(text: str) -> list[Stage]:
     result: list[Stage] = []
     for ins in instructions(text):
         if ins.keyword == "ARG" and not result:
-            name, _, default = ins.args.partition("=")
-            global_args[name.strip()] = default.strip().strip('"')
+            arg, _, default = ins.args.partition("=")
+            global_args[arg.strip()] = default.strip().strip('"')
         elif ins.keyword == "FROM":
             words = [w for w in ins.args.split() if not w.startswith("--")]
-            name = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
-            result.append(Stage(_substitute(words[0], global_args), name, ins.line))
+            alias = words[2] if len(words) >= 3 and words[1].upper() == "AS" else None
+            result.append(Stage(_substitute(words[0], global_args), alias, ins.line))
         elif result:
             result[-1].instructions.append(ins)
     return result
@@ -115,13 +115,15 @@ def check(text: str) -> list[Finding]:
         return [Finding(1, "LG001", "no FROM instruction")]
     findings: list[Finding] = []
     if len(built) < 2:
-        findings.append(Finding(built[0].line, "LG001", "single stage: build in a builder stage, copy the venv"))
+        message = "single stage: build in a builder stage, copy the venv"
+        findings.append(Finding(built[0].line, "LG001", message))
     names = {s.name for s in built if s.name}
     for stage in built:
         if stage.base in names:
             continue
         if ":latest" in stage.base or not _DIGEST_PINNED.match(stage.base):
-            findings.append(Finding(stage.line, "LG002", f"base {stage.base!r} is not pinned by tag and digest"))
+            message = f"base {stage.base!r} is not pinned by tag and digest"
+            findings.append(Finding(stage.line, "LG002", message))
         for ins in stage.find("ADD"):
             if re.search(r"\b(https?|ftp)://", ins.args):
                 findings.append(Finding(ins.line, "LG003", "ADD of a URL: fetch in a builder and verify"))
@@ -132,7 +134,8 @@ def check(text: str) -> list[Finding]:
     else:
         match = _NUMERIC_USER.match(users[-1].args)
         if match is None or int(match.group(1)) == 0:
-            findings.append(Finding(users[-1].line, "LG004", f"USER {users[-1].args!r} is not a numeric non-root id"))
+            message = f"USER {users[-1].args!r} is not a numeric non-root id"
+            findings.append(Finding(users[-1].line, "LG004", message))
     for ins in final.find("RUN"):
         words = set(re.split(r"[\s;&|()]+", ins.args))
         tools = sorted(words.intersection(BUILD_TOOLS))
