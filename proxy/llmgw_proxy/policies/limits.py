@@ -25,6 +25,10 @@ from collections.abc import Mapping
 from llmgw_proxy import config
 from llmgw_proxy.policies import buckets, clock
 
+# Rates like 1/60 per second do not divide exactly; a wait of 60.000000001 s
+# must not be refused by a maxWait of 60.
+_SLACK = 1e-9
+
 
 @dataclasses.dataclass(frozen=True)
 class Headers:
@@ -155,7 +159,7 @@ class ProviderLimiter:
         now = self._clock()
         groups = self._groups(model)
         start = max(now, self.paused_until)
-        if start - now > max((g.max_wait for g in groups), default=0.0):
+        if start - now > max((g.max_wait for g in groups), default=0.0) + _SLACK:
             return Refused("paused", start - now, self.headers(model))
         needs: list[tuple[buckets.TokenBucket, float, float, str]] = []
         for group in groups:
@@ -170,7 +174,7 @@ class ProviderLimiter:
                 start = max(start, earliest)
         for bucket, amount, max_wait, kind in needs:
             own = bucket.earliest(amount, now)
-            if own is not None and own - now > max_wait:
+            if own is not None and own - now > max_wait + _SLACK:
                 return Refused(kind, start - now, self.headers(model))
         for bucket, amount, _, _ in needs:
             bucket.book(amount, start)
