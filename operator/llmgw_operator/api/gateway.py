@@ -1,0 +1,249 @@
+"""LLMGateway: an application's pods, each with the sidecar, routing model names to policies."""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from llmgw_operator.api import common
+
+KIND = "LLMGateway"
+PLURAL = "llmgateways"
+SINGULAR = "llmgateway"
+SHORT_NAMES = ("llmgw",)
+
+# Names the operator adds to the application's pod; the template must leave them free.
+SIDECAR_CONTAINER = "llmgw-proxy"
+CONFIG_VOLUME = "llmgw-config"
+KEYS_VOLUME = "llmgw-keys"
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Target(common.Model):
+    """Where a route sends requests: a ProviderPolicy and optionally another upstream model name."""
+
+    policy: common.ObjectName = Field(description="Name of a ProviderPolicy in the gateway's namespace.")
+    model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="Upstream model name; the requested name when unset.",
+    )
+
+
+class Route(common.Model):
+    """A model name the application asks for, and the targets that serve it."""
+
+    model: str = Field(
+        min_length=1,
+        max_length=253,
+        description="Model name the application asks for; '*' matches any model without its own route.",
+    )
+    targets: tuple[Target, ...] = Field(
+        min_length=1,
+        max_length=8,
+        description="Primary first, then fallbacks in order.",
+    )
+
+
+class Autoscaling(common.Model):
+    """An autoscaling/v2 HorizontalPodAutoscaler for the gateway's Deployment."""
+
+    model_config = ConfigDict(
+        json_schema_extra=common.cel_rules(
+            common.cel(
+                "self.minReplicas <= self.maxReplicas",
+                "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+            ),
+            common.cel(
+                "has(self.targetCPUUtilizationPercentage) || has(self.targetMemoryUtilizationPercentage)",
+                "autoscaling needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage",
+            ),
+        )
+    )
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest pods.")
+    max_replicas: int = Field(ge=1, le=1000, description="Most pods.")
+    target_cpu_utilization_percentage: int | None = Field(
+        default=None,
+        alias="targetCPUUtilizationPercentage",
+        ge=1,
+        le=1000,
+        description="Average CPU use, in percent of requests, the autoscaler aims for.",
+    )
+    target_memory_utilization_percentage: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Average memory use, in percent of requests, the autoscaler aims for.",
+    )
+
+    @model_validator(mode="after")
+    def _bounds_and_targets(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.minReplicas must not exceed autoscaling.maxReplicas")
+        if (
+            self.target_cpu_utilization_percentage is None
+            and self.target_memory_utilization_percentage is None
+        ):
+            raise ValueError(
+                "autoscaling needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage"
+            )
+        return self
+
+
+class LogLevel(enum.StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+DEFAULT_RESOURCES: dict[str, Any] = {
+    "requests": {"cpu": "50m", "memory": "64Mi"},
+    "limits": {"memory": "256Mi"},
+}
+
+
+class Proxy(common.Model):
+    """The sidecar container."""
+
+    model_config = ConfigDict(
+        json_schema_extra=common.cel_rules(
+            common.cel("self.port != self.adminPort", "proxy.port and proxy.adminPort must differ"),
+        )
+    )
+
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        description="Sidecar image; the operator's default when unset.",
+    )
+    port: Port = Field(default=8080, description="Port of the OpenAI-compatible API on 127.0.0.1.")
+    admin_port: Port = Field(
+        default=9090, description="Port of /healthz, /readyz and /metrics on all interfaces."
+    )
+    resources: dict[str, Any] = Field(
+        default_factory=lambda: dict(DEFAULT_RESOURCES),
+        description="Sidecar resources (a core/v1 ResourceRequirements).",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    log_level: LogLevel = Field(
+        default=LogLevel.INFO, description="debug, info, warning or error; hot-reloaded."
+    )
+    max_body_bytes: int = Field(
+        default=10 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024, description="Largest request body accepted."
+    )
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Proxy:
+        if self.port == self.admin_port:
+            raise ValueError("proxy.port and proxy.adminPort must differ")
+        return self
+
+
+class Cache(common.Model):
+    """Bounds of the sidecar's one in-memory response store (per pod)."""
+
+    max_entries: int = Field(default=1000, ge=1, le=10_000_000, description="Most cached responses.")
+    max_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024 * 1024,
+        description="Most bytes of cached responses.",
+    )
+
+
+class LLMGatewaySpec(common.Model):
+    """An application's pods with the LLM gateway sidecar next to each container set."""
+
+    model_config = ConfigDict(
+        json_schema_extra=common.cel_rules(
+            common.cel(
+                "!(has(self.replicas) && has(self.autoscaling))",
+                "replicas and autoscaling are mutually exclusive",
+            ),
+        )
+    )
+
+    template: dict[str, Any] = Field(
+        description=(
+            "The application's pod template (a core/v1 PodTemplateSpec). The operator adds the sidecar, "
+            "its volumes and labels; the Deployment validates the rest."
+        ),
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Fixed pod count (1 when neither replicas nor autoscaling is set).",
+    )
+    autoscaling: Autoscaling | None = Field(
+        default=None, description="Autoscale instead of a fixed pod count."
+    )
+    routes: tuple[Route, ...] = Field(
+        min_length=1,
+        max_length=64,
+        description="Model names and their targets; model names are unique.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["model"]},
+    )
+    proxy: Proxy = Field(default_factory=Proxy, description="The sidecar.")
+    cache: Cache = Field(default_factory=Cache, description="Response store bounds per pod.")
+
+    @field_validator("template")
+    @classmethod
+    def _template_has_containers(cls, template: dict[str, Any]) -> dict[str, Any]:
+        spec = template.get("spec")
+        if not isinstance(spec, dict):
+            raise ValueError("template.spec.containers must list at least one container")
+        containers = spec.get("containers")
+        if not isinstance(containers, list) or not containers:
+            raise ValueError("template.spec.containers must list at least one container")
+        names = [c.get("name") for c in containers if isinstance(c, dict)]
+        names += [c.get("name") for c in spec.get("initContainers") or [] if isinstance(c, dict)]
+        if SIDECAR_CONTAINER in names:
+            raise ValueError(f"template.spec: the container name {SIDECAR_CONTAINER} is reserved")
+        volumes = [v.get("name") for v in spec.get("volumes") or [] if isinstance(v, dict)]
+        taken = sorted({CONFIG_VOLUME, KEYS_VOLUME} & set(volumes))
+        if taken:
+            raise ValueError(f"template.spec.volumes: the name {taken[0]} is reserved")
+        return template
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> LLMGatewaySpec:
+        if self.replicas is not None and self.autoscaling is not None:
+            raise ValueError("replicas and autoscaling are mutually exclusive")
+        models = [r.model for r in self.routes]
+        dupes = sorted({m for m in models if models.count(m) > 1})
+        if dupes:
+            raise ValueError(f"routes: duplicate model {', '.join(dupes)}")
+        return self
+
+    def policy_names(self) -> tuple[str, ...]:
+        """Every ProviderPolicy the routes name, sorted, each once."""
+        return tuple(sorted({t.policy for r in self.routes for t in r.targets}))
+
+
+class LLMGatewayStatus(common.Model):
+    """Written by the operator: Ready, Reconciled and PoliciesResolved, plus pod counts."""
+
+    observed_generation: int = Field(default=0, ge=0, description="metadata.generation last acted on.")
+    replicas: int = Field(default=0, ge=0, description="Pods of the gateway's Deployment.")
+    ready_replicas: int = Field(default=0, ge=0, description="Ready pods of the gateway's Deployment.")
+    conditions: common.Conditions = ()
+
+
+class LLMGateway(common.Model):
+    """An LLMGateway object as read from the API server (metadata left out)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["llmgateway.io/v1alpha1"] = "llmgateway.io/v1alpha1"
+    kind: Literal["LLMGateway"] = "LLMGateway"
+    spec: LLMGatewaySpec
+    status: LLMGatewayStatus | None = None

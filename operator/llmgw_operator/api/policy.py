@@ -1,0 +1,238 @@
+"""ProviderPolicy: one upstream provider and how the sidecar treats it.
+
+Field names mirror ``llmgw_proxy.config`` so that compiling a policy into the
+proxy config is a mapping, not a translation (``scope`` and ``apiKeySecretRef``
+are the only Kubernetes-side additions).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Literal
+
+from llmgw_proxy import config
+from pydantic import ConfigDict, Field, model_validator
+
+from llmgw_operator.api import common
+
+KIND = "ProviderPolicy"
+PLURAL = "providerpolicies"
+SINGULAR = "providerpolicy"
+SHORT_NAMES = ("llmpp",)
+
+Seconds = Annotated[float, Field(gt=0, le=3600)]
+ModelName = Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class Scope(enum.StrEnum):
+    PER_POD = "perPod"
+    SHARED = "shared"
+
+
+class RateLimit(common.Model):
+    """Token buckets, refilled continuously. A limit left out is not enforced."""
+
+    model_config = ConfigDict(
+        json_schema_extra=common.cel_rules(
+            common.cel(
+                "has(self.requestsPerMinute) || has(self.tokensPerMinute)",
+                "rateLimit needs requestsPerMinute or tokensPerMinute",
+            )
+        )
+    )
+
+    requests_per_minute: int | None = Field(
+        default=None, ge=1, le=10_000_000, description="Requests per minute."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None, ge=1, le=1_000_000_000, description="Prompt plus completion tokens per minute."
+    )
+    request_burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Bucket size for requests; defaults to requestsPerMinute.",
+    )
+    token_burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000_000,
+        description="Bucket size for tokens; defaults to tokensPerMinute.",
+    )
+    max_wait: float = Field(
+        default=0.0,
+        ge=0,
+        le=60,
+        description="Seconds a request may wait for capacity before it is refused with 429.",
+    )
+    default_max_tokens: int = Field(
+        default=256,
+        ge=1,
+        le=10_000_000,
+        description="Completion tokens reserved when a request sets no max_tokens.",
+    )
+    scope: Scope = Field(
+        default=Scope.SHARED,
+        description=(
+            "shared: the limits are the provider's quota for the whole gateway and the operator splits "
+            "them across its pods (ceil(limit / replicas), re-split when replicas change). "
+            "perPod: every pod enforces the limits as written."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _needs_a_limit(self) -> RateLimit:
+        if self.requests_per_minute is None and self.tokens_per_minute is None:
+            raise ValueError("rateLimit needs requestsPerMinute or tokensPerMinute")
+        return self
+
+
+class CircuitBreaker(common.Model):
+    """Stops calling a failing provider for a while. 429 is never a failure: it pauses instead."""
+
+    model_config = ConfigDict(
+        json_schema_extra=common.cel_rules(
+            common.cel(
+                "self.openDuration <= self.maxOpenDuration",
+                "circuitBreaker.openDuration must not exceed circuitBreaker.maxOpenDuration",
+            )
+        )
+    )
+
+    consecutive_failures: int | None = Field(
+        default=5, ge=1, le=1000, description="Failures in a row that open the breaker."
+    )
+    failure_ratio: float | None = Field(
+        default=None, gt=0, le=1, description="Share of failed requests in the window that opens the breaker."
+    )
+    window: Seconds = Field(default=30.0, description="Rolling window in seconds for failureRatio.")
+    minimum_requests: int = Field(
+        default=10, ge=1, le=100_000, description="Requests in the window before failureRatio counts."
+    )
+    open_duration: Seconds = Field(default=10.0, description="Seconds the breaker stays open the first time.")
+    max_open_duration: Seconds = Field(
+        default=300.0, description="Cap in seconds for the open duration, which doubles on each failed probe."
+    )
+    half_open_requests: int = Field(
+        default=1, ge=1, le=100, description="Trial requests let through while half-open."
+    )
+    fail_on: tuple[config.FailureKind, ...] = Field(
+        default=(config.FailureKind.SERVER_ERROR, config.FailureKind.TIMEOUT, config.FailureKind.CONNECTION),
+        max_length=3,
+        description="What counts as a failure: 5xx, timeout, connection.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+
+    @model_validator(mode="after")
+    def _open_within_max(self) -> CircuitBreaker:
+        if self.open_duration > self.max_open_duration:
+            raise ValueError("circuitBreaker.openDuration must not exceed circuitBreaker.maxOpenDuration")
+        return self
+
+
+class Retry(common.Model):
+    """Retries against the same target before falling back to the next one."""
+
+    attempts: int = Field(default=2, ge=1, le=10, description="Tries per target, the first included.")
+    base_backoff: Seconds = Field(
+        default=0.1, description="Seconds before the first retry; doubles, with jitter."
+    )
+    max_backoff: Seconds = Field(default=5.0, description="Cap in seconds for the backoff.")
+    honor_retry_after: bool = Field(default=True, description="Wait as long as an upstream Retry-After asks.")
+
+
+class Timeouts(common.Model):
+    """Upstream timeouts in seconds. ``total`` bounds the whole request including retries."""
+
+    connect: Seconds = Field(default=5.0, description="Seconds to open the connection.")
+    first_byte: Seconds = Field(
+        default=60.0, description="Seconds until the upstream's response headers arrive."
+    )
+    total: Seconds = Field(default=300.0, description="Seconds for the whole request, retries included.")
+
+
+class CachePolicy(common.Model):
+    """Response caching for this provider, in the sidecar's in-memory store."""
+
+    enabled: bool = Field(default=False, description="Cache responses from this provider.")
+    ttl: Seconds = Field(default=300.0, description="Seconds a cached response stays fresh.")
+    mode: config.CacheMode = Field(
+        default=config.CacheMode.DETERMINISTIC,
+        description="deterministic: only temperature-0 or seed-pinned requests; all: every request.",
+    )
+
+
+class ProviderPolicySpec(common.Model):
+    """One upstream provider: where it is, which key to use, and how to treat it."""
+
+    model_config = ConfigDict(
+        json_schema_extra=common.cel_rules(
+            common.cel(
+                "self.provider != 'azure-openai' || has(self.apiVersion)",
+                "apiVersion is required when provider is azure-openai",
+            ),
+            common.cel(
+                "self.provider == 'openai-compatible' || has(self.apiKeySecretRef)",
+                "apiKeySecretRef is required unless provider is openai-compatible",
+            ),
+        )
+    )
+
+    provider: config.ProviderKind = Field(description="openai, azure-openai or openai-compatible.")
+    base_url: str = Field(
+        alias="baseURL",
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="Up to and including /v1, e.g. https://api.openai.com/v1.",
+    )
+    api_version: str | None = Field(
+        default=None, min_length=1, max_length=64, description="Azure OpenAI api-version query parameter."
+    )
+    api_key_secret_ref: common.SecretKeyRef | None = Field(
+        default=None, description="The Secret key holding the provider's API key."
+    )
+    models: tuple[ModelName, ...] | None = Field(
+        default=None,
+        max_length=128,
+        description="Upstream models routes may use with this policy; any model when unset.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    rate_limit: RateLimit | None = Field(default=None, description="Limits for the provider as a whole.")
+    model_rate_limits: dict[ModelName, RateLimit] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Limits per upstream model, on top of rateLimit.",
+    )
+    circuit_breaker: CircuitBreaker | None = Field(
+        default=None, description="Circuit breaker; none when unset."
+    )
+    retry: Retry = Field(default_factory=Retry, description="Retries before falling back.")
+    timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
+    cache: CachePolicy = Field(default_factory=CachePolicy, description="Response caching.")
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> ProviderPolicySpec:
+        if self.provider is config.ProviderKind.AZURE_OPENAI and self.api_version is None:
+            raise ValueError("apiVersion is required when provider is azure-openai")
+        if self.provider is not config.ProviderKind.OPENAI_COMPATIBLE and self.api_key_secret_ref is None:
+            raise ValueError("apiKeySecretRef is required unless provider is openai-compatible")
+        return self
+
+
+class ProviderPolicyStatus(common.Model):
+    """Written by the operator: Accepted and SecretResolved."""
+
+    observed_generation: int = Field(default=0, ge=0, description="metadata.generation last acted on.")
+    conditions: common.Conditions = ()
+
+
+class ProviderPolicy(common.Model):
+    """A ProviderPolicy object as read from the API server (metadata left as a plain mapping)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["llmgateway.io/v1alpha1"] = "llmgateway.io/v1alpha1"
+    kind: Literal["ProviderPolicy"] = "ProviderPolicy"
+    spec: ProviderPolicySpec
+    status: ProviderPolicyStatus | None = None

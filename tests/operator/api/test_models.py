@@ -1,0 +1,149 @@
+"""The pydantic validators implement the same cross-field rules as the CRD's CEL, with the same messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pydantic
+import pytest
+from llmgw_operator.api import crd, gateway, policy
+
+
+def _policy(**overrides: Any) -> dict[str, Any]:
+    return {"provider": "openai-compatible", "baseURL": "http://127.0.0.1:18080/v1"} | overrides
+
+
+def _gateway(**overrides: Any) -> dict[str, Any]:
+    return {
+        "template": {"spec": {"containers": [{"name": "app", "image": "app:1"}]}},
+        "routes": [{"model": "gpt-4o", "targets": [{"policy": "primary"}]}],
+    } | overrides
+
+
+def _cel_messages(definition: dict[str, Any]) -> set[str]:
+    found: set[str] = set()
+
+    def walk(node: dict[str, Any]) -> None:
+        found.update(r["message"] for r in node.get("x-kubernetes-validations", []))
+        for sub in node.get("properties", {}).values():
+            walk(sub)
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                walk(node[key])
+
+    walk(definition["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    return found
+
+
+POLICY_RULES = [
+    pytest.param(
+        _policy(provider="azure-openai", apiKeySecretRef={"name": "k", "key": "k"}),
+        "apiVersion is required when provider is azure-openai",
+        id="azure-needs-api-version",
+    ),
+    pytest.param(
+        _policy(provider="openai"),
+        "apiKeySecretRef is required unless provider is openai-compatible",
+        id="openai-needs-a-key",
+    ),
+    pytest.param(
+        _policy(rateLimit={"maxWait": 1}),
+        "rateLimit needs requestsPerMinute or tokensPerMinute",
+        id="rate-limit-needs-a-limit",
+    ),
+    pytest.param(
+        _policy(circuitBreaker={"openDuration": 60, "maxOpenDuration": 30}),
+        "circuitBreaker.openDuration must not exceed circuitBreaker.maxOpenDuration",
+        id="open-duration-within-max",
+    ),
+]
+
+GATEWAY_RULES = [
+    pytest.param(
+        _gateway(replicas=2, autoscaling={"maxReplicas": 3, "targetCPUUtilizationPercentage": 70}),
+        "replicas and autoscaling are mutually exclusive",
+        id="replicas-xor-autoscaling",
+    ),
+    pytest.param(
+        _gateway(autoscaling={"minReplicas": 4, "maxReplicas": 3, "targetCPUUtilizationPercentage": 70}),
+        "autoscaling.minReplicas must not exceed autoscaling.maxReplicas",
+        id="min-within-max",
+    ),
+    pytest.param(
+        _gateway(autoscaling={"maxReplicas": 3}),
+        "autoscaling needs targetCPUUtilizationPercentage or targetMemoryUtilizationPercentage",
+        id="autoscaling-needs-a-target",
+    ),
+    pytest.param(
+        _gateway(proxy={"port": 9090}),
+        "proxy.port and proxy.adminPort must differ",
+        id="distinct-ports",
+    ),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), POLICY_RULES)
+def test_policy_rules_match_the_crd(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=message.replace(".", r"\.")):
+        policy.ProviderPolicySpec.model_validate(spec)
+    assert message in _cel_messages(crd.providerpolicy())
+
+
+@pytest.mark.parametrize(("spec", "message"), GATEWAY_RULES)
+def test_gateway_rules_match_the_crd(spec: dict[str, Any], message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=message.replace(".", r"\.")):
+        gateway.LLMGatewaySpec.model_validate(spec)
+    assert message in _cel_messages(crd.llmgateway())
+
+
+def test_every_cel_rule_has_a_pydantic_twin() -> None:
+    tested = {p.values[1] for p in POLICY_RULES + GATEWAY_RULES}
+    assert _cel_messages(crd.providerpolicy()) | _cel_messages(crd.llmgateway()) == tested
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        pytest.param(
+            {"routes": [{"model": "a", "targets": [{"policy": "p"}]}] * 2},
+            "routes: duplicate model a",
+            id="duplicate-route",
+        ),
+        pytest.param({"template": {"spec": {}}}, "template.spec.containers", id="no-containers"),
+        pytest.param(
+            {"template": {"spec": {"containers": [{"name": "llmgw-proxy"}]}}},
+            "llmgw-proxy is reserved",
+            id="reserved-container",
+        ),
+        pytest.param(
+            {"template": {"spec": {"containers": [{"name": "a"}], "volumes": [{"name": "llmgw-keys"}]}}},
+            "llmgw-keys is reserved",
+            id="reserved-volume",
+        ),
+        pytest.param(
+            {"routes": [{"model": "a", "targets": []}]}, "at least 1 item", id="route-without-target"
+        ),
+        pytest.param(
+            {"routes": [{"model": "a", "targets": [{"policy": "Bad_Name"}]}]}, "pattern", id="bad-policy"
+        ),
+    ],
+)
+def test_gateway_refuses_invalid_specs(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(pydantic.ValidationError, match=message):
+        gateway.LLMGatewaySpec.model_validate(_gateway(**overrides))
+
+
+def test_a_minimal_gateway_gets_the_documented_defaults() -> None:
+    spec = gateway.LLMGatewaySpec.model_validate(_gateway())
+    assert spec.replicas is None
+    assert spec.autoscaling is None
+    assert (spec.proxy.port, spec.proxy.admin_port, spec.proxy.log_level) == (8080, 9090, "info")
+    assert spec.policy_names() == ("primary",)
+
+
+def test_policy_reads_the_kubernetes_spelling_of_base_url() -> None:
+    spec = policy.ProviderPolicySpec.model_validate(_policy(rateLimit={"requestsPerMinute": 60}))
+    assert spec.base_url == "http://127.0.0.1:18080/v1"
+    assert spec.rate_limit is not None
+    assert spec.rate_limit.scope is policy.Scope.SHARED
+    assert spec.model_dump(by_alias=True, exclude_none=True)["baseURL"] == spec.base_url
