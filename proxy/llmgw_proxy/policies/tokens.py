@@ -1,0 +1,116 @@
+"""Cheap token estimates for reservations, without a tokenizer.
+
+No tokenizer can be downloaded in the sidecar, and a reservation only needs to
+be roughly right: settling with the upstream's reported usage corrects it.
+
+The heuristic, documented so operators can size ``defaultMaxTokens``:
+
+- text: one token per 4 characters, rounded up (OpenAI's rule of thumb for
+  English; it overestimates code and underestimates CJK text);
+- chat: 4 tokens of overhead per message (role and separators) plus its
+  content, name and tool calls, plus 3 for the reply's priming;
+- an image part: 85 tokens (a low-detail image; high detail costs more and
+  settles as debt);
+- prompts or inputs already given as token ids count one per id;
+- the completion budget: ``max_completion_tokens``, else ``max_tokens``, else
+  the policy's ``defaultMaxTokens``, times ``n`` choices. Embeddings have none.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+
+CHARS_PER_TOKEN = 4
+PER_MESSAGE = 4
+REPLY_PRIMING = 3
+IMAGE = 85
+
+CHAT = "chat/completions"
+COMPLETIONS = "completions"
+EMBEDDINGS = "embeddings"
+
+
+def text(value: str) -> int:
+    return math.ceil(len(value) / CHARS_PER_TOKEN)
+
+
+def messages(value: object) -> int:
+    """Chat messages; content may be a string or a list of parts."""
+    if not isinstance(value, list):
+        return 0
+    total = REPLY_PRIMING
+    for message in value:
+        total += PER_MESSAGE
+        if not isinstance(message, Mapping):
+            continue
+        total += _content(message.get("content"))
+        if isinstance(message.get("name"), str):
+            total += text(message["name"])
+        if message.get("tool_calls") is not None:
+            total += text(json.dumps(message["tool_calls"]))
+    return total
+
+
+def _content(content: object) -> int:
+    if isinstance(content, str):
+        return text(content)
+    if not isinstance(content, list):
+        return 0
+    total = 0
+    for part in content:
+        if isinstance(part, str):
+            total += text(part)
+        elif isinstance(part, Mapping):
+            if isinstance(part.get("text"), str):
+                total += text(part["text"])
+            elif part.get("type") in ("image_url", "input_image"):
+                total += IMAGE
+    return total
+
+
+def prompt(value: object) -> int:
+    """A completions prompt or an embeddings input: text, token ids, or a list of either."""
+    if isinstance(value, str):
+        return text(value)
+    if not isinstance(value, list):
+        return 0
+    if all(isinstance(item, int) for item in value):
+        return len(value)
+    return sum(prompt(item) for item in value)
+
+
+def completion_budget(body: Mapping[str, object], default_max_tokens: int) -> int:
+    limit = body.get("max_completion_tokens")
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        limit = body.get("max_tokens")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        limit = default_max_tokens
+    n = body.get("n")
+    choices = n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
+    return limit * choices
+
+
+def asked(endpoint: str, body: Mapping[str, object]) -> int:
+    """The prompt side of a request to ``endpoint`` (the path after ``/v1/``)."""
+    if endpoint == EMBEDDINGS:
+        return prompt(body.get("input"))
+    if endpoint == CHAT:
+        tools = body.get("tools")
+        return messages(body.get("messages")) + (text(json.dumps(tools)) if tools is not None else 0)
+    if endpoint == COMPLETIONS:
+        return prompt(body.get("prompt"))
+    return text(json.dumps(body))
+
+
+def reservation(endpoint: str, body: Mapping[str, object], default_max_tokens: int) -> int:
+    """Tokens to reserve before sending: the prompt plus the whole completion budget."""
+    if endpoint == EMBEDDINGS:
+        return asked(endpoint, body)
+    return asked(endpoint, body) + completion_budget(body, default_max_tokens)
+
+
+def streamed(endpoint: str, body: Mapping[str, object], completion_text: str) -> int:
+    """Usage to settle on when a stream ended without a usage chunk."""
+    return asked(endpoint, body) + text(completion_text)
