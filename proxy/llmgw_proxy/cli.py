@@ -1,0 +1,60 @@
+"""``llmgw-proxy``: run the sidecar from a compiled config file, or in quick mode.
+
+    llmgw-proxy --config /etc/llmgw/config.yaml
+    llmgw-proxy --upstream https://api.openai.com/v1 --api-key-file key.txt [--port 8080]
+
+Quick mode routes every model ('*') to one OpenAI-compatible upstream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from llmgw_proxy import config, logs, server
+
+
+def quick_config(upstream: str, api_key_file: str | None) -> config.ProxyConfig:
+    return config.parse(
+        {
+            "providers": {"upstream": {"baseUrl": upstream, "apiKeyFile": api_key_file}},
+            "routes": [{"model": "*", "targets": [{"provider": "upstream"}]}],
+        }
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="llmgw-proxy", description=__doc__.splitlines()[0])
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", metavar="FILE", help="compiled proxy config (YAML or JSON)")
+    source.add_argument("--upstream", metavar="URL", help="quick mode: one OpenAI-compatible base URL")
+    p.add_argument("--api-key-file", metavar="F", help="quick mode: file holding the upstream key")
+    p.add_argument("--host", help="API listener host (overrides the config)")
+    p.add_argument("--port", type=int, help="API listener port, 0 for any (overrides the config)")
+    p.add_argument("--admin-host", help="admin listener host (overrides the config)")
+    p.add_argument("--admin-port", type=int, help="admin listener port, 0 for any (overrides the config)")
+    p.add_argument(
+        "--reload-interval", type=float, default=1.0, metavar="S", help="seconds between file checks"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.api_key_file and not args.upstream:
+        parser().error("--api-key-file belongs to quick mode (--upstream)")
+    logs.setup("info")
+    fixed = quick_config(args.upstream, args.api_key_file) if args.upstream else None
+    overrides = server.Overrides(args.host, args.port, args.admin_host, args.admin_port)
+    coro = server.run(args.config, fixed, overrides, args.reload_interval)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is optional off Linux
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

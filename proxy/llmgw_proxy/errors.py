@@ -1,0 +1,91 @@
+"""OpenAI-shaped errors: ``{"error": {"message", "type", "code"}}`` with the right status.
+
+The official ``openai`` client picks its exception class from the status alone
+(400 BadRequestError, 404 NotFoundError, 413/415 APIStatusError, 5xx
+InternalServerError), so the status is what matters most; ``type`` and
+``code`` follow OpenAI's own vocabulary so callers can branch on them too.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+
+class ProxyError(Exception):
+    """A failure the caller gets as an OpenAI-shaped JSON body. Never carries secrets."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> bytes:
+        return json.dumps({"error": {"message": self.message, "type": self.type, "code": self.code}}).encode()
+
+    def response(self) -> web.Response:
+        return web.Response(
+            status=self.status, body=self.body(), content_type="application/json", headers=self.headers
+        )
+
+
+def invalid_json(detail: str) -> ProxyError:
+    return ProxyError(400, f"The request body is not valid JSON: {detail}", code="invalid_json")
+
+
+def bad_request(message: str, code: str = "invalid_request") -> ProxyError:
+    return ProxyError(400, message, code=code)
+
+
+def unsupported_media_type(got: str) -> ProxyError:
+    return ProxyError(
+        415, f"Content-Type must be application/json, got {got or 'none'!r}", code="unsupported_media_type"
+    )
+
+
+def body_too_large(limit: int) -> ProxyError:
+    return ProxyError(413, f"The request body exceeds the limit of {limit} bytes", code="request_too_large")
+
+
+def unknown_model(model: str) -> ProxyError:
+    return ProxyError(404, f"The model {model!r} does not exist on this gateway", code="model_not_found")
+
+
+def not_ready() -> ProxyError:
+    return ProxyError(
+        503, "The gateway has no valid configuration loaded yet", type="server_error", code="not_ready"
+    )
+
+
+def upstream_unreachable(provider: str) -> ProxyError:
+    return ProxyError(
+        502,
+        f"Could not connect to provider {provider!r}",
+        type="server_error",
+        code="upstream_connection_error",
+    )
+
+
+def upstream_timeout(provider: str, phase: str) -> ProxyError:
+    return ProxyError(
+        504,
+        f"Provider {provider!r} did not answer in time ({phase} timeout)",
+        type="timeout",
+        code="upstream_timeout",
+    )
+
+
+def internal(message: str = "The gateway failed to handle the request") -> ProxyError:
+    return ProxyError(500, message, type="server_error", code="internal_error")

@@ -1,0 +1,184 @@
+"""The last step: one exchange with the chosen provider, relayed to the caller.
+
+The body goes upstream as the caller sent it (re-encoded only when the target
+renames the model); the caller's credentials and hop-by-hop headers stay
+behind and the provider's key is added. A streamed answer is written on as
+each chunk arrives; a failure after the headers went out ends the stream with
+an in-band OpenAI error event, which the ``openai`` client raises as APIError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+from opentelemetry import trace
+
+from llmgw_proxy import config, errors, keys, sse, upstream
+
+if TYPE_CHECKING:
+    from llmgw_proxy.pipeline import Call, Next
+
+# Lower-case names. Credentials of the caller never travel upstream; the
+# encoding is left to the client session, which decodes what it asked for.
+_DROP_REQUEST = frozenset(
+    {
+        "authorization",
+        "api-key",
+        "proxy-authorization",
+        "cookie",
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+        "accept-encoding",
+        "x-request-id",
+    }
+)
+_DROP_RESPONSE = frozenset(
+    {
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "date",
+        "server",
+        "set-cookie",
+        "openai-organization",
+        "openai-project",
+        "x-request-id",
+    }
+)
+_USAGE = b'"usage"'
+
+
+def url_for(provider: config.Provider, base_url: str, endpoint: str, model: str) -> str:
+    if provider.kind is config.ProviderKind.AZURE_OPENAI:
+        url = f"{base_url}/openai/deployments/{model}/{endpoint}"
+        return f"{url}?api-version={provider.api_version}" if provider.api_version else url
+    return f"{base_url}/{endpoint}"
+
+
+def request_headers(
+    incoming: Mapping[str, str], key: keys.Key | None, kind: config.ProviderKind
+) -> dict[str, str]:
+    headers = {k: v for k, v in incoming.items() if k.lower() not in _DROP_REQUEST}
+    headers.update(keys.auth_headers(kind, key))
+    return headers
+
+
+def response_headers(incoming: Mapping[str, str], provider: str, request_id: str) -> CIMultiDict[str]:
+    headers: CIMultiDict[str] = CIMultiDict(
+        (k, v) for k, v in incoming.items() if k.lower() not in _DROP_RESPONSE
+    )
+    headers["x-llmgw-provider"] = provider
+    headers["x-request-id"] = request_id
+    return headers
+
+
+def _failure(provider: str, exc: upstream.UpstreamError) -> errors.ProxyError:
+    if isinstance(exc, upstream.TimedOut):
+        return errors.upstream_timeout(provider, exc.phase)
+    return errors.upstream_unreachable(provider)
+
+
+async def forward(call: Call, next_step: Next) -> web.StreamResponse:
+    assert call.provider is not None and call.target is not None
+    state = call.provider
+    provider = state.provider
+    upstream_model = call.target.model or call.model
+    body = call.raw
+    if upstream_model != call.model:
+        body = json.dumps({**call.body, "model": upstream_model}).encode()
+    url = url_for(provider, state.base_url, call.endpoint, upstream_model)
+    headers = request_headers(call.request.headers, call.snapshot.keys.get(state.name), provider.kind)
+
+    tracing = call.services.tracing
+    span = None
+    if tracing.enabled:
+        span = tracing.client_span(
+            call.span, call.endpoint, provider.kind.value, upstream_model, state.base_url
+        )
+    loop = asyncio.get_running_loop()
+    sent = loop.time()
+    try:
+        resp = await call.services.transport.send(
+            upstream.Request("POST", url, headers, body, state.timeouts)
+        )
+        call.upstream_duration = loop.time() - sent
+        call.status = resp.status
+        out_headers = response_headers(resp.headers, state.name, call.request_id)
+        if (
+            call.stream
+            and resp.status == 200
+            and resp.headers.get("Content-Type", "").startswith("text/event-stream")
+        ):
+            return await _relay_stream(call, resp, out_headers)
+        try:
+            data = await resp.read()
+        except upstream.UpstreamError as exc:
+            raise _failure(state.name, exc) from None
+        if resp.status == 200 and _USAGE in data:
+            call.usage = _usage_of(data)
+        return web.Response(status=resp.status, body=data, headers=out_headers)
+    except upstream.UpstreamError as exc:
+        failure = _failure(state.name, exc)
+        call.status = failure.status
+        if span is not None:
+            span.set_attribute("error.type", type(exc).__name__)
+        raise failure from None
+    finally:
+        if span is not None:
+            if call.usage:
+                _set_usage(span, call.usage)
+            if call.status:
+                span.set_attribute("http.response.status_code", call.status)
+            span.end()
+
+
+async def _relay_stream(call: Call, resp: upstream.Response, headers: CIMultiDict[str]) -> web.StreamResponse:
+    out = web.StreamResponse(status=resp.status, headers=headers)
+    reader = sse.UsageReader()
+    try:
+        await out.prepare(call.request)
+        try:
+            async for chunk in resp.chunks():
+                reader.feed(chunk)
+                await out.write(chunk)
+        except upstream.UpstreamError as exc:
+            failure = _failure(call.provider.name if call.provider else "", exc)
+            call.status = failure.status
+            await out.write(sse.error_event(failure.message, failure.type, failure.code or ""))
+        await out.write_eof()
+    finally:
+        resp.close()
+        call.usage = reader.usage
+    return out
+
+
+def _usage_of(data: bytes) -> dict[str, Any] | None:
+    try:
+        usage = json.loads(data).get("usage")
+    except (ValueError, AttributeError):
+        return None
+    return usage if isinstance(usage, dict) else None
+
+
+def _set_usage(span: trace.Span, usage: dict[str, Any]) -> None:
+    for src, dst in (
+        ("prompt_tokens", "gen_ai.usage.input_tokens"),
+        ("completion_tokens", "gen_ai.usage.output_tokens"),
+    ):
+        value = usage.get(src)
+        if isinstance(value, int):
+            span.set_attribute(dst, value)

@@ -1,0 +1,129 @@
+"""Hot reload of the config file and key files, by polling their identity.
+
+Kubelet updates a mounted ConfigMap or Secret by swapping a ``..data``
+symlink to a new directory, which inotify on the file itself never sees; a
+``stat`` that follows the links does. A changed file set is validated whole:
+a bad config or unreadable key is refused, counted and logged, and the
+previous snapshot keeps serving. Unchanged providers keep their state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable
+
+import pydantic
+import yaml
+
+from llmgw_proxy import config, keys, logs, metrics, state
+
+log = logging.getLogger("llmgw.reload")
+
+Fingerprint = tuple[tuple[str, int, int, int, int] | tuple[str], ...]
+
+
+class ConfigError(Exception):
+    pass
+
+
+def read_config(path: str) -> config.ProxyConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)  # JSON is YAML too
+        return config.parse(data)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config {path} is not valid YAML/JSON: {exc}") from None
+    except (pydantic.ValidationError, config.UnsupportedVersion) as exc:
+        raise ConfigError(f"config {path} is invalid: {exc}") from None
+
+
+def fingerprint(paths: list[str]) -> Fingerprint:
+    result: list[tuple[str, int, int, int, int] | tuple[str]] = []
+    for path in paths:
+        try:
+            st = os.stat(path)  # follows symlinks: a ..data swap changes the inode
+        except OSError:
+            result.append((path,))
+            continue
+        result.append((path, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size))
+    return tuple(result)
+
+
+class Watcher:
+    """Loads config and keys into ``live``; ``poll`` reloads when a watched file changed."""
+
+    def __init__(
+        self,
+        live: state.Live,
+        metrics_: metrics.Metrics,
+        config_path: str | None,
+        fixed: config.ProxyConfig | None = None,
+        on_config: Callable[[config.ProxyConfig], None] | None = None,
+    ) -> None:
+        if (config_path is None) == (fixed is None):
+            raise ValueError("give exactly one of config_path and fixed")
+        self.live = live
+        self.metrics = metrics_
+        self.config_path = config_path
+        self.fixed = fixed
+        self.on_config = on_config
+        self.config: config.ProxyConfig | None = None  # last valid config, even if its keys are not
+        self._seen: Fingerprint = ()
+
+    def _paths(self, cfg: config.ProxyConfig | None) -> list[str]:
+        paths = [self.config_path] if self.config_path else []
+        if cfg is not None:
+            paths += sorted({p.api_key_file for p in cfg.providers.values() if p.api_key_file})
+        return paths
+
+    def load(self) -> None:
+        """Load now. Raises ConfigError when the very first config is invalid."""
+        self._seen = fingerprint(self._paths(self.config))
+        try:
+            cfg = self.fixed if self.fixed is not None else read_config(str(self.config_path))
+        except ConfigError as exc:
+            if self.config is None:
+                raise
+            self._refuse(str(exc))
+            return
+        self._seen = fingerprint(self._paths(cfg))
+        try:
+            loaded = keys.load_all(cfg)
+        except keys.KeyFileError as exc:
+            if self.config is None:
+                self.config = cfg  # listeners can start; readiness waits for the key
+            self._refuse(str(exc))
+            return
+        previous = self.live.snapshot
+        if self.config is not None and (cfg.listen, cfg.admin) != (self.config.listen, self.config.admin):
+            log.warning("listener changes take effect after a restart")
+        if cfg.log_level != (self.config.log_level if self.config else None):
+            logs.set_level(cfg.log_level)
+        self.config = cfg
+        snapshot = state.build(previous, cfg, loaded)
+        self.live.snapshot = snapshot
+        self.live.last_error = None
+        self.metrics.config_generation.set(snapshot.generation)
+        if self.on_config:
+            self.on_config(cfg)
+        log.info(
+            "config loaded", extra={"generation": snapshot.generation, "providers": sorted(cfg.providers)}
+        )
+
+    def _refuse(self, reason: str) -> None:
+        self.live.last_error = reason
+        self.metrics.reload_failures.inc()
+        log.error("config reload refused; the previous config keeps serving", extra={"reason": reason})
+
+    def changed(self) -> bool:
+        return fingerprint(self._paths(self.config)) != self._seen
+
+    async def run(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self.changed():
+                self.load()

@@ -1,0 +1,94 @@
+"""Run the sidecar: load, listen, reload on change, drain on SIGTERM.
+
+Listeners bind once; ``Overrides`` lets the CLI (and tests) pick hosts and
+ports, 0 for an ephemeral one. The bound addresses are logged as a
+``listening`` line, which is how a test finds its ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import signal
+
+from aiohttp import web
+
+from llmgw_proxy import admin, app, config, logs, metrics, reload, state, tracing
+
+log = logging.getLogger("llmgw.server")
+
+
+@dataclasses.dataclass(frozen=True)
+class Overrides:
+    host: str | None = None
+    port: int | None = None
+    admin_host: str | None = None
+    admin_port: int | None = None
+
+
+def _bound(runner: web.AppRunner) -> str:
+    addresses = runner.addresses
+    host, port = addresses[0][:2]
+    return f"{host}:{port}"
+
+
+async def run(
+    config_path: str | None,
+    fixed: config.ProxyConfig | None,
+    overrides: Overrides,
+    reload_interval: float,
+) -> int:
+    live = state.Live()
+    metrics_ = metrics.Metrics()
+    watcher = reload.Watcher(live, metrics_, config_path, fixed)
+    try:
+        watcher.load()
+    except reload.ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    cfg = watcher.config
+    assert cfg is not None
+    logs.set_level(cfg.log_level)
+    tracing_ = tracing.from_environment()
+
+    api_runner = web.AppRunner(
+        app.build_api(live, metrics_, tracing_),
+        handle_signals=False,
+        access_log=None,
+        handler_cancellation=True,  # a client that goes away cancels its upstream call
+        shutdown_timeout=cfg.shutdown_grace,
+    )
+    admin_runner = web.AppRunner(admin.build(live, metrics_), handle_signals=False, access_log=None)
+    await api_runner.setup()
+    await admin_runner.setup()
+    api_port = cfg.listen.port if overrides.port is None else overrides.port
+    admin_port = cfg.admin.port if overrides.admin_port is None else overrides.admin_port
+    try:
+        await web.TCPSite(api_runner, overrides.host or cfg.listen.host, api_port).start()
+        await web.TCPSite(admin_runner, overrides.admin_host or cfg.admin.host, admin_port).start()
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        await api_runner.cleanup()
+        await admin_runner.cleanup()
+        return 2
+    log.info("listening", extra={"api": _bound(api_runner), "admin": _bound(admin_runner)})
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    watching = asyncio.create_task(watcher.run(reload_interval))
+    await stop.wait()
+
+    log.info("draining", extra={"grace_seconds": cfg.shutdown_grace})
+    live.draining = True
+    watching.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watching
+    await api_runner.cleanup()  # stops accepting, then waits for in-flight requests up to the grace
+    await admin_runner.cleanup()
+    tracing_.shutdown()
+    log.info("stopped")
+    return 0

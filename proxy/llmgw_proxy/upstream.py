@@ -1,0 +1,143 @@
+"""The narrow seam to providers: send a prepared request, get a status, headers and a body.
+
+The pipeline depends only on ``Transport``; ``AiohttpTransport`` is the real
+one (a pooled ``ClientSession``). Failures come back as two exception types so
+callers (and the breaker/retry policies) can classify them without knowing
+aiohttp: ``ConnectFailed`` (nothing was sent or the peer went away) and
+``TimedOut`` (with the phase that ran out: connect, first_byte or total).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Mapping
+from typing import Protocol
+
+import aiohttp
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float
+    first_byte: float
+    total: float
+
+
+@dataclasses.dataclass(slots=True)
+class Request:
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None
+    timeouts: Timeouts
+
+
+class Response(Protocol):
+    status: int
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    async def read(self) -> bytes: ...
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    async def send(self, request: Request) -> Response: ...
+
+
+class UpstreamError(Exception):
+    """Base of transport failures; never carries request headers (they hold the key)."""
+
+
+class ConnectFailed(UpstreamError):
+    pass
+
+
+class TimedOut(UpstreamError):
+    def __init__(self, phase: str) -> None:
+        super().__init__(f"{phase} timeout")
+        self.phase = phase
+
+
+class _AiohttpResponse:
+    __slots__ = ("_deadline", "_resp", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse, deadline: float) -> None:
+        self._resp = resp
+        self._deadline = deadline
+        self.status = resp.status
+        self.headers = resp.headers
+
+    async def read(self) -> bytes:
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                return await self._resp.read()
+        except TimeoutError:
+            raise TimedOut("total") from None
+        except aiohttp.ClientError as exc:
+            raise ConnectFailed(type(exc).__name__) from None
+        finally:
+            self._resp.release()
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        content = self._resp.content
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout_at(self._deadline):
+                        # readany hands over whatever arrived: SSE events are relayed as they come.
+                        chunk = await content.readany()
+                except TimeoutError:
+                    raise TimedOut("total") from None
+                except aiohttp.ClientError as exc:
+                    raise ConnectFailed(type(exc).__name__) from None
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        # Closing (not releasing) drops a half-read connection instead of reusing it.
+        if not self._resp.closed:
+            self._resp.close()
+
+
+class AiohttpTransport:
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def send(self, request: Request) -> Response:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        t = request.timeouts
+        first_byte_at = start + min(t.first_byte, t.total)
+        phase = "first_byte" if t.first_byte < t.total else "total"
+        try:
+            async with asyncio.timeout_at(first_byte_at):
+                resp = await self._session.request(
+                    request.method,
+                    request.url,
+                    data=request.body,
+                    headers=request.headers,
+                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect),
+                    allow_redirects=False,
+                )
+        except aiohttp.ServerTimeoutError:
+            raise TimedOut("connect") from None
+        except TimeoutError:
+            raise TimedOut(phase) from None
+        except aiohttp.ClientError as exc:
+            raise ConnectFailed(type(exc).__name__) from None
+        return _AiohttpResponse(resp, start + t.total)
+
+
+def new_session(limit: int = 256) -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=30, enable_cleanup_closed=False)
+    # auto_decompress stays on: usage accounting must read the JSON the provider sent.
+    return aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), trust_env=False)
