@@ -11,7 +11,7 @@ from llmgw_proxy.policies.breaker import Outcome, State
 
 from .conftest import FakeClock
 
-S, F, I = Outcome.SUCCESS, Outcome.FAILURE, Outcome.IGNORED
+S, F, IGN = Outcome.SUCCESS, Outcome.FAILURE, Outcome.IGNORED
 Transition = tuple[State, State, str]
 
 
@@ -39,9 +39,9 @@ def open_it(b: breaker.Breaker) -> None:
         pytest.param({"status": 200}, S, id="2xx-success"),
         pytest.param({"status": 500}, F, id="5xx-failure"),
         pytest.param({"status": 503}, F, id="503-failure"),
-        pytest.param({"status": 429}, I, id="429-ignored"),
-        pytest.param({"status": 400}, I, id="400-ignored"),
-        pytest.param({"status": 404}, I, id="404-ignored"),
+        pytest.param({"status": 429}, IGN, id="429-ignored"),
+        pytest.param({"status": 400}, IGN, id="400-ignored"),
+        pytest.param({"status": 404}, IGN, id="404-ignored"),
         pytest.param({"failure": config.FailureKind.TIMEOUT}, F, id="timeout-failure"),
         pytest.param({"failure": config.FailureKind.CONNECTION}, F, id="connection-failure"),
     ],
@@ -52,8 +52,8 @@ def test_classifies_outcomes_by_default_policy(kw: Any, expected: Outcome) -> No
 
 def test_a_failure_kind_left_out_of_fail_on_is_ignored() -> None:
     policy = config.CircuitBreaker(fail_on=(config.FailureKind.TIMEOUT,))
-    assert breaker.classify(policy, status=502) is I
-    assert breaker.classify(policy, failure=config.FailureKind.CONNECTION) is I
+    assert breaker.classify(policy, status=502) is IGN
+    assert breaker.classify(policy, failure=config.FailureKind.CONNECTION) is IGN
     assert breaker.classify(policy, failure=config.FailureKind.TIMEOUT) is F
 
 
@@ -80,7 +80,7 @@ def test_a_success_breaks_the_streak(clock: FakeClock) -> None:
 
 def test_ignored_outcomes_neither_break_nor_extend_the_streak(clock: FakeClock) -> None:
     b, _ = make(clock, consecutive_failures=3)
-    run(b, F, F, I, I, I)
+    run(b, F, F, IGN, IGN, IGN)
     assert b.state is State.CLOSED
     run(b, F)
     assert b.state is State.OPEN
@@ -105,7 +105,7 @@ def test_the_ratio_window_forgets_old_outcomes(clock: FakeClock) -> None:
 
 def test_ignored_outcomes_do_not_dilute_the_ratio(clock: FakeClock) -> None:
     b, _ = make(clock, consecutive_failures=None, failure_ratio=0.5, minimum_requests=4)
-    run(b, F, I, I, I, I, I, S, F, S)
+    run(b, F, IGN, IGN, IGN, IGN, IGN, S, F, S)
     assert b.state is State.OPEN
 
 
@@ -169,7 +169,7 @@ def test_an_ignored_probe_frees_its_slot(clock: FakeClock) -> None:
     b, _ = make(clock, consecutive_failures=1, open_duration=10, half_open_requests=1)
     open_it(b)
     clock.step(10)
-    run(b, I)
+    run(b, IGN)
     assert b.state is State.HALF_OPEN
     run(b, S)
     assert b.state is State.CLOSED
