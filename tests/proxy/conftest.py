@@ -1,0 +1,163 @@
+"""A real proxy on real loopback sockets in front of fake providers, and openai clients for it."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+import yaml
+from aiohttp.pytest_plugin import AiohttpServer
+
+from llmgw_dev import fake_provider
+from llmgw_proxy import admin, app, logs, metrics, pipeline, reload, state, tracing
+
+SECRET = "sk-fake-provider-secret-0123456789abcdef"
+CALLER_KEY = "caller-key-not-forwarded"
+
+
+@dataclasses.dataclass
+class Proxy:
+    url: str
+    admin_url: str
+    live: state.Live
+    metrics: metrics.Metrics
+    watcher: reload.Watcher
+    config_path: pathlib.Path
+    clients: list[openai.OpenAI | openai.AsyncOpenAI] = dataclasses.field(default_factory=list)
+
+    def client(self, **kwargs: Any) -> openai.OpenAI:
+        client = openai.OpenAI(base_url=self.url + "/v1", api_key=CALLER_KEY, max_retries=0, **kwargs)
+        self.clients.append(client)
+        return client
+
+    def async_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
+        client = openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=CALLER_KEY, max_retries=0, **kwargs)
+        self.clients.append(client)
+        return client
+
+    async def close_clients(self) -> None:
+        for client in self.clients:
+            if isinstance(client, openai.AsyncOpenAI):
+                await client.close()
+            else:
+                client.close()
+
+    def metrics_text(self) -> str:
+        return self.metrics.exposition().decode()
+
+    def sample(self, name: str, **labels: str) -> float:
+        value = self.metrics.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+StartProxy = Callable[..., Awaitable[Proxy]]
+
+
+def config_doc(upstream: str, key_file: pathlib.Path | None, **top: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "version": 1,
+        "providers": {
+            "fake": {
+                "baseUrl": upstream,
+                "apiKeyFile": str(key_file) if key_file else None,
+                "timeouts": {"connect": 2, "firstByte": 2, "total": 5},
+            }
+        },
+        "routes": [{"model": "*", "targets": [{"provider": "fake"}]}],
+    }
+    doc.update(top)
+    return doc
+
+
+@pytest.fixture
+def fake() -> fake_provider.FakeProvider:
+    return fake_provider.FakeProvider()
+
+
+@pytest.fixture
+async def upstream(aiohttp_server: AiohttpServer, fake: fake_provider.FakeProvider) -> str:
+    server = await aiohttp_server(fake.app())
+    return str(server.make_url("/v1"))
+
+
+@pytest.fixture
+def key_file(tmp_path: pathlib.Path) -> pathlib.Path:
+    path = tmp_path / "fake-key"
+    path.write_text(SECRET + "\n")
+    return path
+
+
+@pytest.fixture
+def span_exporter() -> Any:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+async def start_proxy(aiohttp_server: AiohttpServer, tmp_path: pathlib.Path) -> AsyncIterator[StartProxy]:
+    started: list[Proxy] = []
+
+    async def start(
+        doc: dict[str, Any],
+        *,
+        tracing_: tracing.Tracing | None = None,
+        steps: tuple[pipeline.Step, ...] = pipeline.STEPS,
+    ) -> Proxy:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        live, metrics_ = state.Live(), metrics.Metrics()
+        watcher = reload.Watcher(live, metrics_, str(path))
+        watcher.load()
+        api = app.build_api(live, metrics_, tracing_ or tracing.Tracing(None), steps=steps)
+        api_server = await aiohttp_server(api)  # TestServer turns handler_cancellation on, like server.run
+        admin_server = await aiohttp_server(admin.build(live, metrics_))
+        proxy = Proxy(
+            str(api_server.make_url("")).rstrip("/"),
+            str(admin_server.make_url("")).rstrip("/"),
+            live,
+            metrics_,
+            watcher,
+            path,
+        )
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        await proxy.close_clients()
+
+
+@pytest.fixture
+async def proxy(start_proxy: StartProxy, upstream: str, key_file: pathlib.Path) -> Proxy:
+    return await start_proxy(config_doc(upstream, key_file))
+
+
+@pytest.fixture
+async def http() -> Any:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def log_lines(caplog: pytest.LogCaptureFixture) -> Callable[[], list[str]]:
+    """Every log record of the test, formatted exactly as the sidecar writes it."""
+    caplog.set_level(logging.DEBUG)
+    formatter = logs.JsonFormatter()
+    return lambda: [formatter.format(r) for r in caplog.records]
+
+
+@pytest.fixture
+def secret() -> str:
+    return SECRET
+
+
+@pytest.fixture
+def make_doc() -> Callable[..., dict[str, Any]]:
+    return config_doc
