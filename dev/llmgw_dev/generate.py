@@ -69,6 +69,9 @@ def crds_reference() -> str:
             f"categories {', '.join(f'`{c}`' for c in names['categories'])}. "
             f"Columns of `kubectl get`: {', '.join(c['name'] for c in columns)}.\n\n"
         )
+        for rule in schema.get("x-kubernetes-validations", []):
+            out.append(f"- Rule: `{rule['rule']}` ({rule['message']})\n")
+        out.append("\n")
         for part in ("spec", "status"):
             out.extend(_sections(schema["properties"][part], part, level=3))
     return "".join(out)

@@ -24,8 +24,10 @@ def _column(name: str, type_: str, path: str, description: str, priority: int = 
 _AGE = _column("Age", "date", ".metadata.creationTimestamp", "Time since the object was created.")
 
 
-def _object_schema(description: str, spec: type[BaseModel], status: type[BaseModel]) -> dict[str, Any]:
-    return {
+def _object_schema(
+    description: str, spec: type[BaseModel], status: type[BaseModel], *rules: dict[str, str]
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {
         "type": "object",
         "description": description,
         "properties": {
@@ -40,6 +42,9 @@ def _object_schema(description: str, spec: type[BaseModel], status: type[BaseMod
         },
         "required": ["spec"],
     }
+    if rules:
+        schema["x-kubernetes-validations"] = list(rules)
+    return schema
 
 
 def _definition(
@@ -91,6 +96,7 @@ def llmgateway() -> dict[str, Any]:
             "to ProviderPolicies.",
             gateway.LLMGatewaySpec,
             gateway.LLMGatewayStatus,
+            gateway.NAME_RULE,
         ),
         columns=[
             _column("Ready", "string", f"{_READY}.status", "Whether the gateway serves its current config."),

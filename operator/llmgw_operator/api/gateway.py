@@ -19,6 +19,19 @@ SIDECAR_CONTAINER = "llmgw-proxy"
 CONFIG_VOLUME = "llmgw-config"
 KEYS_VOLUME = "llmgw-keys"
 
+# The gateway's name becomes a label value on its children and pods.
+MAX_NAME_LENGTH = 63
+NAME_RULE = common.cel(
+    f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+    f"metadata.name must be at most {MAX_NAME_LENGTH} characters",
+)
+
+
+def name_problem(name: str) -> str | None:
+    """The pydantic-side twin of NAME_RULE (metadata is not part of the spec model)."""
+    return NAME_RULE["message"] if len(name) > MAX_NAME_LENGTH else None
+
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 

@@ -96,8 +96,14 @@ def test_gateway_rules_match_the_crd(spec: dict[str, Any], message: str) -> None
     assert message in _cel_messages(crd.llmgateway())
 
 
+def test_a_gateway_name_must_fit_in_a_label_value() -> None:
+    assert gateway.name_problem("g" * 63) is None
+    assert gateway.name_problem("g" * 64) == "metadata.name must be at most 63 characters"
+    assert gateway.NAME_RULE["message"] in _cel_messages(crd.llmgateway())
+
+
 def test_every_cel_rule_has_a_pydantic_twin() -> None:
-    tested = {p.values[1] for p in POLICY_RULES + GATEWAY_RULES}
+    tested = {p.values[1] for p in POLICY_RULES + GATEWAY_RULES} | {gateway.NAME_RULE["message"]}
     assert _cel_messages(crd.providerpolicy()) | _cel_messages(crd.llmgateway()) == tested
 
 

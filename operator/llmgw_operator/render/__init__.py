@@ -1,0 +1,8 @@
+"""Pure renderers: a gateway's spec in, child manifests (plain dicts) out.
+
+Nothing here talks to the API server; owner references are added by the apply layer.
+"""
+
+from llmgw_operator.render import conditions, configmap, deployment, hpa, names, proxy_config, resolve, secret
+
+__all__ = ["conditions", "configmap", "deployment", "hpa", "names", "proxy_config", "resolve", "secret"]

@@ -1,0 +1,149 @@
+"""metav1.Condition lists and the conditions of both custom resources, computed from observations.
+
+Conditions are plain dicts in their wire shape, ready for a status patch. Time
+is injected: ``lastTransitionTime`` moves only when a condition's status does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llmgw_operator.api import common
+
+TRUE, FALSE, UNKNOWN = (
+    common.ConditionStatus.TRUE,
+    common.ConditionStatus.FALSE,
+    common.ConditionStatus.UNKNOWN,
+)
+
+READY = "Ready"
+RECONCILED = "Reconciled"
+POLICIES_RESOLVED = "PoliciesResolved"
+ACCEPTED = "Accepted"
+SECRET_RESOLVED = "SecretResolved"  # noqa: S105 (a condition type)
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """A condition's status, reason and message, before it is stamped with a type and time."""
+
+    status: common.ConditionStatus
+    reason: str
+    message: str = ""
+
+
+def timestamp(now: datetime.datetime) -> str:
+    """RFC 3339 in UTC with a Z, to the second, as the API server writes it."""
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def find(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
+    return next((c for c in conditions if c.get("type") == type_), None)
+
+
+def is_true(conditions: Sequence[Mapping[str, Any]], type_: str) -> bool:
+    found = find(conditions, type_)
+    return found is not None and found.get("status") == TRUE
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]],
+    type_: str,
+    verdict: Verdict,
+    *,
+    generation: int,
+    now: datetime.datetime,
+) -> list[dict[str, Any]]:
+    """A new list with ``type_`` set; other conditions keep their place and content."""
+    previous = find(conditions, type_)
+    unchanged = previous is not None and previous.get("status") == verdict.status
+    condition = {
+        "type": type_,
+        "status": str(verdict.status),
+        "reason": verdict.reason,
+        "message": verdict.message,
+        "observedGeneration": generation,
+        "lastTransitionTime": (
+            str(previous["lastTransitionTime"])
+            if unchanged and previous is not None and previous.get("lastTransitionTime")
+            else timestamp(now)
+        ),
+    }
+    out = [dict(c) for c in conditions if c.get("type") != type_]
+    index = next((i for i, c in enumerate(conditions) if c.get("type") == type_), len(out))
+    out.insert(index, condition)
+    return out
+
+
+def deployment_ready(deployment: Mapping[str, Any] | None) -> Verdict:
+    """Ready when the Deployment controller has seen the latest template and enough pods are available."""
+    if deployment is None:
+        return Verdict(FALSE, "DeploymentNotFound", "the gateway's Deployment does not exist yet")
+    generation = deployment.get("metadata", {}).get("generation", 0)
+    status = deployment.get("status") or {}
+    desired = (deployment.get("spec") or {}).get("replicas", 1)
+    if status.get("observedGeneration", 0) < generation:
+        return Verdict(FALSE, "RolloutPending", "the Deployment controller has not seen the latest template")
+    if desired == 0:
+        return Verdict(FALSE, "ScaledToZero", "the Deployment has 0 replicas")
+    updated = status.get("updatedReplicas", 0)
+    available = status.get("availableReplicas", 0)
+    if updated < desired or status.get("replicas", 0) > updated:
+        return Verdict(FALSE, "RolloutInProgress", f"{updated} of {desired} pods run the current template")
+    if available < desired:
+        return Verdict(FALSE, "ReplicasUnavailable", f"{available} of {desired} pods are available")
+    return Verdict(TRUE, "Available", f"{available} of {desired} pods are available")
+
+
+def replica_counts(deployment: Mapping[str, Any] | None) -> tuple[int, int]:
+    """(replicas, readyReplicas) for the gateway's status and printer columns."""
+    status = (deployment or {}).get("status") or {}
+    return int(status.get("replicas", 0)), int(status.get("readyReplicas", 0))
+
+
+def gateway_ready(policies: Verdict, reconciled: Verdict, deployment: Mapping[str, Any] | None) -> Verdict:
+    """Ready means serving the current config: resolved policies, applied children, an available rollout."""
+    if policies.status != TRUE:
+        return Verdict(FALSE, "PoliciesUnresolved", policies.message)
+    if reconciled.status != TRUE:
+        return Verdict(FALSE, "NotReconciled", reconciled.message)
+    return deployment_ready(deployment)
+
+
+def gateway_conditions(
+    existing: Sequence[Mapping[str, Any]],
+    *,
+    generation: int,
+    now: datetime.datetime,
+    policies: Verdict,
+    reconciled: Verdict,
+    deployment: Mapping[str, Any] | None,
+) -> list[dict[str, Any]]:
+    """An LLMGateway's Ready, Reconciled and PoliciesResolved conditions."""
+    out = set_condition(existing, POLICIES_RESOLVED, policies, generation=generation, now=now)
+    out = set_condition(out, RECONCILED, reconciled, generation=generation, now=now)
+    ready = gateway_ready(policies, reconciled, deployment)
+    return set_condition(out, READY, ready, generation=generation, now=now)
+
+
+def accepted(error: str | None) -> Verdict:
+    """A ProviderPolicy's Accepted condition from its validation error, if any."""
+    if error is None:
+        return Verdict(TRUE, "Valid", "the policy is valid")
+    return Verdict(FALSE, "Invalid", error)
+
+
+def policy_conditions(
+    existing: Sequence[Mapping[str, Any]],
+    *,
+    generation: int,
+    now: datetime.datetime,
+    accepted: Verdict,
+    secret: Verdict,
+) -> list[dict[str, Any]]:
+    """A ProviderPolicy's Accepted and SecretResolved conditions."""
+    out = set_condition(existing, ACCEPTED, accepted, generation=generation, now=now)
+    return set_condition(out, SECRET_RESOLVED, secret, generation=generation, now=now)

@@ -1,0 +1,27 @@
+"""The ConfigMap holding the compiled proxy config, serialised byte-stably."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from llmgw_proxy import config
+
+from llmgw_operator.render import names
+
+HEADER = "# Compiled by llmgw-operator from the LLMGateway and its ProviderPolicies. Do not edit.\n"
+
+
+def serialise(document: config.ProxyConfig) -> str:
+    """Same config, same bytes: keys sorted, JSON-compatible values, no anchors or timestamps."""
+    data = document.model_dump(mode="json", by_alias=True)
+    return HEADER + yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True)
+
+
+def render(gateway: str, namespace: str, document: config.ProxyConfig) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": names.metadata(names.config_map(gateway), namespace, gateway),
+        "data": {names.CONFIG_KEY: serialise(document)},
+    }

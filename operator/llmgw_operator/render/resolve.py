@@ -1,0 +1,106 @@
+"""Which referenced policies, Secrets and keys exist: the PoliciesResolved and SecretResolved verdicts.
+
+Inputs are what the handler observed (policies by name, Secrets' data by
+name); outputs name what is missing and never carry a key's value.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+from collections.abc import Mapping
+
+from llmgw_operator.api import gateway, policy
+from llmgw_operator.render.conditions import FALSE, TRUE, Verdict
+
+# A policy as observed: its validated spec, or the validation error's message.
+Observed = policy.ProviderPolicySpec | str
+# A Secret as observed: its ``data`` (base64 values, as the API returns them).
+SecretData = Mapping[str, str]
+
+
+def _decode(value: str) -> bytes | None:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def secret_key(
+    spec: policy.ProviderPolicySpec, secrets: Mapping[str, SecretData]
+) -> tuple[Verdict, bytes | None]:
+    """The policy's SecretResolved verdict and, when resolved, its key's bytes."""
+    ref = spec.api_key_secret_ref
+    if ref is None:
+        return Verdict(TRUE, "NoSecretNeeded", "the policy references no Secret"), None
+    data = secrets.get(ref.name)
+    if data is None:
+        return Verdict(FALSE, "SecretNotFound", f"Secret {ref.name} not found"), None
+    value = _decode(data[ref.key]) if ref.key in data else None
+    if not value:
+        return Verdict(FALSE, "SecretKeyMissing", f"Secret {ref.name} has no non-empty key {ref.key}"), None
+    return Verdict(TRUE, "SecretFound", f"key {ref.key} of Secret {ref.name}"), value
+
+
+@dataclasses.dataclass(frozen=True)
+class Resolution:
+    """The gateway's PoliciesResolved verdict, plus what compiling and the keys Secret need."""
+
+    verdict: Verdict
+    policies: dict[str, policy.ProviderPolicySpec]
+    keys: dict[str, bytes]
+
+
+def _models_used(spec: gateway.LLMGatewaySpec, name: str) -> list[str]:
+    """Upstream models routes send to policy ``name`` (a wildcard route without a target model is any)."""
+    used = []
+    for route in spec.routes:
+        for target in route.targets:
+            model = target.model or route.model
+            if target.policy == name and model != "*":
+                used.append(model)
+    return used
+
+
+def gateway_policies(
+    spec: gateway.LLMGatewaySpec,
+    policies: Mapping[str, Observed],
+    secrets: Mapping[str, SecretData],
+) -> Resolution:
+    """Resolve every policy the routes name; the first kind of problem found names all its cases."""
+    missing, invalid, no_secret, no_key, disallowed = [], [], [], [], []
+    resolved: dict[str, policy.ProviderPolicySpec] = {}
+    keys: dict[str, bytes] = {}
+    for name in spec.policy_names():
+        observed = policies.get(name)
+        if observed is None:
+            missing.append(name)
+            continue
+        if isinstance(observed, str):
+            invalid.append(name)
+            continue
+        resolved[name] = observed
+        verdict, key = secret_key(observed, secrets)
+        if verdict.reason == "SecretNotFound":
+            no_secret.append(f"{name} ({verdict.message})")
+        elif verdict.reason == "SecretKeyMissing":
+            no_key.append(f"{name} ({verdict.message})")
+        elif key is not None:
+            keys[name] = key
+        allowed = observed.models
+        if allowed is not None:
+            disallowed += [
+                f"{model} via {name}" for model in _models_used(spec, name) if model not in allowed
+            ]
+    for reason, what, found in (
+        ("PolicyNotFound", "ProviderPolicy not found", missing),
+        ("PolicyInvalid", "ProviderPolicy invalid", invalid),
+        ("SecretNotFound", "API key Secret not found for", no_secret),
+        ("SecretKeyMissing", "API key missing for", no_key),
+        ("ModelNotAllowed", "model not in the policy's models", disallowed),
+    ):
+        if found:
+            return Resolution(Verdict(FALSE, reason, f"{what}: {', '.join(found)}"), resolved, keys)
+    names = ", ".join(spec.policy_names())
+    return Resolution(Verdict(TRUE, "Resolved", f"policies resolved: {names}"), resolved, keys)
