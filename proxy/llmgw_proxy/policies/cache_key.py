@@ -1,0 +1,111 @@
+"""Which requests may be answered from the cache, and under which key.
+
+The key is the SHA-256 (hex) of canonical JSON over the route (the public
+model name), the resolved provider and upstream model, the endpoint and the
+request body minus ``NON_OUTPUT_FIELDS``. It is a deny-list on purpose: a
+parameter this module has never heard of (OpenAI adds some every quarter)
+changes the key, so two requests that could differ in output never share an
+answer. Canonical JSON sorts keys, drops whitespace, escapes non-ASCII, and
+writes integral floats as integers (``0.0`` and ``0`` are the same JSON
+number), so re-serializing a body never changes its key.
+
+Cacheability (``cacheable``): with mode ``all``, every request to a known
+endpoint; with ``deterministic``, embeddings always, and completions when
+``temperature`` is 0 or a ``seed`` is set. ``n`` does not matter: the stored
+answer holds all ``n`` choices and the key includes ``n``. A missing
+temperature means the provider's default (1 for OpenAI), so not cacheable.
+
+Request ``Cache-Control`` (``decide``): ``no-store`` bypasses the cache both
+ways; ``no-cache`` or ``max-age=0`` skip the lookup but store the fresh
+answer, as HTTP caches do.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections.abc import Mapping
+
+from llmgw_proxy import config
+
+KEY_VERSION = 1
+"""Part of every key: bump it when the key's inputs change meaning."""
+
+NON_OUTPUT_FIELDS = frozenset(
+    {
+        "stream",  # transport only: a cached answer is replayed as SSE to a streaming client
+        "stream_options",  # idem (include_usage shapes the stream, not the answer)
+        "user",  # end-user id for the provider's abuse monitoring
+        "safety_identifier",  # its successor
+        "prompt_cache_key",  # a routing hint for the provider's prompt cache
+        "store",  # whether the provider keeps the completion for evals
+        "metadata",  # tags for stored completions
+    }
+)
+
+ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings"})
+
+
+def key(route: str, provider: str, upstream_model: str, endpoint: str, body: Mapping[str, object]) -> str:
+    request = {k: v for k, v in body.items() if k not in NON_OUTPUT_FIELDS}
+    document = {
+        "v": KEY_VERSION,
+        "route": route,
+        "provider": provider,
+        "upstream_model": upstream_model,
+        "endpoint": endpoint,
+        "request": _normal(request),
+    }
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("ascii")).hexdigest()
+
+
+def _normal(value: object) -> object:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {str(k): _normal(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_normal(v) for v in value]
+    return value
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def cacheable(policy: config.CachePolicy, endpoint: str, body: Mapping[str, object]) -> bool:
+    if not policy.enabled or endpoint not in ENDPOINTS:
+        return False
+    if policy.mode is config.CacheMode.ALL or endpoint == "embeddings":
+        return True
+    return _number(body.get("temperature")) == 0.0 or _number(body.get("seed")) is not None
+
+
+class Decision(enum.StrEnum):
+    USE = "use"  # look up; on a miss, store the fresh answer
+    REFRESH = "refresh"  # skip the lookup, store the fresh answer
+    BYPASS = "bypass"  # neither look up nor store
+
+
+def directives(cache_control: str | None) -> frozenset[str]:
+    """Directive names and values of a Cache-Control header, lower-cased: ``{"no-cache", "max-age=0"}``."""
+    if not cache_control:
+        return frozenset()
+    return frozenset(d.strip().lower().replace(" ", "") for d in cache_control.split(",") if d.strip())
+
+
+def decide(
+    policy: config.CachePolicy, endpoint: str, body: Mapping[str, object], cache_control: str | None
+) -> Decision:
+    if not cacheable(policy, endpoint, body):
+        return Decision.BYPASS
+    asked = directives(cache_control)
+    if "no-store" in asked:
+        return Decision.BYPASS
+    if "no-cache" in asked or "max-age=0" in asked:
+        return Decision.REFRESH
+    return Decision.USE
