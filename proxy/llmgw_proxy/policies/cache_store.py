@@ -1,0 +1,113 @@
+"""Where cached answers live: a ``Store`` protocol and the in-memory LRU.
+
+The store keeps what it is given; deciding what deserves storing (only
+successful answers) is the pipeline's job. An entry's size is the bytes of its
+key and value; the store holds at most ``maxEntries`` entries and
+``maxBytes`` bytes, evicting the least recently used first, and an entry is
+gone once its TTL has passed (a read at exactly ``stored + ttl`` misses).
+
+A shared backend (Redis, say) would implement the same protocol and run the
+same behavioural suite (tests/proxy/policies/test_cache_store.py).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import enum
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+from llmgw_proxy import config
+from llmgw_proxy.policies import clock
+
+
+class Removal(enum.StrEnum):
+    EXPIRED = "expired"
+    EVICTED = "evicted"  # pushed out by the entry or byte bound
+
+
+EvictionListener = Callable[[str, Removal], None]
+"""Called as ``listener(key, why)`` when the store drops an entry on its own."""
+
+
+@dataclasses.dataclass
+class Stats:
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    expirations: int = 0
+    entries: int = 0
+    bytes: int = 0
+
+
+class Store(Protocol):
+    stats: Stats
+
+    def get(self, key: str) -> bytes | None: ...
+
+    def put(self, key: str, value: bytes, ttl: float) -> bool:
+        """Store ``value`` for ``ttl`` seconds; False if it can never fit."""
+        ...
+
+    def delete(self, key: str) -> bool: ...
+
+
+def size(key: str, value: bytes) -> int:
+    return len(key.encode()) + len(value)
+
+
+class MemoryStore:
+    def __init__(
+        self, bounds: config.CacheStore, clock: clock.Clock, listeners: Iterable[EvictionListener] = ()
+    ) -> None:
+        self.bounds = bounds
+        self.stats = Stats()
+        self._clock = clock
+        self._listeners = list(listeners)
+        self._entries: collections.OrderedDict[str, tuple[bytes, float]] = collections.OrderedDict()
+
+    def add_listener(self, listener: EvictionListener) -> None:
+        self._listeners.append(listener)
+
+    def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is not None and self._clock() >= entry[1]:
+            self._drop(key, Removal.EXPIRED)
+            entry = None
+        if entry is None:
+            self.stats.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.stats.hits += 1
+        return entry[0]
+
+    def put(self, key: str, value: bytes, ttl: float) -> bool:
+        self.delete(key)
+        if size(key, value) > self.bounds.max_bytes or ttl <= 0:
+            return False
+        self._entries[key] = (value, self._clock() + ttl)
+        self.stats.entries += 1
+        self.stats.bytes += size(key, value)
+        while len(self._entries) > self.bounds.max_entries or self.stats.bytes > self.bounds.max_bytes:
+            oldest, (_, expires) = next(iter(self._entries.items()))
+            expired = self._clock() >= expires
+            self._drop(oldest, Removal.EXPIRED if expired else Removal.EVICTED)
+        return True
+
+    def delete(self, key: str) -> bool:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        self.stats.entries -= 1
+        self.stats.bytes -= size(key, entry[0])
+        return True
+
+    def _drop(self, key: str, why: Removal) -> None:
+        self.delete(key)
+        if why is Removal.EXPIRED:
+            self.stats.expirations += 1
+        else:
+            self.stats.evictions += 1
+        for listener in self._listeners:
+            listener(key, why)
