@@ -21,3 +21,7 @@ Bounded in-memory LRU + Store protocol ``cache_store``
 
 Import the modules, not their names: ``limits.ProviderLimiter(...)``.
 """
+
+from llmgw_proxy.policies import backoff, breaker, buckets, cache_key, cache_store, clock, limits, tokens
+
+__all__ = ["backoff", "breaker", "buckets", "cache_key", "cache_store", "clock", "limits", "tokens"]

@@ -161,7 +161,7 @@ class ProviderLimiter:
         start = max(now, self.paused_until)
         if start - now > max((g.max_wait for g in groups), default=0.0) + _SLACK:
             return Refused("paused", start - now, self.headers(model))
-        needs: list[tuple[buckets.TokenBucket, float, float, str]] = []
+        needs: list[tuple[buckets.TokenBucket, float, bool, str]] = []
         for group in groups:
             pairs = ((group.requests, 1.0, "requests"), (group.tokens, float(tokens), "tokens"))
             for bucket, amount, kind in pairs:
@@ -170,11 +170,10 @@ class ProviderLimiter:
                 earliest = bucket.earliest(amount, now)
                 if earliest is None:
                     return Refused("too_large", None, self.headers(model))
-                needs.append((bucket, amount, group.max_wait, kind))
+                needs.append((bucket, amount, earliest - now > group.max_wait + _SLACK, kind))
                 start = max(start, earliest)
-        for bucket, amount, max_wait, kind in needs:
-            own = bucket.earliest(amount, now)
-            if own is not None and own - now > max_wait + _SLACK:
+        for _, _, too_long, kind in needs:
+            if too_long:
                 return Refused(kind, start - now, self.headers(model))
         for bucket, amount, _, _ in needs:
             bucket.book(amount, start)

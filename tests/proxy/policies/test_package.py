@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from llmgw_proxy import policies
+
+
+def test_the_package_exposes_one_module_per_policy() -> None:
+    assert policies.__all__ == [
+        "backoff",
+        "breaker",
+        "buckets",
+        "cache_key",
+        "cache_store",
+        "clock",
+        "limits",
+        "tokens",
+    ]
+
+
+def test_importing_the_policies_loads_no_io_library() -> None:
+    code = (
+        "import sys, llmgw_proxy.policies; "
+        "print(sorted(m for m in ('aiohttp', 'prometheus_client', 'opentelemetry') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
