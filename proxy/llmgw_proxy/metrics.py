@@ -50,6 +50,7 @@ class Metrics:
         )
         # labels() takes a lock and hashes the tuple each time; the hot path reuses children.
         self._children: dict[tuple[str, ...], tuple[prom.Histogram, prom.Histogram]] = {}
+        self._counters: dict[tuple[str, ...], prom.Counter] = {}
 
     def observe(
         self,
@@ -70,14 +71,21 @@ class Metrics:
                 self.upstream_duration.labels(provider, model),
             )
             self._children[key] = children
-        self.requests.labels(route, provider, model, str(status)).inc()
+        self._counter(self.requests, (route, provider, model, str(status))).inc()
         children[0].observe(duration)
         if upstream_duration is not None:
             children[1].observe(upstream_duration)
         if prompt_tokens:
-            self.tokens.labels("prompt", route, provider, model).inc(prompt_tokens)
+            self._counter(self.tokens, ("prompt", route, provider, model)).inc(prompt_tokens)
         if completion_tokens:
-            self.tokens.labels("completion", route, provider, model).inc(completion_tokens)
+            self._counter(self.tokens, ("completion", route, provider, model)).inc(completion_tokens)
+
+    def _counter(self, family: prom.Counter, labels: tuple[str, ...]) -> prom.Counter:
+        key = (family._documentation, *labels)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = family.labels(*labels)
+        return child
 
     def exposition(self) -> bytes:
         return prom.generate_latest(self.registry)

@@ -120,21 +120,22 @@ def _record(call: Call) -> None:
         completion if isinstance(completion, int) else None,
     )
     if log.isEnabledFor(logging.INFO):
-        log.info(
-            "request",
-            extra={
-                "request_id": call.request_id,
-                "endpoint": call.endpoint,
-                "route": route,
-                "provider": provider,
-                "model": call.model,
-                "stream": call.stream,
-                "status": call.status,
-                "attempts": call.attempts,
-                "duration_ms": round(duration * 1000, 3),
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-            },
+        fields = {
+            "request_id": call.request_id,
+            "endpoint": call.endpoint,
+            "route": route,
+            "provider": provider,
+            "model": call.model,
+            "stream": call.stream,
+            "status": call.status,
+            "attempts": call.attempts,
+            "duration_ms": round(duration * 1000, 3),
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+        }
+        # makeRecord + handle skips Logger.info's caller lookup, a stack walk per request.
+        log.handle(
+            log.makeRecord(log.name, logging.INFO, __file__, 0, "request", (), None, extra={"fields": fields})
         )
     if call.span is not None:
         span = call.span

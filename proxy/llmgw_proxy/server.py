@@ -80,6 +80,7 @@ async def run(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watching = asyncio.create_task(watcher.run(reload_interval))
+    flushing = asyncio.create_task(logs.flush_periodically())
     await stop.wait()
 
     log.info("draining", extra={"grace_seconds": cfg.shutdown_grace})
@@ -91,4 +92,7 @@ async def run(
     await admin_runner.cleanup()
     tracing_.shutdown()
     log.info("stopped")
+    flushing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await flushing
     return 0

@@ -22,6 +22,11 @@ class Timeouts:
     connect: float
     first_byte: float
     total: float
+    client: aiohttp.ClientTimeout = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once per provider: first byte and total are enforced around the call, not by aiohttp.
+        object.__setattr__(self, "client", aiohttp.ClientTimeout(total=None, sock_connect=self.connect))
 
 
 @dataclasses.dataclass(slots=True)
@@ -125,7 +130,7 @@ class AiohttpTransport:
                     request.url,
                     data=request.body,
                     headers=request.headers,
-                    timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect),
+                    timeout=t.client,
                     allow_redirects=False,
                 )
         except aiohttp.ServerTimeoutError:

@@ -1,0 +1,62 @@
+"""A bare aiohttp pass-through: the floor the sidecar is measured against.
+
+It does only what any aiohttp forwarder must: read the body, POST it upstream
+on a pooled session, read the answer, write it back. No routing, no
+validation, no metrics. ``python -m llmgw_dev.bench_passthrough --upstream URL``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+SESSION = web.AppKey("session", aiohttp.ClientSession)
+
+
+def build(upstream: str) -> web.Application:
+    app = web.Application()
+
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(limit=256, keepalive_timeout=30)
+        app[SESSION] = aiohttp.ClientSession(connector=connector)
+        yield
+        await app[SESSION].close()
+
+    async def forward(request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench-key"}
+        async with request.app[SESSION].post(upstream + request.path, data=body, headers=headers) as resp:
+            data = await resp.read()
+            return web.Response(body=data, status=resp.status, content_type="application/json")
+
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_post("/{tail:.*}", forward)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+
+    async def serve() -> None:
+        runner = web.AppRunner(build(args.upstream), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", args.port).start()
+        host, port = runner.addresses[0][:2]
+        print(json.dumps({"msg": "listening", "address": f"{host}:{port}"}), flush=True)
+        await asyncio.Event().wait()
+
+    import uvloop
+
+    uvloop.run(serve())
+
+
+if __name__ == "__main__":
+    main()

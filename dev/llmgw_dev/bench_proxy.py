@@ -1,0 +1,223 @@
+"""Benchmark the sidecar against its floor: ``make bench-proxy [BENCH_ARGS=--quick]``.
+
+One run on loopback with one load generator (wrk, POST bodies from a Lua
+script) measures three targets, each its own process:
+
+- ``direct``: the fake provider itself (what an application would get without a sidecar)
+- ``passthrough``: a bare aiohttp forwarder, the floor for this stack
+- ``sidecar``: ``llmgw-proxy`` in quick mode
+
+at 1 and 32 connections, then the sidecar's resident memory after 100,000
+requests and its time from start to ``/readyz`` ok, and compares them with
+the targets (>= 0.9x passthrough at 32 connections; <= 0.35 ms added to the
+direct p50 at 1 connection; < 60 MB; ready < 1 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+
+BODY = json.dumps(
+    {
+        "model": "gpt-4o-mini",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Say hello in one short sentence, please."},
+        ],
+        "max_tokens": 32,
+        "temperature": 0,
+    }
+)
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.path = "/v1/chat/completions"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer caller-key"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local errors = e.connect + e.read + e.write + e.status + e.timeout
+  io.write(string.format(
+    '{"requests": %%d, "duration_us": %%d, "errors": %%d, "p50_us": %%d, "p99_us": %%d}\\n',
+    summary.requests, summary.duration, errors, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+@dataclasses.dataclass
+class Result:
+    target: str
+    connections: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    errors: int
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk is not installed; installing it with apt-get (Debian package 'wrk')...", flush=True)
+    try:
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        sys.exit(f"could not install wrk ({exc}); install it yourself: apt-get install -y wrk")
+    return shutil.which("wrk") or sys.exit("wrk still not found after apt-get install")
+
+
+def wait_for_line(path: pathlib.Path, key: str, proc: subprocess.Popen[bytes], timeout: float = 10) -> str:
+    """The value of ``key`` in the first JSON log line that has it (the bound address)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in path.read_text().splitlines():
+            with contextlib.suppress(ValueError):
+                record = json.loads(line)
+                if isinstance(record, dict) and key in record:
+                    return str(record[key])
+        if proc.poll() is not None:
+            sys.exit(f"{proc.args!r} exited early:\n{path.read_text()}")
+        time.sleep(0.005)
+    sys.exit(f"{proc.args!r} did not report {key!r} in {timeout}s:\n{path.read_text()}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 - loopback only
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def process(args: list[str], log: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_wrk(wrk: str, script: pathlib.Path, url: str, connections: int, seconds: float) -> dict[str, int]:
+    # wrk takes whole seconds only.
+    args = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script), url]
+    done = subprocess.run(args, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"wrk failed: {done.stderr or done.stdout}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def measure(wrk: str, script: pathlib.Path, name: str, url: str, connections: int, seconds: float) -> Result:
+    run_wrk(wrk, script, url, connections, min(2.0, seconds / 2))  # warm up connections and caches
+    raw = run_wrk(wrk, script, url, connections, seconds)
+    rps = raw["requests"] / (raw["duration_us"] / 1e6)
+    return Result(
+        name, connections, rps, raw["p50_us"] / 1000, raw["p99_us"] / 1000, raw["requests"], raw["errors"]
+    )
+
+
+def rss_mb(pid: int) -> float:
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="short runs for a smoke check")
+    parser.add_argument("--seconds", type=float, help="measurement time per target and load")
+    parser.add_argument("--memory-requests", type=int, help="requests sent to the sidecar before reading RSS")
+    args = parser.parse_args(argv)
+    seconds = args.seconds or (2.0 if args.quick else 10.0)
+    memory_requests = args.memory_requests or (20_000 if args.quick else 100_000)
+    wrk = ensure_wrk()
+    py = sys.executable
+
+    with tempfile.TemporaryDirectory(prefix="llmgw-bench-") as tmp:
+        work = pathlib.Path(tmp)
+        script = work / "post.lua"
+        script.write_text(WRK_SCRIPT % BODY)
+        key = work / "key"
+        key.write_text("sk-bench-key\n")
+        fake_cmd = [py, "-m", "llmgw_dev.fake_provider", "--port", "0", "--no-record"]
+        with process(fake_cmd, work / "fake.log") as fake:
+            direct = "http://" + wait_for_line(work / "fake.log", "address", fake)
+            pass_cmd = [py, "-m", "llmgw_dev.bench_passthrough", "--upstream", direct]
+            with process(pass_cmd, work / "pass.log") as passthrough:
+                floor = "http://" + wait_for_line(work / "pass.log", "address", passthrough)
+                started = time.monotonic()
+                sidecar_cmd = [
+                    py, "-m", "llmgw_proxy.cli", "--upstream", direct + "/v1", "--api-key-file", str(key),
+                    "--port", "0", "--admin-port", "0", "--admin-host", "127.0.0.1",
+                ]  # fmt: skip
+                with process(sidecar_cmd, work / "sidecar.log") as sidecar:
+                    admin = "http://" + wait_for_line(work / "sidecar.log", "admin", sidecar)
+                    while not http_ok(admin + "/readyz"):
+                        time.sleep(0.002)
+                    ready_s = time.monotonic() - started
+                    api = "http://" + wait_for_line(work / "sidecar.log", "api", sidecar)
+                    results = []
+                    for connections in (1, 32):
+                        for name, url in (("direct", direct), ("passthrough", floor), ("sidecar", api)):
+                            results.append(measure(wrk, script, name, url, connections, seconds))
+                            print(_row(results[-1]), flush=True)
+                    sent = sum(r.requests for r in results if r.target == "sidecar")
+                    extra_rps = max(r.rps for r in results if r.target == "sidecar")
+                    while sent < memory_requests:  # top up to the memory sample size
+                        more = run_wrk(wrk, script, api, 32, max(1.0, (memory_requests - sent) / extra_rps))
+                        sent += more["requests"]
+                    rss = rss_mb(sidecar.pid)
+    _report(results, ready_s, rss, sent)
+    return 0
+
+
+def _row(r: Result) -> str:
+    errors = f"  errors={r.errors}" if r.errors else ""
+    return (
+        f"{r.target:<12} c={r.connections:<3} {r.rps:>9.0f} req/s   p50 {r.p50_ms:7.3f} ms"
+        f"   p99 {r.p99_ms:7.3f} ms{errors}"
+    )
+
+
+def _report(results: list[Result], ready_s: float, rss: float, sent: int) -> None:
+    by = {(r.target, r.connections): r for r in results}
+    ratio32 = by["sidecar", 32].rps / by["passthrough", 32].rps
+    ratio1 = by["sidecar", 1].rps / by["passthrough", 1].rps
+    added_p50 = by["sidecar", 1].p50_ms - by["direct", 1].p50_ms
+    floor_p50 = by["passthrough", 1].p50_ms - by["direct", 1].p50_ms
+
+    def verdict(ok: bool) -> str:
+        return "ok" if ok else "MISSED"
+
+    print()
+    print("                          sidecar   passthrough   target")
+    print(f"req/s ratio at 32 conns   {ratio32:7.2f}x  {1.0:7.2f}x       >= 0.90x  {verdict(ratio32 >= 0.9)}")
+    print(f"req/s ratio at 1 conn     {ratio1:7.2f}x  {1.0:7.2f}x")
+    p50_ok = verdict(added_p50 <= 0.35)
+    print(f"p50 added at 1 conn       {added_p50:7.3f}   {floor_p50:7.3f} ms    <= 0.35 ms {p50_ok}")
+    print(f"RSS after {sent} requests {rss:7.1f} MB                 < 60 MB   {verdict(rss < 60)}")
+    print(f"start to /readyz ok       {ready_s:7.3f} s                  < 1 s     {verdict(ready_s < 1)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
