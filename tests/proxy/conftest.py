@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -161,3 +162,34 @@ def secret() -> str:
 @pytest.fixture
 def make_doc() -> Callable[..., dict[str, Any]]:
     return config_doc
+
+
+class Mount:
+    """A directory laid out as kubelet mounts a ConfigMap: files -> ..data -> ..<timestamp>/files."""
+
+    def __init__(self, root: pathlib.Path) -> None:
+        self.root = root
+        root.mkdir()
+        self.version = 0
+
+    def publish(self, files: dict[str, str]) -> None:
+        self.version += 1
+        stamped = self.root / f"..v{self.version}"
+        stamped.mkdir()
+        for name, content in files.items():
+            (stamped / name).write_text(content)
+        tmp = self.root / "..data_tmp"
+        tmp.symlink_to(stamped.name)
+        os.replace(tmp, self.root / "..data")  # the atomic swap inotify on the file never sees
+        for name in files:
+            link = self.root / name
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{name}")
+
+    def path(self, name: str) -> str:
+        return str(self.root / name)
+
+
+@pytest.fixture
+def kubelet_mount() -> type[Mount]:
+    return Mount

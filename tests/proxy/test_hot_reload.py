@@ -1,0 +1,112 @@
+"""Config and key files are reloaded in place, kubelet style, keeping unchanged providers' state."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from llmgw_proxy import reload
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def reload_now(proxy: Any) -> None:
+    assert proxy.watcher.changed()
+    proxy.watcher.load()
+
+
+async def test_picks_up_a_symlink_swapped_config_and_keeps_unchanged_provider_state(
+    kubelet_mount: Any,
+    start_proxy: Any,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: Any,
+    tmp_path: pathlib.Path,
+    fake: Any,
+) -> None:
+    mount = kubelet_mount(tmp_path / "cfg")
+    doc = make_doc(upstream, key_file)
+    doc["providers"]["other"] = {"baseUrl": upstream, "apiKeyFile": str(key_file)}
+    mount.publish({"config.yaml": yaml.safe_dump(doc)})
+    proxy = await start_proxy(doc)
+    proxy.watcher.config_path = mount.path("config.yaml")
+    proxy.watcher.load()
+    before = proxy.live.snapshot
+    assert before is not None
+
+    doc["providers"]["other"]["timeouts"] = {"total": 9}
+    doc["routes"] = [{"model": "renamed", "targets": [{"provider": "fake", "model": "upstream-name"}]}]
+    mount.publish({"config.yaml": yaml.safe_dump(doc)})
+    reload_now(proxy)
+
+    after = proxy.live.snapshot
+    assert after is not None and after.generation == before.generation + 1
+    assert after.providers["fake"] is before.providers["fake"]  # unchanged: same state object
+    assert after.providers["other"] is not before.providers["other"]
+    await proxy.async_client().chat.completions.create(model="renamed", messages=MESSAGES)
+    assert fake.requests[-1].body["model"] == "upstream-name"
+    assert proxy.sample("llmgw_config_generation") == after.generation
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param("providers: [not, a, map", id="not-yaml"),
+        pytest.param("version: 1\nproviders: {}\nroutes: []\n", id="fails-validation"),
+        pytest.param("version: 2\n", id="unknown-version"),
+    ],
+)
+async def test_refuses_an_invalid_new_config_and_keeps_serving_the_old_one(
+    proxy: Any, broken: str, log_lines: Any
+) -> None:
+    generation = proxy.live.snapshot.generation
+    proxy.config_path.write_text(broken)
+    reload_now(proxy)
+    assert proxy.live.snapshot.generation == generation
+    assert proxy.sample("llmgw_config_reload_failures_total") == 1
+    assert any("reload refused" in line for line in log_lines())
+    completion = await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
+    assert completion.choices
+    assert not proxy.watcher.changed()  # refused once, not retried until the file changes again
+
+
+async def test_uses_a_rotated_key_on_the_next_request(proxy: Any, key_file: pathlib.Path, fake: Any) -> None:
+    key_file.write_text("sk-rotated-key-with-another-length\n")
+    reload_now(proxy)
+    await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
+    assert fake.requests[-1].headers["Authorization"] == "Bearer sk-rotated-key-with-another-length"
+
+
+async def test_keeps_the_old_key_when_the_new_key_file_is_unreadable(
+    proxy: Any, key_file: pathlib.Path, fake: Any, secret: str
+) -> None:
+    key_file.unlink()
+    reload_now(proxy)
+    assert proxy.sample("llmgw_config_reload_failures_total") == 1
+    await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
+    assert fake.requests[-1].headers["Authorization"] == f"Bearer {secret}"
+
+
+async def test_becomes_ready_when_a_missing_key_file_appears(
+    start_proxy: Any, upstream: str, tmp_path: pathlib.Path, make_doc: Any, http: Any
+) -> None:
+    key = tmp_path / "late-key"
+    proxy = await start_proxy(make_doc(upstream, key))
+    with pytest.raises(openai.InternalServerError):
+        await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
+    key.write_text("sk-late")
+    reload_now(proxy)
+    async with http.get(proxy.admin_url + "/readyz") as resp:
+        assert resp.status == 200
+        assert (await resp.json())["generation"] == 1
+
+
+def test_the_first_config_must_be_valid(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("version: 1\n")
+    with pytest.raises(reload.ConfigError, match="invalid"):
+        reload.read_config(str(path))
