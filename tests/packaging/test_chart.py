@@ -1,0 +1,373 @@
+"""The Helm chart lints, refuses bad values, renders least-privilege objects, and validates
+against the API server's own schemas."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from llmgw_proxy import metrics
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "llmgw"
+NAMESPACE = "llmgw-system"  # the namespace the conftest renders into
+Render = Callable[[dict[str, Any]], list[dict[str, Any]]]
+pytestmark = pytest.mark.slow
+
+MONITORING_ON = {
+    "podMonitor": {"enabled": True},
+    "prometheusRule": {"enabled": True},
+    "dashboard": {"enabled": True},
+}
+COMBINATIONS = [
+    pytest.param({}, id="defaults"),
+    pytest.param({"replicas": 3, "monitoring": MONITORING_ON}, id="three-replicas-with-monitoring"),
+    pytest.param({"watchNamespaces": ["team-a", "team-b"]}, id="watch-two-namespaces"),
+    pytest.param(
+        {"replicas": 2, "watchNamespaces": ["team-a"], "monitoring": MONITORING_ON},
+        id="watch-one-namespace-with-peering-and-monitoring",
+    ),
+    pytest.param(
+        {
+            "image": {"digest": "sha256:" + "0" * 64},
+            "serviceAccount": {"create": False, "name": "existing"},
+            "logLevel": "debug",
+            "extraEnv": [{"name": "X", "value": "1"}],
+        },
+        id="digest-existing-service-account-debug",
+    ),
+]
+
+
+def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = of_kind(docs, kind)
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def operator_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert [c["name"] for c in containers] == ["operator"]
+    return dict(containers[0])
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def rules_granting(rules: list[dict[str, Any]], resource: str) -> set[str]:
+    return {verb for rule in rules if resource in rule["resources"] for verb in rule["verbs"]}
+
+
+# --- lint and values schema -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
+@pytest.mark.parametrize("values", COMBINATIONS)
+def test_chart_lints_clean(helm: Path, tmp_path: Path, values: dict[str, Any], strict: bool) -> None:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    args = [str(helm), "lint", str(CHART), "-f", str(values_file), *(["--strict"] if strict else [])]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 chart(s) failed" in proc.stdout
+    assert "[WARNING]" not in proc.stdout and "[ERROR]" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        pytest.param({"replicaz": 2}, "replicaz", id="unknown-top-level-key"),
+        pytest.param({"image": {"tagg": "x"}}, "tagg", id="unknown-image-key"),
+        pytest.param({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0", id="namespace-not-dns-label"),
+        pytest.param({"watchNamespaces": ["a", "a"]}, "/watchNamespaces", id="duplicate-namespace"),
+        pytest.param({"replicas": -1}, "/replicas", id="negative-replicas"),
+        pytest.param({"image": {"digest": "latest"}}, "/image/digest", id="digest-not-sha256"),
+        pytest.param({"logLevel": "trace"}, "/logLevel", id="unknown-log-level"),
+        pytest.param(
+            {"monitoring": {"prometheusRule": {"errorRatio": 2}}}, "errorRatio", id="ratio-above-one"
+        ),
+        pytest.param({"monitoring": {"podMonitor": {"interval": "often"}}}, "interval", id="bad-duration"),
+    ],
+)
+def test_values_schema_refuses_bad_values(
+    helm_template: Callable[..., str], values: dict[str, Any], complaint: str
+) -> None:
+    assert complaint in helm_template(values, check=False)
+
+
+# --- the operator's Deployment ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", COMBINATIONS)
+def test_pods_meet_the_restricted_pod_security_standard(render: Render, values: dict[str, Any]) -> None:
+    spec = one(render(values), "Deployment")["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not {"hostNetwork", "hostPID", "hostIPC"} & spec.keys()
+    assert all({"emptyDir"} >= volume.keys() - {"name"} for volume in spec.get("volumes", []))
+    for container in spec["containers"]:
+        ctx = container["securityContext"]
+        assert ctx["allowPrivilegeEscalation"] is False
+        assert ctx["capabilities"] == {"drop": ["ALL"]}
+        assert ctx["readOnlyRootFilesystem"] is True
+        assert ctx.get("privileged", False) is False
+        assert ctx.get("runAsUser", spec["securityContext"]["runAsUser"]) != 0
+
+
+def test_defaults_watch_the_whole_cluster_with_one_standalone_replica(render: Render) -> None:
+    docs = render({})
+    deployment = one(docs, "Deployment")
+    container = operator_container(docs)
+    assert deployment["metadata"]["namespace"] == NAMESPACE
+    assert deployment["spec"]["replicas"] == 1
+    assert container["image"] == "ghcr.io/llmgw/llmgw-operator:0.1.0"
+    assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--standalone"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+    assert container["ports"] == [{"name": "liveness", "containerPort": 8080, "protocol": "TCP"}]
+    assert env_of(container)["LLMGW_PROXY_IMAGE"] == "ghcr.io/llmgw/llmgw-proxy:0.1.0"
+    assert "LLMGW_PEERING_PRIORITY_FROM_POD_NAME" not in env_of(container)
+    assert not of_kind(docs, "PodDisruptionBudget")
+    assert not [d for d in docs if d["apiVersion"].startswith(("kopf.dev/", "monitoring.coreos.com/"))]
+
+
+def test_several_replicas_peer_with_distinct_priorities_and_keep_one_available(render: Render) -> None:
+    docs = render({"replicas": 3})
+    container = operator_container(docs)
+    peering = one(docs, "ClusterKopfPeering")
+    assert f"--peering={peering['metadata']['name']}" in container["args"]
+    assert "--standalone" not in container["args"]
+    assert not [a for a in container["args"] if a.startswith("--priority")]
+    env = env_of(container)
+    assert env["LLMGW_PEERING_PRIORITY_FROM_POD_NAME"] == "true"
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    pdb = one(docs, "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == one(docs, "Deployment")["spec"]["selector"]
+
+
+def test_peering_can_be_switched_on_for_a_single_replica_under_a_chosen_name(render: Render) -> None:
+    docs = render({"peering": {"enabled": True, "name": "llmgw-peers"}})
+    assert "--peering=llmgw-peers" in operator_container(docs)["args"]
+    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "llmgw-peers"
+    assert not of_kind(docs, "PodDisruptionBudget")
+
+
+def test_a_digest_pins_the_image_over_the_tag(render: Render) -> None:
+    digest = "sha256:" + "a" * 64
+    docs = render({"image": {"tag": "9.9.9", "digest": digest}, "proxyImage": {"tag": "1.2.3"}})
+    container = operator_container(docs)
+    assert container["image"] == f"ghcr.io/llmgw/llmgw-operator@{digest}"
+    assert env_of(container)["LLMGW_PROXY_IMAGE"] == "ghcr.io/llmgw/llmgw-proxy:1.2.3"
+
+
+# --- RBAC --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("values", COMBINATIONS)
+def test_rbac_never_grants_wildcards_or_pods(render: Render, values: dict[str, Any]) -> None:
+    docs = render(values)
+    for role in of_kind(docs, "ClusterRole") + of_kind(docs, "Role"):
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[field], f"{role['kind']} {role['metadata']['name']}: {rule}"
+            assert not {"pods", "pods/exec", "nodes"} & set(rule["resources"])
+
+
+def test_cluster_wide_install_binds_one_cluster_role(render: Render) -> None:
+    docs = render({"replicas": 2})
+    role = one(docs, "ClusterRole")
+    rules = role["rules"]
+    assert rules_granting(rules, "namespaces") == {"list", "watch"}
+    assert rules_granting(rules, "customresourcedefinitions") == {"get", "list", "watch"}
+    assert rules_granting(rules, "llmgateways") == {"get", "list", "watch", "patch"}
+    assert rules_granting(rules, "llmgateways/status") == {"get", "patch"}
+    assert rules_granting(rules, "providerpolicies/status") == {"get", "patch"}
+    for child in ("secrets", "configmaps", "deployments", "horizontalpodautoscalers"):
+        assert rules_granting(rules, child) == {"get", "list", "watch", "create", "update", "patch", "delete"}
+    assert rules_granting(rules, "events") == {"create"}
+    assert rules_granting(rules, "clusterkopfpeerings") == {"get", "list", "watch", "patch"}
+    assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")
+    binding = one(docs, "ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    assert binding["subjects"] == [
+        {
+            "kind": "ServiceAccount",
+            "name": one(docs, "ServiceAccount")["metadata"]["name"],
+            "namespace": NAMESPACE,
+        }
+    ]
+
+
+def test_standalone_operator_gets_no_peering_rights(render: Render) -> None:
+    rules = one(render({}), "ClusterRole")["rules"]
+    assert not [rule for rule in rules if "kopf.dev" in rule["apiGroups"]]
+
+
+def test_watched_namespaces_get_a_role_each_and_nothing_cluster_wide_but_crd_reads(render: Render) -> None:
+    docs = render({"watchNamespaces": ["team-a", "team-b"], "replicas": 2})
+    container = operator_container(docs)
+    assert container["args"][:2] == ["--namespace=team-a", "--namespace=team-b"]
+    assert "--all-namespaces" not in container["args"]
+    cluster_rules = one(docs, "ClusterRole")["rules"]
+    assert cluster_rules == [
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    roles = {r["metadata"]["namespace"]: r for r in of_kind(docs, "Role")}
+    bindings = {b["metadata"]["namespace"]: b for b in of_kind(docs, "RoleBinding")}
+    assert set(roles) == set(bindings) == {"team-a", "team-b"}
+    for namespace, role in roles.items():
+        assert rules_granting(role["rules"], "secrets") >= {"get", "create", "patch", "delete"}
+        assert rules_granting(role["rules"], "kopfpeerings") == {"get", "list", "watch", "patch"}
+        assert bindings[namespace]["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": role["metadata"]["name"],
+        }
+        assert bindings[namespace]["subjects"][0]["namespace"] == NAMESPACE
+    peerings = of_kind(docs, "KopfPeering")
+    assert {p["metadata"]["namespace"] for p in peerings} == {"team-a", "team-b"}
+    assert not of_kind(docs, "ClusterKopfPeering")
+
+
+def test_rbac_and_service_account_can_be_left_to_the_user(render: Render) -> None:
+    docs = render({"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "mine"}})
+    assert not [d for d in docs if d["apiVersion"].startswith("rbac.authorization.k8s.io/")]
+    assert not of_kind(docs, "ServiceAccount")
+    assert one(docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "mine"
+
+
+# --- monitoring --------------------------------------------------------------------------------
+
+# The proxy's metric names the alerts and the dashboard query; see llmgw_proxy.metrics.
+PROXY_METRICS = {
+    "llmgw_requests_total",
+    "llmgw_request_duration_seconds_bucket",
+    "llmgw_upstream_duration_seconds_bucket",
+    "llmgw_breaker_state",
+    "llmgw_ratelimit_rejections_total",
+    "llmgw_ratelimit_remaining",
+}
+
+
+def _queried_metrics(text: str) -> set[str]:
+    return set(re.findall(r"\bllmgw_[a-z_]+\b", text))
+
+
+def test_monitoring_is_off_by_default(render: Render) -> None:
+    assert not [d for d in render({}) if d["kind"] in ("PodMonitor", "PrometheusRule", "ConfigMap")]
+
+
+def test_pod_monitor_scrapes_every_sidecars_admin_port(render: Render) -> None:
+    docs = render({"monitoring": {"podMonitor": {"enabled": True, "labels": {"release": "kps"}}}})
+    monitor = one(docs, "PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["selector"] == {
+        "matchExpressions": [{"key": "llmgateway.io/gateway", "operator": "Exists"}]
+    }
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "llmgw-admin", "path": "/metrics", "interval": "30s"}
+    ]
+    scoped = one(render({"watchNamespaces": ["team-a"], "monitoring": MONITORING_ON}), "PodMonitor")
+    assert scoped["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
+
+
+def test_alerts_cover_errors_breakers_rate_limits_and_latency(render: Render) -> None:
+    rule = one(
+        render({"monitoring": {"prometheusRule": {"enabled": True, "errorRatio": 0.2}}}), "PrometheusRule"
+    )
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(alerts) == {
+        "LLMGatewayHighErrorRatio",
+        "LLMGatewayCircuitBreakerOpen",
+        "LLMGatewayRateLimitSaturated",
+        "LLMGatewayHighLatencyP99",
+    }
+    assert alerts["LLMGatewayHighErrorRatio"]["expr"].rstrip().endswith("> 0.2")
+    assert "== 2" in alerts["LLMGatewayCircuitBreakerOpen"]["expr"]
+    for alert in alerts.values():
+        assert alert["for"] == "10m"
+        # Prometheus, not Helm, fills these in.
+        assert "{{ $labels." in alert["annotations"]["description"]
+    assert _queried_metrics(json.dumps(rule)) <= PROXY_METRICS
+
+
+def test_dashboard_is_a_grafana_config_map_over_the_proxy_metrics(render: Render) -> None:
+    config_map = one(render({"monitoring": {"dashboard": {"enabled": True}}}), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["llmgw.json"])
+    assert dashboard["uid"] == "llmgw-sidecars"
+    queried = _queried_metrics(json.dumps(dashboard["panels"]))
+    assert queried <= PROXY_METRICS
+    assert {"llmgw_requests_total", "llmgw_breaker_state", "llmgw_ratelimit_rejections_total"} <= queried
+
+
+def test_chart_queries_only_metrics_the_proxy_exports() -> None:
+    exported: set[str] = set()
+    for family in metrics.Metrics().registry.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
+        exported |= {family.name + suffix for suffix in suffixes}
+    missing = PROXY_METRICS - exported
+    assert not missing, f"the chart queries metrics the proxy does not export: {sorted(missing)}"
+
+
+# --- schemas of the API server -----------------------------------------------------------------
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("values", COMBINATIONS)
+def test_rendered_objects_validate_against_the_api_servers_schemas(
+    helm_template: Callable[..., str], kubeconform: Path, kubeconform_schemas: str, values: dict[str, Any]
+) -> None:
+    manifests = helm_template(values, "--include-crds")
+    proc = subprocess.run(
+        [
+            str(kubeconform),
+            "-strict",
+            "-summary",
+            "-schema-location",
+            kubeconform_schemas,
+            # No prometheus-operator CRDs exist offline to make schemas from.
+            "-skip",
+            "PodMonitor,PrometheusRule",
+            "-",
+        ],
+        input=manifests,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Invalid: 0, Errors: 0" in proc.stdout
+
+
+@pytest.mark.cluster
+def test_kubeconform_with_these_schemas_refuses_an_unknown_field(
+    helm_template: Callable[..., str], kubeconform: Path, kubeconform_schemas: str
+) -> None:
+    manifests = helm_template({}).replace("terminationGracePeriodSeconds:", "terminationGracePeriodSecondz:")
+    proc = subprocess.run(
+        [str(kubeconform), "-strict", "-schema-location", kubeconform_schemas, "-"],
+        input=manifests,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "terminationGracePeriodSecondz" in proc.stdout
