@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Any
 
+import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -99,3 +100,17 @@ Conditions = Annotated[
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     ),
 ]
+
+
+def explain(error: pydantic.ValidationError) -> str:
+    """A one-line, user-facing summary of a validation error: ``field.path: message`` pairs.
+
+    Input values are left out on purpose: a spec may carry something secret-like,
+    and the message goes into status conditions and events.
+    """
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)

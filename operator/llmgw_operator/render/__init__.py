@@ -3,6 +3,26 @@
 Nothing here talks to the API server; owner references are added by the apply layer.
 """
 
-from llmgw_operator.render import conditions, configmap, deployment, hpa, names, proxy_config, resolve, secret
+from llmgw_operator.render import (
+    children,
+    conditions,
+    configmap,
+    deployment,
+    hpa,
+    names,
+    proxy_config,
+    resolve,
+    secret,
+)
 
-__all__ = ["conditions", "configmap", "deployment", "hpa", "names", "proxy_config", "resolve", "secret"]
+__all__ = [
+    "children",
+    "conditions",
+    "configmap",
+    "deployment",
+    "hpa",
+    "names",
+    "proxy_config",
+    "resolve",
+    "secret",
+]

@@ -31,6 +31,7 @@ def test_the_api_package_exports() -> None:
 
 def test_the_render_package_exports_one_module_per_child() -> None:
     assert llmgw_operator.render.__all__ == [
+        "children",
         "conditions",
         "configmap",
         "deployment",

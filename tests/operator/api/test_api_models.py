@@ -6,7 +6,7 @@ from typing import Any
 
 import pydantic
 import pytest
-from llmgw_operator.api import crd, gateway, policy
+from llmgw_operator.api import common, crd, gateway, policy
 
 
 def _policy(**overrides: Any) -> dict[str, Any]:
@@ -153,3 +153,20 @@ def test_policy_reads_the_kubernetes_spelling_of_base_url() -> None:
     assert spec.rate_limit is not None
     assert spec.rate_limit.scope is policy.Scope.SHARED
     assert spec.model_dump(by_alias=True, exclude_none=True)["baseURL"] == spec.base_url
+
+
+def test_explain_names_fields_without_echoing_values() -> None:
+    with pytest.raises(pydantic.ValidationError) as caught:
+        policy.ProviderPolicySpec.model_validate(
+            _policy(baseURL="ftp://sk-secret-value", retry={"attempts": 0})
+        )
+    message = common.explain(caught.value)
+    assert "baseURL: String should match pattern" in message
+    assert "retry.attempts: Input should be greater than or equal to 1" in message
+    assert "sk-secret-value" not in message
+
+
+def test_explain_drops_pydantics_value_error_prefix() -> None:
+    with pytest.raises(pydantic.ValidationError) as caught:
+        policy.ProviderPolicySpec.model_validate(_policy(provider="openai"))
+    assert common.explain(caught.value) == "apiKeySecretRef is required unless provider is openai-compatible"

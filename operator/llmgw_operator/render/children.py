@@ -1,0 +1,53 @@
+"""Every child of a gateway in one call: the handler observes, calls this, applies, writes status."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from llmgw_operator.api import gateway
+from llmgw_operator.render import configmap, deployment, hpa, proxy_config, resolve, secret
+from llmgw_operator.render.conditions import TRUE
+
+
+@dataclasses.dataclass(frozen=True)
+class Children:
+    config_map: dict[str, Any]
+    secret: dict[str, Any]
+    deployment: dict[str, Any]
+    # None: no autoscaling, so the apply layer deletes any HPA left from before.
+    hpa: dict[str, Any] | None
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """In apply order: config and keys exist before the pods that mount them."""
+        return [self.config_map, self.secret, self.deployment, *([self.hpa] if self.hpa is not None else [])]
+
+
+def render(
+    name: str,
+    namespace: str,
+    spec: gateway.LLMGatewaySpec,
+    resolution: resolve.Resolution,
+    *,
+    observed_replicas: int | None,
+    default_image: str,
+    native_sidecar: bool,
+) -> Children:
+    """Render all children of a gateway whose policies resolved.
+
+    ``observed_replicas`` is the Deployment's current ``spec.replicas`` (None
+    before it exists), used to split shared limits under autoscaling. Raises
+    ValueError when the resolution is not successful: rendering then would
+    ship a config that names missing keys.
+    """
+    if resolution.verdict.status != TRUE:
+        raise ValueError(f"policies are not resolved: {resolution.verdict.message}")
+    replicas = proxy_config.effective_replicas(spec, observed_replicas)
+    compiled = proxy_config.compile_config(spec, resolution.policies, replicas)
+    image = deployment.image_for(spec, default_image)
+    return Children(
+        config_map=configmap.render(name, namespace, compiled),
+        secret=secret.render(name, namespace, resolution.keys),
+        deployment=deployment.render(name, namespace, spec, image=image, native_sidecar=native_sidecar),
+        hpa=hpa.render(name, namespace, spec),
+    )
