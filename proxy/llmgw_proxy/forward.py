@@ -160,6 +160,8 @@ async def _relay_stream(call: Call, resp: upstream.Response, headers: CIMultiDic
             call.status = failure.status
             await out.write(sse.error_event(failure.message, failure.type, failure.code or ""))
         await out.write_eof()
+    except ConnectionResetError:
+        call.status = 499  # the caller left mid-stream; closing resp below cancels the upstream read
     finally:
         resp.close()
         call.usage = reader.usage

@@ -8,7 +8,6 @@ from typing import Any
 
 import openai
 import pytest
-
 from llmgw_dev import fake_provider
 
 

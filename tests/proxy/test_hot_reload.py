@@ -8,10 +8,18 @@ from typing import Any
 import openai
 import pytest
 import yaml
-
 from llmgw_proxy import reload
+from openai.types.chat import ChatCompletionMessageParam
 
-MESSAGES = [{"role": "user", "content": "hi"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+
+
+def replace_file(path: pathlib.Path, content: str | None) -> None:
+    """Write (or with None, delete) a watched file: synchronous on purpose, the watcher polls."""
+    if content is None:
+        path.unlink()
+    else:
+        path.write_text(content)
 
 
 def reload_now(proxy: Any) -> None:
@@ -64,7 +72,7 @@ async def test_refuses_an_invalid_new_config_and_keeps_serving_the_old_one(
     proxy: Any, broken: str, log_lines: Any
 ) -> None:
     generation = proxy.live.snapshot.generation
-    proxy.config_path.write_text(broken)
+    replace_file(proxy.config_path, broken)
     reload_now(proxy)
     assert proxy.live.snapshot.generation == generation
     assert proxy.sample("llmgw_config_reload_failures_total") == 1
@@ -75,7 +83,7 @@ async def test_refuses_an_invalid_new_config_and_keeps_serving_the_old_one(
 
 
 async def test_uses_a_rotated_key_on_the_next_request(proxy: Any, key_file: pathlib.Path, fake: Any) -> None:
-    key_file.write_text("sk-rotated-key-with-another-length\n")
+    replace_file(key_file, "sk-rotated-key-with-another-length\n")
     reload_now(proxy)
     await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
     assert fake.requests[-1].headers["Authorization"] == "Bearer sk-rotated-key-with-another-length"
@@ -84,7 +92,7 @@ async def test_uses_a_rotated_key_on_the_next_request(proxy: Any, key_file: path
 async def test_keeps_the_old_key_when_the_new_key_file_is_unreadable(
     proxy: Any, key_file: pathlib.Path, fake: Any, secret: str
 ) -> None:
-    key_file.unlink()
+    replace_file(key_file, None)
     reload_now(proxy)
     assert proxy.sample("llmgw_config_reload_failures_total") == 1
     await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
@@ -98,7 +106,7 @@ async def test_becomes_ready_when_a_missing_key_file_appears(
     proxy = await start_proxy(make_doc(upstream, key))
     with pytest.raises(openai.InternalServerError):
         await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
-    key.write_text("sk-late")
+    replace_file(key, "sk-late")
     reload_now(proxy)
     async with http.get(proxy.admin_url + "/readyz") as resp:
         assert resp.status == 200

@@ -8,11 +8,11 @@ from typing import Any
 
 import openai
 import pytest
-
 from llmgw_dev import fake_provider
 from llmgw_proxy import keys
+from openai.types.chat import ChatCompletionMessageParam
 
-MESSAGES = [{"role": "user", "content": "a secret prompt text"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "a secret prompt text"}]
 
 
 async def drive_every_outcome(proxy: Any, fake: Any, http: Any) -> list[bytes]:

@@ -15,10 +15,10 @@ import aiohttp
 import openai
 import pytest
 import yaml
-
 from llmgw_dev import fake_provider
+from openai.types.chat import ChatCompletionMessageParam
 
-MESSAGES = [{"role": "user", "content": "hi"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 class Sidecar:
@@ -35,8 +35,8 @@ class Sidecar:
             except ValueError:
                 self.lines.append({"raw": raw.decode(errors="replace")})
 
-    async def line_with(self, key: str, timeout: float = 10) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
+    async def line_with(self, key: str, within: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + within
         while True:
             for line in self.lines:
                 if key in line:
@@ -50,10 +50,8 @@ class Sidecar:
         async with http.get(f"http://{admin}/readyz") as resp:
             return resp.status, await resp.json()
 
-    async def until_ready(
-        self, http: aiohttp.ClientSession, generation: int = 1, timeout: float = 10
-    ) -> None:
-        deadline = time.monotonic() + timeout
+    async def until_ready(self, http: aiohttp.ClientSession, generation: int = 1, within: float = 10) -> None:
+        deadline = time.monotonic() + within
         while True:
             status, body = await self.readyz(http)
             if status == 200 and body["generation"] >= generation:
@@ -62,7 +60,7 @@ class Sidecar:
             await asyncio.sleep(0.02)
 
     async def api(self) -> str:
-        return "http://" + (await self.line_with("api"))["api"] + "/v1"
+        return "http://" + str((await self.line_with("api"))["api"]) + "/v1"
 
 
 @pytest.fixture

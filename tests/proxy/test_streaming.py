@@ -8,14 +8,14 @@ from typing import Any
 
 import openai
 import pytest
-
 from llmgw_dev import fake_provider
+from openai.types.chat import ChatCompletionMessageParam
 
-MESSAGES = [{"role": "user", "content": "count to three"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "count to three"}]
 
 
-async def eventually(condition: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
+async def eventually(condition: Any, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         await asyncio.sleep(0.01)

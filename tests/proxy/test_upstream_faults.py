@@ -8,10 +8,10 @@ from typing import Any
 
 import openai
 import pytest
-
 from llmgw_dev import fake_provider
+from openai.types.chat import ChatCompletionMessageParam
 
-MESSAGES = [{"role": "user", "content": "hi"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,64 @@
+"""The request path is a list: a policy joins by inserting a step, without touching the others."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import openai
+import pytest
+from aiohttp import web
+from llmgw_proxy import errors, pipeline
+from openai.types.chat import ChatCompletionMessageParam
+
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+
+
+async def test_a_step_inserted_after_routing_sees_the_route_and_can_refuse(
+    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+) -> None:
+    seen: list[tuple[str, str | None]] = []
+
+    async def limit(call: pipeline.Call, next_step: pipeline.Next) -> web.StreamResponse:
+        seen.append((call.model, call.route.model if call.route else None))
+        if call.model == "blocked":
+            raise errors.ProxyError(429, "local limit", type="rate_limit_error", headers={"Retry-After": "3"})
+        return await next_step(call)
+
+    steps = list(pipeline.STEPS)
+    steps.insert(steps.index(pipeline.resolve_route) + 1, limit)
+    proxy = await start_proxy(make_doc(upstream, key_file), steps=tuple(steps))
+    client = proxy.async_client()
+    await client.chat.completions.create(model="allowed", messages=MESSAGES)
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.chat.completions.create(model="blocked", messages=MESSAGES)
+    assert caught.value.response.headers["Retry-After"] == "3"
+    assert seen == [("allowed", "*"), ("blocked", "*")]
+    assert len(fake.requests) == 1
+    assert proxy.sample("llmgw_requests_total", route="*", provider="", model="blocked", status="429") == 1
+
+
+async def test_a_step_wrapping_the_upstream_call_sees_each_attempt(
+    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any
+) -> None:
+    statuses: list[int] = []
+
+    async def observe(call: pipeline.Call, next_step: pipeline.Next) -> web.StreamResponse:
+        response = await next_step(call)
+        statuses.append(response.status)
+        assert call.provider is not None and call.provider.name == "fake"
+        return response
+
+    steps = list(pipeline.STEPS)
+    steps.insert(steps.index(pipeline.attempt_targets) + 1, observe)
+    proxy = await start_proxy(make_doc(upstream, key_file), steps=tuple(steps))
+    await proxy.async_client().embeddings.create(model="e", input="x")
+    assert statuses == [200]
+
+
+def test_the_default_path_reads_as_the_documented_list() -> None:
+    names = [getattr(step, "__name__", "") for step in pipeline.STEPS]
+    assert names == ["account", "parse_body", "resolve_route", "attempt_targets", "forward"]
+    assert pipeline.__doc__ is not None
+    for name in names:
+        assert name in pipeline.__doc__

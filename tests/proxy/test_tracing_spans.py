@@ -1,0 +1,73 @@
+"""A server span per request and a client span per upstream call, with GenAI attributes."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import pytest
+from llmgw_dev import fake_provider
+from llmgw_proxy import tracing
+from openai.types.chat import ChatCompletionMessageParam
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "two words"}]
+
+
+@pytest.fixture
+async def traced(
+    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, span_exporter: Any
+) -> Any:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(span_exporter))
+    return await start_proxy(make_doc(upstream, key_file), tracing_=tracing.Tracing(provider))
+
+
+@pytest.mark.parametrize("stream", [pytest.param(False, id="plain"), pytest.param(True, id="stream")])
+async def test_records_server_and_client_spans_with_usage(
+    traced: Any, span_exporter: Any, stream: bool
+) -> None:
+    client = traced.async_client()
+    if stream:
+        chunks = await client.chat.completions.create(
+            model="m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+        async for _ in chunks:
+            pass
+    else:
+        await client.chat.completions.create(model="m", messages=MESSAGES)
+    spans = {s.kind: s for s in span_exporter.get_finished_spans()}
+    server, client_span = spans[trace.SpanKind.SERVER], spans[trace.SpanKind.CLIENT]
+    assert server.name == client_span.name == "chat m"
+    assert client_span.parent is not None and client_span.parent.span_id == server.context.span_id
+    assert client_span.attributes["gen_ai.system"] == "openai"
+    for span in (server, client_span):
+        assert span.attributes["gen_ai.request.model"] == "m"
+        assert span.attributes["gen_ai.usage.input_tokens"] == 3
+        assert span.attributes["gen_ai.usage.output_tokens"] == len(fake_provider.REPLY.split())
+        assert span.attributes["http.response.status_code"] == 200
+
+
+async def test_marks_a_failed_upstream_call_on_its_client_span(
+    traced: Any, span_exporter: Any, fake: Any
+) -> None:
+    fake.plan(fake_provider.Fault(reset=True))
+    with pytest.raises(Exception, match="Could not connect"):
+        await traced.async_client().chat.completions.create(model="m", messages=MESSAGES)
+    spans = {s.kind: s for s in span_exporter.get_finished_spans()}
+    assert spans[trace.SpanKind.CLIENT].attributes["error.type"] == "ConnectFailed"
+    assert spans[trace.SpanKind.SERVER].attributes["http.response.status_code"] == 502
+
+
+def test_tracing_is_off_without_an_otlp_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
+    assert tracing.from_environment().enabled is False
+
+
+def test_tracing_exports_over_otlp_when_an_endpoint_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+    tracer = tracing.from_environment()
+    assert tracer.enabled is True
+    tracer.shutdown()
