@@ -51,7 +51,9 @@ class ClusterHandle:
 
     @property
     def server(self) -> str:
-        return self.kubectl("config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}").stdout
+        return self.kubectl(
+            "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"
+        ).stdout
 
 
 def _docker_engine_problem() -> str | None:
@@ -60,7 +62,8 @@ def _docker_engine_problem() -> str | None:
         return "no docker client on PATH"
     proc = subprocess.run([docker, "info"], capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode != 0:
-        return f"`docker info` failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+        last = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        return f"`docker info` failed: {last[0]}"
     return None
 
 

@@ -152,9 +152,7 @@ def _reports_version(path: Path, tool: Tool) -> bool:
     if path.name == "kubectl":
         probe = ("version", "--client")
     try:
-        out = subprocess.run(
-            [str(path), *probe], capture_output=True, text=True, timeout=20, check=False
-        )
+        out = subprocess.run([str(path), *probe], capture_output=True, text=True, timeout=20, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return re.search(rf"\bv?{re.escape(wanted)}\.\d", out.stdout + out.stderr) is not None
@@ -235,7 +233,8 @@ def build(tool: Tool) -> None:
         work = tool.build_dir
         work.mkdir(parents=True, exist_ok=True)
         go_version = _go(["env", "GOVERSION"], work).strip().removeprefix("go")
-        go_directive = ".".join((go_version.split(".") + ["0"])[:3]) if go_version.count(".") < 2 else go_version
+        # A go directive needs major.minor.patch; `go env GOVERSION` may omit the patch.
+        go_directive = ".".join([*go_version.split("."), "0", "0"][:3])
         (work / "go.mod").write_text(f"module llmgw.local/build/{tool.name}\n\ngo {go_directive}\n")
         info = _module_info(tool.module, tool.version, work)
         pins = dict(tool.pins)
@@ -261,7 +260,15 @@ def build(tool: Tool) -> None:
         try:
             for binary, pkg in tool.binaries.items():
                 _go(
-                    ["build", "-trimpath", "-ldflags", " ".join(["-s", "-w", *ldflags]), "-o", str(staging / binary), pkg],
+                    [
+                        "build",
+                        "-trimpath",
+                        "-ldflags",
+                        " ".join(["-s", "-w", *ldflags]),
+                        "-o",
+                        str(staging / binary),
+                        pkg,
+                    ],
                     work,
                 )
             if tool.bin_dir.exists():
@@ -277,6 +284,36 @@ def build(tool: Tool) -> None:
         )
 
 
+# kwok ships its lifecycle "stages" as YAML in its module rather than compiled
+# in; without them it refuses to start. These are the upstream "fast" set.
+KWOK_STAGES = (
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+
+
+def kwok_stages() -> Path:
+    """A multi-document YAML of kwok's stages, assembled from its pinned module."""
+    tool = tools()["kwok"]
+    target = tool.bin_dir / "stages.yaml"
+    if target.is_file():
+        return target
+    work = tool.build_dir
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "go.mod").exists():
+        (work / "go.mod").write_text("module llmgw.local/build/kwok-stages\n")
+    module_dir = Path(str(_module_info(tool.module, tool.version, work)["Dir"]))
+    docs = [(module_dir / rel).read_text().strip() for rel in KWOK_STAGES]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text("\n---\n".join(docs) + "\n")
+    tmp.rename(target)
+    return target
+
+
 def ensure_all(names: list[str] | None = None) -> dict[str, Path]:
     result: dict[str, Path] = {}
     for tool in tools().values():
@@ -284,4 +321,6 @@ def ensure_all(names: list[str] | None = None) -> dict[str, Path]:
             continue
         for binary in tool.binaries:
             result[binary] = ensure(binary)
+        if tool.name == "kwok":
+            result["kwok-stages"] = kwok_stages()
     return result

@@ -13,8 +13,11 @@ from llmgw_dev import binaries, cluster
 def _cluster_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
     c = cluster.up(name=args.name, nodes=args.nodes)
-    print(f"# cluster {c.name} up in {time.monotonic() - started:.1f}s; stop it with: "
-          f"llmgw-dev cluster down --name {c.name}", file=sys.stderr)
+    print(
+        f"# cluster {c.name} up in {time.monotonic() - started:.1f}s; stop it with: "
+        f"llmgw-dev cluster down --name {c.name}",
+        file=sys.stderr,
+    )
     print(c.kubeconfig)
     return 0
 
@@ -30,12 +33,22 @@ def _cluster_status(args: argparse.Namespace) -> int:
     c = cluster.Cluster.load(args.name)
     alive = c.alive()
     try:
-        code, body = c.get("/readyz")
+        code, _ = c.get("/readyz")
         ready = code == 200
-    except OSError as e:
-        ready, body = False, str(e)
-    print(json.dumps({"name": c.name, "kubeconfig": str(c.kubeconfig), "server": c.server,
-                      "apiserverReady": ready, "processes": alive}, indent=2))
+    except OSError:
+        ready = False
+    print(
+        json.dumps(
+            {
+                "name": c.name,
+                "kubeconfig": str(c.kubeconfig),
+                "server": c.server,
+                "apiserverReady": ready,
+                "processes": alive,
+            },
+            indent=2,
+        )
+    )
     return 0 if ready and all(alive.values()) else 1
 
 
@@ -48,13 +61,15 @@ def _binaries_build(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from llmgw_dev import generate
 
-    return generate.main(["--check"] if args.check else [])
+    code: int = generate.main(["--check"] if args.check else [])
+    return code
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from llmgw_dev import demo
+    from llmgw_dev import demo  # type: ignore[attr-defined,unused-ignore]
 
-    return demo.main()
+    code: int = demo.main()
+    return code
 
 
 def build_parser() -> argparse.ArgumentParser:

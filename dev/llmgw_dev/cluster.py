@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import secrets
@@ -36,6 +37,12 @@ class ClusterError(RuntimeError):
     pass
 
 
+# Popen objects of the components this process started. Holding them keeps
+# Python from warning that a child is still running when the object would be
+# collected, and lets `down` reap its own children instead of leaving zombies.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def registry_dir() -> Path:
     """Where named clusters leave a pointer to their state."""
     return binaries.cache_root() / "clusters"
@@ -54,6 +61,7 @@ class Component:
     name: str
     pid: int
     argv0: str
+    start_ticks: str
     log: str
 
 
@@ -102,7 +110,9 @@ class Cluster:
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, str]:
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        req = urllib.request.Request(self.server + path, headers={"Authorization": f"Bearer {self.token}"})
+        req = urllib.request.Request(  # noqa: S310 - our own https URL
+            self.server + path, headers={"Authorization": f"Bearer {self.token}"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout, context=ctx) as resp:  # noqa: S310
                 return int(resp.status), resp.read().decode()
@@ -115,7 +125,7 @@ class Cluster:
         return run_kubectl(self.kubeconfig, *args, input=input, check=check, timeout=timeout)
 
     def alive(self) -> dict[str, bool]:
-        return {c.name: _pid_is(c.pid, c.argv0) for c in self.components}
+        return {c.name: _pid_is(c.pid, c.start_ticks) for c in self.components}
 
 
 def run_kubectl(
@@ -128,16 +138,28 @@ def run_kubectl(
     return proc
 
 
-def _pid_is(pid: int, argv0: str) -> bool:
-    """The pid is alive and still runs our binary (guards against pid reuse)."""
+def _stat_fields(pid: int) -> list[str] | None:
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
         stat = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return False
-    # A zombie has exited; it only waits to be reaped by its parent.
-    state = stat.rsplit(")", 1)[1].split()[0]
-    return cmdline == argv0 and state != "Z"
+        return None
+    # Fields after the parenthesised command name, which may hold spaces.
+    return stat.rsplit(")", 1)[1].split()
+
+
+def _start_ticks(pid: int) -> str:
+    fields = _stat_fields(pid)
+    return fields[19] if fields else ""
+
+
+def _pid_is(pid: int, start_ticks: str) -> bool:
+    """The pid is alive and is the process we started (not a reused pid).
+
+    The start time in /proc/<pid>/stat identifies a process for its whole life;
+    the command line does not (it reads empty while a process is in state D).
+    """
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z" and fields[19] == start_ticks
 
 
 def _wait_for(what: str, check: Callable[[], bool], timeout: float, cluster: Cluster, component: str) -> None:
@@ -147,7 +169,7 @@ def _wait_for(what: str, check: Callable[[], bool], timeout: float, cluster: Clu
         if check():
             return
         for c in cluster.components:
-            if c.name == component and not _pid_is(c.pid, c.argv0):
+            if c.name == component and not _pid_is(c.pid, c.start_ticks):
                 raise ClusterError(f"{component} exited during start-up; log tail:\n{_tail(Path(c.log))}")
         time.sleep(delay)  # polling a process we do not control: nothing to await
         delay = min(delay * 1.5, 0.5)
@@ -169,10 +191,13 @@ def _start(cluster: Cluster, name: str, argv: list[str]) -> None:
     with log.open("wb") as out:
         # A new session: the components outlive the `up` command and ignore
         # the terminal's Ctrl-C; `down` signals them by pid.
-        proc = subprocess.Popen(  # noqa: S603
+        proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
-    cluster.components.append(Component(name=name, pid=proc.pid, argv0=argv[0], log=str(log)))
+    _children[proc.pid] = proc
+    cluster.components.append(
+        Component(name=name, pid=proc.pid, argv0=argv[0], start_ticks=_start_ticks(proc.pid), log=str(log))
+    )
     cluster.save()
 
 
@@ -229,8 +254,10 @@ def up(name: str | None = None, nodes: int = FAKE_NODES, timeout: float = 90) ->
             existing = Cluster.load(name)
             if any(existing.alive().values()):
                 raise ClusterError(f"a cluster named {name!r} is already up at {existing.data_dir}")
-    bins = {b: binaries.ensure(b) for b in ("etcd", "kube-apiserver", "kube-controller-manager",
-                                            "kube-scheduler", "kwok", "kubectl")}
+    bins = {
+        b: binaries.ensure(b)
+        for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
+    }
     data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
     cluster = Cluster(
         name=name, data_dir=data_dir, api_port=free_port(), etcd_port=free_port(), token=secrets.token_hex(24)
@@ -246,9 +273,7 @@ def up(name: str | None = None, nodes: int = FAKE_NODES, timeout: float = 90) ->
 def _up(cluster: Cluster, bins: dict[str, Path], nodes: int, timeout: float) -> None:
     d = cluster.data_dir
     cluster.save()
-    subprocess.run(
-        ["openssl", "genrsa", "-out", str(d / "sa.key"), "2048"], check=True, capture_output=True
-    )
+    subprocess.run(["openssl", "genrsa", "-out", str(d / "sa.key"), "2048"], check=True, capture_output=True)
     subprocess.run(
         ["openssl", "rsa", "-in", str(d / "sa.key"), "-pubout", "-out", str(d / "sa.pub")],
         check=True,
@@ -257,52 +282,129 @@ def _up(cluster: Cluster, bins: dict[str, Path], nodes: int, timeout: float) -> 
     (d / "tokens.csv").write_text(f'{cluster.token},{ADMIN_USER},{ADMIN_USER},"system:masters"\n')
     peer = free_port()
     etcd_url = f"http://127.0.0.1:{cluster.etcd_port}"
-    _start(cluster, "etcd", [
-        str(bins["etcd"]), "--name=default", f"--data-dir={d / 'etcd'}",
-        f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
-        f"--listen-peer-urls=http://127.0.0.1:{peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-        f"--initial-cluster=default=http://127.0.0.1:{peer}",
-        # Test data is disposable; fsync dominates etcd latency on shared disks.
-        "--unsafe-no-fsync", "--log-level=warn", "--quota-backend-bytes=4294967296",
-    ])
+    _start(
+        cluster,
+        "etcd",
+        [
+            str(bins["etcd"]),
+            "--name=default",
+            f"--data-dir={d / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{peer}",
+            # Test data is disposable; fsync dominates etcd latency on shared disks.
+            "--unsafe-no-fsync",
+            "--log-level=warn",
+            "--quota-backend-bytes=4294967296",
+        ],
+    )
     _wait_for("etcd /health", lambda: _http_ok(f"{etcd_url}/health"), 30, cluster, "etcd")
 
-    _start(cluster, "kube-apiserver", [
-        str(bins["kube-apiserver"]), f"--etcd-servers={etcd_url}",
-        "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={cluster.api_port}",
-        f"--cert-dir={d / 'apiserver-certs'}", f"--token-auth-file={d / 'tokens.csv'}",
-        "--authorization-mode=RBAC", "--allow-privileged=true",
-        f"--service-account-key-file={d / 'sa.pub'}", f"--service-account-signing-key-file={d / 'sa.key'}",
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-        "--service-cluster-ip-range=10.96.0.0/16", "--endpoint-reconciler-type=none",
-        "--disable-admission-plugins=ServiceAccount",
-        "--v=1",
-    ])
+    _start(
+        cluster,
+        "kube-apiserver",
+        [
+            str(bins["kube-apiserver"]),
+            f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={cluster.api_port}",
+            f"--cert-dir={d / 'apiserver-certs'}",
+            f"--token-auth-file={d / 'tokens.csv'}",
+            "--authorization-mode=RBAC",
+            "--allow-privileged=true",
+            f"--service-account-key-file={d / 'sa.pub'}",
+            f"--service-account-signing-key-file={d / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--endpoint-reconciler-type=none",
+            "--disable-admission-plugins=ServiceAccount",
+            "--v=1",
+        ],
+    )
     _write_kubeconfig(cluster)
-    _wait_for("kube-apiserver /readyz", lambda: cluster.ca_file.exists() and _readyz(cluster), timeout,
-              cluster, "kube-apiserver")
+    _wait_for(
+        "kube-apiserver /readyz",
+        lambda: cluster.ca_file.exists() and _readyz(cluster),
+        timeout,
+        cluster,
+        "kube-apiserver",
+    )
 
-    _start(cluster, "kube-controller-manager", [
-        str(bins["kube-controller-manager"]), f"--kubeconfig={cluster.kubeconfig}",
-        f"--authentication-kubeconfig={cluster.kubeconfig}", f"--authorization-kubeconfig={cluster.kubeconfig}",
-        "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
-        "--use-service-account-credentials=false", "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle",
-        f"--service-account-private-key-file={d / 'sa.key'}", f"--root-ca-file={cluster.ca_file}",
-        "--concurrent-deployment-syncs=10", "--concurrent-replicaset-syncs=10", "--concurrent-gc-syncs=20",
-        "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
-    ])
-    _start(cluster, "kube-scheduler", [
-        str(bins["kube-scheduler"]), f"--kubeconfig={cluster.kubeconfig}",
-        f"--authentication-kubeconfig={cluster.kubeconfig}", f"--authorization-kubeconfig={cluster.kubeconfig}",
-        "--bind-address=127.0.0.1", f"--secure-port={free_port()}", "--leader-elect=false",
-        "--kube-api-qps=200", "--kube-api-burst=400", "--v=1",
-    ])
-    (d / "kwok.yaml").write_text("apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\n")
-    _start(cluster, "kwok", [
-        str(bins["kwok"]), f"--kubeconfig={cluster.kubeconfig}", f"--config={d / 'kwok.yaml'}",
-        "--manage-all-nodes=false", "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-        f"--server-address=127.0.0.1:{free_port()}", "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1",
-    ])
+    kcm_port, sched_port = free_port(), free_port()
+    _start(
+        cluster,
+        "kube-controller-manager",
+        [
+            str(bins["kube-controller-manager"]),
+            f"--kubeconfig={cluster.kubeconfig}",
+            f"--authentication-kubeconfig={cluster.kubeconfig}",
+            f"--authorization-kubeconfig={cluster.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={kcm_port}",
+            "--leader-elect=false",
+            "--use-service-account-credentials=false",
+            "--controllers=*,-node-ipam-controller",
+            f"--service-account-private-key-file={d / 'sa.key'}",
+            f"--root-ca-file={cluster.ca_file}",
+            "--concurrent-deployment-syncs=10",
+            "--concurrent-replicaset-syncs=10",
+            "--concurrent-gc-syncs=20",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--v=1",
+        ],
+    )
+    _start(
+        cluster,
+        "kube-scheduler",
+        [
+            str(bins["kube-scheduler"]),
+            f"--kubeconfig={cluster.kubeconfig}",
+            f"--authentication-kubeconfig={cluster.kubeconfig}",
+            f"--authorization-kubeconfig={cluster.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={sched_port}",
+            "--leader-elect=false",
+            "--kube-api-qps=200",
+            "--kube-api-burst=400",
+            "--v=1",
+        ],
+    )
+    for component, port in (("kube-controller-manager", kcm_port), ("kube-scheduler", sched_port)):
+        _wait_for(
+            f"{component} /healthz",
+            functools.partial(_https_ok, f"https://127.0.0.1:{port}/healthz"),
+            timeout,
+            cluster,
+            component,
+        )
+    # A bare kwok binary has no defaults for its worker pools (kwokctl fills
+    # them in); zero refuses to start.
+    (d / "kwok.yaml").write_text(
+        "apiVersion: config.kwok.x-k8s.io/v1alpha1\nkind: KwokConfiguration\noptions:\n"
+        "  podPlayStageParallelism: 8\n  nodePlayStageParallelism: 4\n"
+        "  nodeLeaseParallelism: 4\n  podsOnNodeSyncParallelism: 4\n"
+    )
+    _start(
+        cluster,
+        "kwok",
+        [
+            str(bins["kwok"]),
+            f"--kubeconfig={cluster.kubeconfig}",
+            f"--config={d / 'kwok.yaml'}",
+            f"--config={binaries.kwok_stages()}",
+            "--manage-all-nodes=false",
+            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+            f"--server-address=127.0.0.1:{free_port()}",
+            "--cidr=10.244.0.0/16",
+            "--node-ip=10.0.0.1",
+            # Leases keep the node-lifecycle controller from tainting fake nodes.
+            "--node-lease-duration-seconds=40",
+        ],
+    )
     cluster.kubectl("apply", "-f", "-", input=_fake_nodes_manifest(nodes))
     _wait_for(f"{nodes} Ready kwok nodes", lambda: _ready_nodes(cluster) >= nodes, timeout, cluster, "kwok")
 
@@ -310,6 +412,18 @@ def _up(cluster: Cluster, bins: dict[str, Path], nodes: int, timeout: float) -> 
 def _http_ok(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+            return int(resp.status) == 200
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _https_ok(url: str) -> bool:
+    # Components serve self-signed certificates on loopback; only liveness matters here.
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:  # noqa: S310
             return int(resp.status) == 200
     except (OSError, urllib.error.URLError):
         return False
@@ -340,19 +454,13 @@ def down(cluster: Cluster, grace: float = 10) -> list[str]:
     stopped = []
     # Reverse start order: clients first, etcd last.
     for c in reversed(cluster.components):
-        if _pid_is(c.pid, c.argv0):
+        if _pid_is(c.pid, c.start_ticks):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(c.pid, signal.SIGTERM)
             stopped.append(c.name)
     deadline = time.monotonic() + grace
     for c in reversed(cluster.components):
-        while _pid_is(c.pid, c.argv0) and time.monotonic() < deadline:
-            _reap(c.pid)
-            time.sleep(0.05)  # waiting on a pid we cannot await
-        if _pid_is(c.pid, c.argv0):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(c.pid, signal.SIGKILL)
-        _reap(c.pid)
+        _wait_gone(c, deadline)
     shutil.rmtree(cluster.data_dir, ignore_errors=True)
     pointer = registry_dir() / f"{cluster.name}.json"
     with contextlib.suppress(FileNotFoundError):
@@ -361,7 +469,19 @@ def down(cluster: Cluster, grace: float = 10) -> list[str]:
     return stopped
 
 
-def _reap(pid: int) -> None:
-    # Only our own children can be reaped; for others this is a no-op.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+def _wait_gone(c: Component, deadline: float) -> None:
+    proc = _children.pop(c.pid, None)
+    if proc is not None:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return
+    # Started by another process (`llmgw-dev cluster up`): we can only watch
+    # the pid until it is gone; its parent or init reaps it.
+    while _pid_is(c.pid, c.start_ticks) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _pid_is(c.pid, c.start_ticks):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(c.pid, signal.SIGKILL)

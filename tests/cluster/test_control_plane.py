@@ -41,8 +41,18 @@ def test_a_two_replica_deployment_becomes_available_and_its_garbage_is_collected
     cluster.kubectl("create", "namespace", "smoke")
     try:
         cluster.kubectl("apply", "-f", "-", input=DEPLOYMENT)
-        cluster.kubectl("-n", "smoke", "wait", "--for=condition=Available", "deployment/smoke", "--timeout=60s")
-        pods = json.loads(cluster.kubectl("-n", "smoke", "get", "pods", "-l", "app=smoke", "-o", "json").stdout)
+        cluster.kubectl(
+            "-n",
+            "smoke",
+            "wait",
+            "--for=condition=Available",
+            "deployment/smoke",
+            "--timeout=60s",
+            timeout=90,
+        )
+        pods = json.loads(
+            cluster.kubectl("-n", "smoke", "get", "pods", "-l", "app=smoke", "-o", "json").stdout
+        )
         running = [p for p in pods["items"] if p["status"].get("phase") == "Running"]
         assert len(running) == 2
         assert all(p["spec"].get("nodeName") for p in running)
@@ -52,8 +62,10 @@ def test_a_two_replica_deployment_becomes_available_and_its_garbage_is_collected
         # Background cascade: the API deletes only the Deployment; the
         # controller-manager's garbage collector must remove the rest.
         cluster.kubectl("-n", "smoke", "delete", "deployment", "smoke", "--cascade=background")
-        cluster.kubectl("-n", "smoke", "wait", "--for=delete", *rs, "--timeout=60s")
-        cluster.kubectl("-n", "smoke", "wait", "--for=delete", "pod", "-l", "app=smoke", "--timeout=60s")
+        cluster.kubectl("-n", "smoke", "wait", "--for=delete", *rs, "--timeout=60s", timeout=90)
+        cluster.kubectl(
+            "-n", "smoke", "wait", "--for=delete", "pod", "-l", "app=smoke", "--timeout=60s", timeout=90
+        )
         left = cluster.kubectl("-n", "smoke", "get", "rs,pods", "-o", "name").stdout.split()
         assert left == []
     finally:

@@ -16,7 +16,11 @@ pytestmark = pytest.mark.cluster
 def llmgw_dev(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "llmgw_dev.cli", *args],
-        capture_output=True, text=True, timeout=180, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
     )
 
 
@@ -35,7 +39,11 @@ def test_a_second_cluster_runs_side_by_side_and_down_stops_exactly_its_processes
         state = json.loads(status.stdout)
         assert state["apiserverReady"] is True
         assert set(state["processes"]) == {
-            "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+            "kwok",
         }
         assert state["server"] != cluster.server  # its own port
         data_dir = kubeconfig.parent
