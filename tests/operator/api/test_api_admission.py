@@ -18,6 +18,7 @@ import celpy.adapter
 import celpy.evaluation
 import pytest
 import yaml
+
 from llmgw_operator.api import crd
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[3] / "samples"

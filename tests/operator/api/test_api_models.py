@@ -6,6 +6,7 @@ from typing import Any
 
 import pydantic
 import pytest
+
 from llmgw_operator.api import common, crd, gateway, policy
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pydantic
 import pytest
 import yaml
+
 from llmgw_operator.api import crd, gateway, policy
 from llmgw_operator.render import proxy_config, resolve
 
