@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import strategies as st
+
 from llmgw_operator.api import gateway, policy
 
 APP_TEMPLATE: dict[str, Any] = {

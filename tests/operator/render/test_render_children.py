@@ -7,6 +7,7 @@ import base64
 import pytest
 import renderkit
 import yaml
+
 from llmgw_operator.render import children, names, resolve
 from llmgw_proxy import config
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from llmgw_operator.render import conditions
 from llmgw_operator.render.conditions import FALSE, TRUE, UNKNOWN, Verdict
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import renderkit
 import yaml
 from hypothesis import given
+
 from llmgw_operator.api import gateway
 from llmgw_operator.render import configmap, names, proxy_config
 from llmgw_proxy import config

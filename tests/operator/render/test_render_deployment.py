@@ -9,6 +9,7 @@ import pytest
 import renderkit
 from hypothesis import given
 from hypothesis import strategies as st
+
 from llmgw_operator.api import gateway
 from llmgw_operator.render import deployment, names
 

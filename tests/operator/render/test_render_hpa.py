@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import renderkit
+
 from llmgw_operator.render import hpa, names
 
 

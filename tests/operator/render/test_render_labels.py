@@ -7,6 +7,7 @@ from typing import Any
 import renderkit
 from hypothesis import given
 from hypothesis import strategies as st
+
 from llmgw_operator.api import gateway
 from llmgw_operator.render import configmap, deployment, hpa, names, proxy_config, secret
 

@@ -10,6 +10,7 @@ import renderkit
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+
 from llmgw_operator.api import gateway, policy
 from llmgw_operator.render import proxy_config
 from llmgw_proxy import config

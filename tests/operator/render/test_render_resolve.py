@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import renderkit
+
 from llmgw_operator.render import resolve
 from llmgw_operator.render.conditions import FALSE, TRUE
 
