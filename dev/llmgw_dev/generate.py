@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from llmgw_operator.api import crd, gateway, policy, structural
 from llmgw_proxy import config
 

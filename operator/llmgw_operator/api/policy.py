@@ -10,10 +10,10 @@ from __future__ import annotations
 import enum
 from typing import Annotated, Literal
 
-from llmgw_proxy import config
 from pydantic import ConfigDict, Field, model_validator
 
 from llmgw_operator.api import common
+from llmgw_proxy import config
 
 KIND = "ProviderPolicy"
 PLURAL = "providerpolicies"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from llmgw_proxy import config
 
 from llmgw_operator.render import names
+from llmgw_proxy import config
 
 HEADER = "# Compiled by llmgw-operator from the LLMGateway and its ProviderPolicies. Do not edit.\n"
 

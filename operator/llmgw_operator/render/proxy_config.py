@@ -10,10 +10,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from llmgw_proxy import config
-
 from llmgw_operator.api import gateway, policy
 from llmgw_operator.render import names
+from llmgw_proxy import config
 
 
 def effective_replicas(spec: gateway.LLMGatewaySpec, observed: int | None = None) -> int:
