@@ -1,0 +1,114 @@
+"""`helm install` of the chart into a real API server, as a user would run it.
+
+Each test gets its own release and namespace. The namespace enforces the
+"restricted" Pod Security Standard, so a pod spec that breaks it never gets
+created and the Deployment never becomes available. The granted rights are
+checked with `kubectl auth can-i` as the operator's ServiceAccount.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from llmgw_dev import binaries
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+CHART = str(Path(__file__).resolve().parents[2] / "helm" / "llmgw")
+
+
+class Release:
+    def __init__(self, cluster: Any, suffix: str) -> None:
+        self.cluster = cluster
+        self.name = f"llmgw-{suffix}"
+        self.namespace = f"llmgw-chart-{suffix}"
+        self.extra_namespaces: list[str] = []
+
+    def create_namespace(self, name: str) -> str:
+        self.cluster.kubectl("create", "namespace", name)
+        self.cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+        return name
+
+    def install(self, *sets: str) -> None:
+        args = ["install", self.name, CHART, "--namespace", self.namespace]
+        args += [f"--set={s}" for s in sets]
+        # kwok's fake nodes report the pods Running, so the watcher sees the Deployment available.
+        proc = self.cluster.helm(*args, "--wait=watcher", "--timeout=3m", timeout=240, check=False)
+        if proc.returncode != 0:
+            state = self.cluster.kubectl(
+                "get", "deployments,replicasets,pods,events", "-n", self.namespace, "-o", "wide", check=False
+            )
+            pytest.fail(f"helm install failed: {proc.stderr}\n{state.stdout}{state.stderr}")
+
+    @property
+    def account(self) -> str:
+        # The chart's full name is "<release>-llmgw" unless the release name contains "llmgw".
+        return f"system:serviceaccount:{self.namespace}:{self.name}"
+
+    def can(self, verb: str, resource: str, namespace: str | None = None) -> bool:
+        where = ["--namespace", namespace] if namespace else ["--all-namespaces"]
+        as_account = ["--as", self.account, *where]
+        proc = self.cluster.kubectl("auth", "can-i", verb, resource, *as_account, check=False)
+        answer: str = proc.stdout.strip()
+        assert answer in ("yes", "no"), proc.stderr
+        return answer == "yes"
+
+
+@pytest.fixture
+def release(cluster: Any) -> Iterator[Release]:
+    binaries.ensure("helm")
+    rel = Release(cluster, uuid.uuid4().hex[:8])
+    rel.create_namespace(rel.namespace)
+    try:
+        yield rel
+    finally:
+        cluster.helm("uninstall", rel.name, "--namespace", rel.namespace, check=False)
+        for namespace in [rel.namespace, *rel.extra_namespaces]:
+            cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_cluster_wide_install_runs_restricted_pods_with_least_privilege(release: Release) -> None:
+    release.install("replicas=2")
+    kubectl = release.cluster.kubectl
+    ns = release.namespace
+    jsonpath = "jsonpath={.status.availableReplicas}"
+    available = kubectl("get", "deployment", release.name, "-n", ns, "-o", jsonpath)
+    assert available.stdout == "2"
+    kubectl("get", "serviceaccount", release.name, "-n", ns)
+    kubectl("get", "clusterrole", release.name)
+    kubectl("get", "clusterrolebinding", release.name)
+    kubectl("get", "poddisruptionbudget", release.name, "-n", ns)
+    kubectl("get", "clusterkopfpeering", release.name)
+    kubectl("get", "crd", "llmgateways.llmgateway.io", "providerpolicies.llmgateway.io")
+    assert release.can("patch", "llmgateways.llmgateway.io")
+    assert release.can("patch", "llmgateways.llmgateway.io/status")
+    assert release.can("create", "secrets")
+    assert release.can("delete", "deployments.apps")
+    assert release.can("watch", "namespaces")
+    assert release.can("patch", "clusterkopfpeerings.kopf.dev")
+    assert not release.can("get", "pods")
+    assert not release.can("delete", "namespaces")
+    assert not release.can("create", "clusterroles.rbac.authorization.k8s.io")
+
+
+def test_namespaced_install_is_confined_to_the_watched_namespaces(release: Release) -> None:
+    watched = release.create_namespace(f"{release.namespace}-w")
+    other = release.create_namespace(f"{release.namespace}-o")
+    release.extra_namespaces += [watched, other]
+    release.install(f"watchNamespaces={{{watched}}}", "peering.enabled=true")
+    kubectl = release.cluster.kubectl
+    kubectl("get", "role", release.name, "-n", watched)
+    kubectl("get", "rolebinding", release.name, "-n", watched)
+    kubectl("get", "kopfpeering", release.name, "-n", watched)
+    assert release.can("create", "secrets", watched)
+    assert release.can("patch", "providerpolicies.llmgateway.io/status", watched)
+    assert release.can("patch", "kopfpeerings.kopf.dev", watched)
+    assert not release.can("get", "secrets", other)
+    assert not release.can("get", "secrets", release.namespace)
+    assert not release.can("list", "namespaces")
+    assert release.can("watch", "customresourcedefinitions.apiextensions.k8s.io")
