@@ -1,0 +1,85 @@
+"""`llmgw-operator`: run the operator (kopf) against the cluster of the current kubeconfig."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import sys
+
+import kopf
+
+PRIORITY_RANGE = 1_000_000
+
+
+def peering_priority(args: argparse.Namespace) -> int:
+    """kopf freezes every peer whose priority ties with another, so replicas need distinct ones.
+
+    Replicas of one Deployment share their arguments; with
+    LLMGW_PEERING_PRIORITY_FROM_POD_NAME set, each derives its own priority
+    from its pod name (POD_ID), which is unique in the namespace.
+    """
+    if args.priority is not None:
+        return int(args.priority)
+    pod = os.environ.get("POD_ID")
+    if os.environ.get("LLMGW_PEERING_PRIORITY_FROM_POD_NAME") == "true" and pod:
+        return int.from_bytes(hashlib.sha256(pod.encode()).digest()[:4], "big") % PRIORITY_RANGE + 1
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmgw-operator",
+        description="Reconcile LLMGateway and ProviderPolicy objects into Deployments that run the sidecar.",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    parser.add_argument(
+        "--liveness", metavar="URL", help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz"
+    )
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument(
+        "--peering", metavar="NAME", help="kopf peering object name: one active replica, others stand by"
+    )
+    peering.add_argument(
+        "--standalone", action="store_true", help="no peering (a single replica; the default)"
+    )
+    parser.add_argument(
+        "--priority", type=int, help="peering priority (default: derived from POD_ID if asked, else 0)"
+    )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("--verbose", action="store_true")
+    verbosity.add_argument("--debug", action="store_true")
+    verbosity.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    kopf.configure(debug=args.debug, verbose=args.verbose, quiet=args.quiet)
+    from llmgw_operator import handlers  # registers the handlers with kopf's default registry
+
+    del handlers
+    try:
+        asyncio.run(
+            kopf.operator(
+                clusterwide=not args.namespace,
+                namespaces=args.namespace,
+                liveness_endpoint=args.liveness,
+                # Any peering name, even with standalone, makes kopf wait for peering CRDs.
+                standalone=not args.peering,
+                **({"peering_name": args.peering} if args.peering else {}),
+                priority=peering_priority(args),
+            )
+        )
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The one thin layer that talks to the Kubernetes API for reconciliation.
+
+Writes are server-side applies with one field manager. A child whose live
+object already holds every field we would apply is not written at all, so a
+steady-state reconcile makes no write requests (and the API server would
+skip a no-op apply anyway; this also spares the request).
+
+The `kubernetes` client is synchronous; calls run in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import secrets as _secrets
+from collections.abc import Mapping
+from typing import Any
+
+import kubernetes
+
+FIELD_MANAGER = "llmgw-operator"
+
+# kind -> (api prefix, plural); the only kinds the operator reads or writes.
+RESOURCES: dict[str, tuple[str, str]] = {
+    "ConfigMap": ("/api/v1", "configmaps"),
+    "Secret": ("/api/v1", "secrets"),
+    "Event": ("/api/v1", "events"),
+    "Deployment": ("/apis/apps/v1", "deployments"),
+    "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
+    "LLMGateway": ("/apis/llmgateway.io/v1alpha1", "llmgateways"),
+    "ProviderPolicy": ("/apis/llmgateway.io/v1alpha1", "providerpolicies"),
+}
+
+
+class ApiError(RuntimeError):
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"{status} {reason}")
+        self.status = status
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """Every field of ``desired`` is present in ``live`` with the same value.
+
+    Lists must match element-wise (order matters in Kubernetes lists we render).
+    The server may add defaults; those do not count as differences.
+    """
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(
+            k in live and contains(live[k], v) for k, v in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(contains(a, b) for a, b in zip(live, desired, strict=True))
+        )
+    return bool(live == desired)
+
+
+class Client:
+    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+        self._api = api
+        self.writes = 0  # for the steady-state benchmark and tests
+
+    @classmethod
+    def from_environment(cls) -> Client:
+        try:
+            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+        configuration = kubernetes.client.Configuration.get_default_copy()
+        configuration.connection_pool_maxsize = 32
+        return cls(kubernetes.client.ApiClient(configuration))
+
+    def _path(self, kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+        prefix, plural = RESOURCES[kind]
+        path = f"{prefix}/namespaces/{namespace}/{plural}"
+        if name:
+            path += f"/{name}"
+        if sub:
+            path += f"/{sub}"
+        return path
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> dict[str, Any]:
+        method, url, headers, payload, _ = self._api.param_serialize(
+            method,
+            path,
+            query_params=query or [],
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._api.call_api(
+                method, url, header_params=headers, body=payload, _request_timeout=30
+            )
+            response.read()  # type: ignore[no-untyped-call]
+        except kubernetes.client.ApiException as e:
+            raise ApiError(int(e.status or 0), _reason(e)) from None
+        data = response.data or b"{}"
+        if not 200 <= int(response.status) < 300:
+            raise ApiError(int(response.status), _message(data, str(response.reason)))
+        result: dict[str, Any] = json.loads(data)
+        return result
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await asyncio.to_thread(self._call, "GET", self._path(kind, namespace, name))
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+
+    async def apply(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
+        """Server-side apply unless ``live`` already holds it. True when a write was made."""
+        if live is not None and contains(live, manifest):
+            return False
+        meta = manifest["metadata"]
+        self.writes += 1
+        await asyncio.to_thread(
+            self._call,
+            "PATCH",
+            self._path(manifest["kind"], meta["namespace"], meta["name"]),
+            json.dumps(manifest),
+            "application/apply-patch+yaml",
+            [("fieldManager", FIELD_MANAGER), ("force", "true")],
+        )
+        return True
+
+    async def delete(self, kind: str, namespace: str, name: str) -> bool:
+        try:
+            self.writes += 1
+            await asyncio.to_thread(self._call, "DELETE", self._path(kind, namespace, name))
+        except ApiError as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+    async def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.writes += 1
+        await asyncio.to_thread(
+            self._call,
+            "PATCH",
+            self._path(kind, namespace, name, "status"),
+            {"status": dict(status)},
+            "application/merge-patch+json",
+        )
+
+    async def event(self, owner: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
+        """A core/v1 Event about ``owner``; losing one is not worth failing a reconcile for."""
+        meta = owner["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{_secrets.token_hex(8)}", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": owner["apiVersion"],
+                "kind": owner["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+        }
+        try:
+            await asyncio.to_thread(self._call, "POST", self._path("Event", meta["namespace"]), body)
+        except ApiError:
+            return
+
+    async def server_minor(self) -> int:
+        version = await asyncio.to_thread(self._call, "GET", "/version")
+        return int("".join(ch for ch in str(version.get("minor", "0")) if ch.isdigit()) or 0)
+
+
+def _message(data: bytes, fallback: str) -> str:
+    try:
+        return str(json.loads(data).get("message") or fallback)
+    except (ValueError, AttributeError):
+        return fallback
+
+
+def _reason(e: kubernetes.client.ApiException) -> str:
+    try:
+        return str(json.loads(e.body or "{}").get("message") or e.reason)
+    except (ValueError, AttributeError):
+        return str(e.reason)

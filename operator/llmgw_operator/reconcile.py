@@ -1,0 +1,205 @@
+"""Reconcile = observe, render (pure), apply, write status. Nothing else.
+
+A gateway whose policies do not resolve keeps its children as they are: its
+pods go on serving the last good config while the status names what is
+missing, and the next event that fixes it (a policy or Secret appearing)
+triggers another pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, cast
+
+import kopf
+import pydantic
+
+from llmgw_operator import kube
+from llmgw_operator.api import common, gateway, policy
+from llmgw_operator.render import children, conditions, names, resolve
+from llmgw_operator.render.conditions import FALSE, TRUE, UNKNOWN, Verdict
+
+logger = logging.getLogger(__name__)
+
+Now = Callable[[], datetime.datetime]
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+@dataclasses.dataclass
+class Reconciler:
+    client: kube.Client
+    default_image: str
+    native_sidecar: bool = True
+    now: Now = _utcnow
+
+    # -- LLMGateway -----------------------------------------------------------------
+
+    async def gateway(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        try:
+            spec = gateway.LLMGatewaySpec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as e:
+            invalid = Verdict(FALSE, "InvalidSpec", common.explain(e))
+            await self._gateway_status(body, invalid, invalid, None)
+            return
+
+        observed = await self._observe_policies(namespace, spec.policy_names())
+        secrets = await self._observe_secrets(namespace, observed.values())
+        resolution = resolve.gateway_policies(spec, observed, secrets)
+        live_deployment = await self.client.get("Deployment", namespace, names.deployment(name))
+
+        if resolution.verdict.status != TRUE:
+            reconciled = Verdict(
+                FALSE, "PoliciesUnresolved", "children left as they were: " + resolution.verdict.message
+            )
+            await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+            return
+
+        observed_replicas = (live_deployment or {}).get("spec", {}).get("replicas")
+        try:
+            kids = children.render(
+                name,
+                namespace,
+                spec,
+                resolution,
+                observed_replicas=observed_replicas,
+                default_image=self.default_image,
+                native_sidecar=self.native_sidecar,
+            )
+        except (ValueError, pydantic.ValidationError) as e:
+            message = common.explain(e) if isinstance(e, pydantic.ValidationError) else str(e)
+            reconciled = Verdict(FALSE, "RenderFailed", message)
+            await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+            return
+
+        changed = []
+        for manifest in kids.manifests():
+            kopf.adopt(manifest, owner=cast(kopf.Body, body), strict=True)
+            live = (
+                live_deployment
+                if manifest["kind"] == "Deployment"
+                else await self.client.get(manifest["kind"], namespace, manifest["metadata"]["name"])
+            )
+            if await self.client.apply(manifest, live):
+                changed.append(manifest["kind"])
+        if kids.hpa is None and await self.client.get("HorizontalPodAutoscaler", namespace, names.hpa(name)):
+            await self.client.delete("HorizontalPodAutoscaler", namespace, names.hpa(name))
+            changed.append("HorizontalPodAutoscaler (deleted)")
+        if "Deployment" in changed:
+            live_deployment = await self.client.get("Deployment", namespace, names.deployment(name))
+        if changed:
+            logger.info("gateway %s/%s: applied %s", namespace, name, ", ".join(changed))
+        reconciled = Verdict(
+            TRUE, "Applied", "ConfigMap, Secret, Deployment" + (", HPA" if kids.hpa else "") + " applied"
+        )
+        await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+
+    async def _observe_policies(self, namespace: str, wanted: tuple[str, ...]) -> dict[str, resolve.Observed]:
+        observed: dict[str, resolve.Observed] = {}
+        for policy_name in wanted:
+            found = await self.client.get("ProviderPolicy", namespace, policy_name)
+            if found is None:
+                continue
+            try:
+                observed[policy_name] = policy.ProviderPolicySpec.model_validate(found.get("spec") or {})
+            except pydantic.ValidationError as e:
+                observed[policy_name] = common.explain(e)
+        return observed
+
+    async def _observe_secrets(self, namespace: str, observed: Any) -> dict[str, resolve.SecretData]:
+        secrets: dict[str, resolve.SecretData] = {}
+        for spec in observed:
+            ref = getattr(spec, "api_key_secret_ref", None)
+            if ref is None or ref.name in secrets:
+                continue
+            found = await self.client.get("Secret", namespace, ref.name)
+            if found is not None:
+                secrets[ref.name] = found.get("data") or {}
+        return secrets
+
+    async def _gateway_status(
+        self,
+        body: Mapping[str, Any],
+        policies: Verdict,
+        reconciled: Verdict,
+        deployment: Mapping[str, Any] | None,
+    ) -> None:
+        meta = body["metadata"]
+        old = dict(body.get("status") or {})
+        generation = int(meta.get("generation") or 0)
+        replicas, ready = conditions.replica_counts(deployment)
+        new = {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "conditions": conditions.gateway_conditions(
+                old.get("conditions") or [],
+                generation=generation,
+                now=self.now(),
+                policies=policies,
+                reconciled=reconciled,
+                deployment=deployment,
+            ),
+        }
+        await self._write_status("LLMGateway", body, old, new)
+
+    # -- ProviderPolicy -------------------------------------------------------------
+
+    async def policy(self, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        try:
+            spec = policy.ProviderPolicySpec.model_validate(body.get("spec") or {})
+        except pydantic.ValidationError as e:
+            accepted = conditions.accepted(common.explain(e))
+            secret = Verdict(UNKNOWN, "PolicyInvalid", "the policy is invalid")
+        else:
+            accepted = conditions.accepted(None)
+            secrets = await self._observe_secrets(meta["namespace"], [spec])
+            secret, _ = resolve.secret_key(spec, secrets)
+        old = dict(body.get("status") or {})
+        generation = int(meta.get("generation") or 0)
+        new = {
+            "observedGeneration": generation,
+            "conditions": conditions.policy_conditions(
+                old.get("conditions") or [],
+                generation=generation,
+                now=self.now(),
+                accepted=accepted,
+                secret=secret,
+            ),
+        }
+        await self._write_status("ProviderPolicy", body, old, new)
+
+    # -- shared ---------------------------------------------------------------------
+
+    async def _write_status(
+        self, kind: str, body: Mapping[str, Any], old: Mapping[str, Any], new: dict[str, Any]
+    ) -> None:
+        if all(old.get(k) == v for k, v in new.items()):
+            return
+        meta = body["metadata"]
+        await self.client.patch_status(kind, meta["namespace"], meta["name"], new)
+        before = {c["type"]: c for c in old.get("conditions") or []}
+        for condition in new["conditions"]:
+            prior = before.get(condition["type"])
+            if prior is not None and (prior["status"], prior["reason"]) == (
+                condition["status"],
+                condition["reason"],
+            ):
+                continue
+            warning = condition["status"] == FALSE and condition["type"] != conditions.READY
+            await self.client.event(
+                body,
+                type_="Warning" if warning else "Normal",
+                reason=f"{condition['type']}{condition['status']}"
+                if not condition["reason"]
+                else condition["reason"],
+                message=f"{condition['type']}={condition['status']}: {condition['message']}",
+            )
