@@ -89,7 +89,7 @@ def test_strict_variant_refuses_unknown_fields_except_where_kubernetes_keeps_the
 
 
 def test_crd_schemas_gain_the_fields_every_object_has() -> None:
-    crd = {
+    crd: dict[str, Any] = {
         "spec": {
             "group": "kopf.dev",
             "names": {"kind": "KopfPeering"},
