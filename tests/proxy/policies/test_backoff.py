@@ -5,6 +5,7 @@ import random
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from llmgw_proxy import config
 from llmgw_proxy.policies import backoff
 

@@ -5,6 +5,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from llmgw_proxy import config
 from llmgw_proxy.policies import breaker
 from llmgw_proxy.policies.breaker import Outcome, State

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
+
 from llmgw_proxy import config
 from llmgw_proxy.policies import cache_key
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from llmgw_proxy import config
 from llmgw_proxy.policies import cache_store
 from llmgw_proxy.policies.cache_store import Removal

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from llmgw_proxy.policies import tokens
 
 
