@@ -1,0 +1,436 @@
+"""`make demo`: the whole product on one machine, driven as a user drives it.
+
+1. a local control plane; 2. `helm install` of the chart; 3. the operator, run
+with the chart's ServiceAccount token (proof that the chart's RBAC suffices);
+4. fake providers on loopback; 5. the samples applied with kubectl, waited to
+Ready; 6. the sidecar run with exactly the ConfigMap and Secret content the
+operator rendered, mounted where kubelet would mount them (a private mount
+namespace over an overlay of /etc, so the host is untouched); 7. the openai
+client: an answer, a stream, a cache hit, the breaker opening with fallback,
+a policy edit hot-reloaded, and a 429 from the local limit; 8. the status.
+Everything started is stopped, in reverse order. Any failed check exits 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from llmgw_dev import binaries, cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMESPACE = "demo"
+RELEASE = "llmgw"
+SYSTEM_NS = "llmgw-system"
+GATEWAY = "chat"
+PROVIDERS = {"primary": 18080, "fallback": 18081}
+PROXY_PORT, ADMIN_PORT = 8080, 9090
+MODEL = "gpt-4o-mini"
+
+
+class DemoError(RuntimeError):
+    pass
+
+
+def step(title: str) -> None:
+    print(f"\n\033[1m== {title}\033[0m", flush=True)
+
+
+def show(line: str) -> None:
+    print(f"   {line}", flush=True)
+
+
+def check(ok: bool, what: str) -> None:
+    if not ok:
+        raise DemoError(what)
+    show(f"ok: {what}")
+
+
+def eventually(what: str, probe: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if probe():
+            return
+        time.sleep(0.1)  # polling processes we do not own; nothing to await
+    raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def answers_ok(url: str) -> bool:
+    return http_get(url)[0] == 200
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def http_get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def http_post(url: str, payload: dict[str, Any]) -> None:
+    req = urllib.request.Request(  # noqa: S310 - loopback
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=5):  # noqa: S310
+        pass
+
+
+@contextlib.contextmanager
+def process(
+    name: str, argv: list[str], log: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        show(f"stopped {name} (exit {proc.returncode})")
+
+
+class Kubelet:
+    """Writes a volume the way kubelet does: a timestamped dir, ..data swapped atomically."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True)
+
+    def write(self, files: dict[str, bytes]) -> None:
+        stamp = datetime.datetime.now(datetime.UTC).strftime("..%Y_%m_%d_%H_%M_%S.%f")
+        target = self.root / stamp
+        target.mkdir()
+        for name, data in files.items():
+            (target / name).write_bytes(data)
+            (target / name).chmod(0o444)
+            link = self.root / name
+            if not link.is_symlink():
+                link.symlink_to(Path("..data") / name)
+        tmp = self.root / "..data_tmp"
+        tmp.symlink_to(stamp)
+        tmp.rename(self.root / "..data")
+
+
+def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
+    return cluster.run_kubectl(kubeconfig, *args, input=input, timeout=120).stdout
+
+
+def rendered(kubeconfig: Path) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """The ConfigMap and Secret the operator rendered for the gateway, as file contents."""
+    import base64
+
+    cm = json.loads(
+        kubectl(kubeconfig, "-n", NAMESPACE, "get", "configmap", f"{GATEWAY}-proxy-config", "-o", "json")
+    )
+    secret = json.loads(
+        kubectl(kubeconfig, "-n", NAMESPACE, "get", "secret", f"{GATEWAY}-provider-keys", "-o", "json")
+    )
+    config_files = {k: v.encode() for k, v in cm["data"].items()}
+    key_files = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+    return config_files, key_files
+
+
+def service_account_kubeconfig(c: cluster.Cluster, work: Path) -> Path:
+    sa = kubectl(
+        c.kubeconfig,
+        "-n",
+        SYSTEM_NS,
+        "get",
+        "serviceaccount",
+        "-l",
+        f"app.kubernetes.io/instance={RELEASE}",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ).strip()
+    if not sa:
+        raise DemoError("the chart created no ServiceAccount")
+    token = kubectl(c.kubeconfig, "-n", SYSTEM_NS, "create", "token", sa, "--duration=2h").strip()
+    path = work / "operator.kubeconfig"
+    path.write_text(
+        json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "sa",
+                "clusters": [
+                    {
+                        "name": "local",
+                        "cluster": {"server": c.server, "certificate-authority": str(c.ca_file)},
+                    }
+                ],
+                "users": [{"name": sa, "user": {"token": token}}],
+                "contexts": [{"name": "sa", "context": {"cluster": "local", "user": sa}}],
+            }
+        )
+    )
+    path.chmod(0o600)
+    show(f"ServiceAccount {SYSTEM_NS}/{sa}: token written to {path}")
+    return path
+
+
+def metric(name: str, labels: str) -> float | None:
+    _, text = http_get(f"http://127.0.0.1:{ADMIN_PORT}/metrics")
+    for line in text.splitlines():
+        if line.startswith(name + "{") and labels in line:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def run(work: Path) -> None:
+    stack = contextlib.ExitStack()
+    with stack:
+        step("Start a local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)")
+        started = time.monotonic()
+        c = cluster.up(name=f"demo-{os.getpid()}")
+        stack.callback(show, "stopped the local control plane")
+        stack.callback(cluster.down, c)
+        show(f"up in {time.monotonic() - started:.1f}s, kubeconfig {c.kubeconfig}")
+        check(
+            kubectl(c.kubeconfig, "get", "--raw", "/readyz").strip() == "ok", "the API server answers /readyz"
+        )
+        kc = c.kubeconfig
+
+        step("helm install the chart")
+        helm = str(binaries.ensure("helm"))
+        out = subprocess.run(
+            [
+                helm,
+                "--kubeconfig",
+                str(kc),
+                "install",
+                RELEASE,
+                str(ROOT / "helm" / "llmgw"),
+                "-n",
+                SYSTEM_NS,
+                "--create-namespace",
+                "--wait",
+                "--timeout",
+                "120s",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise DemoError(f"helm install failed: {out.stderr.strip()}")
+        show(out.stdout.strip().splitlines()[0])
+        check(
+            "llmgateways.llmgateway.io" in kubectl(kc, "get", "crd", "-o", "name"),
+            "the chart installed the CRDs",
+        )
+
+        step("Run the operator with the chart's ServiceAccount credentials")
+        sa_config = service_account_kubeconfig(c, work)
+        env = {**os.environ, "KUBECONFIG": str(sa_config), "LLMGW_PROXY_IMAGE": "llmgw-proxy:demo"}
+        stack.enter_context(
+            process(
+                "the operator",
+                [sys.executable, "-m", "llmgw_operator.cli", "--all-namespaces", "--standalone"],
+                work / "operator.log",
+                env,
+            )
+        )
+
+        step("Start the fake providers on loopback")
+        for name, port in PROVIDERS.items():
+            if not port_free(port):
+                raise DemoError(f"port {port} (fake provider {name}) is taken")
+            stack.enter_context(
+                process(
+                    f"fake provider {name}",
+                    [sys.executable, "-m", "llmgw_dev.fake_provider", "--port", str(port)],
+                    work / f"fake-{name}.log",
+                )
+            )
+        for name, port in PROVIDERS.items():
+            url = f"http://127.0.0.1:{port}/v1/models"
+            eventually(f"fake provider {name}", functools.partial(answers_ok, url))
+        show(f"primary on :{PROVIDERS['primary']}, fallback on :{PROVIDERS['fallback']}")
+
+        step("kubectl apply the samples: a Secret, two ProviderPolicies, an LLMGateway")
+        kubectl(kc, "create", "namespace", NAMESPACE)
+        for sample in ("secret", "providerpolicy-primary", "providerpolicy-fallback", "llmgateway"):
+            show(
+                kubectl(kc, "-n", NAMESPACE, "apply", "-f", str(ROOT / "samples" / f"{sample}.yaml")).strip()
+            )
+        kubectl(kc, "-n", NAMESPACE, "wait", "--for=condition=Ready", f"llmgw/{GATEWAY}", "--timeout=90s")
+        check(True, f"llmgw/{GATEWAY} is Ready")
+
+        step("Run the sidecar with the rendered ConfigMap and Secret, mounted as kubelet mounts them")
+        for port in (PROXY_PORT, ADMIN_PORT):
+            if not port_free(port):
+                raise DemoError(f"port {port} (sidecar) is taken")
+        config_files, key_files = rendered(kc)
+        config_vol, keys_vol = Kubelet(work / "volumes" / "config"), Kubelet(work / "volumes" / "keys")
+        config_vol.write(config_files)
+        keys_vol.write(key_files)
+        show(f"config files {sorted(config_files)}, key files {sorted(key_files)} (values not shown)")
+        upper, scratch = work / "etc-upper", work / "etc-work"
+        upper.mkdir()
+        scratch.mkdir()
+        proxy = shutil.which("llmgw-proxy", path=str(Path(sys.executable).parent)) or "llmgw-proxy"
+        mount_script = (
+            f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={scratch} /etc"
+            " && mkdir -p /etc/llmgw/config /etc/llmgw/keys"
+            f" && mount --bind {config_vol.root} /etc/llmgw/config"
+            f" && mount --bind {keys_vol.root} /etc/llmgw/keys"
+            f" && exec {proxy} --config /etc/llmgw/config/proxy.yaml --reload-interval 0.5"
+        )
+        stack.enter_context(
+            process("the sidecar", ["unshare", "--mount", "sh", "-c", mount_script], work / "sidecar.log")
+        )
+        eventually(
+            "the sidecar's /readyz", lambda: http_get(f"http://127.0.0.1:{ADMIN_PORT}/readyz")[0] == 200, 30
+        )
+        check(True, f"sidecar ready: API on 127.0.0.1:{PROXY_PORT}, admin on :{ADMIN_PORT}")
+
+        talk(kc, config_vol)
+
+        step("kubectl get llmgw,providerpolicies")
+        print(kubectl(kc, "-n", NAMESPACE, "get", "llmgw,providerpolicies", "-o", "wide"))
+        gw = json.loads(kubectl(kc, "-n", NAMESPACE, "get", "llmgw", GATEWAY, "-o", "json"))
+        for cond in gw["status"]["conditions"]:
+            show(f"{cond['type']}={cond['status']} ({cond['reason']}): {cond['message']}")
+        step("Stop everything this demo started")
+
+
+def talk(kc: Path, config_vol: Kubelet) -> None:
+    import openai
+
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{PROXY_PORT}/v1", api_key="the-app-has-no-key", max_retries=0
+    )
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "temperature": 0}
+
+    step("A normal answer through the sidecar (the openai client, no provider key in the app)")
+    raw = client.chat.completions.with_raw_response.create(**ask)  # type: ignore[call-overload]
+    answer = raw.parse()
+    show(
+        f"{answer.choices[0].message.content!r} via {raw.headers.get('x-llmgw-provider')}, "
+        f"cache {raw.headers.get('x-llmgw-cache')}, usage {answer.usage.total_tokens} tokens"
+    )
+    check(raw.headers.get("x-llmgw-provider") == "primary", "served by the primary provider")
+
+    step("A stream, chunk by chunk")
+    chunks = [
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Stream please"}], stream=True
+        )
+        if c.choices
+    ]
+    show(f"{len(chunks)} chunks: {''.join(chunks)!r}")
+    check(len(chunks) > 1, "the answer arrived as several chunks")
+
+    step("The same deterministic question again: a cache hit")
+    raw = client.chat.completions.with_raw_response.create(**ask)  # type: ignore[call-overload]
+    show(f"x-llmgw-cache: {raw.headers.get('x-llmgw-cache')}")
+    check(raw.headers.get("x-llmgw-cache") == "HIT", "answered from the sidecar's cache")
+
+    step("The primary fails: retries, then the breaker opens and the fallback serves")
+    http_post(f"http://127.0.0.1:{PROVIDERS['primary']}/_control", {"faults": [{"status": 500, "times": 0}]})
+    served = []
+    for i in range(8):
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL, messages=[{"role": "user", "content": f"question {i}"}]
+        )
+        served.append(raw.headers.get("x-llmgw-provider"))
+    show(f"served by: {', '.join(str(s) for s in served)}")
+    check(all(s == "fallback" for s in served), "every answer came from the fallback")
+    state = metric("llmgw_breaker_state", 'provider="primary"')
+    show(f'llmgw_breaker_state{{provider="primary"}} = {state} (0 closed, 1 half-open, 2 open)')
+    check(state == 2, "the primary's breaker is open")
+    _, recorded = http_get(f"http://127.0.0.1:{PROVIDERS['primary']}/_control/requests")
+    before = len(json.loads(recorded))
+    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "one more"}])
+    _, recorded = http_get(f"http://127.0.0.1:{PROVIDERS['primary']}/_control/requests")
+    check(len(json.loads(recorded)) == before, "with the breaker open, the primary gets no traffic")
+
+    step("Tighten both policies' limits with kubectl; the sidecar hot-reloads the new config")
+    tight = {
+        "spec": {"rateLimit": {"requestsPerMinute": 2, "requestBurst": 2, "maxWait": 0, "scope": "perPod"}}
+    }
+    generation = metric("llmgw_config_generation", "") or 0.0
+    old_config, _ = rendered(kc)
+    for policy in PROVIDERS:
+        kubectl(
+            kc, "-n", NAMESPACE, "patch", "providerpolicy", policy, "--type", "merge", "-p", json.dumps(tight)
+        )
+    eventually("the operator to re-render the ConfigMap", lambda: rendered(kc)[0] != old_config)
+    config_vol.write(rendered(kc)[0])
+    eventually(
+        "the sidecar to load the new config",
+        lambda: (metric("llmgw_config_generation", "") or 0.0) > generation,
+        30,
+    )
+    check(True, "new config generation loaded without a restart")
+
+    step("Past the local limit: 429 with Retry-After, which the openai client understands")
+    # The edit gave both providers new limiter and breaker state; let the primary answer again.
+    http_delete(f"http://127.0.0.1:{PROVIDERS['primary']}/_control")
+    refused = None
+    for i in range(10):
+        try:
+            client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": f"burst {i}"}])
+        except openai.RateLimitError as e:
+            refused = e
+            break
+    check(refused is not None, "the sidecar refused with 429 once both providers' buckets were empty")
+    assert refused is not None
+    show(
+        f"{refused.status_code} Retry-After={refused.response.headers.get('retry-after')} "
+        f"x-ratelimit-remaining-requests={refused.response.headers.get('x-ratelimit-remaining-requests')}"
+    )
+    show(f"error body: {json.dumps(refused.body)[:160]}")
+
+
+def http_delete(url: str) -> None:
+    req = urllib.request.Request(url, method="DELETE")  # noqa: S310 - loopback
+    with urllib.request.urlopen(req, timeout=5):  # noqa: S310
+        pass
+
+
+def main() -> int:
+    started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="llmgw-demo-"))
+    try:
+        run(work)
+    except (DemoError, cluster.ClusterError, binaries.BuildError) as e:
+        print(f"\n\033[31mdemo failed: {e}\033[0m\nlogs kept in {work}", file=sys.stderr)
+        for log in sorted(work.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-8:]
+            print(f"--- {log.name}\n" + "\n".join(tail), file=sys.stderr)
+        return 1
+    print(f"\ndemo finished in {time.monotonic() - started:.0f}s")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
