@@ -58,6 +58,32 @@ def contains(live: Any, desired: Any) -> bool:
     return bool(live == desired)
 
 
+def drops_owned_fields(owned: Mapping[str, Any], desired: Any) -> bool:
+    """A field our earlier applies own (``fieldsV1``) is absent from ``desired``.
+
+    Applying would then remove it (a Secret key of a policy no route names any
+    more, ``spec.replicas`` once an HPA takes over), which ``contains`` cannot
+    see. Only map fields are walked: lists are compared whole by ``contains``.
+    """
+    if not isinstance(desired, Mapping):
+        return False
+    for key, sub in owned.items():
+        if not key.startswith("f:"):
+            continue
+        name = key[2:]
+        if name not in desired or (isinstance(sub, Mapping) and drops_owned_fields(sub, desired[name])):
+            return True
+    return False
+
+
+def _applied_fields(live: Mapping[str, Any]) -> Mapping[str, Any]:
+    for entry in live.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply":
+            fields: Mapping[str, Any] = entry.get("fieldsV1") or {}
+            return fields
+    return {}
+
+
 class Client:
     def __init__(self, api: kubernetes.client.ApiClient) -> None:
         self._api = api
@@ -121,7 +147,11 @@ class Client:
 
     async def apply(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
         """Server-side apply unless ``live`` already holds it. True when a write was made."""
-        if live is not None and contains(live, manifest):
+        if (
+            live is not None
+            and contains(live, manifest)
+            and not drops_owned_fields(_applied_fields(live), manifest)
+        ):
             return False
         meta = manifest["metadata"]
         self.writes += 1
