@@ -1,0 +1,53 @@
+"""One operator process for the folder, a fresh namespace per test, the log tail on failure."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import operatorkit
+import pytest
+
+CRD_NAMES = ("crd/llmgateways.llmgateway.io", "crd/providerpolicies.llmgateway.io")
+
+
+@pytest.fixture(scope="module")
+def crds(cluster: Any) -> None:
+    # Other folders apply the same CRDs to the shared cluster; apply is idempotent.
+    cluster.kubectl("apply", "-f", str(operatorkit.CRDS))
+    cluster.kubectl("wait", "--for=condition=Established", *CRD_NAMES, "--timeout=60s")
+
+
+@pytest.fixture(scope="module")
+def operator_process(
+    cluster: Any, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[operatorkit.OperatorProcess]:
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    process = operatorkit.OperatorProcess(
+        cluster.kubeconfig, log, namespaces=f"{operatorkit.NAMESPACE_PREFIX}*"
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def ns(cluster: Any, operator_process: operatorkit.OperatorProcess) -> Iterator[operatorkit.Namespace]:
+    name = f"{operatorkit.NAMESPACE_PREFIX}{secrets.token_hex(4)}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield operatorkit.Namespace(cluster, name)
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    process = getattr(item, "funcargs", {}).get("operator_process")
+    if report.failed and isinstance(process, operatorkit.OperatorProcess):
+        report.sections.append(("operator log (tail)", process.tail(80)))

@@ -1,0 +1,175 @@
+"""Driving the operator the way a user does: a real process, kubectl, and waits with deadlines."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+SAMPLES = ROOT / "samples"
+CRDS = ROOT / "crds"
+PROXY_IMAGE = "registry.example/llmgw-proxy:it-1"
+SAMPLE_KEY = "sk-sample-not-a-real-key"
+# Namespaces the operator under test watches (a glob, so kopf discovers new
+# ones); other folders' tests share the cluster and must not be reconciled.
+NAMESPACE_PREFIX = "opit-"
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 30, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; the deadline turns silence into a failure."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+        time.sleep(0.1)  # polling interval of a deadline-bounded poll, not a wait for presence
+
+
+def samples() -> dict[str, dict[str, Any]]:
+    """The sample manifests by name, as dicts a test may change before applying."""
+    out = {}
+    for path in sorted(SAMPLES.glob("*.yaml")):
+        document = yaml.safe_load(path.read_text())
+        out[document["metadata"]["name"]] = document
+    return out
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+class OperatorProcess:
+    """`llmgw-operator --standalone --verbose` as a child process, its log in a file."""
+
+    def __init__(self, kubeconfig: pathlib.Path, log: pathlib.Path, namespaces: str) -> None:
+        self.kubeconfig = kubeconfig
+        self.log = log
+        self.namespaces = namespaces
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = os.environ | {"KUBECONFIG": str(self.kubeconfig), "LLMGW_PROXY_IMAGE": PROXY_IMAGE}
+        argv = [
+            sys.executable,
+            "-m",
+            "llmgw_operator.cli",
+            "--standalone",
+            "--verbose",
+            "-n",
+            self.namespaces,
+        ]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                argv,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        # Started: kopf logs its startup handler's line once the API answered.
+        self.wait_for_log(r"llmgw-operator started", 0, timeout=30)
+
+    def stop(self, timeout: float = 20) -> int:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return 0
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"the operator ignored SIGTERM for {timeout}s\n{self.tail()}") from None
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def offset(self) -> int:
+        """Where the log ends now: later searches look only at what comes after."""
+        return len(self.text())
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.text().splitlines()[-lines:])
+
+    def wait_for_log(self, pattern: str, offset: int, timeout: float = 30) -> re.Match[str]:
+        regex = re.compile(pattern)
+
+        def found() -> re.Match[str] | None:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"the operator exited ({self.proc.returncode})\n{self.tail()}")
+            return regex.search(self.text(), offset)
+
+        return eventually(found, timeout, f"operator log /{pattern}/")
+
+    def writes_since(self, offset: int, namespace: str) -> list[str]:
+        """Write requests the operator made in ``namespace`` (urllib3 logs each at --verbose)."""
+        pattern = re.compile(rf'"(?:PATCH|POST|PUT|DELETE) /[^ ]*/namespaces/{namespace}/[^"]*"')
+        return pattern.findall(self.text(), offset)
+
+
+class Namespace:
+    """kubectl bound to one namespace of the shared cluster."""
+
+    def __init__(self, cluster: Any, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+
+    def kubectl(self, *args: str, input: str | None = None, timeout: float = 60) -> str:
+        return str(self.cluster.kubectl("-n", self.name, *args, input=input, timeout=timeout).stdout)
+
+    def apply(self, *documents: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in documents))
+
+    def get(self, ref: str, *extra: str) -> dict[str, Any]:
+        result: dict[str, Any] = json.loads(self.kubectl("get", ref, "-o", "json", *extra))
+        return result
+
+    def exists(self, ref: str) -> bool:
+        proc = self.cluster.kubectl(
+            "-n", self.name, "get", ref, "--ignore-not-found", "-o", "name", check=False
+        )
+        return bool(proc.stdout.strip())
+
+    def patch(self, ref: str, patch: dict[str, Any]) -> None:
+        self.kubectl("patch", ref, "--type", "merge", "-p", json.dumps(patch))
+
+    def wait(self, ref: str, condition: str, timeout: int = 60) -> None:
+        """`kubectl wait`, which watches instead of polling; ``condition`` as for --for."""
+        self.kubectl("wait", ref, f"--for={condition}", f"--timeout={timeout}s", timeout=timeout + 10)
+
+    def condition(self, ref: str, type_: str) -> dict[str, Any] | None:
+        conditions = self.get(ref).get("status", {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == type_), None)
+
+    def events(self, kind: str, name: str) -> list[dict[str, Any]]:
+        selector = f"involvedObject.kind={kind},involvedObject.name={name}"
+        items: list[dict[str, Any]] = json.loads(
+            self.kubectl("get", "events", "--field-selector", selector, "-o", "json")
+        )["items"]
+        return items
+
+    def resource_versions(self, *refs: str) -> dict[str, str]:
+        return {ref: str(self.get(ref)["metadata"]["resourceVersion"]) for ref in refs}
+
+    def proxy_config(self, gateway: str) -> dict[str, Any]:
+        data = self.get(f"configmap/{gateway}-proxy-config")["data"]["proxy.yaml"]
+        document: dict[str, Any] = yaml.safe_load(data)
+        return document

@@ -1,0 +1,393 @@
+"""The operator against a real control plane, driven with kubectl the way users drive it.
+
+One operator process serves the whole module (it watches only namespaces named
+``opit-*``, so other folders' objects on the shared cluster are left alone);
+each test works in a fresh namespace.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from typing import Any
+
+import operatorkit
+import pytest
+from operatorkit import Namespace, OperatorProcess, eventually
+
+from llmgw_proxy import config
+
+pytestmark = pytest.mark.cluster
+
+GW = "chat"
+ROTATED_KEY = "sk-rotated-not-a-real-key"
+CHILDREN = (f"configmap/{GW}-proxy-config", f"secret/{GW}-provider-keys", f"deployment/{GW}")
+# How long "nothing happens" is watched for, after the operator has been seen
+# finishing a pass: long enough for a pass's remaining requests (milliseconds
+# each) and for the watch events they would cause to come back, short enough to
+# keep the module fast. Absence cannot be awaited; it can only be observed.
+QUIET_WINDOW = 3.0
+
+
+def apply_samples(ns: Namespace, *, without: tuple[str, ...] = (), **changes: dict[str, Any]) -> None:
+    """The samples, minus some, with top-level ``spec`` changes per object name."""
+    documents = operatorkit.samples()
+    for name, spec in changes.items():
+        documents[name]["spec"] = documents[name]["spec"] | spec
+    ns.apply(*(d for name, d in documents.items() if name not in without))
+
+
+def wait_ready(ns: Namespace, gateway: str = GW) -> None:
+    ns.wait(f"llmgw/{gateway}", "condition=Ready", timeout=90)
+
+
+def wait_reason(ns: Namespace, ref: str, type_: str, reason: str) -> None:
+    ns.wait(ref, f"jsonpath={{.status.conditions[?(@.type=={type_!r})].reason}}={reason}".replace("'", '"'))
+
+
+def template_annotations(ns: Namespace) -> dict[str, str]:
+    annotations: dict[str, str] = ns.get(f"deployment/{GW}")["spec"]["template"]["metadata"]["annotations"]
+    return annotations
+
+
+def nudge_and_watch_quiet(
+    operator: OperatorProcess, ns: Namespace, refs: tuple[str, ...], offset: int | None = None
+) -> tuple[dict[str, str], dict[str, str]]:
+    """Resource versions before and after a reconcile pass the test provoked, plus a quiet window.
+
+    An annotation on the gateway makes the operator run a full pass over it;
+    the pass's last read (the HPA lookup) in the log shows it got that far.
+    """
+    offset = operator.offset() if offset is None else offset
+    ns.kubectl("annotate", f"llmgw/{GW}", f"opit.llmgateway.io/nudge={secrets.token_hex(4)}", "--overwrite")
+    before = ns.resource_versions(*refs)
+    operator.wait_for_log(
+        rf"GET /apis/autoscaling/v2/namespaces/{ns.name}/horizontalpodautoscalers/{GW} ", offset
+    )
+    time.sleep(QUIET_WINDOW)  # a bounded window for asserting absence; see QUIET_WINDOW
+    after = ns.resource_versions(*refs)
+    assert operator.writes_since(offset, ns.name) == []
+    return before, after
+
+
+def settled_ready(ns: Namespace) -> None:
+    """Ready, and the Deployment controller done writing the rollout's last status."""
+    wait_ready(ns)
+    ns.kubectl("rollout", "status", f"deployment/{GW}", "--timeout=60s")
+
+
+# -- creation ----------------------------------------------------------------------
+
+
+def test_applying_the_samples_makes_the_gateway_ready_with_owned_children(ns: Namespace) -> None:
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    wait_ready(ns)
+
+    gateway = ns.get(f"llmgw/{GW}")
+    for ref in CHILDREN:
+        owners = ns.get(ref)["metadata"]["ownerReferences"]
+        assert owners == [
+            {
+                "apiVersion": "llmgateway.io/v1alpha1",
+                "kind": "LLMGateway",
+                "name": GW,
+                "uid": gateway["metadata"]["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ], ref
+
+    compiled = config.parse(ns.proxy_config(GW))
+    assert set(compiled.providers) == {"primary", "fallback"}
+    assert compiled.providers["primary"].api_key_file == "/etc/llmgw/keys/primary"
+    keys = ns.get(f"secret/{GW}-provider-keys")["data"]
+    assert keys == {"primary": operatorkit.b64(operatorkit.SAMPLE_KEY)}
+
+    pod = ns.get(f"deployment/{GW}")["spec"]["template"]["spec"]
+    sidecar = next(c for c in pod["initContainers"] if c["name"] == "llmgw-proxy")
+    assert sidecar["restartPolicy"] == "Always"
+    assert sidecar["image"] == operatorkit.PROXY_IMAGE
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert sidecar[probe]["httpGet"]["port"] == 9090, probe
+    security = sidecar["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+
+    status = ns.get(f"llmgw/{GW}")["status"]
+    assert status["observedGeneration"] == gateway["metadata"]["generation"]
+    assert status["readyReplicas"] == 2
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "PoliciesResolved": "True",
+        "Reconciled": "True",
+        "Ready": "True",
+    }
+    # Events are posted right after the status patch that made the transition.
+    reasons = eventually(
+        lambda: (
+            (r := {e["reason"] for e in ns.events("LLMGateway", GW)}) >= {"Resolved", "Applied", "Available"}
+            and r
+        ),
+        what="the gateway's transition Events",
+    )
+    assert "Available" in reasons
+    for policy in ("primary", "fallback"):
+        ns.wait(f"providerpolicy/{policy}", "condition=Accepted")
+        ns.wait(f"providerpolicy/{policy}", "condition=SecretResolved")
+    assert {e["reason"] for e in ns.events("ProviderPolicy", "primary")} >= {"Valid", "SecretFound"}
+
+
+def test_a_ready_gateway_sees_no_writes_at_steady_state(
+    ns: Namespace, operator_process: OperatorProcess
+) -> None:
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    settled_ready(ns)
+    refs = (f"llmgw/{GW}", "providerpolicy/primary", "providerpolicy/fallback", *CHILDREN)
+    before, after = nudge_and_watch_quiet(operator_process, ns, refs)
+    assert after == before
+
+
+# -- changes -----------------------------------------------------------------------
+
+
+def test_a_policy_edit_changes_the_config_without_restarting_pods(ns: Namespace) -> None:
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    settled_ready(ns)
+    deployment = ns.get(f"deployment/{GW}")
+
+    ns.patch("providerpolicy/primary", {"spec": {"timeouts": {"total": 90}, "rateLimit": {"maxWait": 5}}})
+
+    primary = eventually(
+        lambda: (p := ns.proxy_config(GW)["providers"]["primary"])["timeouts"]["total"] == 90 and p,
+        what="the new total timeout in the ConfigMap",
+    )
+    assert primary["rateLimit"]["maxWait"] == 5
+    after = ns.get(f"deployment/{GW}")
+    assert after["metadata"]["generation"] == deployment["metadata"]["generation"]
+    assert after["spec"]["template"] == deployment["spec"]["template"]
+
+
+def test_a_new_proxy_image_rolls_the_pods(ns: Namespace) -> None:
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    settled_ready(ns)
+    hash_before = template_annotations(ns)["llmgateway.io/restart-hash"]
+
+    ns.patch(f"llmgw/{GW}", {"spec": {"proxy": {"image": "registry.example/llmgw-proxy:it-2"}}})
+
+    def sidecar_image() -> str:
+        pod = ns.get(f"deployment/{GW}")["spec"]["template"]["spec"]
+        return str(next(c["image"] for c in pod["initContainers"] if c["name"] == "llmgw-proxy"))
+
+    eventually(lambda: sidecar_image() == "registry.example/llmgw-proxy:it-2", what="the new sidecar image")
+    assert template_annotations(ns)["llmgateway.io/restart-hash"] != hash_before
+    ns.kubectl("rollout", "status", f"deployment/{GW}", "--timeout=60s")
+    generation = ns.get(f"llmgw/{GW}")["metadata"]["generation"]
+    ns.wait(f"llmgw/{GW}", f"jsonpath={{.status.observedGeneration}}={generation}")
+    wait_ready(ns)
+
+
+def test_rotating_the_referenced_key_updates_the_gateways_keys_secret(ns: Namespace) -> None:
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    wait_ready(ns)
+
+    ns.patch("secret/llm-provider-keys", {"stringData": {"primary": ROTATED_KEY}})
+
+    eventually(
+        lambda: ns.get(f"secret/{GW}-provider-keys")["data"] == {"primary": operatorkit.b64(ROTATED_KEY)},
+        what="the rotated key in the gateway's Secret",
+    )
+
+
+def test_shared_limits_are_split_across_the_replicas(ns: Namespace) -> None:
+    apply_samples(
+        ns,
+        chat={"replicas": 3},
+        primary={"rateLimit": {"requestsPerMinute": 100, "scope": "shared"}},
+    )
+
+    def requests_per_minute(expected: int) -> None:
+        eventually(
+            lambda: ns.proxy_config(GW)["providers"]["primary"]["rateLimit"]["requestsPerMinute"] == expected,
+            what=f"requestsPerMinute {expected} per pod",
+        )
+
+    requests_per_minute(34)  # ceil(100 / 3)
+    ns.patch(f"llmgw/{GW}", {"spec": {"replicas": 4}})
+    requests_per_minute(25)
+    # perPod limits are every pod's own, whatever the replica count.
+    assert ns.proxy_config(GW)["providers"]["fallback"]["rateLimit"]["requestsPerMinute"] == 120
+
+
+def test_declaring_autoscaling_creates_an_hpa_and_removing_it_deletes_the_hpa(ns: Namespace) -> None:
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    wait_ready(ns)
+    scaling = {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 80}
+
+    ns.patch(f"llmgw/{GW}", {"spec": {"replicas": None, "autoscaling": scaling}})
+
+    eventually(lambda: ns.exists(f"hpa/{GW}"), what="the HPA")
+    hpa = ns.get(f"horizontalpodautoscalers.v2.autoscaling/{GW}")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": GW}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 3)
+    assert hpa["metadata"]["ownerReferences"][0]["name"] == GW
+    # Given up, so the HPA's writes are the only ones to spec.replicas.
+    eventually(lambda: "f:replicas" not in operator_owned_spec(ns), what="the operator releasing replicas")
+
+    ns.patch(f"llmgw/{GW}", {"spec": {"autoscaling": None, "replicas": 1}})
+
+    ns.wait(f"hpa/{GW}", "delete")
+    # Fixed replicas are the operator's to set again.
+    ns.patch(f"llmgw/{GW}", {"spec": {"replicas": 2}})
+    eventually(lambda: ns.get(f"deployment/{GW}")["spec"]["replicas"] == 2, what="2 replicas")
+    assert "f:replicas" in operator_owned_spec(ns)
+
+
+def operator_owned_spec(ns: Namespace) -> dict[str, Any]:
+    """The Deployment spec fields the operator's server-side applies own."""
+    entries = ns.get(f"deployment/{GW}", "--show-managed-fields")["metadata"]["managedFields"]
+    mine = next(e for e in entries if e["manager"] == "llmgw-operator" and e["operation"] == "Apply")
+    spec: dict[str, Any] = mine["fieldsV1"]["f:spec"]
+    return spec
+
+
+def test_a_policy_no_route_names_any_more_takes_its_key_out_of_the_gateway(ns: Namespace) -> None:
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    wait_ready(ns)
+    assert set(ns.get(f"secret/{GW}-provider-keys")["data"]) == {"primary"}
+
+    routes = [{"model": "gpt-4o-mini", "targets": [{"policy": "fallback", "model": "llama3"}]}]
+    ns.patch(f"llmgw/{GW}", {"spec": {"routes": routes}})
+
+    eventually(
+        lambda: not ns.get(f"secret/{GW}-provider-keys").get("data"),
+        what="the primary policy's key gone from the gateway's Secret",
+    )
+    assert set(ns.proxy_config(GW)["providers"]) == {"fallback"}
+
+
+# -- missing references --------------------------------------------------------------
+
+
+def test_a_missing_secret_is_named_until_it_is_created(ns: Namespace) -> None:
+    apply_samples(ns, without=("llm-provider-keys",))
+
+    wait_reason(ns, f"llmgw/{GW}", "PoliciesResolved", "SecretNotFound")
+    resolved = ns.condition(f"llmgw/{GW}", "PoliciesResolved")
+    assert resolved is not None and "llm-provider-keys" in resolved["message"]
+    ready = ns.condition(f"llmgw/{GW}", "Ready")
+    assert ready is not None and ready["status"] == "False"
+    wait_reason(ns, "providerpolicy/primary", "SecretResolved", "SecretNotFound")
+    assert not ns.exists(f"deployment/{GW}")
+    eventually(
+        lambda: any(
+            e["reason"] == "SecretNotFound" and e["type"] == "Warning" for e in ns.events("LLMGateway", GW)
+        ),
+        what="a Warning Event naming the missing Secret",
+    )
+
+    ns.apply(operatorkit.samples()["llm-provider-keys"])
+
+    wait_ready(ns)
+    ns.wait("providerpolicy/primary", "condition=SecretResolved")
+
+
+def test_a_missing_policy_is_named_until_it_is_created(ns: Namespace) -> None:
+    apply_samples(ns, without=("primary",))
+
+    wait_reason(ns, f"llmgw/{GW}", "PoliciesResolved", "PolicyNotFound")
+    resolved = ns.condition(f"llmgw/{GW}", "PoliciesResolved")
+    assert resolved is not None and "primary" in resolved["message"]
+    ready = ns.condition(f"llmgw/{GW}", "Ready")
+    assert ready is not None and ready["status"] == "False"
+
+    ns.apply(operatorkit.samples()["primary"])
+
+    wait_ready(ns)
+
+
+# -- deletion and restarts ---------------------------------------------------------------
+
+
+def test_deleting_the_gateway_collects_its_children(ns: Namespace) -> None:
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    settled_ready(ns)
+    selector = f"llmgateway.io/gateway={GW}"
+    assert ns.kubectl("get", "replicasets,pods", "-l", selector, "-o", "name").strip()
+
+    ns.kubectl("delete", f"llmgw/{GW}")
+
+    for ref in CHILDREN:
+        ns.wait(ref, "delete")
+    for kind in ("replicasets", "pods"):
+        eventually(
+            lambda kind=kind: not ns.kubectl("get", kind, "-l", selector, "-o", "name").strip(),
+            timeout=60,
+            what=f"{kind} of the gateway collected",
+        )
+    # What the gateway only referenced is not its to take along.
+    for ref in ("secret/llm-provider-keys", "providerpolicy/primary", "providerpolicy/fallback"):
+        assert ns.exists(ref), ref
+
+
+def test_a_restarted_operator_adopts_its_children_without_writes(
+    ns: Namespace, operator_process: OperatorProcess
+) -> None:
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    settled_ready(ns)
+    refs = (f"llmgw/{GW}", "providerpolicy/primary", "providerpolicy/fallback", *CHILDREN)
+    identity = {ref: ns.get(ref)["metadata"]["uid"] for ref in CHILDREN}
+    versions = ns.resource_versions(*refs)
+
+    operator_process.stop()
+    offset = operator_process.offset()
+    operator_process.start()
+
+    # Its first pass over the gateway after the restart reads the children and writes nothing.
+    operator_process.wait_for_log(
+        rf"GET /apis/autoscaling/v2/namespaces/{ns.name}/horizontalpodautoscalers/{GW} ", offset
+    )
+    time.sleep(QUIET_WINDOW)  # a bounded window for asserting absence; see QUIET_WINDOW
+    assert operator_process.writes_since(offset, ns.name) == []
+    assert ns.resource_versions(*refs) == versions
+    assert {ref: ns.get(ref)["metadata"]["uid"] for ref in CHILDREN} == identity
+    listing = ns.kubectl(
+        "get", "configmaps,secrets,deployments", "-l", f"llmgateway.io/gateway={GW}", "-o", "name"
+    )
+    assert sorted(listing.split()) == sorted(
+        [f"configmap/{GW}-proxy-config", f"secret/{GW}-provider-keys", f"deployment.apps/{GW}"]
+    )
+
+
+# -- secrecy (last: it reads everything the module's tests made the operator log) ------
+
+
+def test_provider_keys_appear_nowhere_but_the_secrets(
+    ns: Namespace, operator_process: OperatorProcess
+) -> None:
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    wait_ready(ns)
+    ns.patch("secret/llm-provider-keys", {"stringData": {"primary": ROTATED_KEY}})
+    eventually(
+        lambda: ns.get(f"secret/{GW}-provider-keys")["data"] == {"primary": operatorkit.b64(ROTATED_KEY)},
+        what="the rotated key in the gateway's Secret",
+    )
+    forbidden = [
+        form
+        for key in (operatorkit.SAMPLE_KEY, ROTATED_KEY)
+        for form in (key, base64.b64encode(key.encode()).decode())
+    ]
+    places = {
+        "gateway status": json.dumps(ns.get(f"llmgw/{GW}").get("status")),
+        "policy statuses": json.dumps(
+            [ns.get(f"providerpolicy/{p}").get("status") for p in ("primary", "fallback")]
+        ),
+        "events": ns.kubectl("get", "events", "-o", "json"),
+        "operator log": operator_process.text(),
+    }
+    for place, text in places.items():
+        for form in forbidden:
+            assert form not in text, f"a provider key appears in the {place}"
