@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from llmgw_proxy import metrics
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "llmgw"
@@ -213,7 +214,9 @@ def test_standalone_operator_gets_no_peering_rights(render: Render) -> None:
     assert not [rule for rule in rules if "kopf.dev" in rule["apiGroups"]]
 
 
-def test_watched_namespaces_get_a_role_each_and_nothing_cluster_wide_but_crd_reads(render: Render) -> None:
+def test_watched_namespaces_get_a_role_each_and_only_crd_and_namespace_reads_cluster_wide(
+    render: Render,
+) -> None:
     docs = render({"watchNamespaces": ["team-a", "team-b"], "replicas": 2})
     container = operator_container(docs)
     assert container["args"][:2] == ["--namespace=team-a", "--namespace=team-b"]
@@ -224,7 +227,8 @@ def test_watched_namespaces_get_a_role_each_and_nothing_cluster_wide_but_crd_rea
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
             "verbs": ["get", "list", "watch"],
-        }
+        },
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     ]
     roles = {r["metadata"]["namespace"]: r for r in of_kind(docs, "Role")}
     bindings = {b["metadata"]["namespace"]: b for b in of_kind(docs, "RoleBinding")}

@@ -8,18 +8,27 @@ checked with `kubectl auth can-i` as the operator's ServiceAccount.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from llmgw_dev import binaries
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-CHART = str(Path(__file__).resolve().parents[2] / "helm" / "llmgw")
+ROOT = Path(__file__).resolve().parents[2]
+CHART = str(ROOT / "helm" / "llmgw")
+SAMPLES = ROOT / "samples"
 
 
 class Release:
@@ -110,5 +119,90 @@ def test_namespaced_install_is_confined_to_the_watched_namespaces(release: Relea
     assert release.can("patch", "kopfpeerings.kopf.dev", watched)
     assert not release.can("get", "secrets", other)
     assert not release.can("get", "secrets", release.namespace)
-    assert not release.can("list", "namespaces")
+    assert release.can("list", "namespaces")
+    assert not release.can("delete", "namespaces")
     assert release.can("watch", "customresourcedefinitions.apiextensions.k8s.io")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _service_account_kubeconfig(release: Release, path: Path) -> Path:
+    """The admin kubeconfig's cluster, with the chart's ServiceAccount token as the only credential."""
+    admin = yaml.safe_load(
+        release.cluster.kubectl("config", "view", "--raw", "--minify", "-o", "yaml").stdout
+    )
+    token = release.cluster.kubectl("create", "token", release.name, "-n", release.namespace).stdout.strip()
+    admin["users"] = [{"name": "operator", "user": {"token": token}}]
+    admin["contexts"][0]["context"]["user"] = "operator"
+    path.write_text(yaml.safe_dump(admin))
+    return path
+
+
+def _operator_command_line(release: Release, kubeconfig: Path) -> tuple[list[str], dict[str, str]]:
+    """The installed Deployment's arguments and environment, for a local process."""
+    deployment = json.loads(
+        release.cluster.kubectl(
+            "get", "deployment", release.name, "-n", release.namespace, "-o", "json"
+        ).stdout
+    )
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    fields = {"metadata.name": f"{release.name}-local", "metadata.namespace": release.namespace}
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
+    for item in container["env"]:
+        env[item["name"]] = (
+            item["value"] if "value" in item else fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+        )
+    args = [
+        re.sub(r"^--liveness=.*", f"--liveness=http://127.0.0.1:{_free_port()}/healthz", a)
+        for a in container["args"]
+    ]
+    return [str(Path(sys.executable).with_name("llmgw-operator")), *args], env
+
+
+@pytest.mark.parametrize(
+    "cluster_wide", [pytest.param(True, id="cluster-wide"), pytest.param(False, id="namespaced-with-peering")]
+)
+def test_the_operator_reconciles_a_gateway_with_only_the_charts_rights(
+    release: Release, tmp_path: Path, cluster_wide: bool
+) -> None:
+    watched = release.create_namespace(f"{release.namespace}-w")
+    release.extra_namespaces.append(watched)
+    release.install(*([] if cluster_wide else [f"watchNamespaces={{{watched}}}", "peering.enabled=true"]))
+    command, env = _operator_command_line(
+        release, _service_account_kubeconfig(release, tmp_path / "sa.kubeconfig")
+    )
+    log = (tmp_path / "operator.log").open("w+")
+    operator = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        for sample in ("secret", "providerpolicy-primary", "providerpolicy-fallback", "llmgateway"):
+            release.cluster.kubectl("apply", "-n", watched, "-f", str(SAMPLES / f"{sample}.yaml"))
+        waited = release.cluster.kubectl(
+            "wait",
+            "-n",
+            watched,
+            "--for=condition=Reconciled",
+            "llmgateway/chat",
+            "--timeout=90s",
+            check=False,
+            timeout=120,
+        )
+        log.seek(0)
+        output = log.read()
+        assert waited.returncode == 0, f"{waited.stderr}\noperator log:\n{output[-6000:]}"
+        release.cluster.kubectl("get", "deployment", "chat", "-n", watched)
+        # kopf logs refused requests (APIForbiddenError) and then degrades quietly.
+        for refusal in ("Forbidden", "Not enough permissions"):
+            assert refusal not in output, output[-6000:]
+    finally:
+        operator.terminate()
+        try:
+            operator.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait()
+        log.close()

@@ -30,10 +30,12 @@ children it no longer renders. Pods are never touched.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
-{{- if include "llmgw.clusterWide" . }}
+# kopf lists namespaces even when given explicit ones; refused, it retries
+# for about a minute before falling back, delaying every start.
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
+{{- if include "llmgw.clusterWide" . }}
 {{- if include "llmgw.peeringEnabled" . }}
 - apiGroups: ["kopf.dev"]
   resources: ["clusterkopfpeerings"]
