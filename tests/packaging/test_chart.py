@@ -106,6 +106,28 @@ def test_values_schema_refuses_bad_values(
     assert complaint in helm_template(values, check=False)
 
 
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param({}, ["watches every namespace."], id="defaults"),
+        pytest.param(
+            {"watchNamespaces": ["team-a", "team-b"], "replicas": 2, "monitoring": MONITORING_ON},
+            ["the namespaces team-a, team-b", 'kopf peering "r-llmgw"', "PodMonitor r-llmgw-sidecars"],
+            id="namespaces-peering-monitoring",
+        ),
+    ],
+)
+def test_notes_say_what_was_installed(helm: Path, values: dict[str, Any], expected: list[str]) -> None:
+    sets = [f"--set-json={key}={json.dumps(value)}" for key, value in values.items()]
+    args = [str(helm), "install", "r", str(CHART), "--dry-run=client", "-n", NAMESPACE, *sets]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert f"installed as r-llmgw in namespace {NAMESPACE}" in notes
+    for text in expected:
+        assert text in notes
+
+
 # --- the operator's Deployment ----------------------------------------------------------------
 
 

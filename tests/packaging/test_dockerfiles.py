@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from llmgw_dev import dockerfile_check
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,3 +106,22 @@ def test_command_line_exits_non_zero_and_names_the_file_on_a_finding(tmp_path: P
     bad.write_text(GOOD.replace("USER 65532:65532\n", ""))
     assert dockerfile_check.main([str(bad)]) == 1
     assert dockerfile_check.main([str(p) for p in DOCKERFILES]) == 0
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "extra", "program", "ports"),
+    [
+        pytest.param("Dockerfile.proxy", "proxy", "llmgw-proxy", ["8080", "9090"], id="proxy"),
+        pytest.param("Dockerfile.operator", "operator", "llmgw-operator", ["8080"], id="operator"),
+    ],
+)
+def test_image_installs_its_own_extra_and_runs_its_own_program(
+    dockerfile: str, extra: str, program: str, ports: list[str]
+) -> None:
+    stages = dockerfile_check.stages((ROOT / dockerfile).read_text())
+    builder, final = stages[0], stages[-1]
+    installs = [i.args for i in builder.find("RUN") if "pip install" in i.args]
+    assert len(installs) == 1 and f'".[{extra}]"' in installs[0]
+    assert [i.args for i in final.find("ENTRYPOINT")] == [f'["{program}"]']
+    assert [p for i in final.find("EXPOSE") for p in i.args.split()] == ports
+    assert f'org.opencontainers.image.title="{program}"' in " ".join(i.args for i in final.find("LABEL"))
