@@ -203,3 +203,41 @@ def verdict_reasons(source: str, filename: str = "<source>") -> set[str]:
             raise UnreadableReason(f"{filename}:{node.lineno}: cannot read the reason of {ast.unparse(node)}")
         reasons.update(values)
     return reasons
+
+
+# -- paths and tests named in prose -------------------------------------------------------------
+
+TOP_LEVEL = ("proxy/", "operator/", "dev/", "helm/", "tests/", "crds/", "samples/", "docs/", ".ci/")
+_CODE_SPAN = re.compile(r"`([^`\s]+)`")
+
+
+def named_paths(text: str) -> list[tuple[int, str]]:
+    """Repository paths written as inline code (``tests/x.py::test_y`` included), outside fences.
+
+    Globs and placeholders (``*``, ``<...>``) are not paths and are left out.
+    """
+    return [
+        (number, span)
+        for number, line in unfenced_lines(text)
+        for span in _CODE_SPAN.findall(line)
+        if span.startswith(TOP_LEVEL) and not re.search(r"[*<>{}]", span)
+    ]
+
+
+def missing_named_paths(page: Path, root: Path = ROOT) -> list[str]:
+    """``file:line: path`` for each named path that does not exist, or test function it does not define."""
+    problems = []
+    for number, span in named_paths(page.read_text()):
+        path_part, _, test = span.partition("::")
+        where = f"{page.relative_to(root)}:{number}: {span}"
+        target = root / path_part.rstrip("/")
+        if not target.exists():
+            problems.append(f"{where} (no such path)")
+        elif test and test not in _defined_functions(target):
+            problems.append(f"{where} (no such test in {path_part})")
+    return problems
+
+
+def _defined_functions(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    return {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}

@@ -15,6 +15,11 @@ def test_every_relative_link_leads_to_an_existing_file_and_anchor(page: Path) ->
     assert docskit.broken_links(page) == []
 
 
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(docskit.ROOT)) for p in PAGES])
+def test_every_path_and_test_named_in_code_exists(page: Path) -> None:
+    assert docskit.missing_named_paths(page) == []
+
+
 def test_the_pages_the_brief_names_exist() -> None:
     names = {str(p.relative_to(docskit.ROOT)) for p in PAGES}
     wanted = {
@@ -93,3 +98,28 @@ def test_links_inside_code_are_not_links() -> None:
 )
 def test_anchors_follow_githubs_slugs(heading: str, anchor: str) -> None:
     assert docskit.slug(heading) == anchor
+
+
+@pytest.mark.parametrize(
+    ("span", "problem"),
+    [
+        pytest.param("tests/t.py", None, id="existing-file"),
+        pytest.param("tests/t.py::test_real", None, id="existing-test"),
+        pytest.param("tests/", None, id="existing-folder"),
+        pytest.param("tests/gone.py", "no such path", id="missing-file"),
+        pytest.param("tests/t.py::test_gone", "no such test in tests/t.py", id="missing-test"),
+        pytest.param("tests/*.py", None, id="globs-are-not-paths"),
+        pytest.param("llmgw_proxy/x.py", None, id="only-paths-from-the-top-level-count"),
+    ],
+)
+def test_the_path_checker_reports_exactly_the_missing_paths(
+    tmp_path: Path, span: str, problem: str | None
+) -> None:
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "t.py").write_text("async def test_real():\n    pass\n")
+    page = tmp_path / "page.md"
+    page.write_text(f"# Page\n\nSee `{span}`.\n\n```\n`tests/not-checked-in-fences.py`\n```\n")
+
+    found = docskit.missing_named_paths(page, tmp_path)
+
+    assert found == ([] if problem is None else [f"page.md:3: {span} ({problem})"])
