@@ -39,7 +39,9 @@ class WorkQueue:
         """The object is gone: finish any pass in flight, then schedule no more."""
         event = self._dirty.pop(key, None)
         if event is not None:
-            event.clear()
+            # Wakes a retry backoff, which then finds the key gone and ends
+            # (clearing it would leave the task asleep for up to max_delay).
+            event.set()
 
     async def idle(self) -> None:
         await self._idle.wait()

@@ -1,0 +1,220 @@
+"""The coalescing work queue: one pass per key at a time, level-triggered, retried with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Hashable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmgw_operator import workqueue
+
+# A deadline for awaiting what must happen; reaching it fails the test.
+DEADLINE = 5.0
+
+
+class Recorder:
+    """Work that records its passes and can be held inside a pass until released."""
+
+    def __init__(self, fail_first: int = 0) -> None:
+        self.passes: Counter[Hashable] = Counter()
+        self.running: set[Hashable] = set()
+        self.concurrent: set[Hashable] = set()
+        self.entered = asyncio.Event()
+        self.failed = asyncio.Event()
+        self.release = asyncio.Event()
+        self.release.set()
+        self.hold = False
+        self.fail_first = fail_first
+        self.cancelled = False
+
+    async def __call__(self, key: Hashable) -> None:
+        assert key not in self.running, f"two passes of {key} at once"
+        self.running.add(key)
+        self.concurrent.add(key)
+        self.passes[key] += 1
+        self.entered.set()
+        try:
+            if self.hold:
+                await self.release.wait()
+            if self.fail_first > 0:
+                self.fail_first -= 1
+                self.failed.set()
+                raise RuntimeError("the API server said no")
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        finally:
+            self.running.discard(key)
+
+    def held(self) -> Recorder:
+        self.hold = True
+        self.release.clear()
+        return self
+
+
+async def settle(queue: workqueue.WorkQueue) -> None:
+    await asyncio.wait_for(queue.idle(), DEADLINE)
+
+
+async def test_a_trigger_runs_one_pass_of_its_key() -> None:
+    work = Recorder()
+    queue = workqueue.WorkQueue(work)
+    queue.trigger("a")
+    await settle(queue)
+    assert work.passes == {"a": 1}
+
+
+async def test_triggers_during_a_pass_collapse_into_one_more_pass() -> None:
+    work = Recorder().held()
+    queue = workqueue.WorkQueue(work)
+    queue.trigger("a")
+    await asyncio.wait_for(work.entered.wait(), DEADLINE)
+    for _ in range(5):
+        queue.trigger("a")
+    work.release.set()
+    await settle(queue)
+    assert work.passes == {"a": 2}
+
+
+async def test_different_keys_are_worked_on_at_the_same_time() -> None:
+    work = Recorder().held()
+    queue = workqueue.WorkQueue(work)
+    queue.trigger("a")
+    queue.trigger("b")
+
+    async def both_inside() -> None:
+        while work.running != {"a", "b"}:
+            work.entered.clear()
+            await work.entered.wait()
+
+    await asyncio.wait_for(both_inside(), DEADLINE)
+    work.release.set()
+    await settle(queue)
+    assert work.passes == {"a": 1, "b": 1}
+
+
+async def test_a_failing_pass_is_retried_until_it_succeeds(caplog: pytest.LogCaptureFixture) -> None:
+    work = Recorder(fail_first=2)
+    queue = workqueue.WorkQueue(work, base_delay=0.001, max_delay=0.002)
+    with caplog.at_level(logging.WARNING, logger=workqueue.__name__):
+        queue.trigger("a")
+        await settle(queue)
+    assert work.passes == {"a": 3}
+    retries = [r.getMessage() for r in caplog.records]
+    assert len(retries) == 2
+    assert all("retrying" in m and "the API server said no" in m for m in retries)
+
+
+async def test_a_new_trigger_cuts_a_retry_backoff_short() -> None:
+    work = Recorder(fail_first=1)
+    # An hour's backoff: only the trigger can bring the second pass within the deadline.
+    queue = workqueue.WorkQueue(work, base_delay=3600, max_delay=3600)
+    queue.trigger("a")
+    await asyncio.wait_for(work.failed.wait(), DEADLINE)
+    queue.trigger("a")
+    await settle(queue)
+    assert work.passes == {"a": 2}
+
+
+async def test_forgetting_a_key_finishes_the_pass_in_flight_and_schedules_no_more() -> None:
+    work = Recorder().held()
+    queue = workqueue.WorkQueue(work)
+    queue.trigger("a")
+    await asyncio.wait_for(work.entered.wait(), DEADLINE)
+    queue.trigger("a")  # would mean one more pass, but the object is then deleted
+    queue.forget("a")
+    work.release.set()
+    await settle(queue)
+    assert work.passes == {"a": 1}
+
+
+async def test_forgetting_a_key_ends_its_retry_backoff() -> None:
+    work = Recorder(fail_first=1)
+    queue = workqueue.WorkQueue(work, base_delay=3600, max_delay=3600)
+    queue.trigger("a")
+    await asyncio.wait_for(work.failed.wait(), DEADLINE)
+    queue.forget("a")
+    await settle(queue)
+    assert work.passes == {"a": 1}
+
+
+async def test_a_key_forgotten_and_triggered_again_during_backoff_runs_again() -> None:
+    work = Recorder(fail_first=1)
+    queue = workqueue.WorkQueue(work, base_delay=3600, max_delay=3600)
+    queue.trigger("a")
+    await asyncio.wait_for(work.failed.wait(), DEADLINE)
+    queue.forget("a")
+    queue.trigger("a")  # deleted and created again under the same name
+    await settle(queue)
+    assert work.passes == {"a": 2}
+
+
+async def test_stop_cancels_the_passes_in_flight() -> None:
+    work = Recorder().held()
+    queue = workqueue.WorkQueue(work)
+    queue.trigger("a")
+    await asyncio.wait_for(work.entered.wait(), DEADLINE)
+    await asyncio.wait_for(queue.stop(), DEADLINE)
+    assert work.cancelled
+    await settle(queue)
+
+
+async def test_idle_resolves_at_once_when_nothing_was_triggered() -> None:
+    await settle(workqueue.WorkQueue(Recorder()))
+
+
+# -- any interleaving -----------------------------------------------------------------
+
+KEYS = st.sampled_from(["a", "b", "c"])
+# A step is a trigger of a key, or some turns of the event loop passing by.
+STEPS = st.lists(st.one_of(KEYS, st.integers(min_value=0, max_value=4)), max_size=40)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=STEPS, work_turns=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=8))
+def test_any_interleaving_runs_a_pass_after_every_trigger_and_never_two_at_once(
+    steps: list[str | int], work_turns: list[int]
+) -> None:
+    async def scenario() -> None:
+        clock = 0  # logical time: one tick per step or loop turn
+        last_trigger: dict[str, int] = {}
+        started: dict[str, list[int]] = {}
+        running: set[str] = set()
+
+        async def work(key: Hashable) -> None:
+            assert isinstance(key, str)
+            assert key not in running, f"two passes of {key} at once"
+            running.add(key)
+            started.setdefault(key, []).append(clock)
+            try:
+                # Simulated work: turns of the loop during which other steps happen.
+                for _ in range(work_turns[len(started[key]) % len(work_turns)]):
+                    await asyncio.sleep(0)
+            finally:
+                running.discard(key)
+
+        queue = workqueue.WorkQueue(work)
+        for step in steps:
+            clock += 1
+            if isinstance(step, str):
+                last_trigger[step] = clock
+                queue.trigger(step)
+            else:
+                for _ in range(step):
+                    await asyncio.sleep(0)  # lets passes progress between triggers
+                    clock += 1
+        await asyncio.wait_for(queue.idle(), DEADLINE)
+
+        triggers = Counter(s for s in steps if isinstance(s, str))
+        for key, at in last_trigger.items():
+            # Level-triggered: the last trigger is always followed by a pass that saw it.
+            assert started[key][-1] >= at, f"{key} triggered at {at}, last pass began {started[key][-1]}"
+            assert len(started[key]) <= triggers[key]
+        assert set(started) == set(last_trigger)
+
+    asyncio.run(scenario())
