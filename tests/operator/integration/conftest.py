@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import operatorkit
@@ -44,10 +44,12 @@ def ns(cluster: Any, operator_process: operatorkit.OperatorProcess) -> Iterator[
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    outcome = yield
-    report = outcome.get_result()
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
     process = getattr(item, "funcargs", {}).get("operator_process")
     if report.failed and isinstance(process, operatorkit.OperatorProcess):
         report.sections.append(("operator log (tail)", process.tail(80)))
+    return report
