@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from llmgw_dev import dockerfile_check
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,6 +47,29 @@ class Replayed:
             [str(self.venv / "bin" / "python"), "-c", code], capture_output=True, text=True, check=True
         )
         return {re.sub(r"[-_.]+", "-", line).lower() for line in out.stdout.split()}
+
+    def import_all(self, package: str) -> subprocess.CompletedProcess[str]:
+        """Import every module of a package: a runtime dependency the extra lacks fails here."""
+        code = (
+            "import importlib, pkgutil, sys\n"
+            f"pkg = importlib.import_module({package!r})\n"
+            "for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+            "    importlib.import_module(m.name)\n"
+        )
+        return subprocess.run(
+            [str(self.venv / "bin" / "python"), "-c", code],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.venv,  # away from the checkout, so only installed code is found
+            timeout=120,
+            check=False,
+        )
+
+    def importable(self, module: str) -> bool:
+        code = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+        proc = subprocess.run([str(self.venv / "bin" / "python"), "-c", code], cwd=self.venv, check=False)
+        return proc.returncode == 0
 
 
 def _map(text: str, venv: Path) -> str:
@@ -123,6 +147,9 @@ def test_proxy_image_installs_the_sidecar_without_the_kubernetes_stack(tmp_path:
     assert not installed & {"kopf", "kubernetes"}
     assert not (image.venv / "bin" / "llmgw-operator").exists()
     assert not (image.venv / "bin" / "llmgw-dev").exists()
+    assert not image.importable("llmgw_operator") and not image.importable("llmgw_dev")
+    imported = image.import_all("llmgw_proxy")
+    assert imported.returncode == 0, imported.stderr
     result = image.run("--help")
     assert result.returncode == 0, result.stderr
     assert "llmgw-proxy" in result.stdout
@@ -135,6 +162,9 @@ def test_operator_image_installs_the_operator_without_the_sidecar_runtime(tmp_pa
     assert not installed & {"uvloop", "opentelemetry-sdk", "prometheus-client"}
     assert not (image.venv / "bin" / "llmgw-proxy").exists()
     assert not (image.venv / "bin" / "llmgw-dev").exists()
+    assert not image.importable("llmgw_dev")
+    imported = image.import_all("llmgw_operator")
+    assert imported.returncode == 0, imported.stderr
     result = image.run("--help")
     assert result.returncode == 0, result.stderr
     assert "llmgw-operator" in result.stdout
