@@ -81,6 +81,18 @@ def release(cluster: Any) -> Iterator[Release]:
             cluster.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
+def test_the_test_namespaces_really_refuse_pods_that_break_the_restricted_standard(release: Release) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "unrestricted", "namespace": release.namespace},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+    }
+    proc = release.cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+    assert proc.returncode != 0
+    assert "violates PodSecurity" in proc.stderr
+
+
 def test_cluster_wide_install_runs_restricted_pods_with_least_privilege(release: Release) -> None:
     release.install("replicas=2")
     kubectl = release.cluster.kubectl
