@@ -309,6 +309,25 @@ def test_a_missing_policy_is_named_until_it_is_created(ns: Namespace) -> None:
     wait_ready(ns)
 
 
+def test_a_policy_only_pydantic_refuses_is_not_accepted_and_named(ns: Namespace) -> None:
+    # The CRD bounds modelRateLimits' size but not its keys' length; the model does.
+    # Should the CRD learn that rule, kubectl apply fails here and this case is gone.
+    long_model = "m" * 300
+    apply_samples(
+        ns,
+        primary={"modelRateLimits": {long_model: {"requestsPerMinute": 5}}},
+    )
+
+    wait_reason(ns, "providerpolicy/primary", "Accepted", "Invalid")
+    accepted = ns.condition("providerpolicy/primary", "Accepted")
+    assert accepted is not None and accepted["status"] == "False"
+    assert "modelRateLimits" in accepted["message"] and "at most 253 characters" in accepted["message"]
+    wait_reason(ns, f"llmgw/{GW}", "PoliciesResolved", "PolicyInvalid")
+    resolved = ns.condition(f"llmgw/{GW}", "PoliciesResolved")
+    assert resolved is not None and "primary" in resolved["message"]
+    assert not ns.exists(f"deployment/{GW}")
+
+
 # -- deletion and restarts ---------------------------------------------------------------
 
 
