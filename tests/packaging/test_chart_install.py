@@ -8,12 +8,14 @@ checked with `kubectl auth can-i` as the operator's ServiceAccount.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,25 +157,55 @@ def _service_account_kubeconfig(release: Release, path: Path) -> Path:
     return path
 
 
-def _operator_command_line(release: Release, kubeconfig: Path) -> tuple[list[str], dict[str, str]]:
-    """The installed Deployment's arguments and environment, for a local process."""
-    deployment = json.loads(
-        release.cluster.kubectl(
-            "get", "deployment", release.name, "-n", release.namespace, "-o", "json"
-        ).stdout
-    )
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    fields = {"metadata.name": f"{release.name}-local", "metadata.namespace": release.namespace}
+def _operator_command_line(release: Release, kubeconfig: Path, pod: str) -> tuple[list[str], dict[str, str]]:
+    """The installed Deployment's arguments and environment, for a local process named like a pod."""
+    got = release.cluster.kubectl("get", "deployment", release.name, "-n", release.namespace, "-o", "json")
+    container = json.loads(got.stdout)["spec"]["template"]["spec"]["containers"][0]
+    fields = {"metadata.name": pod, "metadata.namespace": release.namespace}
     env = dict(os.environ, KUBECONFIG=str(kubeconfig))
     for item in container["env"]:
-        env[item["name"]] = (
-            item["value"] if "value" in item else fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
-        )
-    args = [
-        re.sub(r"^--liveness=.*", f"--liveness=http://127.0.0.1:{_free_port()}/healthz", a)
-        for a in container["args"]
-    ]
+        value = item.get("value")
+        env[item["name"]] = value if value is not None else fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    # The pod listens on 0.0.0.0:8080; a local process takes a free loopback port.
+    liveness = f"--liveness=http://127.0.0.1:{_free_port()}/healthz"
+    args = [re.sub(r"^--liveness=.*", liveness, arg) for arg in container["args"]]
     return [str(Path(sys.executable).with_name("llmgw-operator")), *args], env
+
+
+class LocalOperator:
+    """llmgw-operator run here as one of the chart's pods would run, with the chart's rights only."""
+
+    def __init__(self, release: Release, folder: Path, pod: str) -> None:
+        kubeconfig = _service_account_kubeconfig(release, folder / f"{pod}.kubeconfig")
+        command, env = _operator_command_line(release, kubeconfig, pod)
+        self.log_path = folder / f"{pod}.log"
+        self._log = self.log_path.open("w")
+        self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self._log.close()
+
+
+@contextlib.contextmanager
+def local_operators(release: Release, folder: Path, *pods: str) -> Iterator[list[LocalOperator]]:
+    started: list[LocalOperator] = []
+    try:
+        for pod in pods:
+            started.append(LocalOperator(release, folder, pod))
+        yield started
+    finally:
+        for operator in started:
+            operator.stop()
 
 
 @pytest.mark.parametrize(
@@ -185,12 +217,7 @@ def test_the_operator_reconciles_a_gateway_with_only_the_charts_rights(
     watched = release.create_namespace(f"{release.namespace}-w")
     release.extra_namespaces.append(watched)
     release.install(*([] if cluster_wide else [f"watchNamespaces={{{watched}}}", "peering.enabled=true"]))
-    command, env = _operator_command_line(
-        release, _service_account_kubeconfig(release, tmp_path / "sa.kubeconfig")
-    )
-    log = (tmp_path / "operator.log").open("w+")
-    operator = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    try:
+    with local_operators(release, tmp_path, f"{release.name}-local") as (operator,):
         for sample in ("secret", "providerpolicy-primary", "providerpolicy-fallback", "llmgateway"):
             release.cluster.kubectl("apply", "-n", watched, "-f", str(SAMPLES / f"{sample}.yaml"))
         waited = release.cluster.kubectl(
@@ -203,18 +230,26 @@ def test_the_operator_reconciles_a_gateway_with_only_the_charts_rights(
             check=False,
             timeout=120,
         )
-        log.seek(0)
-        output = log.read()
+        output = operator.output()
         assert waited.returncode == 0, f"{waited.stderr}\noperator log:\n{output[-6000:]}"
         release.cluster.kubectl("get", "deployment", "chat", "-n", watched)
         # kopf logs refused requests (APIForbiddenError) and then degrades quietly.
         for refusal in ("Forbidden", "Not enough permissions"):
             assert refusal not in output, output[-6000:]
-    finally:
-        operator.terminate()
-        try:
-            operator.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            operator.kill()
-            operator.wait()
-        log.close()
+
+
+def test_replicas_take_distinct_peering_priorities(release: Release, tmp_path: Path) -> None:
+    release.install("replicas=2")
+    pods = [f"{release.name}-7778776bb-{suffix}" for suffix in ("dqcvk", "qfq4m")]
+    with local_operators(release, tmp_path, *pods) as operators:
+        deadline = time.monotonic() + 60
+        peers: dict[str, dict[str, object]] = {}
+        while len(peers) < 2:
+            assert time.monotonic() < deadline, f"peers seen: {peers}\n{operators[0].output()[-3000:]}"
+            got = release.cluster.kubectl("get", "clusterkopfpeering", release.name, "-o", "json")
+            peers = json.loads(got.stdout).get("status") or {}
+        assert set(peers) == set(pods)
+        assert len({peer["priority"] for peer in peers.values()}) == 2
+        for operator in operators:
+            # kopf's warning when priorities tie, right before it pauses every peer.
+            assert "Possibly conflicting operators with the same priority" not in operator.output()
