@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 
 from llmgw_proxy import config, errors, keys, sse, upstream
@@ -60,6 +60,7 @@ _DROP_RESPONSE = frozenset(
     }
 )
 _USAGE = b'"usage"'
+_DECODER = json.JSONDecoder()
 
 
 def url_for(provider: config.Provider, base_url: str, endpoint: str, model: str) -> str:
@@ -70,17 +71,19 @@ def url_for(provider: config.Provider, base_url: str, endpoint: str, model: str)
 
 
 def request_headers(
-    incoming: Mapping[str, str], key: keys.Key | None, kind: config.ProviderKind
-) -> dict[str, str]:
-    headers = {k: v for k, v in incoming.items() if k.lower() not in _DROP_REQUEST}
+    incoming: CIMultiDictProxy[str], key: keys.Key | None, kind: config.ProviderKind
+) -> CIMultiDict[str]:
+    headers = CIMultiDict(incoming)  # a C-level copy; dropping by name beats filtering in Python
+    for name in _DROP_REQUEST:
+        headers.popall(name, None)
     headers.update(keys.auth_headers(kind, key))
     return headers
 
 
 def response_headers(incoming: Mapping[str, str], provider: str, request_id: str) -> CIMultiDict[str]:
-    headers: CIMultiDict[str] = CIMultiDict(
-        (k, v) for k, v in incoming.items() if k.lower() not in _DROP_RESPONSE
-    )
+    headers = CIMultiDict(incoming)
+    for name in _DROP_RESPONSE:
+        headers.popall(name, None)
     headers["x-llmgw-provider"] = provider
     headers["x-request-id"] = request_id
     return headers
@@ -169,6 +172,20 @@ async def _relay_stream(call: Call, resp: upstream.Response, headers: CIMultiDic
 
 
 def _usage_of(data: bytes) -> dict[str, Any] | None:
+    """The ``usage`` object of a JSON answer, decoded alone: the rest may be a long completion.
+
+    An unescaped ``"usage"`` can only be a key or a whole string value, and providers put
+    the top-level one last; anything unexpected falls back to decoding the whole answer.
+    """
+    at = data.rfind(_USAGE)
+    colon = data.find(b":", at + len(_USAGE), at + len(_USAGE) + 8)
+    if colon > 0:
+        try:
+            usage, _ = _DECODER.raw_decode(data[colon + 1 :].decode().lstrip())
+        except ValueError:
+            usage = None
+        if isinstance(usage, dict):
+            return usage
     try:
         usage = json.loads(data).get("usage")
     except (ValueError, AttributeError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -25,8 +25,8 @@ class Timeouts:
     client: aiohttp.ClientTimeout = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Built once per provider: first byte and total are enforced around the call, not by aiohttp.
-        object.__setattr__(self, "client", aiohttp.ClientTimeout(total=None, sock_connect=self.connect))
+        # Built once per provider, not per request.
+        object.__setattr__(self, "client", aiohttp.ClientTimeout(total=self.total, sock_connect=self.connect))
 
 
 @dataclasses.dataclass(slots=True)
@@ -70,18 +70,18 @@ class TimedOut(UpstreamError):
 
 
 class _AiohttpResponse:
-    __slots__ = ("_deadline", "_resp", "headers", "status")
+    """The session's total timeout (set per provider) still runs while the body is read."""
 
-    def __init__(self, resp: aiohttp.ClientResponse, deadline: float) -> None:
+    __slots__ = ("_resp", "headers", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
         self._resp = resp
-        self._deadline = deadline
         self.status = resp.status
         self.headers = resp.headers
 
     async def read(self) -> bytes:
         try:
-            async with asyncio.timeout_at(self._deadline):
-                return await self._resp.read()
+            return await self._resp.read()
         except TimeoutError:
             raise TimedOut("total") from None
         except aiohttp.ClientError as exc:
@@ -94,9 +94,8 @@ class _AiohttpResponse:
         try:
             while True:
                 try:
-                    async with asyncio.timeout_at(self._deadline):
-                        # readany hands over whatever arrived: SSE events are relayed as they come.
-                        chunk = await content.readany()
+                    # readany hands over whatever arrived: SSE events are relayed as they come.
+                    chunk = await content.readany()
                 except TimeoutError:
                     raise TimedOut("total") from None
                 except aiohttp.ClientError as exc:
@@ -114,32 +113,38 @@ class _AiohttpResponse:
 
 
 class AiohttpTransport:
+    """Connect and total timeouts are aiohttp's own (one timer per request, which it runs anyway);
+    the first-byte timeout is one more timer, around the wait for the response headers."""
+
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self._session = session
 
     async def send(self, request: Request) -> Response:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
         t = request.timeouts
-        first_byte_at = start + min(t.first_byte, t.total)
-        phase = "first_byte" if t.first_byte < t.total else "total"
         try:
-            async with asyncio.timeout_at(first_byte_at):
-                resp = await self._session.request(
-                    request.method,
-                    request.url,
-                    data=request.body,
-                    headers=request.headers,
-                    timeout=t.client,
-                    allow_redirects=False,
-                )
-        except aiohttp.ServerTimeoutError:
+            if t.first_byte < t.total:
+                async with asyncio.timeout(t.first_byte):
+                    resp = await self._request(request)
+            else:
+                resp = await self._request(request)
+        except aiohttp.ConnectionTimeoutError:
             raise TimedOut("connect") from None
         except TimeoutError:
-            raise TimedOut(phase) from None
+            # The first-byte timer, when set, always fires before the longer total one.
+            raise TimedOut("first_byte" if t.first_byte < t.total else "total") from None
         except aiohttp.ClientError as exc:
             raise ConnectFailed(type(exc).__name__) from None
-        return _AiohttpResponse(resp, start + t.total)
+        return _AiohttpResponse(resp)
+
+    def _request(self, request: Request) -> Any:
+        return self._session.request(
+            request.method,
+            request.url,
+            data=request.body,
+            headers=request.headers,
+            timeout=request.timeouts.client,
+            allow_redirects=False,
+        )
 
 
 def new_session(limit: int = 256) -> aiohttp.ClientSession:
