@@ -135,8 +135,11 @@ async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **kw
             memo["gateways"].trigger((namespace, gw))
 
 
+# The Deployment's status makes Ready; a child edited or deleted by hand is put back.
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
-async def deployment_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+@kopf.on.event("v1", "configmaps", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
+@kopf.on.event("v1", "secrets", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
+async def child_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     owner = labels.get(names.GATEWAY_LABEL)
     if owner:
         memo["gateways"].trigger((namespace, owner))
