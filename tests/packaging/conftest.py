@@ -12,6 +12,7 @@ from typing import Any
 import kubeschemas
 import pytest
 import yaml
+
 from llmgw_dev import binaries
 
 ROOT = Path(__file__).resolve().parents[2]
