@@ -7,8 +7,9 @@ script) measures three targets, each its own process:
 - ``passthrough``: a bare aiohttp forwarder, the floor for this stack
 - ``sidecar``: ``llmgw-proxy`` in quick mode
 
-at 1 and 32 connections, then the sidecar's resident memory after 100,000
-requests and its time from start to ``/readyz`` ok, and compares them with
+at 1 and 32 connections (targets interleaved in rounds, medians reported,
+with each process's CPU time per request as a steadier second view), then
+the sidecar's resident memory after 100,000 requests and its time from start to ``/readyz`` ok, and compares them with
 the targets (>= 0.9x passthrough at 32 connections; <= 0.35 ms added to the
 direct p50 at 1 connection; < 60 MB; ready < 1 s).
 """
@@ -19,8 +20,10 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import pathlib
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +61,8 @@ end
 
 @dataclasses.dataclass
 class Result:
+    """Medians over the rounds of one target at one load."""
+
     target: str
     connections: int
     rps: float
@@ -65,6 +70,7 @@ class Result:
     p99_ms: float
     requests: int
     errors: int
+    cpu_us: float  # the target process's CPU time per request: steadier than req/s on a shared machine
 
 
 def ensure_wrk() -> str:
@@ -126,13 +132,41 @@ def run_wrk(wrk: str, script: pathlib.Path, url: str, connections: int, seconds:
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def measure(wrk: str, script: pathlib.Path, name: str, url: str, connections: int, seconds: float) -> Result:
-    run_wrk(wrk, script, url, connections, min(2.0, seconds / 2))  # warm up connections and caches
-    raw = run_wrk(wrk, script, url, connections, seconds)
-    rps = raw["requests"] / (raw["duration_us"] / 1e6)
-    return Result(
-        name, connections, rps, raw["p50_us"] / 1000, raw["p99_us"] / 1000, raw["requests"], raw["errors"]
-    )
+def cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_rounds(
+    wrk: str, script: pathlib.Path, targets: list[tuple[str, str, int]], connections: int, seconds: float
+) -> list[Result]:
+    """Interleave the targets in short rounds, so background load on a shared machine hits each alike."""
+    rounds = max(1, min(3, round(seconds / 2)))
+    per_round = max(1.0, seconds / rounds)
+    raw: dict[str, list[tuple[dict[str, int], float]]] = {name: [] for name, _, _ in targets}
+    for _name, url, _pid in targets:
+        run_wrk(wrk, script, url, connections, 1)  # warm up connections and caches
+    for _ in range(rounds):
+        for name, url, pid in targets:
+            before = cpu_seconds(pid)
+            out = run_wrk(wrk, script, url, connections, per_round)
+            raw[name].append((out, (cpu_seconds(pid) - before) / max(1, out["requests"]) * 1e6))
+    results = []
+    for name, _, _ in targets:
+        runs = raw[name]
+        results.append(
+            Result(
+                name,
+                connections,
+                statistics.median(o["requests"] / (o["duration_us"] / 1e6) for o, _ in runs),
+                statistics.median(o["p50_us"] for o, _ in runs) / 1000,
+                statistics.median(o["p99_us"] for o, _ in runs) / 1000,
+                sum(o["requests"] for o, _ in runs),
+                sum(o["errors"] for o, _ in runs),
+                statistics.median(c for _, c in runs),
+            )
+        )
+    return results
 
 
 def rss_mb(pid: int) -> float:
@@ -176,11 +210,16 @@ def main(argv: list[str] | None = None) -> int:
                         time.sleep(0.002)
                     ready_s = time.monotonic() - started
                     api = "http://" + wait_for_line(work / "sidecar.log", "api", sidecar)
+                    targets = [
+                        ("direct", direct, fake.pid),
+                        ("passthrough", floor, passthrough.pid),
+                        ("sidecar", api, sidecar.pid),
+                    ]
                     results = []
                     for connections in (1, 32):
-                        for name, url in (("direct", direct), ("passthrough", floor), ("sidecar", api)):
-                            results.append(measure(wrk, script, name, url, connections, seconds))
-                            print(_row(results[-1]), flush=True)
+                        for result in measure_rounds(wrk, script, targets, connections, seconds):
+                            results.append(result)
+                            print(_row(result), flush=True)
                     sent = sum(r.requests for r in results if r.target == "sidecar")
                     extra_rps = max(r.rps for r in results if r.target == "sidecar")
                     while sent < memory_requests:  # top up to the memory sample size
@@ -195,7 +234,7 @@ def _row(r: Result) -> str:
     errors = f"  errors={r.errors}" if r.errors else ""
     return (
         f"{r.target:<12} c={r.connections:<3} {r.rps:>9.0f} req/s   p50 {r.p50_ms:7.3f} ms"
-        f"   p99 {r.p99_ms:7.3f} ms{errors}"
+        f"   p99 {r.p99_ms:7.3f} ms   {r.cpu_us:6.0f} us CPU/req{errors}"
     )
 
 
@@ -203,6 +242,7 @@ def _report(results: list[Result], ready_s: float, rss: float, sent: int) -> Non
     by = {(r.target, r.connections): r for r in results}
     ratio32 = by["sidecar", 32].rps / by["passthrough", 32].rps
     ratio1 = by["sidecar", 1].rps / by["passthrough", 1].rps
+    cpu_ratio = by["passthrough", 32].cpu_us / by["sidecar", 32].cpu_us
     added_p50 = by["sidecar", 1].p50_ms - by["direct", 1].p50_ms
     floor_p50 = by["passthrough", 1].p50_ms - by["direct", 1].p50_ms
 
@@ -213,6 +253,7 @@ def _report(results: list[Result], ready_s: float, rss: float, sent: int) -> Non
     print("                          sidecar   passthrough   target")
     print(f"req/s ratio at 32 conns   {ratio32:7.2f}x  {1.0:7.2f}x       >= 0.90x  {verdict(ratio32 >= 0.9)}")
     print(f"req/s ratio at 1 conn     {ratio1:7.2f}x  {1.0:7.2f}x")
+    print(f"CPU/req ratio at 32 conns {cpu_ratio:7.2f}x  {1.0:7.2f}x       (passthrough CPU / sidecar CPU)")
     p50_ok = verdict(added_p50 <= 0.35)
     print(f"p50 added at 1 conn       {added_p50:7.3f}   {floor_p50:7.3f} ms    <= 0.35 ms {p50_ok}")
     print(f"RSS after {sent} requests {rss:7.1f} MB                 < 60 MB   {verdict(rss < 60)}")

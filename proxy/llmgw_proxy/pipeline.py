@@ -78,7 +78,7 @@ class Step(Protocol):
 
 async def account(call: Call, next_step: Next) -> web.StreamResponse:
     services = call.services
-    services.metrics.in_flight.inc()
+    services.metrics.in_flight += 1
     if services.tracing.enabled:
         call.span = services.tracing.server_span(call.endpoint, "unknown")
     try:
@@ -99,7 +99,7 @@ async def account(call: Call, next_step: Next) -> web.StreamResponse:
             call.status = response.status
         return response
     finally:
-        services.metrics.in_flight.dec()
+        services.metrics.in_flight -= 1
         _record(call)
 
 
