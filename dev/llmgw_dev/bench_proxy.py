@@ -9,9 +9,10 @@ script) measures three targets, each its own process:
 
 at 1 and 32 connections (targets interleaved in rounds, medians reported,
 with each process's CPU time per request as a steadier second view), then
-the sidecar's resident memory after 100,000 requests and its time from start to ``/readyz`` ok, and compares them with
-the targets (>= 0.9x passthrough at 32 connections; <= 0.35 ms added to the
-direct p50 at 1 connection; < 60 MB; ready < 1 s).
+the sidecar's resident memory after 100,000 requests and its time from
+start to ``/readyz`` ok, and compares them with the targets (>= 0.9x
+passthrough at 32 connections; <= 0.35 ms added to the direct p50 at 1
+connection; < 60 MB; ready < 1 s).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import openai
 import pytest
 import yaml
 from aiohttp.pytest_plugin import AiohttpServer
+
 from llmgw_dev import fake_provider
 from llmgw_proxy import admin, app, logs, metrics, pipeline, reload, state, tracing
 

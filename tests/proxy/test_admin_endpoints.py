@@ -6,8 +6,9 @@ import asyncio
 import time
 from typing import Any
 
-from llmgw_dev import fake_provider
 from openai.types.chat import ChatCompletionMessageParam
+
+from llmgw_dev import fake_provider
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 

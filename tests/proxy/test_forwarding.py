@@ -8,6 +8,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from llmgw_dev import fake_provider
 
 

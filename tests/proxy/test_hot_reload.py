@@ -8,8 +8,9 @@ from typing import Any
 import openai
 import pytest
 import yaml
-from llmgw_proxy import reload
 from openai.types.chat import ChatCompletionMessageParam
+
+from llmgw_proxy import reload
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 

@@ -8,8 +8,9 @@ from typing import Any
 import openai
 import pytest
 from aiohttp import web
-from llmgw_proxy import errors, pipeline
 from openai.types.chat import ChatCompletionMessageParam
+
+from llmgw_proxy import errors, pipeline
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 

@@ -8,9 +8,10 @@ from typing import Any
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
 from llmgw_dev import fake_provider
 from llmgw_proxy import keys
-from openai.types.chat import ChatCompletionMessageParam
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "a secret prompt text"}]
 

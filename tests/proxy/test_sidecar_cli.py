@@ -15,8 +15,9 @@ import aiohttp
 import openai
 import pytest
 import yaml
-from llmgw_dev import fake_provider
 from openai.types.chat import ChatCompletionMessageParam
+
+from llmgw_dev import fake_provider
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 

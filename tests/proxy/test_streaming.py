@@ -8,8 +8,9 @@ from typing import Any
 
 import openai
 import pytest
-from llmgw_dev import fake_provider
 from openai.types.chat import ChatCompletionMessageParam
+
+from llmgw_dev import fake_provider
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "count to three"}]
 

@@ -6,12 +6,13 @@ import pathlib
 from typing import Any
 
 import pytest
-from llmgw_dev import fake_provider
-from llmgw_proxy import tracing
 from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+from llmgw_dev import fake_provider
+from llmgw_proxy import tracing
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "two words"}]
 
