@@ -1,0 +1,52 @@
+"""The fake provider's HTTP control API, which the benchmark and the demo drive from outside."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_plans_faults_over_http_and_reports_received_requests(upstream: str, http: Any) -> None:
+    base = upstream.removesuffix("/v1")
+    plan = {"faults": [{"status": 429, "retryAfter": 2, "times": 2}]}
+    async with http.post(base + "/_control", json=plan) as resp:
+        assert await resp.json() == {"pending": 1}
+    statuses = []
+    for _ in range(3):
+        async with http.post(upstream + "/chat/completions", json=CHAT) as resp:
+            statuses.append((resp.status, resp.headers.get("Retry-After")))
+    assert statuses == [(429, "2"), (429, "2"), (200, None)]
+    async with http.get(base + "/_control/requests") as resp:
+        received = await resp.json()
+    assert [r["path"] for r in received] == ["/v1/chat/completions"] * 3
+    assert received[0]["body"] == CHAT
+    async with http.delete(base + "/_control") as resp:
+        assert resp.status == 200
+    async with http.get(base + "/_control/requests") as resp:
+        assert await resp.json() == []
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        pytest.param({"faults": [{"explode": True}]}, id="unknown-field"),
+        pytest.param({"faults": "not-a-list"}, id="not-a-list"),
+    ],
+)
+async def test_refuses_a_bad_fault_plan(upstream: str, http: Any, plan: dict[str, Any]) -> None:
+    async with http.post(upstream.removesuffix("/v1") + "/_control", json=plan) as resp:
+        assert resp.status == 400
+
+
+async def test_a_fault_with_times_0_applies_to_every_request(upstream: str, http: Any, fake: Any) -> None:
+    async with http.post(
+        upstream.removesuffix("/v1") + "/_control", json={"faults": [{"status": 503, "times": 0}]}
+    ):
+        pass
+    for _ in range(3):
+        async with http.post(upstream + "/embeddings", json={"model": "e", "input": "x"}) as resp:
+            assert resp.status == 503
+    assert len(fake.faults) == 1
