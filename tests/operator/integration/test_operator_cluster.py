@@ -53,14 +53,14 @@ def template_annotations(ns: Namespace) -> dict[str, str]:
 
 
 def nudge_and_watch_quiet(
-    operator: OperatorProcess, ns: Namespace, refs: tuple[str, ...], offset: int | None = None
+    operator: OperatorProcess, ns: Namespace, refs: tuple[str, ...]
 ) -> tuple[dict[str, str], dict[str, str]]:
     """Resource versions before and after a reconcile pass the test provoked, plus a quiet window.
 
     An annotation on the gateway makes the operator run a full pass over it;
     the pass's last read (the HPA lookup) in the log shows it got that far.
     """
-    offset = operator.offset() if offset is None else offset
+    offset = operator.offset()
     ns.kubectl("annotate", f"llmgw/{GW}", f"opit.llmgateway.io/nudge={secrets.token_hex(4)}", "--overwrite")
     before = ns.resource_versions(*refs)
     operator.wait_for_log(
