@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 FLUSH_INTERVAL = 0.2
+REQUEST_LOGGER = "llmgw.request"
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -29,7 +30,7 @@ class JsonFormatter(logging.Formatter):
         self._second = -1
         self._stamp = ""
 
-    def _timestamp(self, created: float) -> str:
+    def timestamp(self, created: float) -> str:
         second = int(created)
         if second != self._second:  # strftime per line is measurable at thousands of lines a second
             self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
@@ -37,7 +38,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": self._timestamp(record.created),
+            "ts": self.timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -81,6 +82,26 @@ class _NoLock:
 
 _NO_LOCK = _NoLock()
 _handler: BufferedHandler | None = None
+_request_log = logging.getLogger(REQUEST_LOGGER)
+
+
+def _request_via_logging(fields: dict[str, Any]) -> None:
+    # makeRecord + handle skips Logger.info's caller lookup, a stack walk per request.
+    record = _request_log.makeRecord(
+        REQUEST_LOGGER, logging.INFO, __file__, 0, "request", (), None, extra={"fields": fields}
+    )
+    _request_log.handle(record)
+
+
+_emit_request: Any = _request_via_logging
+
+
+def request(fields: dict[str, Any]) -> None:
+    """The one info line per request. In the sidecar process it skips the logging module
+    (a LogRecord and handler chain cost more than the rest of the line); embedded in
+    tests it goes through logging, where pytest's caplog sees it."""
+    if _request_log.isEnabledFor(logging.INFO):
+        _emit_request(fields)
 
 
 def setup(level: str) -> None:
@@ -92,9 +113,27 @@ def setup(level: str) -> None:
     _handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [_handler]
+    _install_direct_request_lines(_handler, stream)
     root.setLevel(level.upper())
     # aiohttp's own access log would duplicate ours and print paths and agents.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def _install_direct_request_lines(handler: BufferedHandler, stream: io.TextIOWrapper) -> None:
+    global _emit_request
+    formatter = JsonFormatter()
+    dumps = json.JSONEncoder(default=str).encode
+    lock = handler.lock or _NO_LOCK
+
+    def direct(fields: dict[str, Any]) -> None:
+        line = {"ts": formatter.timestamp(time.time()), "level": "info", "logger": REQUEST_LOGGER}
+        line["msg"] = "request"
+        line.update(fields)
+        text = dumps(line) + "\n"
+        with lock:
+            stream.write(text)
+
+    _emit_request = direct
 
 
 def set_level(level: str) -> None:

@@ -1,7 +1,8 @@
 """The request path, as a list of steps.
 
 Every API request becomes a ``Call`` that flows through ``STEPS`` in order.
-A step is ``async def step(call, next_step) -> web.StreamResponse``: it may
+A step is ``async def step(call, next_step) -> web.StreamResponse`` (or a
+plain function returning ``next_step(call)`` when it never waits): it may
 read or change the call, answer by itself (return a response or raise
 ``errors.ProxyError``), or hand over to ``next_step``::
 
@@ -32,7 +33,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from llmgw_proxy import config, errors, forward, metrics, state, tracing, upstream
+from llmgw_proxy import config, errors, forward, logs, metrics, state, tracing, upstream
 
 log = logging.getLogger("llmgw.request")
 
@@ -119,8 +120,8 @@ def _record(call: Call) -> None:
         prompt if isinstance(prompt, int) else None,
         completion if isinstance(completion, int) else None,
     )
-    if log.isEnabledFor(logging.INFO):
-        fields = {
+    logs.request(
+        {
             "request_id": call.request_id,
             "endpoint": call.endpoint,
             "route": route,
@@ -133,10 +134,7 @@ def _record(call: Call) -> None:
             "prompt_tokens": prompt,
             "completion_tokens": completion,
         }
-        # makeRecord + handle skips Logger.info's caller lookup, a stack walk per request.
-        log.handle(
-            log.makeRecord(log.name, logging.INFO, __file__, 0, "request", (), None, extra={"fields": fields})
-        )
+    )
     if call.span is not None:
         span = call.span
         span.update_name(f"{tracing.OPERATION.get(call.endpoint, call.endpoint)} {call.model}")
@@ -183,12 +181,14 @@ async def _read_limited(request: web.Request, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def resolve_route(call: Call, next_step: Next) -> web.StreamResponse:
+def resolve_route(call: Call, next_step: Next) -> Awaitable[web.StreamResponse]:
+    # A plain function that hands on the next step's awaitable: one coroutine frame
+    # fewer for every suspension of the request below it.
     route = call.snapshot.config.route_for(call.model)
     if route is None:
         raise errors.unknown_model(call.model)
     call.route = route
-    return await next_step(call)
+    return next_step(call)
 
 
 def may_fall_back(call: Call, failure: errors.ProxyError) -> bool:

@@ -94,6 +94,16 @@ async def test_quick_mode_gets_ready_and_answers(
         completion = await client.chat.completions.create(model="any-model", messages=MESSAGES)
     assert completion.choices[0].message.content == fake_provider.REPLY
     assert fake.requests[-1].headers["Authorization"] == f"Bearer {secret}"
+    line = await sidecar.line_with("request_id")
+    assert line["msg"] == "request" and line["level"] == "info"
+    assert (line["route"], line["provider"], line["model"], line["status"]) == (
+        "*",
+        "upstream",
+        "any-model",
+        200,
+    )
+    assert (line["prompt_tokens"], line["completion_tokens"]) == (2, 12)
+    assert all(secret not in json.dumps(each) and "hi" not in each.values() for each in sidecar.lines)
 
 
 async def test_refuses_to_start_from_an_invalid_config(tmp_path: pathlib.Path) -> None:
