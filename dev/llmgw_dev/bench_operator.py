@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from llmgw_dev import binaries, cluster
+from llmgw_dev import binaries, cluster, processes
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAMESPACE = "bench"
@@ -121,25 +121,14 @@ def request_counts(c: cluster.Cluster) -> dict[tuple[str, str, str], float]:
 def operator(c: cluster.Cluster) -> Iterator[subprocess.Popen[bytes]]:
     log = c.data_dir / "logs" / "operator.log"
     env = os.environ | {"KUBECONFIG": str(c.kubeconfig), "LLMGW_PROXY_IMAGE": PROXY_IMAGE}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "llmgw_operator.cli", "--standalone", "-n", NAMESPACE],
-            env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-    try:
+    argv = [sys.executable, "-m", "llmgw_operator.cli", "--standalone", "-n", NAMESPACE]
+    with processes.running(argv, log, env) as proc:
         deadline = time.monotonic() + 60
         while "llmgw-operator started" not in log.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the operator did not start; see {log}")
             time.sleep(0.05)  # polling a file another process writes
         yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def run(args: argparse.Namespace) -> int:

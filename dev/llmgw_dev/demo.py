@@ -19,7 +19,6 @@ import functools
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmgw_dev import binaries, cluster
+from llmgw_dev import binaries, cluster, processes
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "demo"
@@ -97,22 +96,10 @@ def http_post(url: str, payload: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def process(
-    name: str, argv: list[str], log: Path, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
+def process(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[object]:
+    with processes.running(argv, log, env) as proc:
         yield proc
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        show(f"stopped {name} (exit {proc.returncode})")
+    show(f"stopped {name} (exit {proc.returncode})")
 
 
 class Kubelet:
