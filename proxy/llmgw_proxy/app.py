@@ -34,6 +34,7 @@ def build_api(
     app = web.Application(client_max_size=2**62)
     services = pipeline.Services(live, transport or _NoTransport(), metrics_, tracing_)
     app[SERVICES] = services
+    metrics_.live = live  # the policy gauges read the limiters and breakers at scrape time
     if transport is None:
         app.cleanup_ctx.append(_upstream_session(services))
     for endpoint in ENDPOINTS:

@@ -9,6 +9,7 @@ InternalServerError), so the status is what matters most; ``type`` and
 from __future__ import annotations
 
 import json
+import math
 
 from aiohttp import web
 
@@ -89,3 +90,34 @@ def upstream_timeout(provider: str, phase: str) -> ProxyError:
 
 def internal(message: str = "The gateway failed to handle the request") -> ProxyError:
     return ProxyError(500, message, type="server_error", code="internal_error")
+
+
+def rate_limited(retry_after: float | None, headers: dict[str, str]) -> ProxyError:
+    """Every target refused by a local limit. ``retry_after`` None: the request can never fit."""
+    out = dict(headers)
+    if retry_after is None:
+        return ProxyError(
+            429,
+            "The request needs more tokens than the gateway's rate limit can ever grant",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers=out,
+        )
+    out["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return ProxyError(
+        429,
+        f"Rate limit reached on this gateway; retry in {out['Retry-After']} s",
+        type="rate_limit_error",
+        code="rate_limit_exceeded",
+        headers=out,
+    )
+
+
+def breakers_open(retry_after: float) -> ProxyError:
+    return ProxyError(
+        503,
+        "Every provider for this model is failing and temporarily not called (circuit breaker open)",
+        type="service_unavailable",
+        code="circuit_open",
+        headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
+    )

@@ -18,7 +18,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 
-from llmgw_proxy import config, errors, keys, sse, upstream
+from llmgw_proxy import caching, config, errors, keys, sse, upstream
 
 if TYPE_CHECKING:
     from llmgw_proxy.pipeline import Call, Next
@@ -101,8 +101,18 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
     provider = state.provider
     upstream_model = call.target.model or call.model
     body = call.raw
-    if upstream_model != call.model:
-        body = json.dumps({**call.body, "model": upstream_model}).encode()
+    ask_usage = call.stream and call.reservation is not None and not _wants_usage(call.body)
+    if upstream_model != call.model or ask_usage:
+        changed = {**call.body, "model": upstream_model}
+        if ask_usage:
+            # Settle the limiter on real usage; the extra chunk is taken out again on the way back.
+            options = call.body.get("stream_options")
+            changed["stream_options"] = {
+                **(options if isinstance(options, dict) else {}),
+                "include_usage": True,
+            }
+        body = json.dumps(changed).encode()
+    call.strip_usage = ask_usage
     url = url_for(provider, state.base_url, call.endpoint, upstream_model)
     headers = request_headers(call.request.headers, call.snapshot.keys.get(state.name), provider.kind)
 
@@ -121,6 +131,9 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
         call.upstream_duration = loop.time() - sent
         call.status = resp.status
         out_headers = response_headers(resp.headers, state.name, call.request_id)
+        out_headers["x-llmgw-attempts"] = str(call.attempts)
+        if call.cache_status:
+            out_headers["x-llmgw-cache"] = call.cache_status
         if (
             call.stream
             and resp.status == 200
@@ -131,8 +144,11 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
             data = await resp.read()
         except upstream.UpstreamError as exc:
             raise _failure(state.name, exc) from None
-        if resp.status == 200 and _USAGE in data:
-            call.usage = _usage_of(data)
+        if resp.status == 200:
+            if _USAGE in data:
+                call.usage = _usage_of(data)
+            if call.cache_key is not None:
+                caching.keep(call, caching.JSON, data)
         return web.Response(status=resp.status, body=data, headers=out_headers)
     except upstream.UpstreamError as exc:
         failure = _failure(state.name, exc)
@@ -151,13 +167,34 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
 
 async def _relay_stream(call: Call, resp: upstream.Response, headers: CIMultiDict[str]) -> web.StreamResponse:
     out = web.StreamResponse(status=resp.status, headers=headers)
-    reader = sse.UsageReader()
+    # The plain reader when the stream goes through untouched; the filter when the sidecar
+    # added a usage chunk, or needs the text (no usage chunk may come) or the bytes (cache).
+    filtered = call.strip_usage or call.reservation is not None or call.cache_key is not None
+    reader: sse.UsageReader | sse.StreamFilter = (
+        sse.StreamFilter(call.strip_usage, call.reservation is not None, call.cache_key is not None)
+        if filtered
+        else sse.UsageReader()
+    )
+    complete = False
     try:
         await out.prepare(call.request)
         try:
             async for chunk in resp.chunks():
-                reader.feed(chunk)
+                if filtered:
+                    assert isinstance(reader, sse.StreamFilter)
+                    chunk = reader.filter(chunk)
+                    if not chunk:
+                        continue
+                else:
+                    assert isinstance(reader, sse.UsageReader)
+                    reader.feed(chunk)
                 await out.write(chunk)
+            if filtered:
+                assert isinstance(reader, sse.StreamFilter)
+                rest = reader.finish()
+                if rest:
+                    await out.write(rest)
+            complete = True
         except upstream.UpstreamError as exc:
             failure = _failure(call.provider.name if call.provider else "", exc)
             call.status = failure.status
@@ -168,7 +205,16 @@ async def _relay_stream(call: Call, resp: upstream.Response, headers: CIMultiDic
     finally:
         resp.close()
         call.usage = reader.usage
+        if isinstance(reader, sse.StreamFilter):
+            call.stream_text = reader.text()
+    if complete and call.status == 200 and isinstance(reader, sse.StreamFilter) and reader.kept is not None:
+        caching.keep(call, caching.SSE, b"".join(reader.kept))
     return out
+
+
+def _wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _usage_of(data: bytes) -> dict[str, Any] | None:

@@ -13,9 +13,15 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import prometheus_client as prom
 from prometheus_client import core
+
+if TYPE_CHECKING:
+    from llmgw_proxy import state
+
+_BREAKER_STATE = {"closed": 0, "half_open": 1, "open": 2}
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -50,6 +56,17 @@ class Metrics:
         self.upstream_duration: dict[tuple[str, str], _Histogram] = {}
         self.tokens: dict[tuple[str, str, str, str], int] = {}
         self.in_flight = 0
+        # Policy counters, by label tuple (names in _COUNTERS).
+        self.ratelimit_rejections: dict[tuple[str, ...], int] = {}
+        self.breaker_transitions: dict[tuple[str, ...], int] = {}
+        self.retries: dict[tuple[str, ...], int] = {}
+        self.fallbacks: dict[tuple[str, ...], int] = {}
+        self.cache_lookups: dict[tuple[str, ...], int] = {}
+        self.cache_evictions: dict[tuple[str, ...], int] = {}
+        self.provider_paused: dict[tuple[str, ...], int] = {}
+        # Read at scrape time: the limiters and breakers of the snapshot being served, the cache store.
+        self.live: state.Live | None = None
+        self.cache_store: Any = None
         self.config_generation = prom.Gauge(
             "llmgw_config_generation",
             "Generation of the config being served (1 = first load).",
@@ -59,6 +76,7 @@ class Metrics:
             "llmgw_config_reload_failures", "Config or key file reloads refused.", registry=self.registry
         )
         self.registry.register(_Collector(self))
+        self.registry.register(_PolicyCollector(self))
 
     def observe(
         self,
@@ -88,6 +106,10 @@ class Metrics:
         if completion_tokens:
             tkey = ("completion", route, provider, model)
             self.tokens[tkey] = self.tokens.get(tkey, 0) + completion_tokens
+
+    @staticmethod
+    def count(table: dict[tuple[str, ...], int], key: tuple[str, ...]) -> None:
+        table[key] = table.get(key, 0) + 1
 
     def exposition(self) -> bytes:
         return prom.generate_latest(self.registry)
@@ -133,3 +155,75 @@ class _Collector:
             tokens.add_metric(key, count)
         yield tokens
         yield core.GaugeMetricFamily("llmgw_in_flight_requests", "Requests being handled.", value=m.in_flight)
+
+
+_COUNTERS = (
+    (
+        "ratelimit_rejections",
+        "llmgw_ratelimit_rejections",
+        "Requests a local rate limit refused for a target.",
+        ("provider", "model", "kind"),
+    ),
+    (
+        "breaker_transitions",
+        "llmgw_breaker_transitions",
+        "Circuit breaker state changes.",
+        ("provider", "from", "to"),
+    ),
+    ("retries", "llmgw_retries", "Upstream requests sent again to the same target.", ("provider",)),
+    ("fallbacks", "llmgw_fallbacks", "Moves from one route target to the next.", ("route", "from", "to")),
+    ("cache_lookups", "llmgw_cache_lookups", "Cache decisions for cacheable routes.", ("result",)),
+    ("cache_evictions", "llmgw_cache_evictions", "Cache entries dropped by the store.", ("reason",)),
+    ("provider_paused", "llmgw_provider_paused", "Upstream 429s that paused a provider.", ("provider",)),
+)
+
+
+class _PolicyCollector:
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def describe(self) -> list[core.Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[core.Metric]:
+        m = self._m
+        for attr, name, doc, labels in _COUNTERS:
+            family = core.CounterMetricFamily(name, doc, labels=list(labels))
+            for key, count in list(getattr(m, attr).items()):
+                family.add_metric(key, count)
+            yield family
+        remaining = core.GaugeMetricFamily(
+            "llmgw_ratelimit_remaining",
+            "Capacity left in the tightest local bucket (model empty: the provider's own limit).",
+            labels=["provider", "model", "kind"],
+        )
+        breakers = core.GaugeMetricFamily(
+            "llmgw_breaker_state",
+            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+            labels=["provider"],
+        )
+        snapshot = m.live.snapshot if m.live is not None else None
+        for name, provider in snapshot.providers.items() if snapshot else ():
+            limiter = provider.extras.get("limiter")
+            if limiter is not None:
+                models = [""] if provider.provider.rate_limit is not None else []
+                for model in [*models, *provider.provider.model_rate_limits]:
+                    h = limiter.headers(model)
+                    if h.remaining_requests is not None:
+                        remaining.add_metric([name, model, "requests"], h.remaining_requests)
+                    if h.remaining_tokens is not None:
+                        remaining.add_metric([name, model, "tokens"], h.remaining_tokens)
+            breaker = provider.extras.get("breaker")
+            if breaker is not None:
+                breakers.add_metric([name], _BREAKER_STATE[breaker.state.value])
+            elif provider.provider.circuit_breaker is not None:
+                breakers.add_metric([name], 0)
+        yield remaining
+        yield breakers
+        stats = m.cache_store.stats if m.cache_store is not None else None
+        yield core.GaugeMetricFamily(
+            "llmgw_cache_bytes", "Bytes held by the cache store.", value=stats.bytes if stats else 0
+        )
+        yield core.GaugeMetricFamily(
+            "llmgw_cache_entries", "Entries held by the cache store.", value=stats.entries if stats else 0
+        )

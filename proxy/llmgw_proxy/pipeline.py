@@ -9,15 +9,17 @@ read or change the call, answer by itself (return a response or raise
     account          metrics, the log line, the server span; turns ProxyError into JSON
     parse_body       content type, size limit, JSON, ``model``, ``stream``
     resolve_route    ``model`` -> route (404 when none)
-      (rate_limit)   next issue: local token buckets, 429 + Retry-After
-      (cache)        next issue: answer repeat deterministic requests from memory
-    attempt_targets  route.targets in order; the primary only, until fallback joins
-      (breaker)      next issue: skip a target whose breaker is open (503 when all are)
-      (retry)        next issue: retry one target with backoff, honouring Retry-After
+    cache            answer repeat deterministic requests from memory (caching.py); a hit
+                     spends no rate limit quota
+    attempt_targets  route.targets in order (attempts.py); for each target:
+      breaker        skip a target whose breaker is open (503 when all are)
+      rate limit     reserve a request and tokens, wait up to maxWait or skip the target
+                     (429 + Retry-After when every target was refused)
+      retry          retry the target with backoff, honouring Retry-After, then fall back
     forward          one upstream exchange; relays the body or the SSE stream
 
-Policies join by inserting their step into ``STEPS`` (or a copy of it passed
-to ``app.build``); per-provider state lives in ``state.ProviderState.extras``.
+Per-provider policy state (limiter, breaker) lives in
+``state.ProviderState.extras`` (see guards.py); the cache store is one per server.
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from llmgw_proxy import config, errors, forward, logs, metrics, state, tracing, upstream
+from llmgw_proxy import attempts, caching, config, errors, forward, logs, metrics, state, tracing, upstream
+from llmgw_proxy.policies import cache_store, limits
 
 log = logging.getLogger("llmgw.request")
 
@@ -46,6 +49,7 @@ class Services:
     transport: upstream.Transport
     metrics: metrics.Metrics
     tracing: tracing.Tracing
+    cache: cache_store.MemoryStore | None = None  # created on the first cacheable request
 
 
 @dataclasses.dataclass(slots=True)
@@ -68,6 +72,12 @@ class Call:
     upstream_duration: float | None = None
     usage: dict[str, Any] | None = None
     span: Any = None
+    reservation: limits.Reservation | None = None
+    strip_usage: bool = False  # the sidecar asked the upstream for stream usage; the caller did not
+    stream_text: str = ""  # a stream's completion text, kept only to estimate usage it did not report
+    cache_key: str | None = None
+    cache_ttl: float = 0.0
+    cache_status: str = ""
 
 
 Next = Callable[[Call], Awaitable[web.StreamResponse]]
@@ -191,27 +201,15 @@ def resolve_route(call: Call, next_step: Next) -> Awaitable[web.StreamResponse]:
     return next_step(call)
 
 
-def may_fall_back(call: Call, failure: errors.ProxyError) -> bool:
-    """Whether a failed target hands over to the next one. The fallback policy decides; alone, never."""
-    return False
-
-
-async def attempt_targets(call: Call, next_step: Next) -> web.StreamResponse:
-    assert call.route is not None
-    targets = call.route.targets
-    for index, target in enumerate(targets):
-        call.target = target
-        call.provider = call.snapshot.providers[target.provider]
-        call.attempts += 1
-        try:
-            return await next_step(call)
-        except errors.ProxyError as failure:
-            if index + 1 == len(targets) or not may_fall_back(call, failure):
-                raise
-    raise AssertionError("a route has at least one target")  # pragma: no cover
-
-
-STEPS: tuple[Step, ...] = (account, parse_body, resolve_route, attempt_targets, forward.forward)
+STEPS: tuple[Step, ...] = (
+    account,
+    parse_body,
+    resolve_route,
+    caching.cache,
+    attempts.attempt_targets,
+    forward.forward,
+)
+attempt_targets = attempts.attempt_targets
 
 
 def compose(steps: Sequence[Step]) -> Next:

@@ -87,3 +87,59 @@ class UsageReader:
             usage = obj.get("usage")
             if isinstance(usage, dict):
                 self.usage = usage
+
+
+class StreamFilter:
+    """Relays a stream event by event when the sidecar must look inside it.
+
+    ``strip``: drop the usage-only chunk (the sidecar asked for it, the caller
+    did not) after noting its usage. ``text``: keep the completion text, to
+    estimate usage a provider did not report. ``keep``: keep the bytes sent,
+    for the cache. Events go out whole; an incomplete one waits for the rest.
+    """
+
+    __slots__ = ("_pending", "_strip", "_texts", "kept", "usage")
+
+    def __init__(self, strip: bool, text: bool, keep: bool) -> None:
+        self._pending = b""
+        self._strip = strip
+        self._texts: list[str] | None = [] if text else None
+        self.kept: list[bytes] | None = [] if keep else None
+        self.usage: dict[str, Any] | None = None
+
+    def filter(self, chunk: bytes) -> bytes:
+        events, self._pending = split_events(self._pending + chunk)
+        out = [self._event(e) for e in events]
+        data = b"".join(out)
+        if self.kept is not None and data:
+            self.kept.append(data)
+        return data
+
+    def finish(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        if not rest.strip():
+            return b""
+        data = self._event(rest)
+        if self.kept is not None and data:
+            self.kept.append(data)
+        return data
+
+    def text(self) -> str:
+        return "".join(self._texts or ())
+
+    def _event(self, event: bytes) -> bytes:
+        if _USAGE in event or (self._texts is not None and b"choices" in event):
+            for obj in iter_json([event]):
+                usage = obj.get("usage")
+                if isinstance(usage, dict):
+                    self.usage = usage
+                    if self._strip and is_usage_only(obj):
+                        return b""
+                if self._texts is not None:
+                    for choice in obj.get("choices") or ():
+                        if isinstance(choice, dict):
+                            delta = choice.get("delta")
+                            piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+                            if isinstance(piece, str):
+                                self._texts.append(piece)
+        return event + b"\n\n"

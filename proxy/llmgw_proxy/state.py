@@ -9,6 +9,7 @@ whole, so a request sees one consistent config from start to end.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from llmgw_proxy import config, keys, upstream
@@ -37,15 +38,36 @@ class Snapshot:
     keys: dict[str, keys.Key | None]
 
 
+LIMITER = "limiter"
+BREAKER = "breaker"
+
+KEEP: dict[str, Callable[[config.Provider], Any]] = {
+    LIMITER: lambda p: (p.rate_limit, p.model_rate_limits),
+    BREAKER: lambda p: p.circuit_breaker,
+}
+"""The extras a changed provider keeps: those whose config inputs compare equal (frozen models)."""
+
+
 def carry_over(previous: Snapshot | None, cfg: config.ProxyConfig) -> dict[str, ProviderState]:
-    """States for ``cfg``'s providers, reusing the previous object when a provider is unchanged."""
+    """States for ``cfg``'s providers, reusing the previous object when a provider is unchanged.
+
+    A changed provider gets a new state, which still takes over each policy
+    object whose own settings did not change (an edited timeout keeps an open
+    breaker; an edited rate limit starts with full buckets).
+    """
     old = previous.providers if previous else {}
     result = {}
     for name, provider in cfg.providers.items():
         kept = old.get(name)
-        result[name] = (
-            kept if kept is not None and kept.provider == provider else ProviderState(name, provider)
-        )
+        if kept is not None and kept.provider == provider:
+            result[name] = kept
+            continue
+        fresh = ProviderState(name, provider)
+        if kept is not None:
+            for extra, inputs in KEEP.items():
+                if extra in kept.extras and inputs(kept.provider) == inputs(provider):
+                    fresh.extras[extra] = kept.extras[extra]
+        result[name] = fresh
     return result
 
 

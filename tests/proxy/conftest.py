@@ -68,6 +68,8 @@ def config_doc(upstream: str, key_file: pathlib.Path | None, **top: Any) -> dict
                 "baseUrl": upstream,
                 "apiKeyFile": str(key_file) if key_file else None,
                 "timeouts": {"connect": 2, "firstByte": 2, "total": 5},
+                # One try: these tests see each upstream answer as it was; the policy tests retry.
+                "retry": {"attempts": 1},
             }
         },
         "routes": [{"model": "*", "targets": [{"provider": "fake"}]}],

@@ -1,0 +1,210 @@
+"""The attempt loop: route targets in order, each behind its breaker and limits, with retries.
+
+For each target (primary first): the breaker admits or skips it, then the
+limiter reserves one request and the token estimate, waiting up to
+``maxWait`` or skipping it; then ``forward`` sends. Every try is a real
+upstream request, so every try (retries included) takes a request slot.
+
+After an answer:
+
+- 2xx, or anything already sent to the client (a started stream): done;
+- 429 from the upstream: the provider is paused for its Retry-After (not a
+  breaker failure) and the next target is tried;
+- any other 4xx but 408: the same request would fail anywhere; answered as is;
+- 5xx, 408, timeouts, connection failures: retried on the same target with
+  backoff (``retry.attempts`` tries, within ``timeouts.total`` of the request's
+  start), then the next target.
+
+When no target answered, a local rate limit refusal wins (429, the smallest
+Retry-After: capacity returns at a known time), then open breakers (503),
+then the last upstream answer or failure as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from llmgw_proxy import config, errors, guards, state
+from llmgw_proxy.policies import backoff, breaker, limits, tokens
+
+if TYPE_CHECKING:
+    from llmgw_proxy.pipeline import Call, Next
+
+_RNG = random.Random()
+
+
+class _Outcome:
+    """What the loop learned from the targets that did not serve."""
+
+    __slots__ = ("breaker_wait", "failure", "limit_headers", "limit_wait", "limited", "response")
+
+    def __init__(self) -> None:
+        self.limited = False
+        self.limit_wait: float | None = None
+        self.limit_headers: dict[str, str] = {}
+        self.breaker_wait: float | None = None
+        self.failure: errors.ProxyError | None = None
+        self.response: web.StreamResponse | None = None
+
+    def refused(self, refusal: limits.Refused) -> None:
+        wait = refusal.retry_after
+        if not self.limited or (wait is not None and (self.limit_wait is None or wait < self.limit_wait)):
+            self.limit_wait, self.limit_headers = wait, refusal.headers.as_dict()
+        self.limited = True
+
+    def final(self) -> web.StreamResponse:
+        if self.limited:
+            raise errors.rate_limited(self.limit_wait, self.limit_headers)
+        if self.response is not None:
+            return self.response
+        if self.failure is not None:
+            raise self.failure
+        raise errors.breakers_open(self.breaker_wait or 0.0)
+
+
+def _retry_after(headers: object) -> float | None:
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    seconds: float | None = backoff.parse_retry_after_ms(get("retry-after-ms"))
+    if seconds is None:
+        seconds = backoff.parse_retry_after(get("Retry-After"), time.time())
+    return seconds
+
+
+async def attempt_targets(call: Call, next_step: Next) -> web.StreamResponse:
+    assert call.route is not None
+    services = call.services
+    loop = asyncio.get_running_loop()
+    outcome = _Outcome()
+    previous = ""
+    for target in call.route.targets:
+        current = call.snapshot.providers[target.provider]
+        if previous:
+            services.metrics.count(services.metrics.fallbacks, (call.route.model, previous, current.name))
+        previous = current.name
+        provider = current.provider
+        upstream_model = target.model or call.model
+        deadline = call.started + provider.timeouts.total
+        gate = guards.breaker_of(current, services.metrics)
+        tries = 0
+        while True:
+            ticket = None
+            if gate is not None:
+                ticket = gate.acquire()
+                if ticket is None:
+                    wait = gate.retry_after()
+                    if outcome.breaker_wait is None or wait < outcome.breaker_wait:
+                        outcome.breaker_wait = wait
+                    break
+            reservation = None
+            limiter = guards.limiter(current)
+            if limiter is not None:
+                reservation = await _admit(call, limiter, current.name, upstream_model, provider, outcome)
+                if reservation is None:
+                    if gate is not None and ticket is not None:
+                        gate.record(ticket, breaker.Outcome.IGNORED)
+                    break
+            if tries:
+                services.metrics.count(services.metrics.retries, (current.name,))
+            tries += 1
+            call.attempts += 1
+            call.target, call.provider, call.reservation = target, current, reservation
+            call.usage = None
+            try:
+                response = await next_step(call)
+            except errors.ProxyError as failure:
+                # No answer from the upstream: nothing was used there.
+                if reservation is not None:
+                    reservation.cancel()
+                kind = config.FailureKind.TIMEOUT if failure.status == 504 else config.FailureKind.CONNECTION
+                if gate is not None and ticket is not None:
+                    gate.record(ticket, breaker.classify(gate.policy, failure=kind))
+                outcome.failure, outcome.response = failure, None
+                status: int | None = None
+                retry_after = None
+            except BaseException:
+                if reservation is not None:
+                    reservation.cancel()  # the client left (or a bug): give the capacity back
+                if gate is not None and ticket is not None:
+                    gate.record(ticket, breaker.Outcome.IGNORED)
+                raise
+            else:
+                status = response.status
+                if reservation is not None:
+                    reservation.settle(_used(call) if status < 400 else 0)
+                if gate is not None and ticket is not None:
+                    gate.record(ticket, breaker.classify(gate.policy, status=status))
+                if status < 400 or response.prepared:
+                    return response
+                outcome.failure, outcome.response = None, response
+                retry_after = _retry_after(response.headers)
+                if status == 429:
+                    _pause(call, current, retry_after)
+                    break
+                if status != 408 and status < 500:
+                    return response
+            if status is not None and not backoff.retryable(status):
+                break
+            backoff_wait = backoff.delay(
+                provider.retry, tries, _RNG, retry_after=retry_after, time_left=deadline - loop.time()
+            )
+            if backoff_wait is None:
+                break
+            await asyncio.sleep(backoff_wait)
+    return outcome.final()
+
+
+async def _admit(
+    call: Call,
+    limiter: limits.ProviderLimiter,
+    name: str,
+    upstream_model: str,
+    provider: config.Provider,
+    outcome: _Outcome,
+) -> limits.Reservation | None:
+    policy = provider.model_rate_limits.get(upstream_model) or provider.rate_limit
+    budget = policy.default_max_tokens if policy is not None else config.RateLimit().default_max_tokens
+    decision = limiter.acquire(upstream_model, tokens.reservation(call.endpoint, call.body, budget))
+    if isinstance(decision, limits.Refused):
+        metrics_ = call.services.metrics
+        metrics_.count(metrics_.ratelimit_rejections, (name, upstream_model, decision.reason))
+        outcome.refused(decision)
+        return None
+    if decision.wait > 0:
+        try:
+            await asyncio.sleep(decision.wait)
+        except BaseException:
+            decision.reservation.cancel()
+            raise
+    return decision.reservation
+
+
+def _used(call: Call) -> int:
+    usage = call.usage
+    if usage is not None:
+        total = usage.get("total_tokens")
+        if isinstance(total, int):
+            return total
+        parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+        return sum(p for p in parts if isinstance(p, int))
+    if call.stream:
+        return tokens.streamed(call.endpoint, call.body, call.stream_text)
+    assert call.reservation is not None
+    return call.reservation.tokens  # no usage reported: keep the estimate
+
+
+def _pause(call: Call, current: state.ProviderState, retry_after: float | None) -> None:
+    limiter = guards.limiter(current, create=True)
+    assert limiter is not None
+    # No Retry-After: a short pause still spreads the next requests over the fallbacks.
+    seconds = retry_after if retry_after is not None and math.isfinite(retry_after) else 1.0
+    limiter.pause(asyncio.get_running_loop().time() + seconds)
+    metrics_ = call.services.metrics
+    metrics_.count(metrics_.provider_paused, (current.name,))
