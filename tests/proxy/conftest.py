@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -195,3 +196,58 @@ class Mount:
 @pytest.fixture
 def kubelet_mount() -> type[Mount]:
     return Mount
+
+
+@dataclasses.dataclass
+class Pair:
+    """Two fake providers behind one route: ``primary`` first, then ``fallback``."""
+
+    primary: fake_provider.FakeProvider
+    fallback: fake_provider.FakeProvider
+    urls: dict[str, str]
+
+    def doc(
+        self,
+        key_file: pathlib.Path,
+        primary: dict[str, Any] | None = None,
+        fallback: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        providers = {}
+        for name, policy in (("primary", primary), ("fallback", fallback)):
+            providers[name] = {
+                "baseUrl": self.urls[name],
+                "apiKeyFile": str(key_file),
+                "timeouts": {"connect": 2, "firstByte": 2, "total": 5},
+                "retry": {"attempts": 1},
+                **(policy or {}),
+            }
+        targets = [{"provider": "primary"}, {"provider": "fallback"}]
+        return {"version": 1, "providers": providers, "routes": [{"model": "*", "targets": targets}]}
+
+
+@pytest.fixture
+async def pair(aiohttp_server: AiohttpServer) -> Pair:
+    fakes = {"primary": fake_provider.FakeProvider(), "fallback": fake_provider.FakeProvider()}
+    urls = {}
+    for name, fake_ in fakes.items():
+        server = await aiohttp_server(fake_.app())
+        urls[name] = str(server.make_url("/v1"))
+    return Pair(fakes["primary"], fakes["fallback"], urls)
+
+
+async def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError("the condition did not hold in time")
+        await asyncio.sleep(0.01)
+
+
+Eventually = Callable[..., Awaitable[None]]
+
+
+@pytest.fixture
+def eventually() -> Eventually:
+    return _eventually

@@ -1,0 +1,74 @@
+"""Retries with backoff on one target, bounded by the request's deadline, then fallback."""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import openai
+import pytest
+from openai.types.chat import ChatCompletionMessageParam
+
+from llmgw_dev import fake_provider
+
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
+RETRY = {"retry": {"attempts": 3, "baseBackoff": 0.01, "maxBackoff": 0.02}}
+
+
+def single(upstream: str, key_file: pathlib.Path, make_doc: Any, **provider: Any) -> dict[str, Any]:
+    doc = make_doc(upstream, key_file)
+    doc["providers"]["fake"].update(provider)
+    return dict(doc)
+
+
+async def test_a_503_then_success_on_the_same_target_succeeds_on_the_second_attempt(
+    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+) -> None:
+    proxy = await start_proxy(single(upstream, key_file, make_doc, **RETRY))
+    fake.plan(fake_provider.Fault(status=503))
+    raw = await proxy.async_client().chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    assert raw.http_response.status_code == 200
+    assert raw.headers["x-llmgw-attempts"] == "2"
+    assert raw.headers["x-llmgw-provider"] == "fake"
+    assert proxy.sample("llmgw_retries_total", provider="fake") == 1
+
+
+@pytest.mark.parametrize("stream", [pytest.param(False, id="plain"), pytest.param(True, id="stream")])
+async def test_a_400_is_never_retried_nor_sent_to_a_fallback(
+    start_proxy: Any, pair: Any, key_file: pathlib.Path, stream: bool
+) -> None:
+    proxy = await start_proxy(pair.doc(key_file, primary=RETRY))
+    pair.primary.plan(fake_provider.Fault(status=400, times=0))
+    with pytest.raises(openai.BadRequestError) as caught:
+        await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES, stream=stream)
+    assert caught.value.response.headers["x-llmgw-attempts"] == "1"
+    assert len(pair.primary.requests) == 1
+    assert len(pair.fallback.requests) == 0
+
+
+async def test_retries_stop_at_the_total_deadline(
+    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+) -> None:
+    # Retry-After 0.4 s is honoured; with a 1 s total only two tries fit, not ten.
+    retry = {"attempts": 10, "baseBackoff": 0.01, "maxBackoff": 0.02}
+    timeouts = {"connect": 1, "firstByte": 1, "total": 1}
+    proxy = await start_proxy(single(upstream, key_file, make_doc, retry=retry, timeouts=timeouts))
+    fake.plan(fake_provider.Fault(status=503, retry_after=0.4, times=0))
+    with pytest.raises(openai.InternalServerError) as caught:
+        await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
+    assert caught.value.status_code == 503
+    assert 2 <= len(fake.requests) <= 3
+
+
+async def test_a_stream_falls_back_when_the_primary_fails_before_its_first_byte(
+    start_proxy: Any, pair: Any, key_file: pathlib.Path
+) -> None:
+    proxy = await start_proxy(pair.doc(key_file))
+    pair.primary.plan(fake_provider.Fault(reset=True))
+    raw = await proxy.async_client().chat.completions.with_raw_response.create(
+        model="m", messages=MESSAGES, stream=True
+    )
+    chunks = [c.choices[0].delta.content or "" async for c in raw.parse() if c.choices]
+    assert "".join(chunks) == fake_provider.REPLY
+    assert raw.headers["x-llmgw-provider"] == "fallback"
+    assert raw.headers["x-llmgw-attempts"] == "2"
