@@ -118,7 +118,9 @@ def _wants_usage(body: dict[str, Any]) -> bool:
 
 def _as_stream(answer: dict[str, Any], usage: bool) -> bytes:
     """A stored completion as the SSE stream a provider would have sent."""
-    base: dict[str, Any] = {k: answer.get(k) for k in ("id", "created", "model", "system_fingerprint") if k in answer}
+    base: dict[str, Any] = {
+        k: answer.get(k) for k in ("id", "created", "model", "system_fingerprint") if k in answer
+    }
     chat = answer.get("object") == "chat.completion"
     base["object"] = "chat.completion.chunk" if chat else answer.get("object", "text_completion")
     parts = []

@@ -104,6 +104,8 @@ def rate_limited(retry_after: float | None, headers: dict[str, str]) -> ProxyErr
             headers=out,
         )
     out["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    # The openai clients prefer this one: they wait the exact time instead of whole seconds.
+    out["retry-after-ms"] = str(max(1, math.ceil(retry_after * 1000)))
     return ProxyError(
         429,
         f"Rate limit reached on this gateway; retry in {out['Retry-After']} s",

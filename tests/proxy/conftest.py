@@ -34,12 +34,14 @@ class Proxy:
     clients: list[openai.OpenAI | openai.AsyncOpenAI] = dataclasses.field(default_factory=list)
 
     def client(self, **kwargs: Any) -> openai.OpenAI:
-        client = openai.OpenAI(base_url=self.url + "/v1", api_key=CALLER_KEY, max_retries=0, **kwargs)
+        kwargs.setdefault("max_retries", 0)
+        client = openai.OpenAI(base_url=self.url + "/v1", api_key=CALLER_KEY, **kwargs)
         self.clients.append(client)
         return client
 
     def async_client(self, **kwargs: Any) -> openai.AsyncOpenAI:
-        client = openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=CALLER_KEY, max_retries=0, **kwargs)
+        kwargs.setdefault("max_retries", 0)
+        client = openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=CALLER_KEY, **kwargs)
         self.clients.append(client)
         return client
 
@@ -235,10 +237,10 @@ async def pair(aiohttp_server: AiohttpServer) -> Pair:
     return Pair(fakes["primary"], fakes["fallback"], urls)
 
 
-async def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+async def _eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``within`` seconds."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not condition():
         if loop.time() > deadline:
             raise AssertionError("the condition did not hold in time")

@@ -1,0 +1,131 @@
+"""The sidecar's answer cache: HIT, MISS, BYPASS; canonical keys; SSE replay; no quota spent."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import pytest
+
+from llmgw_dev import fake_provider
+
+ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+
+
+def cached(upstream: str, key_file: pathlib.Path, make_doc: Any, **policy: Any) -> dict[str, Any]:
+    doc = make_doc(upstream, key_file)
+    doc["providers"]["fake"]["cache"] = {"enabled": True, "ttl": 60, **policy}
+    return dict(doc)
+
+
+async def post(http: Any, proxy: Any, body: bytes | dict[str, Any], **headers: str) -> tuple[int, Any, bytes]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", **headers}
+    async with http.post(proxy.url + "/v1/chat/completions", data=data, headers=headers) as resp:
+        return resp.status, resp.headers, await resp.read()
+
+
+@pytest.fixture
+async def proxy(start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any) -> Any:
+    return await start_proxy(cached(upstream, key_file, make_doc))
+
+
+async def test_a_repeated_temperature_0_request_is_a_miss_then_a_hit(
+    proxy: Any, fake: Any, http: Any
+) -> None:
+    status, headers, first = await post(http, proxy, ASK)
+    assert (status, headers["x-llmgw-cache"]) == (200, "MISS")
+    status, headers, second = await post(http, proxy, ASK)
+    assert (status, headers["x-llmgw-cache"]) == (200, "HIT")
+    assert headers["x-llmgw-provider"] == "fake"
+    assert json.loads(second) == json.loads(first)
+    assert len(fake.requests) == 1
+    assert proxy.sample("llmgw_cache_lookups_total", result="hit") == 1
+    assert proxy.sample("llmgw_cache_lookups_total", result="miss") == 1
+    assert proxy.sample("llmgw_cache_entries") == 1
+    assert proxy.sample("llmgw_cache_bytes") > len(first)
+
+
+async def test_key_order_and_whitespace_of_the_body_do_not_change_the_key(
+    proxy: Any, fake: Any, http: Any
+) -> None:
+    await post(http, proxy, json.dumps(ASK).encode())
+    reordered = json.dumps(dict(reversed(list(ASK.items()))), indent=4).encode()
+    _, headers, _ = await post(http, proxy, reordered)
+    assert headers["x-llmgw-cache"] == "HIT"
+    assert len(fake.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "status"),
+    [
+        pytest.param("no-store", "BYPASS", id="no-store-bypasses"),
+        pytest.param("no-cache", "MISS", id="no-cache-refreshes"),
+    ],
+)
+async def test_request_cache_control_skips_the_lookup(
+    proxy: Any, fake: Any, http: Any, cache_control: str, status: str
+) -> None:
+    await post(http, proxy, ASK)
+    _, headers, _ = await post(http, proxy, ASK, **{"Cache-Control": cache_control})
+    assert headers["x-llmgw-cache"] == status
+    assert len(fake.requests) == 2
+
+
+async def test_a_request_the_mode_does_not_cover_is_bypassed(proxy: Any, fake: Any, http: Any) -> None:
+    warm = {**ASK, "temperature": 0.7}
+    for _ in range(2):
+        _, headers, _ = await post(http, proxy, warm)
+        assert headers["x-llmgw-cache"] == "BYPASS"
+    assert len(fake.requests) == 2
+    assert proxy.sample("llmgw_cache_lookups_total", result="bypass") == 2
+
+
+async def test_an_error_answer_is_not_stored(proxy: Any, fake: Any, http: Any) -> None:
+    fake.plan(fake_provider.Fault(status=500))
+    status, headers, _ = await post(http, proxy, ASK)
+    assert (status, headers["x-llmgw-cache"]) == (500, "MISS")
+    status, headers, _ = await post(http, proxy, ASK)
+    assert (status, headers["x-llmgw-cache"]) == (200, "MISS")
+    assert proxy.sample("llmgw_cache_entries") == 1
+
+
+async def test_a_streaming_client_gets_a_cached_answer_as_sse(proxy: Any, fake: Any) -> None:
+    client = proxy.async_client()
+    await client.chat.completions.create(**ASK)
+    raw = await client.chat.completions.with_raw_response.create(**ASK, stream=True)
+    chunks = [c async for c in raw.parse()]
+    assert raw.headers["x-llmgw-cache"] == "HIT"
+    assert raw.headers["content-type"].startswith("text/event-stream")
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == fake_provider.REPLY
+    assert len(fake.requests) == 1
+
+
+async def test_a_streamed_answer_is_stored_and_replayed_to_both_kinds_of_client(
+    proxy: Any, fake: Any
+) -> None:
+    client = proxy.async_client()
+    first = [c async for c in await client.chat.completions.create(**ASK, stream=True)]
+    assert "".join(c.choices[0].delta.content or "" for c in first if c.choices) == fake_provider.REPLY
+    again = await client.chat.completions.with_raw_response.create(**ASK, stream=True)
+    replayed = [c async for c in again.parse()]
+    assert again.headers["x-llmgw-cache"] == "HIT"
+    assert [c.model_dump() for c in replayed] == [c.model_dump() for c in first]
+    plain = await client.chat.completions.with_raw_response.create(**ASK)
+    assert plain.headers["x-llmgw-cache"] == "HIT"
+    assert plain.parse().choices[0].message.content == fake_provider.REPLY
+    assert len(fake.requests) == 1
+
+
+async def test_a_cache_hit_spends_no_rate_limit_quota(
+    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, http: Any
+) -> None:
+    doc = cached(upstream, key_file, make_doc)
+    doc["providers"]["fake"]["rateLimit"] = {"requestsPerMinute": 60, "requestBurst": 1}
+    proxy = await start_proxy(doc)
+    for expected in ("MISS", "HIT", "HIT", "HIT"):
+        status, headers, _ = await post(http, proxy, ASK)
+        assert (status, headers["x-llmgw-cache"]) == (200, expected)
+    status, _, _ = await post(http, proxy, {**ASK, "temperature": 1})
+    assert status == 429  # the one request slot went to the first miss, none to the hits
