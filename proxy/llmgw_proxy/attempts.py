@@ -116,7 +116,7 @@ async def attempt_targets(call: Call, next_step: Next) -> web.StreamResponse:
             tries += 1
             call.attempts += 1
             call.target, call.provider, call.reservation = target, current, reservation
-            call.usage = None
+            call.usage, call.status, call.stream_text = None, 0, ""
             try:
                 response = await next_step(call)
             except errors.ProxyError as failure:
@@ -131,7 +131,11 @@ async def attempt_targets(call: Call, next_step: Next) -> web.StreamResponse:
                 retry_after = None
             except BaseException:
                 if reservation is not None:
-                    reservation.cancel()  # the client left (or a bug): give the capacity back
+                    # The client left (or a bug). Once the upstream answered, the request was used.
+                    if call.status:
+                        reservation.settle(_used(call))
+                    else:
+                        reservation.cancel()
                 if gate is not None and ticket is not None:
                     gate.record(ticket, breaker.Outcome.IGNORED)
                 raise

@@ -100,6 +100,8 @@ async def account(call: Call, next_step: Next) -> web.StreamResponse:
             response.headers["x-request-id"] = call.request_id
             if call.provider is not None:
                 response.headers["x-llmgw-provider"] = call.provider.name
+            if call.attempts:
+                response.headers["x-llmgw-attempts"] = str(call.attempts)
         except (asyncio.CancelledError, ConnectionResetError):
             call.status = 499  # the client went away; nginx's code, so dashboards can tell it apart
             raise

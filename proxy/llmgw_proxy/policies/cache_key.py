@@ -62,6 +62,12 @@ def key(route: str, provider: str, upstream_model: str, endpoint: str, body: Map
 
 
 def _normal(value: object) -> object:
+    # Exact-type fast paths first: this walks every value of every cacheable request.
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {str(k): _normal(v) for k, v in value.items()}  # type: ignore[attr-defined]
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, Mapping):
