@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from llmgw_proxy import sse
+from llmgw_proxy import config, sse
 from llmgw_proxy.policies import cache_key, cache_store
 
 if TYPE_CHECKING:
@@ -53,12 +54,20 @@ def store_of(call: Call) -> cache_store.MemoryStore:
     return store
 
 
-async def cache(call: Call, next_step: Next) -> web.StreamResponse:
+def cache(call: Call, next_step: Next) -> Awaitable[web.StreamResponse]:
+    # A plain function when the route does not cache: no coroutine frame of its own on the hot path.
     assert call.route is not None
     primary = call.route.targets[0]
     policy = call.snapshot.providers[primary.provider].provider.cache
     if not policy.enabled:
-        return await next_step(call)
+        return next_step(call)
+    return _cache(call, next_step, policy, primary)
+
+
+async def _cache(
+    call: Call, next_step: Next, policy: config.CachePolicy, primary: config.Target
+) -> web.StreamResponse:
+    assert call.route is not None
     metrics_ = call.services.metrics
     decision = cache_key.decide(policy, call.endpoint, call.body, call.request.headers.get("Cache-Control"))
     if decision is cache_key.Decision.BYPASS:
