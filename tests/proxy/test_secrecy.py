@@ -92,3 +92,31 @@ async def test_an_unreachable_provider_error_names_no_key(
     with pytest.raises(openai.InternalServerError) as caught:
         await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
     assert secret not in caught.value.response.text
+
+
+async def test_no_answer_log_line_or_metric_contains_the_key_with_every_policy_on(
+    start_proxy: Any,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: Any,
+    fake: Any,
+    http: Any,
+    secret: str,
+    log_lines: Any,
+) -> None:
+    doc = make_doc(upstream, key_file)
+    doc["providers"]["fake"].update(
+        rateLimit={"requestsPerMinute": 6000, "tokensPerMinute": 1_000_000},
+        circuitBreaker={"consecutiveFailures": 1, "openDuration": 30},
+        retry={"attempts": 2, "baseBackoff": 0.01},
+        cache={"enabled": True},  # deterministic: these requests bypass it, so faults reach the upstream
+    )
+    proxy = await start_proxy(doc)
+    seen = await drive_every_outcome(proxy, fake, http)
+    assert proxy.sample("llmgw_breaker_state", provider="fake") == 2  # the reset opened it: 503s were seen
+    for blob in seen:
+        assert secret.encode() not in blob
+    lines = log_lines()
+    assert any('"msg": "breaker"' in line for line in lines)
+    assert all(secret not in line for line in lines)
+    assert secret not in proxy.metrics_text()
