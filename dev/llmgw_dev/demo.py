@@ -184,7 +184,8 @@ def service_account_kubeconfig(c: cluster.Cluster, work: Path) -> Path:
 def metric(name: str, labels: str) -> float | None:
     _, text = http_get(f"http://127.0.0.1:{ADMIN_PORT}/metrics")
     for line in text.splitlines():
-        if line.startswith(name + "{") and labels in line:
+        # A metric without labels is written "name value", with labels "name{...} value".
+        if line.startswith((name + "{", name + " ")) and labels in line:
             return float(line.rsplit(" ", 1)[1])
     return None
 
