@@ -64,7 +64,10 @@ class Release:
     def can(self, verb: str, resource: str, namespace: str | None = None) -> bool:
         where = ["--namespace", namespace] if namespace else ["--all-namespaces"]
         as_account = ["--as", self.account, *where]
-        proc = self.cluster.kubectl("auth", "can-i", verb, resource, *as_account, check=False)
+        # `can-i VERB kind/status` would ask about an object named "status".
+        kind, _, sub = resource.partition("/")
+        subresource = [f"--subresource={sub}"] if sub else []
+        proc = self.cluster.kubectl("auth", "can-i", verb, kind, *subresource, *as_account, check=False)
         answer: str = proc.stdout.strip()
         assert answer in ("yes", "no"), proc.stderr
         return answer == "yes"
@@ -108,10 +111,13 @@ def test_cluster_wide_install_runs_restricted_pods_with_least_privilege(release:
     kubectl("get", "poddisruptionbudget", release.name, "-n", ns)
     kubectl("get", "clusterkopfpeering", release.name)
     kubectl("get", "crd", "llmgateways.llmgateway.io", "providerpolicies.llmgateway.io")
-    assert release.can("patch", "llmgateways.llmgateway.io")
+    assert not release.can("patch", "llmgateways.llmgateway.io")
     assert release.can("patch", "llmgateways.llmgateway.io/status")
     assert release.can("create", "secrets")
-    assert release.can("delete", "deployments.apps")
+    assert release.can("patch", "deployments.apps")
+    assert release.can("delete", "horizontalpodautoscalers.autoscaling")
+    assert not release.can("delete", "deployments.apps")
+    assert not release.can("delete", "secrets")
     assert release.can("watch", "namespaces")
     assert release.can("patch", "clusterkopfpeerings.kopf.dev")
     assert not release.can("get", "pods")

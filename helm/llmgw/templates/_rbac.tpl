@@ -1,25 +1,29 @@
 {{/*
-Least privilege for the operator. kopf patches its finalizers and progress
-annotations onto the custom resources and the status through /status; the
-apply layer writes children with server-side apply (patch), and deletes
-children it no longer renders. Pods are never touched.
+Least privilege for the operator: exactly what its code calls.
+- The custom resources are only read (kopf's event handlers and indexes watch
+  them; the reconciler GETs them); only their /status is written.
+- Children are written with server-side apply, a PATCH that creates the
+  object when it is missing, hence create + patch; ConfigMaps, Secrets and
+  Deployments are watched (Secrets for key rotation, children to put back
+  hand edits). Only an HPA is ever deleted, when autoscaling is removed.
+- Events are posted on condition transitions. Pods are never touched.
 */}}
 {{- define "llmgw.namespacedRules" -}}
 - apiGroups: ["llmgateway.io"]
   resources: ["llmgateways", "providerpolicies"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch"]
 - apiGroups: ["llmgateway.io"]
   resources: ["llmgateways/status", "providerpolicies/status"]
-  verbs: ["get", "patch"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["configmaps", "secrets"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
