@@ -80,89 +80,110 @@ def _retry_after(headers: object) -> float | None:
 
 async def attempt_targets(call: Call, next_step: Next) -> web.StreamResponse:
     assert call.route is not None
-    services = call.services
-    loop = asyncio.get_running_loop()
+    metrics_ = call.services.metrics
     outcome = _Outcome()
     previous = ""
     for target in call.route.targets:
         current = call.snapshot.providers[target.provider]
         if previous:
-            services.metrics.count(services.metrics.fallbacks, (call.route.model, previous, current.name))
+            metrics_.count(metrics_.fallbacks, (call.route.model, previous, current.name))
         previous = current.name
-        provider = current.provider
-        upstream_model = target.model or call.model
-        deadline = call.started + provider.timeouts.total
-        gate = guards.breaker_of(current, services.metrics)
-        tries = 0
-        while True:
-            ticket = None
-            if gate is not None:
-                ticket = gate.acquire()
-                if ticket is None:
-                    wait = gate.retry_after()
-                    if outcome.breaker_wait is None or wait < outcome.breaker_wait:
-                        outcome.breaker_wait = wait
-                    break
-            reservation = None
-            limiter = guards.limiter(current)
-            if limiter is not None:
-                reservation = await _admit(call, limiter, current.name, upstream_model, provider, outcome)
-                if reservation is None:
-                    if gate is not None and ticket is not None:
-                        gate.record(ticket, breaker.Outcome.IGNORED)
-                    break
-            if tries:
-                services.metrics.count(services.metrics.retries, (current.name,))
-            tries += 1
-            call.attempts += 1
-            call.target, call.provider, call.reservation = target, current, reservation
-            call.usage, call.status, call.stream_text = None, 0, ""
-            try:
-                response = await next_step(call)
-            except errors.ProxyError as failure:
-                # No answer from the upstream: nothing was used there.
-                if reservation is not None:
-                    reservation.cancel()
-                kind = config.FailureKind.TIMEOUT if failure.status == 504 else config.FailureKind.CONNECTION
-                if gate is not None and ticket is not None:
-                    gate.record(ticket, breaker.classify(gate.policy, failure=kind))
-                outcome.failure, outcome.response = failure, None
-                status: int | None = None
-                retry_after = None
-            except BaseException:
-                if reservation is not None:
-                    # The client left (or a bug). Once the upstream answered, the request was used.
-                    if call.status:
-                        reservation.settle(_used(call))
-                    else:
-                        reservation.cancel()
-                if gate is not None and ticket is not None:
-                    gate.record(ticket, breaker.Outcome.IGNORED)
-                raise
-            else:
-                status = response.status
-                if reservation is not None:
-                    reservation.settle(_used(call) if status < 400 else 0)
-                if gate is not None and ticket is not None:
-                    gate.record(ticket, breaker.classify(gate.policy, status=status))
-                if status < 400 or response.prepared:
-                    return response
-                outcome.failure, outcome.response = None, response
-                retry_after = _retry_after(response.headers)
-                if status == 429:
-                    _pause(call, current, retry_after)
-                    break
-                if status != 408 and status < 500:
-                    return response
-            if status is not None and not backoff.retryable(status):
-                break
-            backoff_wait = backoff.delay(
-                provider.retry, tries, _RNG, retry_after=retry_after, time_left=deadline - loop.time()
-            )
-            if backoff_wait is None:
-                break
-            await asyncio.sleep(backoff_wait)
+        response = await _serve_from(call, next_step, target, current, outcome)
+        if response is not None:
+            return response
     return outcome.final()
+
+
+async def _serve_from(
+    call: Call, next_step: Next, target: config.Target, current: state.ProviderState, outcome: _Outcome
+) -> web.StreamResponse | None:
+    """Tries on one target: the answer to give, or None to go on to the next target."""
+    metrics_ = call.services.metrics
+    provider = current.provider
+    upstream_model = target.model or call.model
+    deadline = call.started + provider.timeouts.total
+    gate = guards.breaker_of(current, metrics_)
+    loop = asyncio.get_running_loop()
+    tries = 0
+    while True:
+        ticket = None
+        if gate is not None:
+            ticket = gate.acquire()
+            if ticket is None:
+                wait = gate.retry_after()
+                if outcome.breaker_wait is None or wait < outcome.breaker_wait:
+                    outcome.breaker_wait = wait
+                return None
+        reservation = None
+        limiter = guards.limiter(current)
+        if limiter is not None:
+            reservation = await _admit(call, limiter, current.name, upstream_model, provider, outcome)
+            if reservation is None:
+                if gate is not None and ticket is not None:
+                    gate.record(ticket, breaker.Outcome.IGNORED)  # frees a half-open probe slot
+                return None
+        if tries:
+            metrics_.count(metrics_.retries, (current.name,))
+        tries += 1
+        call.attempts += 1
+        call.target, call.provider, call.reservation = target, current, reservation
+        call.usage, call.status, call.stream_text = None, 0, ""
+        response = await _send(call, next_step, gate, ticket, outcome)
+        status = None
+        retry_after = None
+        if response is not None:
+            status = response.status
+            if status < 400 or response.prepared:
+                return response
+            outcome.failure, outcome.response = None, response
+            retry_after = _retry_after(response.headers)
+            if status == 429:
+                _pause(call, current, retry_after)
+                return None
+            if not backoff.retryable(status):
+                return response if status < 500 else None
+        wait_for = backoff.delay(
+            provider.retry, tries, _RNG, retry_after=retry_after, time_left=deadline - loop.time()
+        )
+        if wait_for is None:
+            return None
+        await asyncio.sleep(wait_for)
+
+
+async def _send(
+    call: Call,
+    next_step: Next,
+    gate: breaker.Breaker | None,
+    ticket: breaker.Ticket | None,
+    outcome: _Outcome,
+) -> web.StreamResponse | None:
+    """One upstream exchange, settled in the limiter and recorded in the breaker; None: no answer."""
+    reservation = call.reservation
+    try:
+        response = await next_step(call)
+    except errors.ProxyError as failure:
+        if reservation is not None:
+            reservation.cancel()  # no answer from the upstream: nothing was used there
+        kind = config.FailureKind.TIMEOUT if failure.status == 504 else config.FailureKind.CONNECTION
+        if gate is not None and ticket is not None:
+            gate.record(ticket, breaker.classify(gate.policy, failure=kind))
+        outcome.failure, outcome.response = failure, None
+        return None
+    except BaseException:
+        if reservation is not None:
+            # The client left (or a bug). Once the upstream answered, the request was used.
+            if call.status:
+                reservation.settle(_used(call))
+            else:
+                reservation.cancel()
+        if gate is not None and ticket is not None:
+            gate.record(ticket, breaker.Outcome.IGNORED)
+        raise
+    if reservation is not None:
+        reservation.settle(_used(call) if response.status < 400 else 0)
+    if gate is not None and ticket is not None:
+        gate.record(ticket, breaker.classify(gate.policy, status=response.status))
+    return response
 
 
 async def _admit(

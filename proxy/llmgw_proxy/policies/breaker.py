@@ -138,17 +138,20 @@ class Breaker:
         if outcome is Outcome.IGNORED:
             return
         failed = outcome is Outcome.FAILURE
-        now = self._clock()
-        self._window.append((now, failed))
-        self._failures_in_window += failed
-        while self._window and self._window[0][0] <= now - self.policy.window:
-            self._failures_in_window -= self._window.popleft()[1]
+        ratio = self.policy.failure_ratio
+        if ratio is not None:
+            # Only a ratio needs the window: at thousands of requests a second it holds
+            # a tuple per outcome, which the garbage collector would walk for nothing.
+            now = self._clock()
+            self._window.append((now, failed))
+            self._failures_in_window += failed
+            while self._window and self._window[0][0] <= now - self.policy.window:
+                self._failures_in_window -= self._window.popleft()[1]
         self._streak = self._streak + 1 if failed else 0
         limit = self.policy.consecutive_failures
         if limit is not None and self._streak >= limit:
             self._open(self._base, f"{self._streak} consecutive failures")
             return
-        ratio = self.policy.failure_ratio
         seen = len(self._window)
         enough = seen >= self.policy.minimum_requests
         if ratio is not None and enough and self._failures_in_window >= ratio * seen:
