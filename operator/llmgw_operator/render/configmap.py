@@ -13,8 +13,18 @@ HEADER = "# Compiled by llmgw-operator from the LLMGateway and its ProviderPolic
 
 
 def serialise(document: config.ProxyConfig) -> str:
-    """Same config, same bytes: keys sorted, JSON-compatible values, no anchors or timestamps."""
-    data = document.model_dump(mode="json", by_alias=True)
+    """Same config, same bytes: keys sorted, JSON-compatible values, no anchors or timestamps.
+
+    Only fields that differ from their defaults are written (plus ``version``).
+    A sidecar refuses fields it does not know, so a field added in a later
+    release, left at its default, must not appear: that keeps older sidecars
+    (pinned images, pods mid-rollout) reading configs from a newer operator.
+    The flip side: within one config version a default never changes.
+    """
+    data = {
+        "version": document.version,
+        **document.model_dump(mode="json", by_alias=True, exclude_defaults=True),
+    }
     return HEADER + yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True)
 
 

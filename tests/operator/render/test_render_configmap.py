@@ -48,3 +48,14 @@ def test_provider_order_does_not_change_the_bytes() -> None:
         spec, dict(reversed(list(renderkit.policies().items()))), replicas=1
     )
     assert configmap.serialise(forward) == configmap.serialise(backward)
+
+
+def test_writes_only_fields_that_differ_from_their_defaults_so_older_sidecars_can_read_it() -> None:
+    document = _compiled(renderkit.gateway_spec())
+    written = yaml.safe_load(configmap.serialise(document))
+    assert written["version"] == config.CONFIG_VERSION
+    assert "maxBodyBytes" not in written  # left at its default
+    assert "admin" not in written or written["admin"] != config.AdminListener().model_dump(by_alias=True)
+    for provider in written["providers"].values():
+        assert "retry" not in provider or provider["retry"] != config.Retry().model_dump(by_alias=True)
+    assert config.parse(written) == document
