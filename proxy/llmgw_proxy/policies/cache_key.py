@@ -55,9 +55,14 @@ def key(route: str, provider: str, upstream_model: str, endpoint: str, body: Map
         "provider": provider,
         "upstream_model": upstream_model,
         "endpoint": endpoint,
-        "request": _normal(request),
+        "request": request,
     }
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    # An integral float is written "2.0" or "1e+16". Without either in the text there is none
+    # to normalize, and the walk (the costly part of a key) can be skipped.
+    if ".0" in canonical or "e+" in canonical:
+        document["request"] = _normal(request)
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode("ascii")).hexdigest()
 
 
