@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from llmgw_proxy import config, sse
+from llmgw_proxy import sse
 from llmgw_proxy.policies import cache_key, cache_store
 
 if TYPE_CHECKING:
@@ -55,25 +55,19 @@ def store_of(call: Call) -> cache_store.MemoryStore:
 
 
 def cache(call: Call, next_step: Next) -> Awaitable[web.StreamResponse]:
-    # A plain function when the route does not cache: no coroutine frame of its own on the hot path.
+    # A plain function: the lookup never waits, so a miss hands on the next step's awaitable
+    # and adds no coroutine frame to every suspension of the request below it.
     assert call.route is not None
     primary = call.route.targets[0]
     policy = call.snapshot.providers[primary.provider].provider.cache
     if not policy.enabled:
         return next_step(call)
-    return _cache(call, next_step, policy, primary)
-
-
-async def _cache(
-    call: Call, next_step: Next, policy: config.CachePolicy, primary: config.Target
-) -> web.StreamResponse:
-    assert call.route is not None
     metrics_ = call.services.metrics
     decision = cache_key.decide(policy, call.endpoint, call.body, call.request.headers.get("Cache-Control"))
     if decision is cache_key.Decision.BYPASS:
         call.cache_status = "BYPASS"
         metrics_.count(metrics_.cache_lookups, ("bypass",))
-        return await next_step(call)
+        return next_step(call)
     key = cache_key.key(
         call.route.model, primary.provider, primary.model or call.model, call.endpoint, call.body
     )
@@ -86,12 +80,12 @@ async def _cache(
             metrics_.count(metrics_.cache_lookups, ("hit",))
             call.provider = call.snapshot.providers[primary.provider]
             call.status = 200
-            return await _replay(call, found)
+            return _replay(call, found)
     metrics_.count(metrics_.cache_lookups, ("miss",))
     call.cache_status = "MISS"
     call.cache_key = key if not call.stream else key + "/sse"
     call.cache_ttl = policy.ttl
-    return await next_step(call)
+    return next_step(call)
 
 
 def keep(call: Call, kind: bytes, data: bytes) -> None:
