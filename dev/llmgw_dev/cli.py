@@ -66,7 +66,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from llmgw_dev import demo  # type: ignore[attr-defined,unused-ignore]
+    from llmgw_dev import demo
 
     code: int = demo.main()
     return code
