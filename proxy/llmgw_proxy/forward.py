@@ -60,6 +60,7 @@ _DROP_RESPONSE = frozenset(
     }
 )
 _USAGE = b'"usage"'
+USER_AGENT = "llmgw-proxy"
 _DECODER = json.JSONDecoder()
 
 
@@ -77,6 +78,8 @@ def request_headers(
     for name in _DROP_REQUEST:
         headers.popall(name, None)
     headers.update(keys.auth_headers(kind, key))
+    if "User-Agent" not in headers:
+        headers["User-Agent"] = USER_AGENT  # rather than aiohttp's, which names its version
     return headers
 
 

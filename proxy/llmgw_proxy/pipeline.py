@@ -33,6 +33,7 @@ import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
+import orjson
 from aiohttp import web
 
 from llmgw_proxy import attempts, caching, config, errors, forward, logs, metrics, state, tracing, upstream
@@ -165,10 +166,7 @@ async def parse_body(call: Call, next_step: Next) -> web.StreamResponse:
         raise errors.unsupported_media_type(request.headers.get("Content-Type", ""))
     limit = call.snapshot.config.max_body_bytes
     call.raw = await _read_limited(request, limit)
-    try:
-        body = json.loads(call.raw)
-    except ValueError as exc:
-        raise errors.invalid_json(str(exc)) from None
+    body = _loads(call.raw)
     if not isinstance(body, dict):
         raise errors.bad_request("The request body must be a JSON object")
     model = body.get("model")
@@ -176,6 +174,20 @@ async def parse_body(call: Call, next_step: Next) -> web.StreamResponse:
         raise errors.bad_request("The request must name a model ('model' is missing)", "missing_model")
     call.body, call.model, call.stream = body, model, body.get("stream") is True
     return await next_step(call)
+
+
+def _loads(raw: bytes) -> Any:
+    # orjson is about five times faster on a typical body. It refuses a few documents the
+    # json module takes (NaN, lone surrogate escapes, integers past 64 bits): those, and
+    # real errors, get the json module's verdict, so what is accepted and its message stay.
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise errors.invalid_json(str(exc)) from None
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:

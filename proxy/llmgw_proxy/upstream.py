@@ -150,4 +150,6 @@ class AiohttpTransport:
 def new_session(limit: int = 256) -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(limit=limit, keepalive_timeout=30, enable_cleanup_closed=False)
     # auto_decompress stays on: usage accounting must read the JSON the provider sent.
-    return aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",), trust_env=False)
+    # No skip_auto_headers: aiohttp rebuilds that set per request (sorting it, copying the
+    # headers); forward.request_headers supplies a User-Agent when the caller sent none.
+    return aiohttp.ClientSession(connector=connector, trust_env=False)

@@ -139,3 +139,23 @@ async def test_routes_by_the_requested_model(
     else:
         with pytest.raises(openai.NotFoundError):
             await client.chat.completions.create(model=asked, messages=[{"role": "user", "content": "x"}])
+
+
+@pytest.mark.parametrize(
+    ("sent", "forwarded"),
+    [
+        pytest.param({"User-Agent": "OpenAI/Python 1.99"}, "OpenAI/Python 1.99", id="callers-own"),
+        pytest.param({}, "llmgw-proxy", id="none-sent"),
+    ],
+)
+async def test_forwards_the_callers_user_agent_or_names_itself(
+    proxy: Any, fake: Any, http: Any, sent: dict[str, str], forwarded: str
+) -> None:
+    async with http.post(
+        proxy.url + "/v1/chat/completions",
+        data=b'{"model": "m", "messages": []}',
+        headers={"Content-Type": "application/json", **sent},
+        skip_auto_headers=["User-Agent"],
+    ) as resp:
+        assert resp.status == 200
+    assert fake.requests[-1].headers["User-Agent"] == forwarded

@@ -164,3 +164,26 @@ async def test_reloads_a_config_swapped_under_a_data_symlink(
         assert time.monotonic() < deadline, text
         await asyncio.sleep(0.02)
     assert await sidecar.readyz(http) == (200, {"status": "ready", "generation": 2})
+
+
+@pytest.mark.parametrize(
+    ("raw_model", "logged"),
+    [
+        pytest.param(r"mod\u00e8le", "modèle", id="non-ascii"),
+        pytest.param(r"m\ud800", "m\ud800", id="lone-surrogate"),
+        pytest.param("m", "m", id="plain"),
+    ],
+)
+async def test_writes_a_request_line_for_any_model_name_json_allows(
+    run_sidecar: Any, upstream: str, key_file: pathlib.Path, http: Any, raw_model: str, logged: str
+) -> None:
+    sidecar = await run_sidecar("--upstream", upstream, "--api-key-file", str(key_file))
+    await sidecar.until_ready(http)
+    body = b'{"model": "%s", "messages": [], "n": 1e400}' % raw_model.encode()
+    async with http.post(
+        await sidecar.api() + "/chat/completions", data=body, headers={"Content-Type": "application/json"}
+    ) as resp:
+        await resp.read()
+    line = await sidecar.line_with("request_id")
+    assert line["model"] == logged
+    assert line["route"] == "*"

@@ -80,6 +80,7 @@ class Breaker:
         self._listeners = list(listeners)
         self._state = State.CLOSED
         self._generation = 0
+        self._ticket = Ticket(0, probe=False)  # the closed state's one ticket per generation (immutable)
         self._streak = 0
         self._window: collections.deque[tuple[float, bool]] = collections.deque()
         self._failures_in_window = 0
@@ -108,7 +109,7 @@ class Breaker:
         """Admit a request (and return its ticket) or refuse it with None."""
         state = self.state
         if state is State.CLOSED:
-            return Ticket(self._generation, probe=False)
+            return self._ticket
         if state is State.HALF_OPEN and self._probes < self.policy.half_open_requests:
             self._probes += 1
             return Ticket(self._generation, probe=True)
@@ -165,6 +166,7 @@ class Breaker:
     def _move(self, new: State, reason: str) -> None:
         old, self._state = self._state, new
         self._generation += 1
+        self._ticket = Ticket(self._generation, probe=False)
         self._streak = self._probes = self._probe_successes = self._failures_in_window = 0
         self._window.clear()
         for listener in self._listeners:

@@ -84,15 +84,22 @@ class MemoryStore:
 
     def put(self, key: str, value: bytes, ttl: float) -> bool:
         self.delete(key)
-        if size(key, value) > self.bounds.max_bytes or ttl <= 0:
+        taken = size(key, value)
+        bounds = self.bounds
+        if taken > bounds.max_bytes or ttl <= 0:
             return False
-        self._entries[key] = (value, self._clock() + ttl)
-        self.stats.entries += 1
-        self.stats.bytes += size(key, value)
-        while len(self._entries) > self.bounds.max_entries or self.stats.bytes > self.bounds.max_bytes:
-            oldest, (_, expires) = next(iter(self._entries.items()))
-            expired = self._clock() >= expires
-            self._drop(oldest, Removal.EXPIRED if expired else Removal.EVICTED)
+        now = self._clock()
+        entries = self._entries
+        entries[key] = (value, now + ttl)
+        stats = self.stats
+        stats.entries += 1
+        stats.bytes += taken
+        # A full store evicts on every miss: pop the oldest directly, one clock read for all.
+        while len(entries) > bounds.max_entries or stats.bytes > bounds.max_bytes:
+            oldest, (data, expires) = entries.popitem(last=False)
+            stats.entries -= 1
+            stats.bytes -= size(oldest, data)
+            self._removed(oldest, Removal.EXPIRED if now >= expires else Removal.EVICTED)
         return True
 
     def delete(self, key: str) -> bool:
@@ -105,6 +112,9 @@ class MemoryStore:
 
     def _drop(self, key: str, why: Removal) -> None:
         self.delete(key)
+        self._removed(key, why)
+
+    def _removed(self, key: str, why: Removal) -> None:
         if why is Removal.EXPIRED:
             self.stats.expirations += 1
         else:

@@ -159,26 +159,39 @@ class ProviderLimiter:
         now = self._clock()
         groups = self._groups(model)
         start = max(now, self.paused_until)
-        if start - now > max((g.max_wait for g in groups), default=0.0) + _SLACK:
+        # Not paused: the wait is 0, within any maxWait, and the generator need not run.
+        if start > now and start - now > max((g.max_wait for g in groups), default=0.0) + _SLACK:
             return Refused("paused", start - now, self.headers(model))
-        needs: list[tuple[buckets.TokenBucket, float, bool, str]] = []
+        # Spelled out per kind (no tuple tables): this runs for every request to a limited provider.
+        request_buckets: list[buckets.TokenBucket] = []
+        token_buckets: list[buckets.TokenBucket] = []
+        too_long: str | None = None
         for group in groups:
-            pairs = ((group.requests, 1.0, "requests"), (group.tokens, float(tokens), "tokens"))
-            for bucket, amount, kind in pairs:
-                if bucket is None:
-                    continue
-                earliest = bucket.earliest(amount, now)
+            limit = group.max_wait + _SLACK
+            bucket = group.requests
+            if bucket is not None:
+                earliest = bucket.earliest(1.0, now)
                 if earliest is None:
                     return Refused("too_large", None, self.headers(model))
-                needs.append((bucket, amount, earliest - now > group.max_wait + _SLACK, kind))
+                if too_long is None and earliest - now > limit:
+                    too_long = "requests"
                 start = max(start, earliest)
-        for _, _, too_long, kind in needs:
-            if too_long:
-                return Refused(kind, start - now, self.headers(model))
-        for bucket, amount, _, _ in needs:
-            bucket.book(amount, start)
-        request_buckets = [b for b, _, _, kind in needs if kind == "requests"]
-        token_buckets = [b for b, _, _, kind in needs if kind == "tokens"]
+                request_buckets.append(bucket)
+            bucket = group.tokens
+            if bucket is not None:
+                earliest = bucket.earliest(float(tokens), now)
+                if earliest is None:
+                    return Refused("too_large", None, self.headers(model))
+                if too_long is None and earliest - now > limit:
+                    too_long = "tokens"
+                start = max(start, earliest)
+                token_buckets.append(bucket)
+        if too_long is not None:
+            return Refused(too_long, start - now, self.headers(model))
+        for bucket in request_buckets:
+            bucket.book(1.0, start)
+        for bucket in token_buckets:
+            bucket.book(float(tokens), start)
         return Admitted(start - now, Reservation(request_buckets, token_buckets, tokens, self._clock))
 
     def headers(self, model: str) -> Headers:
