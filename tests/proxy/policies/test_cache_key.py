@@ -174,3 +174,29 @@ def test_cache_control_can_refresh_or_bypass(header: str | None, expected: cache
 
 def test_an_uncacheable_request_bypasses_whatever_the_header() -> None:
     assert cache_key.decide(policy(), CHAT, {"temperature": 1}, None) is cache_key.Decision.BYPASS
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        pytest.param(float("nan"), None, id="nan-is-not-null"),
+        pytest.param(float("inf"), None, id="infinity-is-not-null"),
+        pytest.param(float("inf"), float("-inf"), id="infinities-differ"),
+        pytest.param(2**64, 2**64 + 1, id="integers-past-64-bits"),
+    ],
+)
+def test_values_the_fast_encoder_cannot_write_still_get_distinct_keys(one: object, other: object) -> None:
+    assert key({**BODY, "x": one}) != key({**BODY, "x": other})
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        pytest.param(1e20, 10**20, id="integral-float-past-64-bits"),
+        pytest.param(2**64, float(2**64), id="integer-past-64-bits"),
+        pytest.param(-0.0, 0, id="negative-zero"),
+        pytest.param("\ud800", "\ud800", id="lone-surrogate"),
+    ],
+)
+def test_equal_values_the_fast_encoder_cannot_write_share_a_key(one: object, other: object) -> None:
+    assert key({**BODY, "x": [one]}) == key({**BODY, "x": [other]})
