@@ -20,6 +20,11 @@ from llmgw_proxy import admin, app, config, logs, metrics, reload, state, tracin
 
 log = logging.getLogger("llmgw.server")
 
+GC_YOUNG_THRESHOLD = 10_000
+"""Allocations between young collections (Python's default: 700). A request allocates a
+few hundred tracked objects that die with it; at the default, a collection ran every few
+requests and walked the live ones of all 32 in flight (about 5% of CPU per request)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Overrides:
@@ -81,6 +86,7 @@ async def run(
     # aiohttp internals (worth ~15% CPU per request in the benchmark).
     gc.collect()
     gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
