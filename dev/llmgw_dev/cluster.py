@@ -100,11 +100,17 @@ class Cluster:
         pointer = registry_dir() / f"{name}.json"
         if not pointer.is_file():
             raise ClusterError(f"no cluster named {name!r} is up (no {pointer})")
-        data_dir = Path(json.loads(pointer.read_text())["data_dir"])
-        state = json.loads((data_dir / "state.json").read_text())
-        state["data_dir"] = data_dir
-        state["components"] = [Component(**c) for c in state["components"]]
-        return cls(**state)
+        try:
+            data_dir = Path(json.loads(pointer.read_text())["data_dir"])
+            state = json.loads((data_dir / "state.json").read_text())
+            state["data_dir"] = data_dir
+            state["components"] = [Component(**c) for c in state["components"]]
+            return cls(**state)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ClusterError(
+                f"cluster {name!r}: its state ({pointer}) is unreadable or from another version of "
+                f"llmgw-dev ({type(e).__name__}: {e}); stop its processes by hand and delete that file"
+            ) from None
 
     # -- talking to it --------------------------------------------------------------
 
