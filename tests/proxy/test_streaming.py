@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import openai
@@ -13,13 +12,6 @@ from openai.types.chat import ChatCompletionMessageParam
 from llmgw_dev import fake_provider
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "count to three"}]
-
-
-async def eventually(condition: Any, within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_streams_the_whole_reply_to_the_async_client(proxy: Any) -> None:
@@ -47,7 +39,9 @@ async def test_relays_the_first_chunk_while_the_upstream_is_still_stalled(proxy:
     await stream.close()
 
 
-async def test_a_caller_that_disconnects_cancels_the_upstream_stream(proxy: Any, fake: Any) -> None:
+async def test_a_caller_that_disconnects_cancels_the_upstream_stream(
+    proxy: Any, fake: Any, eventually: Any
+) -> None:
     fake.plan(fake_provider.Fault(stall_mid_stream=30))
     stream = await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES, stream=True)
     await anext(aiter(stream))
@@ -68,7 +62,7 @@ async def test_counts_the_tokens_a_stream_reports_in_its_usage_chunk(proxy: Any)
 
 
 async def test_ends_a_stream_that_stalls_past_the_total_timeout_with_an_error_event(
-    start_proxy: Any, upstream: str, key_file: Any, make_doc: Any, fake: Any
+    start_proxy: Any, upstream: str, key_file: Any, make_doc: Any, fake: Any, eventually: Any
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"]["timeouts"] = {"connect": 1, "firstByte": 1, "total": 0.5}
