@@ -76,7 +76,6 @@ class Metrics:
             "llmgw_config_reload_failures", "Config or key file reloads refused.", registry=self.registry
         )
         self.registry.register(_Collector(self))
-        self.registry.register(_PolicyCollector(self))
 
     def observe(
         self,
@@ -115,49 +114,16 @@ class Metrics:
         return prom.generate_latest(self.registry)
 
 
-class _Collector:
-    def __init__(self, metrics: Metrics) -> None:
-        self._m = metrics
-
-    def describe(self) -> list[core.Metric]:
-        return list(self.collect())
-
-    def collect(self) -> Iterator[core.Metric]:
-        m = self._m
-        requests = core.CounterMetricFamily(
-            "llmgw_requests",
-            "Requests answered, by outcome.",
-            labels=["route", "provider", "model", "status"],
-        )
-        for key, count in list(m.requests.items()):
-            requests.add_metric(key, count)
-        yield requests
-        duration = core.HistogramMetricFamily(
-            "llmgw_request_duration_seconds",
-            "Time from request received to response finished (streams included).",
-            labels=["route", "provider", "model"],
-        )
-        for key3, hist in list(m.request_duration.items()):
-            duration.add_metric(key3, hist.buckets(), hist.sum)
-        yield duration
-        upstream = core.HistogramMetricFamily(
-            "llmgw_upstream_duration_seconds",
-            "Time from upstream request sent to its response headers.",
-            labels=["provider", "model"],
-        )
-        for key2, hist in list(m.upstream_duration.items()):
-            upstream.add_metric(key2, hist.buckets(), hist.sum)
-        yield upstream
-        tokens = core.CounterMetricFamily(
-            "llmgw_tokens", "Tokens reported by providers.", labels=["kind", "route", "provider", "model"]
-        )
-        for key, count in list(m.tokens.items()):
-            tokens.add_metric(key, count)
-        yield tokens
-        yield core.GaugeMetricFamily("llmgw_in_flight_requests", "Requests being handled.", value=m.in_flight)
-
-
+# Counters kept as plain dicts on Metrics (the hot path only adds to them):
+# attribute, exported name, help, labels.
 _COUNTERS = (
+    (
+        "requests",
+        "llmgw_requests",
+        "Requests answered, by outcome.",
+        ("route", "provider", "model", "status"),
+    ),
+    ("tokens", "llmgw_tokens", "Tokens reported by providers.", ("kind", "route", "provider", "model")),
     (
         "ratelimit_rejections",
         "llmgw_ratelimit_rejections",
@@ -178,7 +144,9 @@ _COUNTERS = (
 )
 
 
-class _PolicyCollector:
+class _Collector:
+    """Reads the plain-dict counters and histograms, and the policies' state, at scrape time."""
+
     def __init__(self, metrics: Metrics) -> None:
         self._m = metrics
 
@@ -192,6 +160,23 @@ class _PolicyCollector:
             for key, count in list(getattr(m, attr).items()):
                 family.add_metric(key, count)
             yield family
+        duration = core.HistogramMetricFamily(
+            "llmgw_request_duration_seconds",
+            "Time from request received to response finished (streams included).",
+            labels=["route", "provider", "model"],
+        )
+        for key3, hist in list(m.request_duration.items()):
+            duration.add_metric(key3, hist.buckets(), hist.sum)
+        yield duration
+        upstream = core.HistogramMetricFamily(
+            "llmgw_upstream_duration_seconds",
+            "Time from upstream request sent to its response headers.",
+            labels=["provider", "model"],
+        )
+        for key2, hist in list(m.upstream_duration.items()):
+            upstream.add_metric(key2, hist.buckets(), hist.sum)
+        yield upstream
+        yield core.GaugeMetricFamily("llmgw_in_flight_requests", "Requests being handled.", value=m.in_flight)
         remaining = core.GaugeMetricFamily(
             "llmgw_ratelimit_remaining",
             "Capacity left in the tightest local bucket (model empty: the provider's own limit).",
