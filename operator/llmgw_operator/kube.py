@@ -130,7 +130,7 @@ class Client:
             )
             response.read()  # type: ignore[no-untyped-call]
         except kubernetes.client.ApiException as e:
-            raise ApiError(int(e.status or 0), _reason(e)) from None
+            raise ApiError(int(e.status or 0), _message(e.body or "{}", str(e.reason))) from None
         data = response.data or b"{}"
         if not 200 <= int(response.status) < 300:
             raise ApiError(int(response.status), _message(data, str(response.reason)))
@@ -220,15 +220,9 @@ class Client:
         return int("".join(ch for ch in str(version.get("minor", "0")) if ch.isdigit()) or 0)
 
 
-def _message(data: bytes, fallback: str) -> str:
+def _message(data: bytes | str, fallback: str) -> str:
+    """The API's Status message from a response body, or ``fallback``."""
     try:
         return str(json.loads(data).get("message") or fallback)
     except (ValueError, AttributeError):
         return fallback
-
-
-def _reason(e: kubernetes.client.ApiException) -> str:
-    try:
-        return str(json.loads(e.body or "{}").get("message") or e.reason)
-    except (ValueError, AttributeError):
-        return str(e.reason)
