@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, cast
 
 import kopf
 
@@ -44,23 +45,25 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         native_sidecar=minor >= NATIVE_SIDECAR_MINOR,
     )
 
-    async def gateway_pass(key: Any) -> None:
-        namespace, name = key
-        body = await client.get("LLMGateway", namespace, name)
-        if body is not None:
-            await reconciler.gateway(body)
-
-    async def policy_pass(key: Any) -> None:
-        namespace, name = key
-        body = await client.get("ProviderPolicy", namespace, name)
-        if body is not None:
-            await reconciler.policy(body)
-
-    memo["gateways"] = workqueue.WorkQueue(gateway_pass)
-    memo["policies"] = workqueue.WorkQueue(policy_pass)
+    memo["gateways"] = workqueue.WorkQueue(_fresh_pass(client, "LLMGateway", reconciler.gateway))
+    memo["policies"] = workqueue.WorkQueue(_fresh_pass(client, "ProviderPolicy", reconciler.policy))
     logger.info(
         "llmgw-operator started (API server 1.%d, native sidecars %s)", minor, minor >= NATIVE_SIDECAR_MINOR
     )
+
+
+def _fresh_pass(
+    client: kube.Client, kind: str, reconcile_body: Callable[[dict[str, Any]], Awaitable[None]]
+) -> workqueue.Work:
+    """A queue pass: read the object fresh (it may be gone by now), then reconcile it."""
+
+    async def one_pass(key: Hashable) -> None:
+        namespace, name = cast(tuple[str, str], key)
+        body = await client.get(kind, namespace, name)
+        if body is not None:
+            await reconcile_body(body)
+
+    return one_pass
 
 
 @kopf.on.cleanup()

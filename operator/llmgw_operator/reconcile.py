@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -113,10 +113,13 @@ class Reconciler:
                 observed[policy_name] = common.explain(e)
         return observed
 
-    async def _observe_secrets(self, namespace: str, observed: Any) -> dict[str, resolve.SecretData]:
+    async def _observe_secrets(
+        self, namespace: str, observed: Iterable[resolve.Observed]
+    ) -> dict[str, resolve.SecretData]:
+        """The data of every Secret a valid policy references (invalid ones are error strings)."""
         secrets: dict[str, resolve.SecretData] = {}
         for spec in observed:
-            ref = getattr(spec, "api_key_secret_ref", None)
+            ref = spec.api_key_secret_ref if isinstance(spec, policy.ProviderPolicySpec) else None
             if ref is None or ref.name in secrets:
                 continue
             found = await self.client.get("Secret", namespace, ref.name)
