@@ -173,14 +173,24 @@ def find(binary: str) -> Path | None:
     return None
 
 
+# Binaries already resolved by this process. Looking one up can run the
+# binary found on PATH to read its version, and tests call kubectl hundreds
+# of times, so the answer is kept once found (the environment does not
+# change under a running process).
+_resolved: dict[str, Path] = {}
+
+
 def ensure(binary: str) -> Path:
     """Return a usable binary, building and caching it when needed."""
+    if binary in _resolved:
+        return _resolved[binary]
     found = find(binary)
-    if found is not None:
-        return found
-    tool = _tool_for(binary)
-    build(tool)
-    return tool.bin_dir / binary
+    if found is None:
+        tool = _tool_for(binary)
+        build(tool)
+        found = tool.bin_dir / binary
+    _resolved[binary] = found
+    return found
 
 
 @contextlib.contextmanager
