@@ -415,9 +415,9 @@ def _up(cluster: Cluster, bins: dict[str, Path], nodes: int, timeout: float) -> 
     _wait_for(f"{nodes} Ready kwok nodes", lambda: _ready_nodes(cluster) >= nodes, timeout, cluster, "kwok")
 
 
-def _http_ok(url: str) -> bool:
+def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=2, context=context) as resp:  # noqa: S310
             return int(resp.status) == 200
     except (OSError, urllib.error.URLError):
         return False
@@ -428,11 +428,7 @@ def _https_ok(url: str) -> bool:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    try:
-        with urllib.request.urlopen(url, timeout=2, context=ctx) as resp:  # noqa: S310
-            return int(resp.status) == 200
-    except (OSError, urllib.error.URLError):
-        return False
+    return _http_ok(url, ctx)
 
 
 def _readyz(cluster: Cluster) -> bool:
