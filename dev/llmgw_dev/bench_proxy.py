@@ -40,7 +40,8 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+
+from llmgw_dev import processes
 
 BODY = json.dumps(
     {
@@ -148,21 +149,6 @@ def http_ok(url: str) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def process(args: list[str], log: pathlib.Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def run_wrk(wrk: str, script: pathlib.Path, url: str, connections: int, seconds: float) -> dict[str, int]:
     # wrk takes whole seconds only.
     args = [wrk, "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "-s", str(script), url]
@@ -236,17 +222,17 @@ def main(argv: list[str] | None = None) -> int:
         key = work / "key"
         key.write_text("sk-bench-key\n")
         fake_cmd = [py, "-m", "llmgw_dev.fake_provider", "--port", "0", "--no-record"]
-        with process(fake_cmd, work / "fake.log") as fake:
+        with processes.running(fake_cmd, work / "fake.log", grace=10) as fake:
             direct = "http://" + wait_for_line(work / "fake.log", "address", fake)
             pass_cmd = [py, "-m", "llmgw_dev.bench_passthrough", "--upstream", direct]
-            with process(pass_cmd, work / "pass.log") as passthrough:
+            with processes.running(pass_cmd, work / "pass.log", grace=10) as passthrough:
                 floor = "http://" + wait_for_line(work / "pass.log", "address", passthrough)
                 started = time.monotonic()
                 sidecar_cmd = [
                     py, "-m", "llmgw_proxy.cli", "--upstream", direct + "/v1", "--api-key-file", str(key),
                     "--port", "0", "--admin-port", "0", "--admin-host", "127.0.0.1",
                 ]  # fmt: skip
-                with process(sidecar_cmd, work / "sidecar.log") as sidecar:
+                with processes.running(sidecar_cmd, work / "sidecar.log", grace=10) as sidecar:
                     admin = "http://" + wait_for_line(work / "sidecar.log", "admin", sidecar)
                     while not http_ok(admin + "/readyz"):
                         time.sleep(0.002)
@@ -292,7 +278,7 @@ def _measure_policies(
     cfg.write_text(POLICIES_CONFIG % (direct + "/v1", work / "key"))
     cmd = [py, "-m", "llmgw_proxy.cli", "--config", str(cfg), "--port", "0", "--admin-port", "0"]
     cmd += ["--admin-host", "127.0.0.1"]
-    with process(cmd, work / "policies.log") as policies:
+    with processes.running(cmd, work / "policies.log", grace=10) as policies:
         admin = "http://" + wait_for_line(work / "policies.log", "admin", policies)
         while not http_ok(admin + "/readyz"):
             time.sleep(0.002)
@@ -303,7 +289,7 @@ def _measure_policies(
             out[result.target] = result
             print(_row(result), flush=True)
         slow_cmd = [py, "-m", "llmgw_dev.fake_provider", "--port", "0", "--no-record"]
-        with process(slow_cmd, work / "slow.log") as slow_fake:
+        with processes.running(slow_cmd, work / "slow.log", grace=10) as slow_fake:
             slow = "http://" + wait_for_line(work / "slow.log", "address", slow_fake)
             faults = json.dumps({"faults": [{"latency": SLOW_UPSTREAM_S, "times": 0}]}).encode()
             control = urllib.request.Request(slow + "/_control", data=faults, method="POST")  # noqa: S310
