@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from llmgw_dev import demo
+
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-FIXED_PORTS = (8080, 9090, 18080, 18081)
-
-
-def _taken(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex(("127.0.0.1", port)) == 0
+FIXED_PORTS = (demo.PROXY_PORT, demo.ADMIN_PORT, *demo.PROVIDERS.values())
 
 
 def test_the_demo_runs_every_step_and_stops_everything_it_started(cluster):
@@ -27,7 +23,7 @@ def test_the_demo_runs_every_step_and_stops_everything_it_started(cluster):
         pytest.skip(
             "the demo mounts the rendered files in a private mount namespace: it needs root and unshare"
         )
-    busy = [p for p in FIXED_PORTS if _taken(p)]
+    busy = [p for p in FIXED_PORTS if not demo.port_free(p)]
     assert not busy, f"the demo's fixed ports are in use: {busy}"
 
     proc = subprocess.run(
@@ -53,4 +49,4 @@ def test_the_demo_runs_every_step_and_stops_everything_it_started(cluster):
     ):
         assert shown in out, f"missing {shown!r} in:\n{out[-3000:]}"
     assert "sk-sample-not-a-real-key" not in out + proc.stderr
-    assert [p for p in FIXED_PORTS if _taken(p)] == [], "the demo left a listener behind"
+    assert [p for p in FIXED_PORTS if not demo.port_free(p)] == [], "the demo left a listener behind"
