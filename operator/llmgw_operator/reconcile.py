@@ -201,8 +201,6 @@ class Reconciler:
             await self.client.event(
                 body,
                 type_="Warning" if warning else "Normal",
-                reason=f"{condition['type']}{condition['status']}"
-                if not condition["reason"]
-                else condition["reason"],
+                reason=condition["reason"],
                 message=f"{condition['type']}={condition['status']}: {condition['message']}",
             )
