@@ -1,7 +1,7 @@
 """The two aiohttp applications: the API (127.0.0.1) and admin (probes, metrics).
 
-State lives in typed ``web.AppKey``s; the pooled upstream ``ClientSession`` is
-opened and closed in ``cleanup_ctx`` unless a transport is injected (tests).
+State lives in typed ``web.AppKey``s; the pooled upstream client (``http1.Pool``)
+is opened and closed in ``cleanup_ctx`` unless a transport is injected (tests).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
-from llmgw_proxy import errors, metrics, pipeline, state, tracing, upstream
+from llmgw_proxy import errors, http1, metrics, pipeline, state, tracing, upstream
 
 SERVICES = web.AppKey("services", pipeline.Services)
 ENDPOINTS = ("chat/completions", "completions", "embeddings")
@@ -48,10 +48,10 @@ def _upstream_session(
     services: pipeline.Services,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        session = upstream.new_session()
-        services.transport = upstream.AiohttpTransport(session)
+        pool = http1.Pool()
+        services.transport = pool
         yield
-        await session.close()
+        await pool.close()
 
     return ctx
 

@@ -1,0 +1,420 @@
+"""The upstream HTTP/1.1 client: pooled keep-alive connections, parsed by llhttp (httptools).
+
+Why not aiohttp's client: per request it builds a URL, a request object, a
+payload, a writer, a response object, a stream reader and their timers, which
+cost the sidecar about as much CPU as all of its own work. A provider call is
+always the same shape (POST, a bytes body, an answer read whole or relayed
+chunk by chunk), so this client does only that:
+
+- one ``asyncio.Protocol`` per connection; the request goes out as one write;
+- connections are kept per origin (scheme, host, port), reused most recent
+  first, at most ``limit`` open per origin (more requests wait for one), and
+  dropped after ``idle_seconds`` unused or when the server closes them;
+- a request on a reused connection is never re-sent when the connection
+  fails: a POST may have reached the provider, and the retry policy decides;
+- timeouts: ``connect`` for opening a connection, ``first_byte`` until the
+  response headers, ``total`` from the request until its last body byte;
+- it asks for an identity body, and still decodes gzip or deflate if sent;
+- a body is buffered up to ``_HIGH_WATER`` before reading from the socket
+  pauses, so a slow caller slows the provider rather than filling memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import functools
+import typing
+import ssl
+import zlib
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+from multidict import CIMultiDict
+
+from llmgw_proxy import upstream
+
+_HIGH_WATER = 256 * 1024
+_LOW_WATER = 64 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@functools.lru_cache(maxsize=1024)
+def _split(url: str) -> tuple[tuple[str, str, int], str, str]:
+    """(origin, request target, Host header) of a URL; providers use a handful of URLs."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname:
+        raise upstream.ConnectFailed(f"unsupported URL scheme or host: {scheme!r}")
+    host = parts.hostname
+    port = parts.port or _DEFAULT_PORTS[scheme]
+    shown = f"[{host}]" if ":" in host else host
+    host_header = shown if port == _DEFAULT_PORTS[scheme] else f"{shown}:{port}"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return (scheme, host, port), target, host_header
+
+
+def encode_head(method: str, target: str, host: str, headers: Any, length: int) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
+    lines.append(f"Accept-Encoding: identity\r\nContent-Length: {length}\r\n\r\n")
+    head = "".join(lines)
+    # One count per kind instead of a check per header: any CR or LF beyond the line
+    # ends means a name or value carried one, which would split the request.
+    ends = len(lines) + 3  # two in the first item, three in the last
+    if head.count("\r") != ends or head.count("\n") != ends:
+        raise upstream.ConnectFailed("a request header contains a line break")
+    return head.encode("utf-8", "surrogateescape")
+
+
+class _Body:
+    """What has arrived of one response body, for ``read`` or ``chunks``."""
+
+    __slots__ = ("decoder", "done", "error", "parts", "size", "waiter", "whole")
+
+    def __init__(self) -> None:
+        self.parts: collections.deque[bytes] = collections.deque()
+        self.size = 0
+        self.done = False
+        self.error: upstream.UpstreamError | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.decoder: Any = None  # a zlib decompressor when the body is gzip or deflate
+        self.whole = False  # read whole, not chunk by chunk: buffering must not pause the socket
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class Response:
+    """One upstream answer: status and headers now, the body as it arrives."""
+
+    __slots__ = ("_body", "_conn", "headers", "status")
+
+    def __init__(self, conn: _Connection, status: int, headers: CIMultiDict[str], body: _Body) -> None:
+        self._conn = conn
+        self._body = body
+        self.status = status
+        self.headers = headers
+
+    async def _wait(self) -> None:
+        body = self._body
+        body.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await body.waiter
+        finally:
+            body.waiter = None
+
+    async def read(self) -> bytes:
+        body = self._body
+        body.whole = True
+        self._conn.resume()
+        while not body.done and body.error is None:
+            await self._wait()
+        if body.error is not None:
+            raise body.error
+        return b"".join(body.parts)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        body = self._body
+        try:
+            while True:
+                if body.parts:
+                    chunk = body.parts.popleft()
+                    body.size -= len(chunk)
+                    if body.size <= _LOW_WATER:
+                        self._conn.resume()
+                    yield chunk
+                elif body.error is not None:
+                    raise body.error
+                elif body.done:
+                    return
+                else:
+                    await self._wait()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Drop the connection if the body is not read to its end; a whole one is already reused."""
+        if not self._body.done:
+            self._conn.abort(upstream.ConnectFailed("the response was abandoned"))
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; the parser calls the ``on_*`` methods from ``data_received``."""
+
+    def __init__(self, pool: Pool, origin: tuple[str, str, int]) -> None:
+        self.pool = pool
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.idle_since = 0.0
+        self.closed = False
+        self.paused = False
+        self._headers: list[tuple[str, str]] = []
+        self._started: asyncio.Future[Response] | None = None
+        self._body: _Body | None = None
+        self._until_eof = False  # no length and not chunked: the body ends with the connection
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        if self._started is None and self._body is None:
+            self.abort(upstream.ConnectFailed("unexpected bytes on an idle connection"))
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.abort(upstream.ConnectFailed("the upstream switched protocols"))
+        except httptools.HttpParserError as exc:
+            self.abort(upstream.ConnectFailed(f"malformed upstream response: {type(exc).__name__}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        body = self._body
+        if body is not None and self._until_eof and exc is None and not body.done and body.error is None:
+            self._finish_body(reuse=False)
+        self._fail(upstream.ConnectFailed("the upstream closed the connection"))
+        self.pool.forget(self)
+
+    # -- httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        headers = CIMultiDict(self._headers)
+        self._headers = []
+        if status < 200:
+            return  # an interim answer (100 Continue, 103 Early Hints): the real one follows
+        body = self._body = _Body()
+        coding = headers.get("Content-Encoding", "identity").lower()
+        if coding in ("gzip", "x-gzip", "deflate"):
+            body.decoder = zlib.decompressobj(47)  # 32 + 15: gzip or zlib header, detected
+        elif coding != "identity":
+            body.error = upstream.ConnectFailed(f"unsupported content-encoding {coding!r}")
+        self._until_eof = (
+            "Content-Length" not in headers
+            and "chunked" not in headers.get("Transfer-Encoding", "").lower()
+            and status not in (204, 304)
+        )
+        started, self._started = self._started, None
+        if self._timer is not None and self._deadline:
+            self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_at(self._deadline, self._timed_out, "total")
+        if started is not None and not started.done():
+            started.set_result(Response(self, status, headers, body))
+
+    def on_body(self, data: bytes) -> None:
+        body = self._body
+        if body is None or body.error is not None:
+            return
+        if body.decoder is not None:
+            try:
+                data = body.decoder.decompress(data)
+            except zlib.error:
+                body.error = upstream.ConnectFailed("the upstream body does not decompress")
+                body.wake()
+                return
+        body.parts.append(data)
+        body.size += len(data)
+        if body.size > _HIGH_WATER and not body.whole and not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+        body.wake()
+
+    def on_message_complete(self) -> None:
+        if self._body is None:
+            return  # the end of an interim answer
+        self._finish_body(reuse=self.parser.should_keep_alive())
+
+    # -- used by Pool and Response
+    def start(
+        self, head: bytes, payload: bytes | None, first_byte_at: float, deadline: float
+    ) -> asyncio.Future[Response]:
+        assert self.transport is not None
+        loop = asyncio.get_running_loop()
+        started: asyncio.Future[Response] = loop.create_future()
+        self._started, self._body, self._deadline = started, None, deadline
+        if first_byte_at < deadline:
+            self._timer = loop.call_at(first_byte_at, self._timed_out, "first_byte")
+        else:
+            self._timer, self._deadline = loop.call_at(deadline, self._timed_out, "total"), 0.0
+        self.transport.write(head + payload if payload else head)
+        return started
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+
+    def abort(self, error: upstream.UpstreamError) -> None:
+        self._fail(error)
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+        self.pool.forget(self)
+
+    def _finish_body(self, *, reuse: bool) -> None:
+        body = self._body
+        assert body is not None
+        if body.decoder is not None and body.error is None:
+            rest = body.decoder.flush()
+            if rest:
+                body.parts.append(rest)
+        body.done = True
+        body.wake()
+        self._body = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.paused:
+            self.resume()
+        if reuse and not self.closed:
+            self.pool.release(self)
+        else:
+            self.abort(upstream.ConnectFailed("the connection is not reusable"))
+
+    def _timed_out(self, phase: str) -> None:
+        self._timer = None
+        self.abort(upstream.TimedOut(phase))
+
+    def _fail(self, error: upstream.UpstreamError) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        started, self._started = self._started, None
+        if started is not None and not started.done():
+            started.set_exception(error)
+        body, self._body = self._body, None
+        if body is not None and not body.done and body.error is None:
+            body.error = error
+            body.wake()
+
+
+class Pool:
+    """The ``upstream.Transport`` the sidecar uses: ``send`` one request, get its ``Response``."""
+
+    def __init__(
+        self, *, limit: int = 256, idle_seconds: float = 15.0, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self.limit = limit
+        self.idle_seconds = idle_seconds
+        self._ssl = ssl_context
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._open: collections.Counter[tuple[str, str, int]] = collections.Counter()
+        self._waiters: dict[tuple[str, str, int], collections.deque[asyncio.Future[None]]] = {}
+        self._all: set[_Connection] = set()
+        self._closed = False
+
+    async def send(self, request: upstream.Request) -> Response:
+        origin, target, host = _split(request.url)
+        body = request.body or b""
+        head = encode_head(request.method, target, host, request.headers, len(body))
+        loop = asyncio.get_running_loop()
+        t = request.timeouts
+        now = loop.time()
+        deadline = now + t.total
+        conn = self._checkout(origin, now)
+        if conn is None:
+            conn = await self._connect(origin, now + min(t.connect, t.total))
+        try:
+            return await conn.start(head, body, now + t.first_byte, deadline)
+        except asyncio.CancelledError:
+            conn.abort(upstream.ConnectFailed("the request was cancelled"))  # its answer would be orphaned
+            raise
+
+    def release(self, conn: _Connection) -> None:
+        if self._closed:
+            conn.abort(upstream.ConnectFailed("the client is closed"))
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        self._idle.setdefault(conn.origin, []).append(conn)
+        self._wake(conn.origin)
+
+    def forget(self, conn: _Connection) -> None:
+        if conn not in self._all:
+            return
+        self._all.discard(conn)
+        self._open[conn.origin] -= 1
+        idle = self._idle.get(conn.origin)
+        if idle and conn in idle:
+            idle.remove(conn)
+        self._wake(conn.origin)
+
+    async def close(self) -> None:
+        self._closed = True
+        for conn in list(self._all):
+            conn.abort(upstream.ConnectFailed("the client is closed"))
+        self._idle.clear()
+
+    def _checkout(self, origin: tuple[str, str, int], now: float) -> _Connection | None:
+        idle = self._idle.get(origin)
+        while idle:
+            conn = idle.pop()  # the most recently used is the least likely to be closed by now
+            transport = conn.transport
+            if (
+                now - conn.idle_since < self.idle_seconds
+                and transport is not None
+                and not transport.is_closing()
+            ):
+                return conn
+            conn.abort(upstream.ConnectFailed("idle too long"))
+        return None
+
+    async def _connect(self, origin: tuple[str, str, int], give_up_at: float) -> _Connection:
+        if self._closed:
+            raise upstream.ConnectFailed("the client is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(give_up_at):
+                while self._open[origin] >= self.limit:
+                    # At the limit: wait for a connection to come back (or close) and look again.
+                    waiter = loop.create_future()
+                    self._waiters.setdefault(origin, collections.deque()).append(waiter)
+                    await waiter
+                    reused = self._checkout(origin, loop.time())
+                    if reused is not None:
+                        return reused
+                self._open[origin] += 1
+                try:
+                    scheme, host, port = origin
+                    tls = (self._ssl or _default_ssl()) if scheme == "https" else None
+                    _, conn = await loop.create_connection(
+                        lambda: _Connection(self, origin),
+                        host,
+                        port,
+                        ssl=tls,
+                        server_hostname=host if tls else None,
+                    )
+                except BaseException:
+                    self._open[origin] -= 1
+                    self._wake(origin)
+                    raise
+        except TimeoutError:
+            raise upstream.TimedOut("connect") from None
+        except OSError as exc:
+            raise upstream.ConnectFailed(type(exc).__name__) from None
+        self._all.add(conn)
+        return conn
+
+    def _wake(self, origin: tuple[str, str, int]) -> None:
+        waiters = self._waiters.get(origin)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+
+@functools.cache
+def _default_ssl() -> ssl.SSLContext:
+    return ssl.create_default_context()
