@@ -5,6 +5,9 @@ script) measures three targets, each its own process:
 
 - ``direct``: the fake provider itself (what an application would get without a sidecar)
 - ``passthrough``: a bare aiohttp forwarder, the floor for this stack
+- ``pass-http1``: the same forwarder calling upstream through the sidecar's
+  own HTTP client (``llmgw_proxy.http1``); the sidecar against it is the cost
+  of the sidecar's request path alone, with the client's gain taken out
 - ``sidecar``: ``llmgw-proxy`` in quick mode
 
 at 1 and 32 connections (targets interleaved in rounds, medians reported,
@@ -225,8 +228,12 @@ def main(argv: list[str] | None = None) -> int:
         with processes.running(fake_cmd, work / "fake.log", grace=10) as fake:
             direct = "http://" + wait_for_line(work / "fake.log", "address", fake)
             pass_cmd = [py, "-m", "llmgw_dev.bench_passthrough", "--upstream", direct]
-            with processes.running(pass_cmd, work / "pass.log", grace=10) as passthrough:
+            with (
+                processes.running(pass_cmd, work / "pass.log", grace=10) as passthrough,
+                processes.running([*pass_cmd, "--client", "http1"], work / "pass1.log", grace=10) as pass_h1,
+            ):
                 floor = "http://" + wait_for_line(work / "pass.log", "address", passthrough)
+                floor_h1 = "http://" + wait_for_line(work / "pass1.log", "address", pass_h1)
                 started = time.monotonic()
                 sidecar_cmd = [
                     py, "-m", "llmgw_proxy.cli", "--upstream", direct + "/v1", "--api-key-file", str(key),
@@ -241,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                     targets = [
                         ("direct", direct, fake.pid),
                         ("passthrough", floor, passthrough.pid),
+                        ("pass-http1", floor_h1, pass_h1.pid),
                         ("sidecar", api, sidecar.pid),
                     ]
                     results = []
@@ -336,6 +344,8 @@ def _report(results: list[Result], ready_s: float, rss: float, sent: int) -> Non
     ratio32 = by["sidecar", 32].rps / by["passthrough", 32].rps
     ratio1 = by["sidecar", 1].rps / by["passthrough", 1].rps
     cpu_ratio = by["passthrough", 32].cpu_us / by["sidecar", 32].cpu_us
+    own32 = by["sidecar", 32].rps / by["pass-http1", 32].rps
+    own_cpu = by["sidecar", 32].cpu_us - by["pass-http1", 32].cpu_us
     added_p50 = by["sidecar", 1].p50_ms - by["direct", 1].p50_ms
     floor_p50 = by["passthrough", 1].p50_ms - by["direct", 1].p50_ms
 
@@ -347,6 +357,7 @@ def _report(results: list[Result], ready_s: float, rss: float, sent: int) -> Non
     print(f"req/s ratio at 32 conns   {ratio32:7.2f}x  {1.0:7.2f}x       >= 0.90x  {verdict(ratio32 >= 0.9)}")
     print(f"req/s ratio at 1 conn     {ratio1:7.2f}x  {1.0:7.2f}x")
     print(f"CPU/req ratio at 32 conns {cpu_ratio:7.2f}x  {1.0:7.2f}x       (passthrough CPU / sidecar CPU)")
+    print(f"vs pass-http1 at 32 conns {own32:7.2f}x  {own_cpu:7.0f} us CPU/req of the sidecar's own path")
     p50_ok = verdict(added_p50 <= 0.35)
     print(f"p50 added at 1 conn       {added_p50:7.3f}   {floor_p50:7.3f} ms    <= 0.35 ms {p50_ok}")
     print(f"RSS after {sent} requests {rss:7.1f} MB                 < 60 MB   {verdict(rss < 60)}")
