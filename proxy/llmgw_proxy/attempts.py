@@ -117,11 +117,18 @@ async def _serve_from(
         reservation = None
         limiter = guards.limiter(current)
         if limiter is not None:
-            reservation = await _admit(call, limiter, current.name, upstream_model, provider, outcome)
-            if reservation is None:
+            admitted = _admit(call, limiter, current.name, upstream_model, outcome)
+            if admitted is None:
                 if gate is not None and ticket is not None:
                     gate.record(ticket, breaker.Outcome.IGNORED)  # frees a half-open probe slot
                 return None
+            reservation = admitted.reservation
+            if admitted.wait > 0:
+                try:
+                    await asyncio.sleep(admitted.wait)
+                except BaseException:
+                    reservation.cancel()
+                    raise
         if tries:
             metrics_.count(metrics_.retries, (current.name,))
         tries += 1
@@ -197,29 +204,19 @@ def _settle_abandoned(
         gate.record(ticket, breaker.Outcome.IGNORED)
 
 
-async def _admit(
-    call: Call,
-    limiter: limits.ProviderLimiter,
-    name: str,
-    upstream_model: str,
-    provider: config.Provider,
-    outcome: _Outcome,
-) -> limits.Reservation | None:
-    policy = provider.model_rate_limits.get(upstream_model) or provider.rate_limit
-    budget = policy.default_max_tokens if policy is not None else config.RateLimit().default_max_tokens
+def _admit(
+    call: Call, limiter: limits.ProviderLimiter, name: str, upstream_model: str, outcome: _Outcome
+) -> limits.Admitted | None:
+    """The limiter's booking for this try, or None when it refused (noted in ``outcome``)."""
+    # Not a coroutine: the caller sleeps only when there is a wait, so most tries add no frame.
+    budget = limiter.default_max_tokens(upstream_model)
     decision = limiter.acquire(upstream_model, tokens.reservation(call.endpoint, call.body, budget))
     if isinstance(decision, limits.Refused):
         metrics_ = call.services.metrics
         metrics_.count(metrics_.ratelimit_rejections, (name, upstream_model, decision.reason))
         outcome.refused(decision)
         return None
-    if decision.wait > 0:
-        try:
-            await asyncio.sleep(decision.wait)
-        except BaseException:
-            decision.reservation.cancel()
-            raise
-    return decision.reservation
+    return decision
 
 
 def _used(call: Call) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from llmgw_proxy import config
 from llmgw_proxy.policies import buckets, clock
@@ -69,10 +69,12 @@ def format_reset(seconds: float) -> str:
 class Reservation:
     """One request slot and ``tokens`` taken by ``acquire``; settle or cancel it once."""
 
+    __slots__ = ("_clock", "_done", "_request_buckets", "_token_buckets", "tokens")
+
     def __init__(
         self,
-        request_buckets: list[buckets.TokenBucket],
-        token_buckets: list[buckets.TokenBucket],
+        request_buckets: Sequence[buckets.TokenBucket],
+        token_buckets: Sequence[buckets.TokenBucket],
         tokens: int,
         clock: clock.Clock,
     ) -> None:
@@ -87,9 +89,10 @@ class Reservation:
         if self._done:
             return
         self._done = True
-        now = self._clock()
-        for bucket in self._token_buckets:
-            bucket.adjust(actual_tokens - self.tokens, now)
+        if self._token_buckets:
+            now = self._clock()
+            for bucket in self._token_buckets:
+                bucket.adjust(actual_tokens - self.tokens, now)
 
     def cancel(self) -> None:
         """The request was never sent: give back everything, its request slot included."""
@@ -103,12 +106,19 @@ class Reservation:
             bucket.adjust(-self.tokens, now)
 
 
-@dataclasses.dataclass(frozen=True)
 class Admitted:
     """Go after ``wait`` seconds (0: now); the capacity is already booked for then."""
 
-    wait: float
-    reservation: Reservation
+    # A plain slotted class, not a frozen dataclass: one is made per admitted request,
+    # and a frozen dataclass's __init__ costs three times as much.
+    __slots__ = ("reservation", "wait")
+
+    def __init__(self, wait: float, reservation: Reservation) -> None:
+        self.wait = wait
+        self.reservation = reservation
+
+    def __repr__(self) -> str:
+        return f"Admitted(wait={self.wait!r}, tokens={self.reservation.tokens!r})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +135,7 @@ class _Buckets:
 
     def __init__(self, limit: config.RateLimit) -> None:
         self.max_wait = limit.max_wait
+        self.default_max_tokens = limit.default_max_tokens
         self.requests: buckets.TokenBucket | None = None
         self.tokens: buckets.TokenBucket | None = None
         if limit.requests_per_minute is not None:
@@ -138,6 +149,37 @@ class _Buckets:
             )
 
 
+_REQUESTS = "requests"
+_TOKENS = "tokens"
+
+
+class _Plan:
+    """What ``acquire`` checks for one model, worked out once from the fixed groups of buckets.
+
+    ``checks`` keeps the groups' order (provider, then model; requests, then tokens), which
+    decides the reason a refusal gives when several buckets are too slow.
+    """
+
+    __slots__ = ("checks", "default_max_tokens", "max_wait", "request_buckets", "token_buckets")
+
+    def __init__(self, groups: list[_Buckets]) -> None:
+        checks: list[tuple[buckets.TokenBucket, str, float]] = []
+        for group in groups:
+            limit = group.max_wait + _SLACK
+            if group.requests is not None:
+                checks.append((group.requests, _REQUESTS, limit))
+            if group.tokens is not None:
+                checks.append((group.tokens, _TOKENS, limit))
+        self.checks = tuple(checks)
+        self.request_buckets = tuple(b for b, kind, _ in checks if kind is _REQUESTS)
+        self.token_buckets = tuple(b for b, kind, _ in checks if kind is _TOKENS)
+        self.max_wait = max((g.max_wait for g in groups), default=0.0) + _SLACK
+        # The model's own limit says how much completion to reserve, else the provider's.
+        self.default_max_tokens = (
+            groups[-1].default_max_tokens if groups else config.RateLimit().default_max_tokens
+        )
+
+
 class ProviderLimiter:
     def __init__(
         self,
@@ -148,51 +190,47 @@ class ProviderLimiter:
         self._clock = clock
         self._provider = _Buckets(limit) if limit is not None else None
         self._models = {model: _Buckets(lim) for model, lim in model_limits.items()}
+        # One plan per named model plus one for every other model: the caller's model names
+        # are unbounded (a wildcard route), so plans are never made for them on demand.
+        self._default_plan = _Plan([self._provider] if self._provider is not None else [])
+        self._plans = {model: _Plan(self._groups(model)) for model in self._models}
         self.paused_until = -math.inf
 
     def pause(self, until: float) -> None:
         """Hold every request until ``until`` (clock time), e.g. from an upstream 429's Retry-After."""
         self.paused_until = max(self.paused_until, until)
 
+    def default_max_tokens(self, model: str) -> int:
+        """The completion budget to reserve for ``model`` when a request sets no max_tokens."""
+        return self._plans.get(model, self._default_plan).default_max_tokens
+
     def acquire(self, model: str, tokens: int) -> Admitted | Refused:
         """Reserve one request and ``tokens`` for ``model`` in every bucket that applies, or none."""
         now = self._clock()
-        groups = self._groups(model)
-        start = max(now, self.paused_until)
-        # Not paused: the wait is 0, within any maxWait, and the generator need not run.
-        if start > now and start - now > max((g.max_wait for g in groups), default=0.0) + _SLACK:
-            return Refused("paused", start - now, self.headers(model))
-        # Spelled out per kind (no tuple tables): this runs for every request to a limited provider.
-        request_buckets: list[buckets.TokenBucket] = []
-        token_buckets: list[buckets.TokenBucket] = []
+        plan = self._plans.get(model, self._default_plan)
+        start = now
+        if self.paused_until > now:
+            start = self.paused_until
+            if start - now > plan.max_wait:
+                return Refused("paused", start - now, self.headers(model))
+        amount = float(tokens)
         too_long: str | None = None
-        for group in groups:
-            limit = group.max_wait + _SLACK
-            bucket = group.requests
-            if bucket is not None:
-                earliest = bucket.earliest(1.0, now)
-                if earliest is None:
-                    return Refused("too_large", None, self.headers(model))
-                if too_long is None and earliest - now > limit:
-                    too_long = "requests"
-                start = max(start, earliest)
-                request_buckets.append(bucket)
-            bucket = group.tokens
-            if bucket is not None:
-                earliest = bucket.earliest(float(tokens), now)
-                if earliest is None:
-                    return Refused("too_large", None, self.headers(model))
-                if too_long is None and earliest - now > limit:
-                    too_long = "tokens"
-                start = max(start, earliest)
-                token_buckets.append(bucket)
+        for bucket, kind, limit in plan.checks:
+            earliest = bucket.earliest(1.0 if kind is _REQUESTS else amount, now)
+            if earliest is None:
+                return Refused("too_large", None, self.headers(model))
+            if too_long is None and earliest - now > limit:
+                too_long = kind
+            if earliest > start:
+                start = earliest
         if too_long is not None:
             return Refused(too_long, start - now, self.headers(model))
-        for bucket in request_buckets:
+        for bucket in plan.request_buckets:
             bucket.book(1.0, start)
-        for bucket in token_buckets:
-            bucket.book(float(tokens), start)
-        return Admitted(start - now, Reservation(request_buckets, token_buckets, tokens, self._clock))
+        for bucket in plan.token_buckets:
+            bucket.book(amount, start)
+        reservation = Reservation(plan.request_buckets, plan.token_buckets, tokens, self._clock)
+        return Admitted(start - now, reservation)
 
     def headers(self, model: str) -> Headers:
         now = self._clock()
