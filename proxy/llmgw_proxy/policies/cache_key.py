@@ -26,6 +26,7 @@ answer, as HTTP caches do.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from collections.abc import Mapping
@@ -53,8 +54,34 @@ ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings"})
 
 
 def key(route: str, provider: str, upstream_model: str, endpoint: str, body: Mapping[str, object]) -> str:
-    request = {k: v for k, v in body.items() if k not in NON_OUTPUT_FIELDS}
-    document = {
+    # Most bodies carry none of the ignored fields: then the body itself is the request.
+    request: object = body
+    if type(body) is not dict or not NON_OUTPUT_FIELDS.isdisjoint(body):
+        request = {k: v for k, v in body.items() if k not in NON_OUTPUT_FIELDS}
+    frame = _frame(route, provider, upstream_model, endpoint)
+    if frame is None:  # a lone surrogate in a name
+        return _json_key(_document(route, provider, upstream_model, endpoint, request), request)
+    try:
+        text = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
+        # An integral float is written "2.0" or "1e+16". Without either in the text there is
+        # none to normalize, and the walk (the costly part of a key) can be skipped. A '+' is
+        # rare in prompts and found by memchr: it screens the slower two-byte search.
+        if b".0" in text or (b"+" in text and b"e+" in text):
+            request = _normal(request)
+            text = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)  # 1e20: an integer past 64 bits
+    except orjson.JSONEncodeError:
+        return _json_key(_document(route, provider, upstream_model, endpoint, request), request)
+    if b"null" in text:
+        # orjson writes NaN and infinities as null, which would give them null's key.
+        return _json_key(_document(route, provider, upstream_model, endpoint, request), request)
+    head, tail = frame
+    return hashlib.sha256(head + text + tail).hexdigest()
+
+
+def _document(
+    route: str, provider: str, upstream_model: str, endpoint: str, request: object
+) -> dict[str, object]:
+    return {
         "v": KEY_VERSION,
         "route": route,
         "provider": provider,
@@ -62,22 +89,25 @@ def key(route: str, provider: str, upstream_model: str, endpoint: str, body: Map
         "endpoint": endpoint,
         "request": request,
     }
+
+
+_MARKER = b'"request":0'
+
+
+@functools.lru_cache(maxsize=256)
+def _frame(route: str, provider: str, upstream_model: str, endpoint: str) -> tuple[bytes, bytes] | None:
+    """The canonical document's text before and after the request's, as orjson writes it.
+
+    Written once per destination, not per request. None when orjson cannot write a name.
+    """
     try:
-        canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+        text = orjson.dumps(
+            _document(route, provider, upstream_model, endpoint, 0), option=orjson.OPT_SORT_KEYS
+        )
     except orjson.JSONEncodeError:
-        return _json_key(document, request)  # lone surrogates, integers past 64 bits
-    # An integral float is written "2.0" or "1e+16". Without either in the text there is none
-    # to normalize, and the walk (the costly part of a key) can be skipped.
-    if b".0" in canonical or b"e+" in canonical:
-        document["request"] = normal = _normal(request)
-        try:
-            canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:
-            return _json_key(document, normal)  # 1e20 became an integer past 64 bits
-    if b"null" in canonical:
-        # orjson writes NaN and infinities as null, which would give them null's key.
-        return _json_key(document, document["request"])
-    return hashlib.sha256(canonical).hexdigest()
+        return None
+    head, _, tail = text.partition(_MARKER)  # sorted keys: "request" follows "provider"
+    return head + b'"request":', tail
 
 
 def _json_key(document: dict[str, object], request: object) -> str:
@@ -100,6 +130,8 @@ def _normal(value: object) -> object:
         return value
     if kind is dict:
         return {str(k): _normal(v) for k, v in value.items()}  # type: ignore[attr-defined]
+    if kind is list:
+        return [_normal(v) for v in value]  # type: ignore[attr-defined]
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, Mapping):
@@ -110,7 +142,7 @@ def _normal(value: object) -> object:
 
 
 def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):  # a tuple: faster than int | float
         return None
     return float(value)
 
@@ -120,7 +152,10 @@ def cacheable(policy: config.CachePolicy, endpoint: str, body: Mapping[str, obje
         return False
     if policy.mode is config.CacheMode.ALL or endpoint == "embeddings":
         return True
-    return _number(body.get("temperature")) == 0.0 or _number(body.get("seed")) is not None
+    temperature = body.get("temperature")
+    if (type(temperature) is int or type(temperature) is float) and temperature == 0:
+        return True  # the usual cacheable request, without the general checks below
+    return _number(temperature) == 0.0 or _number(body.get("seed")) is not None
 
 
 class Decision(enum.StrEnum):
@@ -141,6 +176,8 @@ def decide(
 ) -> Decision:
     if not cacheable(policy, endpoint, body):
         return Decision.BYPASS
+    if not cache_control:  # the usual case: no header to read
+        return Decision.USE
     asked = directives(cache_control)
     if "no-store" in asked:
         return Decision.BYPASS
