@@ -54,6 +54,8 @@ def classify(
     policy: config.CircuitBreaker, *, status: int | None = None, failure: config.FailureKind | None = None
 ) -> Outcome:
     """An upstream answer's ``status``, or a ``failure`` that left none, as the breaker sees it."""
+    if failure is None and status is not None and status < 400:
+        return Outcome.SUCCESS  # the usual answer first
     if failure is not None:
         return Outcome.FAILURE if failure in policy.fail_on else Outcome.IGNORED
     if status is None:
@@ -65,7 +67,7 @@ def classify(
     return Outcome.SUCCESS
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Ticket:
     generation: int
     probe: bool
@@ -107,6 +109,8 @@ class Breaker:
 
     def acquire(self) -> Ticket | None:
         """Admit a request (and return its ticket) or refuse it with None."""
+        if self._state is State.CLOSED:
+            return self._ticket  # only an open breaker changes state when read
         state = self.state
         if state is State.CLOSED:
             return self._ticket
@@ -116,6 +120,14 @@ class Breaker:
         return None
 
     def record(self, ticket: Ticket, outcome: Outcome) -> None:
+        if ticket is self._ticket and self._state is State.CLOSED:
+            # The usual case: a request admitted in this closed generation. A success without
+            # a ratio to keep only ends the streak.
+            if outcome is Outcome.SUCCESS and self.policy.failure_ratio is None:
+                self._streak = 0
+            else:
+                self._record_closed(outcome)
+            return
         state = self.state
         if ticket.generation != self._generation:
             return

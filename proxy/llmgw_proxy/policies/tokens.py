@@ -19,7 +19,6 @@ The heuristic, documented so operators can size ``defaultMaxTokens``:
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 
 CHARS_PER_TOKEN = 4
@@ -33,23 +32,26 @@ EMBEDDINGS = "embeddings"
 
 
 def text(value: str) -> int:
-    return math.ceil(len(value) / CHARS_PER_TOKEN)
+    return -(-len(value) // CHARS_PER_TOKEN)  # rounded up, in integers
 
 
 def messages(value: object) -> int:
     """Chat messages; content may be a string or a list of parts."""
     if not isinstance(value, list):
         return 0
-    total = REPLY_PRIMING
+    total = REPLY_PRIMING + PER_MESSAGE * len(value)
     for message in value:
-        total += PER_MESSAGE
-        if not isinstance(message, Mapping):
+        # Exact-type test first: ABC isinstance is slow, and this runs for every limited request.
+        if type(message) is not dict and not isinstance(message, Mapping):
             continue
-        total += _content(message.get("content"))
-        if isinstance(message.get("name"), str):
-            total += text(message["name"])
-        if message.get("tool_calls") is not None:
-            total += text(json.dumps(message["tool_calls"]))
+        content = message.get("content")
+        total += -(-len(content) // CHARS_PER_TOKEN) if isinstance(content, str) else _content(content)
+        name = message.get("name")
+        if isinstance(name, str):
+            total += text(name)
+        calls = message.get("tool_calls")
+        if calls is not None:
+            total += text(json.dumps(calls))
     return total
 
 
