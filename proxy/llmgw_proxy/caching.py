@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 JSON = b"J"
 SSE = b"S"
 
+# The eviction counter's label tuples, made once: a full store evicts on every miss.
+_REMOVAL_LABELS = {why: (why.value,) for why in cache_store.Removal}
+
 
 def store_of(call: Call) -> cache_store.MemoryStore:
     services = call.services
@@ -45,7 +48,7 @@ def store_of(call: Call) -> cache_store.MemoryStore:
         metrics_ = services.metrics
 
         def evicted(key: str, why: cache_store.Removal) -> None:
-            metrics_.count(metrics_.cache_evictions, (why.value,))
+            metrics_.count(metrics_.cache_evictions, _REMOVAL_LABELS[why])
 
         store = services.cache = cache_store.MemoryStore(bounds, asyncio.get_running_loop().time, [evicted])
         metrics_.cache_store = store

@@ -31,7 +31,7 @@ EvictionListener = Callable[[str, Removal], None]
 """Called as ``listener(key, why)`` when the store drops an entry on its own."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class Stats:
     hits: int = 0
     misses: int = 0
@@ -83,23 +83,36 @@ class MemoryStore:
         return entry[0]
 
     def put(self, key: str, value: bytes, ttl: float) -> bool:
-        self.delete(key)
+        entries = self._entries
+        stats = self.stats
+        previous = entries.pop(key, None)
+        if previous is not None:
+            stats.entries -= 1
+            stats.bytes -= size(key, previous[0])
         taken = size(key, value)
         bounds = self.bounds
-        if taken > bounds.max_bytes or ttl <= 0:
+        max_bytes = bounds.max_bytes
+        if taken > max_bytes or ttl <= 0:
             return False
         now = self._clock()
-        entries = self._entries
         entries[key] = (value, now + ttl)
-        stats = self.stats
         stats.entries += 1
         stats.bytes += taken
         # A full store evicts on every miss: pop the oldest directly, one clock read for all.
-        while len(entries) > bounds.max_entries or stats.bytes > bounds.max_bytes:
+        max_entries = bounds.max_entries
+        while len(entries) > max_entries or stats.bytes > max_bytes:
             oldest, (data, expires) = entries.popitem(last=False)
             stats.entries -= 1
             stats.bytes -= size(oldest, data)
-            self._removed(oldest, Removal.EXPIRED if now >= expires else Removal.EVICTED)
+            # _removed, inlined: this runs on nearly every miss once the store is full.
+            if now >= expires:
+                why = Removal.EXPIRED
+                stats.expirations += 1
+            else:
+                why = Removal.EVICTED
+                stats.evictions += 1
+            for listener in self._listeners:
+                listener(oldest, why)
         return True
 
     def delete(self, key: str) -> bool:
