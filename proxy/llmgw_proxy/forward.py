@@ -125,6 +125,7 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
         span = tracing.client_span(
             call.span, call.endpoint, provider.kind.value, upstream_model, state.base_url
         )
+        tracing.propagate(span, headers)
     loop = asyncio.get_running_loop()
     sent = loop.time()
     try:

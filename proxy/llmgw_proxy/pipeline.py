@@ -92,7 +92,7 @@ async def account(call: Call, next_step: Next) -> web.StreamResponse:
     services = call.services
     services.metrics.in_flight += 1
     if services.tracing.enabled:
-        call.span = services.tracing.server_span(call.endpoint, "unknown")
+        call.span = services.tracing.server_span(call.endpoint, "unknown", call.request.headers)
     try:
         try:
             response = await next_step(call)

@@ -72,3 +72,18 @@ def test_tracing_exports_over_otlp_when_an_endpoint_is_set(monkeypatch: pytest.M
     tracer = tracing.from_environment()
     assert tracer.enabled is True
     tracer.shutdown()
+
+
+async def test_continues_the_callers_trace_up_to_the_provider(
+    traced: Any, span_exporter: Any, fake: Any
+) -> None:
+    trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    await traced.async_client().chat.completions.create(
+        model="m", messages=MESSAGES, extra_headers={"traceparent": f"00-{trace_id}-{caller_span}-01"}
+    )
+    spans = {s.kind: s for s in span_exporter.get_finished_spans()}
+    server, client_span = spans[trace.SpanKind.SERVER], spans[trace.SpanKind.CLIENT]
+    assert server.parent is not None and server.parent.span_id == int(caller_span, 16)
+    assert server.context.trace_id == client_span.context.trace_id == int(trace_id, 16)
+    sent = {k.lower(): v for k, v in fake.requests[-1].headers.items()}
+    assert sent["traceparent"] == f"00-{trace_id}-{client_span.context.span_id:016x}-01"
