@@ -64,14 +64,15 @@ def key(route: str, provider: str, upstream_model: str, endpoint: str, body: Map
     try:
         text = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)
         # An integral float is written "2.0" or "1e+16". Without either in the text there is
-        # none to normalize, and the walk (the costly part of a key) can be skipped. A '+' is
-        # rare in prompts and found by memchr: it screens the slower two-byte search.
-        if b".0" in text or (b"+" in text and b"e+" in text):
+        # none to normalize, and the walk (the costly part of a key) can be skipped. Searched
+        # with find, which takes half the time of `in` on bytes; a '+' (an int needle: memchr)
+        # is rare in prompts and screens the two-byte search for "e+".
+        if text.find(b".0") >= 0 or (_PLUS in text and text.find(b"e+") >= 0):
             request = _normal(request)
             text = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)  # 1e20: an integer past 64 bits
     except orjson.JSONEncodeError:
         return _json_key(_document(route, provider, upstream_model, endpoint, request), request)
-    if b"null" in text:
+    if text.find(b"null") >= 0:
         # orjson writes NaN and infinities as null, which would give them null's key.
         return _json_key(_document(route, provider, upstream_model, endpoint, request), request)
     head, tail = frame
@@ -92,6 +93,7 @@ def _document(
 
 
 _MARKER = b'"request":0'
+_PLUS = ord("+")
 
 
 @functools.lru_cache(maxsize=256)
