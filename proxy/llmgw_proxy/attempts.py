@@ -47,7 +47,7 @@ class _Outcome:
     def __init__(self) -> None:
         self.limited = False
         self.limit_wait: float | None = None
-        self.limit_headers: dict[str, str] = {}
+        self.limit_headers: limits.Headers | None = None  # written out only if the answer is a 429
         self.breaker_wait: float | None = None
         self.failure: errors.ProxyError | None = None
         self.response: web.StreamResponse | None = None
@@ -55,12 +55,13 @@ class _Outcome:
     def refused(self, refusal: limits.Refused) -> None:
         wait = refusal.retry_after
         if not self.limited or (wait is not None and (self.limit_wait is None or wait < self.limit_wait)):
-            self.limit_wait, self.limit_headers = wait, refusal.headers.as_dict()
+            self.limit_wait, self.limit_headers = wait, refusal.headers
         self.limited = True
 
     def final(self) -> web.StreamResponse:
         if self.limited:
-            raise errors.rate_limited(self.limit_wait, self.limit_headers)
+            headers = self.limit_headers.as_dict() if self.limit_headers is not None else {}
+            raise errors.rate_limited(self.limit_wait, headers)
         if self.response is not None:
             return self.response
         if self.failure is not None:
@@ -152,7 +153,7 @@ async def _serve_from(
             if reservation is not None:
                 reservation.settle(_used(call) if answer.status < 400 else 0)
             if gate is not None and ticket is not None:
-                gate.record(ticket, breaker.classify(gate.policy, status=answer.status))
+                gate.record_status(ticket, answer.status)
         status = None
         retry_after = None
         if response is not None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from llmgw_proxy import config
@@ -263,3 +263,54 @@ def test_the_breaker_never_skips_a_state(
         elif tickets:
             b.record(tickets.pop(int(arg) % len(tickets)), Outcome(op))
         assert b.state is previous
+
+
+@settings(max_examples=300)
+@given(
+    ops=st.lists(
+        st.one_of(
+            st.tuples(st.just("step"), st.floats(0, 20, allow_nan=False)),  # within the 30 s window
+            st.tuples(st.just("acquire"), st.just(0)),
+            st.tuples(st.sampled_from(["answer", "call"]), st.sampled_from([200, 201, 404, 429, 500, 503])),
+        ),
+        max_size=80,
+    ),
+    consecutive=st.one_of(st.none(), st.integers(1, 4)),
+    ratio=st.one_of(st.none(), st.floats(0.1, 1)),
+    fail_on=st.sampled_from([(config.FailureKind.SERVER_ERROR,), (config.FailureKind.TIMEOUT,)]),
+)
+@example(  # successes in the window keep the failure ratio under the threshold
+    ops=[("call", 200)] * 3 + [("call", 500)] * 3,
+    consecutive=None,
+    ratio=0.9,
+    fail_on=(config.FailureKind.SERVER_ERROR,),
+)
+def test_recording_a_status_is_recording_its_classified_outcome(
+    ops: list[tuple[str, float]],
+    consecutive: int | None,
+    ratio: float | None,
+    fail_on: tuple[config.FailureKind, ...],
+) -> None:
+    policy = config.CircuitBreaker(
+        consecutive_failures=consecutive, failure_ratio=ratio, minimum_requests=3, fail_on=fail_on
+    )
+    clock = FakeClock(0.0)
+    by_status, by_outcome = breaker.Breaker(policy, clock), breaker.Breaker(policy, clock)
+    tickets: list[tuple[breaker.Ticket, breaker.Ticket]] = []
+    for op, arg in ops:
+        if op == "step":
+            clock.step(arg)
+        elif op in ("acquire", "call"):
+            one, other = by_status.acquire(), by_outcome.acquire()
+            assert (one is None) == (other is None)
+            if one is not None and other is not None:
+                tickets.append((one, other))
+        if op in ("answer", "call") and tickets:
+            one, other = tickets.pop() if op == "call" else tickets.pop(0)  # a call answers its own
+            by_status.record_status(one, int(arg))
+            by_outcome.record(other, breaker.classify(policy, status=int(arg)))
+        assert (by_status.state, by_status.open_for, by_status.retry_after()) == (
+            by_outcome.state,
+            by_outcome.open_for,
+            by_outcome.retry_after(),
+        )
