@@ -118,15 +118,14 @@ async def _serve_from(
         reservation = None
         limiter = guards.limiter(current)
         if limiter is not None:
-            admitted = _admit(call, limiter, current.name, upstream_model, outcome)
-            if admitted is None:
+            reservation = _admit(call, limiter, current.name, upstream_model, outcome)
+            if reservation is None:
                 if gate is not None and ticket is not None:
                     gate.record(ticket, breaker.Outcome.IGNORED)  # frees a half-open probe slot
                 return None
-            reservation = admitted.reservation
-            if admitted.wait > 0:
+            if reservation.wait > 0:
                 try:
-                    await asyncio.sleep(admitted.wait)
+                    await asyncio.sleep(reservation.wait)
                 except BaseException:
                     reservation.cancel()
                     raise
@@ -207,7 +206,7 @@ def _settle_abandoned(
 
 def _admit(
     call: Call, limiter: limits.ProviderLimiter, name: str, upstream_model: str, outcome: _Outcome
-) -> limits.Admitted | None:
+) -> limits.Reservation | None:
     """The limiter's booking for this try, or None when it refused (noted in ``outcome``)."""
     # Not a coroutine: the caller sleeps only when there is a wait, so most tries add no frame.
     budget = limiter.default_max_tokens(upstream_model)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 from llmgw_proxy import config
 from llmgw_proxy.policies import buckets, clock
@@ -67,31 +67,31 @@ def format_reset(seconds: float) -> str:
 
 
 class Reservation:
-    """One request slot and ``tokens`` taken by ``acquire``; settle or cancel it once."""
+    """What ``acquire`` admitted: one request slot and ``tokens``, booked to start after ``wait``
+    seconds (0: now). Settle or cancel it once."""
 
-    __slots__ = ("_clock", "_done", "_request_buckets", "_token_buckets", "tokens")
+    # A plain slotted class, not a frozen dataclass: one is made per admitted request.
+    __slots__ = ("_clock", "_done", "_plan", "tokens", "wait")
 
-    def __init__(
-        self,
-        request_buckets: Sequence[buckets.TokenBucket],
-        token_buckets: Sequence[buckets.TokenBucket],
-        tokens: int,
-        clock: clock.Clock,
-    ) -> None:
-        self._request_buckets = request_buckets
-        self._token_buckets = token_buckets
+    def __init__(self, plan: _Plan, tokens: int, wait: float, clock: clock.Clock) -> None:
+        self._plan = plan
         self.tokens = tokens
+        self.wait = wait
         self._clock = clock
         self._done = False
+
+    def __repr__(self) -> str:
+        return f"Reservation(tokens={self.tokens!r}, wait={self.wait!r})"
 
     def settle(self, actual_tokens: int) -> None:
         """Correct the token buckets to the usage reported (or estimated) for the answer."""
         if self._done:
             return
         self._done = True
-        if self._token_buckets:
+        token_buckets = self._plan.token_buckets
+        if token_buckets:
             now = self._clock()
-            for bucket in self._token_buckets:
+            for bucket in token_buckets:
                 bucket.adjust(actual_tokens - self.tokens, now)
 
     def cancel(self) -> None:
@@ -100,25 +100,10 @@ class Reservation:
             return
         self._done = True
         now = self._clock()
-        for bucket in self._request_buckets:
+        for bucket in self._plan.request_buckets:
             bucket.adjust(-1, now)
-        for bucket in self._token_buckets:
+        for bucket in self._plan.token_buckets:
             bucket.adjust(-self.tokens, now)
-
-
-class Admitted:
-    """Go after ``wait`` seconds (0: now); the capacity is already booked for then."""
-
-    # A plain slotted class, not a frozen dataclass: one is made per admitted request,
-    # and a frozen dataclass's __init__ costs three times as much.
-    __slots__ = ("reservation", "wait")
-
-    def __init__(self, wait: float, reservation: Reservation) -> None:
-        self.wait = wait
-        self.reservation = reservation
-
-    def __repr__(self) -> str:
-        return f"Admitted(wait={self.wait!r}, tokens={self.reservation.tokens!r})"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +189,7 @@ class ProviderLimiter:
         """The completion budget to reserve for ``model`` when a request sets no max_tokens."""
         return self._plans.get(model, self._default_plan).default_max_tokens
 
-    def acquire(self, model: str, tokens: int) -> Admitted | Refused:
+    def acquire(self, model: str, tokens: int) -> Reservation | Refused:
         """Reserve one request and ``tokens`` for ``model`` in every bucket that applies, or none."""
         now = self._clock()
         plan = self._plans.get(model, self._default_plan)
@@ -229,8 +214,7 @@ class ProviderLimiter:
             bucket.book(1.0, start)
         for bucket in plan.token_buckets:
             bucket.book(amount, start)
-        reservation = Reservation(plan.request_buckets, plan.token_buckets, tokens, self._clock)
-        return Admitted(start - now, reservation)
+        return Reservation(plan, tokens, start - now, self._clock)
 
     def headers(self, model: str) -> Headers:
         now = self._clock()

@@ -18,12 +18,12 @@ def limiter(
     return limits.ProviderLimiter(provider, models or {}, clock)
 
 
-def admitted(result: limits.Admitted | limits.Refused) -> limits.Admitted:
-    assert isinstance(result, limits.Admitted), result
+def admitted(result: limits.Reservation | limits.Refused) -> limits.Reservation:
+    assert isinstance(result, limits.Reservation), result
     return result
 
 
-def refused(result: limits.Admitted | limits.Refused) -> limits.Refused:
+def refused(result: limits.Reservation | limits.Refused) -> limits.Refused:
     assert isinstance(result, limits.Refused), result
     return result
 
@@ -105,13 +105,13 @@ def test_a_request_larger_than_the_token_burst_is_refused_for_good(clock: FakeCl
 
 def test_settling_below_the_reservation_refunds_the_difference(clock: FakeClock) -> None:
     lim = limiter(clock, config.RateLimit(tokens_per_minute=1000))
-    admitted(lim.acquire("m", 800)).reservation.settle(100)
+    admitted(lim.acquire("m", 800)).settle(100)
     assert lim.headers("m").remaining_tokens == 900
 
 
 def test_settling_above_the_reservation_goes_into_debt(clock: FakeClock) -> None:
     lim = limiter(clock, config.RateLimit(tokens_per_minute=600))
-    admitted(lim.acquire("m", 100)).reservation.settle(700)
+    admitted(lim.acquire("m", 100)).settle(700)
     assert lim.headers("m").remaining_tokens == 0
     refusal = refused(lim.acquire("m", 1))
     assert refusal.retry_after == pytest.approx(10.1)
@@ -119,7 +119,7 @@ def test_settling_above_the_reservation_goes_into_debt(clock: FakeClock) -> None
 
 def test_a_reservation_settles_only_once(clock: FakeClock) -> None:
     lim = limiter(clock, config.RateLimit(tokens_per_minute=1000))
-    reservation = admitted(lim.acquire("m", 500)).reservation
+    reservation = admitted(lim.acquire("m", 500))
     reservation.settle(0)
     reservation.settle(0)
     reservation.cancel()
@@ -130,7 +130,7 @@ def test_a_reservation_settles_only_once(clock: FakeClock) -> None:
 
 def test_cancelling_gives_back_the_request_slot_and_the_tokens(clock: FakeClock) -> None:
     lim = limiter(clock, config.RateLimit(requests_per_minute=1, tokens_per_minute=100))
-    admitted(lim.acquire("m", 100)).reservation.cancel()
+    admitted(lim.acquire("m", 100)).cancel()
     admitted(lim.acquire("m", 100))
 
 
@@ -220,8 +220,8 @@ def test_parallel_requests_never_commit_more_than_the_rate_since_start_plus_burs
         clock.step(gap)
         if op == "acquire":
             result = lim.acquire("m", reserve)
-            if isinstance(result, limits.Admitted):
-                outstanding.append(result.reservation)
+            if isinstance(result, limits.Reservation):
+                outstanding.append(result)
                 committed = settled + sum(r.tokens for r in outstanding)
                 # debt from earlier answers is paid back before anyone else is admitted
                 assert committed <= 10 * (clock() + result.wait) + 600 + 1e-6
