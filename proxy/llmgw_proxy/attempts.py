@@ -126,8 +126,10 @@ async def _serve_from(
             if reservation.wait > 0:
                 try:
                     await asyncio.sleep(reservation.wait)
-                except BaseException:
+                except BaseException:  # the caller left while it waited: nothing was sent
                     reservation.cancel()
+                    if gate is not None and ticket is not None:
+                        gate.record(ticket, breaker.Outcome.IGNORED)  # else a probe slot stays taken
                     raise
         if tries:
             metrics_.count(metrics_.retries, (current.name,))

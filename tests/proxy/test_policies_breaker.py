@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import pathlib
 from typing import Any
@@ -10,6 +12,7 @@ import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_dev import fake_provider
+from llmgw_proxy import guards
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 BREAKER = {"circuitBreaker": {"consecutiveFailures": 3, "openDuration": 0.3}}
@@ -115,3 +118,30 @@ async def test_a_reload_keeps_the_breaker_of_an_unchanged_policy_and_resets_a_ch
     raw = await ask(proxy)
     assert raw.headers["x-llmgw-provider"] == "fallback"  # a fresh breaker lets the primary be tried
     assert len(pair.primary.requests) == 2
+
+
+async def test_a_probe_whose_caller_leaves_while_it_waits_for_the_rate_limit_frees_its_probe_slot(
+    start_proxy: Any, pair: Any, key_file: pathlib.Path, eventually: Any
+) -> None:
+    policy = {
+        "circuitBreaker": {"consecutiveFailures": 1, "openDuration": 0.2},
+        "rateLimit": {"requestsPerMinute": 60, "requestBurst": 1, "maxWait": 5},
+    }
+    proxy = await start_proxy(pair.doc(key_file, primary=policy))
+    primary = proxy.live.snapshot.providers["primary"]
+    pair.primary.plan(fake_provider.Fault(status=500))
+    raw = await ask(proxy)  # takes the one request slot of this second and opens the breaker
+    assert raw.headers["x-llmgw-provider"] == "fallback"
+    await eventually(lambda: proxy.sample("llmgw_breaker_state", provider="primary") == 1)
+
+    probe = asyncio.create_task(ask(proxy))
+    # the probe booked the next slot and waits for it: the bucket is full again only after that
+    await eventually(lambda: primary.extras[guards.LIMITER].headers("m").reset_requests > 1.0)
+    probe.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await probe
+    await eventually(lambda: proxy.metrics.in_flight == 0)
+
+    raw = await ask(proxy)
+    assert raw.headers["x-llmgw-provider"] == "primary", "the breaker still held the left probe's slot"
+    assert proxy.sample("llmgw_breaker_state", provider="primary") == 0
