@@ -46,6 +46,12 @@ class Outcome(enum.StrEnum):
     IGNORED = "ignored"
 
 
+# The members the per-request paths test, as module globals: read in a third of the time
+# a member takes through its enum class.
+_CLOSED = State.CLOSED
+_SUCCESS = Outcome.SUCCESS
+
+
 Listener = Callable[[State, State, str], None]
 """Called as ``listener(old_state, new_state, reason)`` on every transition."""
 
@@ -55,7 +61,7 @@ def classify(
 ) -> Outcome:
     """An upstream answer's ``status``, or a ``failure`` that left none, as the breaker sees it."""
     if failure is None and status is not None and status < 400:
-        return Outcome.SUCCESS  # the usual answer first
+        return _SUCCESS  # the usual answer first
     if failure is not None:
         return Outcome.FAILURE if failure in policy.fail_on else Outcome.IGNORED
     if status is None:
@@ -109,7 +115,7 @@ class Breaker:
 
     def acquire(self) -> Ticket | None:
         """Admit a request (and return its ticket) or refuse it with None."""
-        if self._state is State.CLOSED:
+        if self._state is _CLOSED:
             return self._ticket  # only an open breaker changes state when read
         state = self.state
         if state is State.CLOSED:
@@ -120,10 +126,10 @@ class Breaker:
         return None
 
     def record(self, ticket: Ticket, outcome: Outcome) -> None:
-        if ticket is self._ticket and self._state is State.CLOSED:
+        if ticket is self._ticket and self._state is _CLOSED:
             # The usual case: a request admitted in this closed generation. A success without
             # a ratio to keep only ends the streak.
-            if outcome is Outcome.SUCCESS and self.policy.failure_ratio is None:
+            if outcome is _SUCCESS and self.policy.failure_ratio is None:
                 self._streak = 0
             else:
                 self._record_closed(outcome)
@@ -138,7 +144,7 @@ class Breaker:
 
     def record_status(self, ticket: Ticket, status: int) -> None:
         """``record`` for an upstream answer with this HTTP status, classified by the policy."""
-        closed_ticket = ticket is self._ticket and self._state is State.CLOSED
+        closed_ticket = ticket is self._ticket and self._state is _CLOSED
         if status < 400 and closed_ticket and self.policy.failure_ratio is None:
             self._streak = 0  # the usual answer: record's own fast path, without classify
             return

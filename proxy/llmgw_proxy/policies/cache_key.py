@@ -152,7 +152,7 @@ def _number(value: object) -> float | None:
 def cacheable(policy: config.CachePolicy, endpoint: str, body: Mapping[str, object]) -> bool:
     if not policy.enabled or endpoint not in ENDPOINTS:
         return False
-    if policy.mode is config.CacheMode.ALL or endpoint == "embeddings":
+    if policy.mode is _ALL or endpoint == "embeddings":
         return True
     temperature = body.get("temperature")
     if (type(temperature) is int or type(temperature) is float) and temperature == 0:
@@ -164,6 +164,11 @@ class Decision(enum.StrEnum):
     USE = "use"  # look up; on a miss, store the fresh answer
     REFRESH = "refresh"  # skip the lookup, store the fresh answer
     BYPASS = "bypass"  # neither look up nor store
+
+
+# Members read on every request, as module globals: cheaper than through their enum class.
+_USE = Decision.USE
+_ALL = config.CacheMode.ALL
 
 
 def directives(cache_control: str | None) -> frozenset[str]:
@@ -179,7 +184,7 @@ def decide(
     if not cacheable(policy, endpoint, body):
         return Decision.BYPASS
     if not cache_control:  # the usual case: no header to read
-        return Decision.USE
+        return _USE
     asked = directives(cache_control)
     if "no-store" in asked:
         return Decision.BYPASS
