@@ -49,7 +49,9 @@ def store_of(call: Call) -> cache_store.MemoryStore:
         metrics_ = services.metrics
 
         def evicted(key: str, why: cache_store.Removal) -> None:
-            metrics_.count(metrics_.cache_evictions, _REMOVAL_LABELS[why])
+            # Metrics.count inline: a full store evicts on nearly every miss.
+            table, labels = metrics_.cache_evictions, _REMOVAL_LABELS[why]
+            table[labels] = table.get(labels, 0) + 1
 
         store = services.cache = cache_store.MemoryStore(bounds, asyncio.get_running_loop().time, [evicted])
         metrics_.cache_store = store
