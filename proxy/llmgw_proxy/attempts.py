@@ -156,7 +156,7 @@ async def _serve_from(
                     reservation.settle(0)
                 else:
                     # _used's usual case inline: the answer reported its total.
-                    total = call.usage.get("total_tokens") if call.usage is not None else None
+                    total: object = call.usage.get("total_tokens") if call.usage is not None else None
                     reservation.settle(total if isinstance(total, int) else _used(call))
             if gate is not None and ticket is not None:
                 gate.record_status(ticket, answer.status)
