@@ -75,10 +75,11 @@ class MemoryStore:
 
     def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
-        if entry is not None and self._clock() >= entry[1]:
+        if entry is None:  # a miss first: every request that is not a hit takes this path
+            self.stats.misses += 1
+            return None
+        if self._clock() >= entry[1]:
             self._drop(key, Removal.EXPIRED)
-            entry = None
-        if entry is None:
             self.stats.misses += 1
             return None
         self._entries.move_to_end(key)
@@ -98,11 +99,9 @@ class MemoryStore:
         now = self._clock()
         entries[key] = (value, now + ttl)
         stats = self.stats
-        stats.entries += 1
         stats.bytes += taken
         while len(entries) > bounds.max_entries or stats.bytes > bounds.max_bytes:
             oldest, (data, expires) = entries.popitem(False)  # the least recently used
-            stats.entries -= 1
             stats.bytes -= len(oldest.encode()) + len(data)
             if now >= expires:
                 why = _EXPIRED
@@ -112,6 +111,7 @@ class MemoryStore:
                 stats.evictions += 1
             for listener in self._listeners:
                 listener(oldest, why)
+        stats.entries = len(entries)
         return True
 
     def delete(self, key: str) -> bool:
