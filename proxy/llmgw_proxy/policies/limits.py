@@ -67,8 +67,10 @@ def format_reset(seconds: float) -> str:
 
 
 class Reservation:
-    """What ``acquire`` admitted: one request slot and ``tokens``, booked to start after ``wait``
-    seconds (0: now). Settle or cancel it once."""
+    """One request slot and ``tokens`` that ``acquire`` booked; settle or cancel it once.
+
+    The capacity is booked for ``wait`` seconds from now (0: go now); the caller waits that long.
+    """
 
     # A plain slotted class, not a frozen dataclass: one is made per admitted request.
     __slots__ = ("_clock", "_done", "_plan", "tokens", "wait")
