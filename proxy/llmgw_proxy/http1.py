@@ -24,8 +24,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
-import typing
 import ssl
+import typing
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
