@@ -487,3 +487,7 @@ def _wait_gone(c: Component, deadline: float) -> None:
     if _pid_is(c.pid, c.start_ticks):
         with contextlib.suppress(ProcessLookupError):
             os.kill(c.pid, signal.SIGKILL)
+        # SIGKILL is delivered asynchronously: `down` returns once the process is really gone.
+        killed_by = time.monotonic() + 5
+        while _pid_is(c.pid, c.start_ticks) and time.monotonic() < killed_by:
+            time.sleep(0.02)
