@@ -1,12 +1,13 @@
 """kopf registrations: thin shells that turn watch events into reconcile triggers.
 
-Only event handlers and indexes are used. kopf's change handlers would store
+Only event handlers are used. kopf's change handlers would store
 each object's last-handled configuration in an annotation (a Secret's data
 among them) and write on every change; event handlers write nothing, so at
 steady state the operator makes no writes at all. Every trigger means "look
 at this object again"; the work queues coalesce them and the reconciler reads
 the object fresh from the API, so a missed or duplicate event cannot leave
-stale state behind.
+stale state behind. Which gateways a policy or Secret change reaches is kept
+in ``references`` (not kopf indexes: see there why).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, cast
 
 import kopf
 
-from llmgw_operator import kube, reconcile, workqueue
+from llmgw_operator import kube, reconcile, references, workqueue
 from llmgw_operator.api import common, gateway, policy
 from llmgw_operator.render import names
 
@@ -45,6 +46,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         native_sidecar=minor >= NATIVE_SIDECAR_MINOR,
     )
 
+    memo["gateways_by_policy"] = references.References()
+    memo["policies_by_secret"] = references.References()
     memo["gateways"] = workqueue.WorkQueue(_fresh_pass(client, "LLMGateway", reconciler.gateway))
     memo["policies"] = workqueue.WorkQueue(_fresh_pass(client, "ProviderPolicy", reconciler.policy))
     logger.info(
@@ -73,68 +76,51 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
             await memo[queue].stop()
 
 
-# -- indexes: who references whom, without scanning ------------------------------
-
-
-@kopf.index(*GATEWAYS)
-def gateways_by_policy(
-    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str | None, str], str]:
-    targets = {t.get("policy") for r in spec.get("routes") or [] for t in r.get("targets") or []}
-    return {(namespace, p): name for p in targets if isinstance(p, str)}
-
-
-@kopf.index(*POLICIES)
-def policies_by_secret(
-    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-) -> dict[tuple[str | None, str], str]:
-    ref = spec.get("apiKeySecretRef") or {}
-    return {(namespace, ref["name"]): name} if isinstance(ref.get("name"), str) else {}
-
-
 # -- triggers ---------------------------------------------------------------------
 
 
 @kopf.on.event(*GATEWAYS)
 async def gateway_changed(
-    event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
 ) -> None:
     queue: workqueue.WorkQueue = memo["gateways"]
+    by_policy: references.References = memo["gateways_by_policy"]
     if event["type"] == "DELETED":
+        by_policy.drop(namespace, name)
         queue.forget((namespace, name))  # children go with it: owner references and the GC
     else:
+        by_policy.set(namespace, name, references.policies_of(spec))
         queue.trigger((namespace, name))
-
-
-# Indexes reach handlers as keyword arguments named after the index function.
-Index = kopf.Index[tuple[str | None, str], str]
 
 
 @kopf.on.event(*POLICIES)
 async def policy_changed(
-    event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+    event: kopf.RawEvent, namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
 ) -> None:
+    by_secret: references.References = memo["policies_by_secret"]
     if event["type"] == "DELETED":
+        by_secret.drop(namespace, name)
         memo["policies"].forget((namespace, name))
     else:
+        by_secret.set(namespace, name, references.secret_of(spec))
         memo["policies"].trigger((namespace, name))
-    by_policy: Index = kwargs["gateways_by_policy"]
-    for gw in by_policy.get((namespace, name), []):
+    by_policy: references.References = memo["gateways_by_policy"]
+    for gw in by_policy.referrers(namespace, name):
         memo["gateways"].trigger((namespace, gw))
 
 
-def _referenced(namespace: str | None, name: str, **kwargs: Any) -> bool:
-    by_secret: Index = kwargs["policies_by_secret"]
+def _referenced(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> bool:
+    by_secret: references.References = memo["policies_by_secret"]
     return (namespace, name) in by_secret
 
 
 @kopf.on.event("v1", "secrets", when=_referenced)
-async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    by_secret: Index = kwargs["policies_by_secret"]
-    by_policy: Index = kwargs["gateways_by_policy"]
-    for p in by_secret.get((namespace, name), []):
+async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    by_secret: references.References = memo["policies_by_secret"]
+    by_policy: references.References = memo["gateways_by_policy"]
+    for p in by_secret.referrers(namespace, name):
         memo["policies"].trigger((namespace, p))
-        for gw in by_policy.get((namespace, p), []):
+        for gw in by_policy.referrers(namespace, p):
             memo["gateways"].trigger((namespace, gw))
 
 
