@@ -75,6 +75,7 @@ class OperatorProcess:
             "-n",
             self.namespaces,
         ]
+        offset = self.offset()  # a restart appends to the same log: look only past the old run
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 argv,
@@ -84,7 +85,7 @@ class OperatorProcess:
                 stdin=subprocess.DEVNULL,
             )
         # Started: kopf logs its startup handler's line once the API answered.
-        self.wait_for_log(r"llmgw-operator started", 0, timeout=30)
+        self.wait_for_log(r"llmgw-operator started", offset, timeout=30)
 
     def stop(self, timeout: float = 20) -> int:
         proc, self.proc = self.proc, None
