@@ -208,11 +208,15 @@ def test_shared_limits_are_split_across_the_replicas(ns: Namespace) -> None:
         primary={"rateLimit": {"requestsPerMinute": 100, "scope": "shared"}},
     )
 
+    def rendered() -> int | None:
+        # Polled from right after the apply: the ConfigMap, or the limit in it, may not be there yet.
+        if not ns.exists(f"configmap/{GW}-proxy-config"):
+            return None
+        limit = ns.proxy_config(GW)["providers"].get("primary", {}).get("rateLimit") or {}
+        return limit.get("requestsPerMinute")
+
     def requests_per_minute(expected: int) -> None:
-        eventually(
-            lambda: ns.proxy_config(GW)["providers"]["primary"]["rateLimit"]["requestsPerMinute"] == expected,
-            what=f"requestsPerMinute {expected} per pod",
-        )
+        eventually(lambda: rendered() == expected, what=f"requestsPerMinute {expected} per pod")
 
     requests_per_minute(34)  # ceil(100 / 3)
     ns.patch(f"llmgw/{GW}", {"spec": {"replicas": 4}})
