@@ -314,6 +314,7 @@ class Pool:
         self._waiters: dict[tuple[str, str, int], collections.deque[asyncio.Future[None]]] = {}
         self._all: set[_Connection] = set()
         self._closed = False
+        self._swept = 0.0
 
     async def send(self, request: upstream.Request) -> Response:
         origin, target, host = _split(request.url)
@@ -336,9 +337,22 @@ class Pool:
         if self._closed:
             conn.abort(upstream.ConnectFailed("the client is closed"))
             return
-        conn.idle_since = asyncio.get_running_loop().time()
+        now = conn.idle_since = asyncio.get_running_loop().time()
         self._idle.setdefault(conn.origin, []).append(conn)
         self._wake(conn.origin)
+        if now - self._swept > self.idle_seconds:
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        """Close connections idle too long everywhere, not only where requests still go.
+
+        A reload that moves a provider to a new URL leaves its old origin's
+        connections idle for good; checkouts alone would never look at them again.
+        """
+        self._swept = now
+        for idle in list(self._idle.values()):
+            for conn in [c for c in idle if now - c.idle_since >= self.idle_seconds]:
+                conn.abort(upstream.ConnectFailed("idle too long"))  # forget() takes it off the list
 
     def forget(self, conn: _Connection) -> None:
         if conn not in self._all:

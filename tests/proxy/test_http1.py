@@ -401,3 +401,19 @@ def test_an_encoded_head_parses_back_to_the_same_request(headers: dict[str, str]
 def test_any_line_break_in_a_header_is_refused(before: str, brk: str, after: str) -> None:
     with pytest.raises(upstream.ConnectFailed):
         http1.encode_head("POST", "/", "h", {"x-name": before + brk + after}, 0)
+
+
+async def test_closes_idle_connections_to_an_origin_no_longer_called() -> None:
+    short = http1.Pool(idle_seconds=0.2)
+    try:
+        async with Server(ok()) as old, Server(ok()) as new:
+            await (await short.send(post(old.url))).read()
+            await asyncio.sleep(
+                0.25
+            )  # let the old connection's idle time run out: time itself is the subject
+            await (await short.send(post(new.url))).read()
+            async with asyncio.timeout(5):
+                await old.closed_by_client.wait()  # closed although nothing called the old origin again
+        assert old.connections == 1
+    finally:
+        await short.close()
