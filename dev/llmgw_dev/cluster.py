@@ -482,12 +482,17 @@ def _wait_gone(c: Component, deadline: float) -> None:
         return
     # Started by another process (`llmgw-dev cluster up`): we can only watch
     # the pid until it is gone; its parent or init reaps it.
-    while _pid_is(c.pid, c.start_ticks) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _pid_is(c.pid, c.start_ticks):
+    if not _gone_by(c, deadline):
         with contextlib.suppress(ProcessLookupError):
             os.kill(c.pid, signal.SIGKILL)
         # SIGKILL is delivered asynchronously: `down` returns once the process is really gone.
-        killed_by = time.monotonic() + 5
-        while _pid_is(c.pid, c.start_ticks) and time.monotonic() < killed_by:
-            time.sleep(0.02)
+        _gone_by(c, time.monotonic() + 5)
+
+
+def _gone_by(c: Component, deadline: float) -> bool:
+    """Watch the pid until its process is gone (True) or the deadline passes (False)."""
+    while _pid_is(c.pid, c.start_ticks):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
