@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from typing import Any
 
 from openai.types.chat import ChatCompletionMessageParam
@@ -59,14 +57,11 @@ async def test_exposes_request_latency_token_and_config_metrics(proxy: Any, http
         assert line in text
 
 
-async def test_counts_a_stream_as_in_flight_until_it_ends(proxy: Any, fake: Any) -> None:
+async def test_counts_a_stream_as_in_flight_until_it_ends(proxy: Any, fake: Any, eventually: Any) -> None:
     fake.plan(fake_provider.Fault(stall_mid_stream=30))
     stream = await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES, stream=True)
     await anext(aiter(stream))
     assert proxy.sample("llmgw_in_flight_requests") == 1
     await stream.close()
-    deadline = time.monotonic() + 5
-    while proxy.sample("llmgw_in_flight_requests") != 0:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    await eventually(lambda: proxy.sample("llmgw_in_flight_requests") == 0)
     assert proxy.sample("llmgw_requests_total", route="*", provider="fake", model="m", status="499") == 1

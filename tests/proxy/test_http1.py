@@ -13,6 +13,7 @@ import pathlib
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import httptools
 import pytest
@@ -93,13 +94,6 @@ class Server:
 
 def post(url: str, body: bytes = b'{"model": "m"}', **headers: str) -> upstream.Request:
     return upstream.Request("POST", url, {"Content-Type": "application/json", **headers}, body, TIMEOUTS)
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
-    """Poll a condition no event announces (the client's own socket state), with a deadline."""
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110 - no event to wait on
-            await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -266,12 +260,14 @@ async def test_drops_a_connection_idle_past_its_limit() -> None:
         await fresh_only.close()
 
 
-async def test_a_connection_the_server_closed_while_idle_is_not_reused(pool: http1.Pool) -> None:
+async def test_a_connection_the_server_closed_while_idle_is_not_reused(
+    pool: http1.Pool, eventually: Any
+) -> None:
     async with Server(ok()) as server:
         await (await pool.send(post(server.url))).read()
         server.writers[0].close()
         origin = http1._split(server.url)[0]
-        await until(lambda: not pool._idle.get(origin))  # the client has seen the close
+        await eventually(lambda: not pool._idle.get(origin))  # the client has seen the close
         assert (await pool.send(post(server.url))).status == 200
     assert server.connections == 2
 
@@ -290,7 +286,9 @@ async def test_a_cancelled_request_drops_its_connection(pool: http1.Pool) -> Non
         assert (await pool.send(post(server.url))).status == 200
 
 
-async def test_a_slow_reader_pauses_the_socket_instead_of_buffering(pool: http1.Pool) -> None:
+async def test_a_slow_reader_pauses_the_socket_instead_of_buffering(
+    pool: http1.Pool, eventually: Any
+) -> None:
     size = 32 * 1024 * 1024
     finished = asyncio.Event()
 
@@ -305,7 +303,7 @@ async def test_a_slow_reader_pauses_the_socket_instead_of_buffering(pool: http1.
         resp = await pool.send(post(server.url))
         chunks = resp.chunks()
         received = len(await anext(chunks))
-        await until(lambda: resp._conn.paused)
+        await eventually(lambda: resp._conn.paused, within=10)
         assert resp._body.size <= 2 * http1._HIGH_WATER  # bounded while the caller does not read
         assert not finished.is_set()
         async for chunk in chunks:
