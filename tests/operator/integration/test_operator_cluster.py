@@ -39,6 +39,15 @@ def apply_samples(ns: Namespace, *, without: tuple[str, ...] = (), **changes: di
     ns.apply(*(d for name, d in documents.items() if name not in without))
 
 
+def rotate_primary_key(ns: Namespace) -> None:
+    """Change the referenced Secret's key and wait until the gateway's keys Secret carries it."""
+    ns.patch("secret/llm-provider-keys", {"stringData": {"primary": ROTATED_KEY}})
+    eventually(
+        lambda: ns.get(f"secret/{GW}-provider-keys")["data"] == {"primary": operatorkit.b64(ROTATED_KEY)},
+        what="the rotated key in the gateway's Secret",
+    )
+
+
 def wait_ready(ns: Namespace, gateway: str = GW) -> None:
     ns.wait(f"llmgw/{gateway}", "condition=Ready", timeout=90)
 
@@ -193,12 +202,7 @@ def test_rotating_the_referenced_key_updates_the_gateways_keys_secret(ns: Namesp
     ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
     wait_ready(ns)
 
-    ns.patch("secret/llm-provider-keys", {"stringData": {"primary": ROTATED_KEY}})
-
-    eventually(
-        lambda: ns.get(f"secret/{GW}-provider-keys")["data"] == {"primary": operatorkit.b64(ROTATED_KEY)},
-        what="the rotated key in the gateway's Secret",
-    )
+    rotate_primary_key(ns)
 
 
 def test_shared_limits_are_split_across_the_replicas(ns: Namespace) -> None:
@@ -427,11 +431,7 @@ def test_provider_keys_appear_nowhere_but_the_secrets(
 ) -> None:
     ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
     wait_ready(ns)
-    ns.patch("secret/llm-provider-keys", {"stringData": {"primary": ROTATED_KEY}})
-    eventually(
-        lambda: ns.get(f"secret/{GW}-provider-keys")["data"] == {"primary": operatorkit.b64(ROTATED_KEY)},
-        what="the rotated key in the gateway's Secret",
-    )
+    rotate_primary_key(ns)
     forbidden = [
         form
         for key in (operatorkit.SAMPLE_KEY, ROTATED_KEY)
