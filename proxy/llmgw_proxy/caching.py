@@ -8,14 +8,18 @@ key, since the caller asked the route, not a provider, and one lookup per
 request keeps a hit cheap.
 
 Only 200 answers are stored: a plain one as its JSON body, a stream as the
-bytes the caller received. A hit is replayed in the caller's form: JSON for
-a plain request, SSE for a stream (a stored JSON answer becomes one chunk per
-choice). A hit never reaches the attempt loop, so it spends no rate limit
-quota. ``x-llmgw-cache`` says HIT, MISS (``no-cache`` refreshes count as
-MISS) or BYPASS (``no-store``, or a request the policy does not cache).
+bytes the caller received, under the same key (one lookup per request). A hit
+is replayed in the caller's form: JSON for a plain request (a stored stream
+is assembled into one completion), SSE for a stream (a stored JSON answer
+becomes one chunk per choice). A hit never reaches the attempt loop, so it
+spends no rate limit quota. ``x-llmgw-cache`` says HIT, MISS (``no-cache``
+refreshes count as MISS) or BYPASS (``no-store``, or a request the policy
+does not cache).
 
 The one store per server is bounded by ``ProxyConfig.cache``; a reload that
-changes the bounds applies them from the next store (entries are kept).
+changes the bounds applies them from the next store (entries are kept). Hits,
+misses and evictions are the store's own counts, read at scrape time; only
+bypasses and refreshes are counted here.
 """
 
 from __future__ import annotations
@@ -35,10 +39,10 @@ if TYPE_CHECKING:
 
 JSON = b"J"
 SSE = b"S"
+_SSE = SSE[0]
 
-# The eviction counter's label tuples, made once: a full store evicts on every miss.
-_REMOVAL_LABELS = {why: (why.value,) for why in cache_store.Removal}
 _BYPASS, _USE = cache_key.Decision.BYPASS, cache_key.Decision.USE  # globals: cheaper than the class
+_CHAT = "chat/completions"
 
 
 def store_of(call: Call) -> cache_store.MemoryStore:
@@ -46,15 +50,8 @@ def store_of(call: Call) -> cache_store.MemoryStore:
     bounds = call.snapshot.config.cache
     store = services.cache
     if store is None:
-        metrics_ = services.metrics
-
-        def evicted(key: str, why: cache_store.Removal) -> None:
-            # Metrics.count inline: a full store evicts on nearly every miss.
-            table, labels = metrics_.cache_evictions, _REMOVAL_LABELS[why]
-            table[labels] = table.get(labels, 0) + 1
-
-        store = services.cache = cache_store.MemoryStore(bounds, asyncio.get_running_loop().time, [evicted])
-        metrics_.cache_store = store
+        store = services.cache = cache_store.MemoryStore(bounds, asyncio.get_running_loop().time)
+        services.metrics.cache_store = store
     elif store.bounds is not bounds:
         store.bounds = bounds
     return store
@@ -68,28 +65,26 @@ def cache(call: Call, next_step: Next) -> Awaitable[web.StreamResponse]:
     policy = call.snapshot.providers[primary.provider].provider.cache
     if not policy.enabled:
         return next_step(call)
-    metrics_ = call.services.metrics
     decision = cache_key.decide(policy, call.endpoint, call.body, call.request.headers.get("Cache-Control"))
     if decision is _BYPASS:
         call.cache_status = "BYPASS"
+        metrics_ = call.services.metrics
         metrics_.count(metrics_.cache_lookups, ("bypass",))
         return next_step(call)
     key = cache_key.key(
         call.route.model, primary.provider, primary.model or call.model, call.endpoint, call.body
     )
-    store = store_of(call)
     if decision is _USE:
-        found = store.get(key)
-        if found is None and (call.stream or call.endpoint == "chat/completions"):
-            found = store.get(key + "/sse")
+        found = store_of(call).get(key)  # the store counts the hit or miss
         if found is not None:
-            metrics_.count(metrics_.cache_lookups, ("hit",))
             call.provider = call.snapshot.providers[primary.provider]
             call.status = 200
             return _replay(call, found)
-    metrics_.count(metrics_.cache_lookups, ("miss",))
+    else:
+        metrics_ = call.services.metrics
+        metrics_.count(metrics_.cache_lookups, ("miss",))  # a refresh: no lookup, still a miss
     call.cache_status = "MISS"
-    call.cache_key = key if not call.stream else key + "/sse"
+    call.cache_key = key
     call.cache_ttl = policy.ttl
     return next_step(call)
 
@@ -106,12 +101,12 @@ def _headers(call: Call) -> dict[str, str]:
 
 
 async def _replay(call: Call, found: bytes) -> web.StreamResponse:
-    kind, data = found[:1], found[1:]
+    stored_stream, data = found[0] == _SSE, found[1:]
     if not call.stream:
-        if kind == SSE:
-            data = _assemble(data)
+        if stored_stream:
+            data = assemble(data, call.endpoint == _CHAT)
         return web.Response(body=data, content_type="application/json", headers=_headers(call))
-    if kind == JSON:
+    if not stored_stream:
         data = _as_stream(json.loads(data), _wants_usage(call.body))
     out = web.StreamResponse(headers={**_headers(call), "Content-Type": "text/event-stream"})
     await out.prepare(call.request)
@@ -153,8 +148,8 @@ def _as_stream(answer: dict[str, Any], usage: bool) -> bytes:
     return b"".join(parts)
 
 
-def _assemble(stream: bytes) -> bytes:
-    """A stored chat stream as one completion: content joined per choice."""
+def assemble(stream: bytes, chat: bool) -> bytes:
+    """A stored stream as one answer: each choice's text joined, as a chat or text completion."""
     events, _ = sse.split_events(stream + b"\n\n")
     choices: dict[int, dict[str, Any]] = {}
     answer: dict[str, Any] = {}
@@ -173,11 +168,11 @@ def _assemble(stream: bytes) -> bytes:
             entry["content"] += delta.get("content") or c.get("text") or ""
             entry["role"] = delta.get("role") or entry["role"]
             entry["finish"] = c.get("finish_reason") or entry["finish"]
-    answer["object"] = "chat.completion"
+    answer["object"] = "chat.completion" if chat else "text_completion"
     answer["choices"] = [
         {
             "index": i,
-            "message": {"role": c["role"], "content": c["content"]},
+            **({"message": {"role": c["role"], "content": c["content"]}} if chat else {"text": c["content"]}),
             "finish_reason": c["finish"],
             "logprobs": None,
         }

@@ -61,8 +61,8 @@ class Metrics:
         self.breaker_transitions: dict[tuple[str, ...], int] = {}
         self.retries: dict[tuple[str, ...], int] = {}
         self.fallbacks: dict[tuple[str, ...], int] = {}
+        # Bypasses and refreshes; hits and misses are the store's own counts, added at scrape time.
         self.cache_lookups: dict[tuple[str, ...], int] = {}
-        self.cache_evictions: dict[tuple[str, ...], int] = {}
         self.provider_paused: dict[tuple[str, ...], int] = {}
         # Read at scrape time: the limiters and breakers of the snapshot being served, the cache store.
         self.live: state.Live | None = None
@@ -138,8 +138,6 @@ _COUNTERS = (
     ),
     ("retries", "llmgw_retries", "Upstream requests sent again to the same target.", ("provider",)),
     ("fallbacks", "llmgw_fallbacks", "Moves from one route target to the next.", ("route", "from", "to")),
-    ("cache_lookups", "llmgw_cache_lookups", "Cache decisions for cacheable routes.", ("result",)),
-    ("cache_evictions", "llmgw_cache_evictions", "Cache entries dropped by the store.", ("reason",)),
     ("provider_paused", "llmgw_provider_paused", "Upstream 429s that paused a provider.", ("provider",)),
 )
 
@@ -206,6 +204,23 @@ class _Collector:
         yield remaining
         yield breakers
         stats = m.cache_store.stats if m.cache_store is not None else None
+        lookups = dict(m.cache_lookups)
+        if stats is not None:
+            lookups[("hit",)] = lookups.get(("hit",), 0) + stats.hits
+            lookups[("miss",)] = lookups.get(("miss",), 0) + stats.misses
+        family = core.CounterMetricFamily(
+            "llmgw_cache_lookups", "Cache decisions for cacheable routes.", labels=["result"]
+        )
+        for key, count in sorted(lookups.items()):
+            family.add_metric(key, count)
+        yield family
+        family = core.CounterMetricFamily(
+            "llmgw_cache_evictions", "Cache entries dropped by the store.", labels=["reason"]
+        )
+        if stats is not None:
+            family.add_metric(["expired"], stats.expirations)
+            family.add_metric(["evicted"], stats.evictions)
+        yield family
         yield core.GaugeMetricFamily(
             "llmgw_cache_bytes", "Bytes held by the cache store.", value=stats.bytes if stats else 0
         )

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from llmgw_dev import fake_provider
+from llmgw_proxy import caching, sse
 
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
 
@@ -129,3 +130,41 @@ async def test_a_cache_hit_spends_no_rate_limit_quota(
         assert (status, headers["x-llmgw-cache"]) == (200, expected)
     status, _, _ = await post(http, proxy, {**ASK, "temperature": 1})
     assert status == 429  # the one request slot went to the first miss, none to the hits
+
+
+def test_a_stored_text_completion_stream_assembles_into_a_text_completion() -> None:
+    chunks = [
+        {"id": "c1", "object": "text_completion", "model": "m", "choices": [{"index": 0, "text": "Hel"}]},
+        {"id": "c1", "object": "text_completion", "model": "m", "choices": [{"index": 1, "text": "Bye"}]},
+        {
+            "id": "c1",
+            "object": "text_completion",
+            "model": "m",
+            "choices": [{"index": 0, "text": "lo", "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5},
+        },
+    ]
+    stream = b"".join(sse.encode(json.dumps(c).encode()) for c in chunks) + sse.encode(sse.DONE)
+    answer = json.loads(caching.assemble(stream, chat=False))
+    assert answer["object"] == "text_completion"
+    assert [(c["index"], c["text"], c["finish_reason"]) for c in answer["choices"]] == [
+        (0, "Hello", "stop"),
+        (1, "Bye", None),
+    ]
+    assert answer["usage"]["total_tokens"] == 5
+    assert "message" not in answer["choices"][0]
+
+
+async def test_entries_pushed_out_by_the_entry_bound_are_counted_as_evictions(
+    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, http: Any
+) -> None:
+    doc = cached(upstream, key_file, make_doc)
+    doc["cache"] = {"maxEntries": 1}
+    proxy = await start_proxy(doc)
+    for content in ("one", "two", "one"):
+        _, headers, _ = await post(http, proxy, {**ASK, "messages": [{"role": "user", "content": content}]})
+        assert headers["x-llmgw-cache"] == "MISS"  # "one" was pushed out by "two"
+    assert proxy.sample("llmgw_cache_evictions_total", reason="evicted") == 2
+    assert proxy.sample("llmgw_cache_evictions_total", reason="expired") == 0
+    assert proxy.sample("llmgw_cache_lookups_total", result="miss") == 3
+    assert proxy.sample("llmgw_cache_entries") == 1

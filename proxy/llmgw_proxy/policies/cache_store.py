@@ -6,6 +6,10 @@ key and value; the store holds at most ``maxEntries`` entries and
 ``maxBytes`` bytes, evicting the least recently used first, and an entry is
 gone once its TTL has passed (a read at exactly ``stored + ttl`` misses).
 
+Every count the metrics export (hits, misses, evictions, expirations, entries,
+bytes) is kept in ``Stats`` and read at scrape time, so the request path pays
+for no counter of its own.
+
 A shared backend (Redis, say) would implement the same protocol and run the
 same behavioural suite (tests/proxy/policies/test_cache_store.py).
 """
@@ -14,32 +18,18 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import enum
-from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from llmgw_proxy import config
 from llmgw_proxy.policies import clock
 
 
-class Removal(enum.StrEnum):
-    EXPIRED = "expired"
-    EVICTED = "evicted"  # pushed out by the entry or byte bound
-
-
-_EXPIRED, _EVICTED = Removal.EXPIRED, Removal.EVICTED  # globals: cheaper than through the class
-
-
-EvictionListener = Callable[[str, Removal], None]
-"""Called as ``listener(key, why)`` when the store drops an entry on its own."""
-
-
 @dataclasses.dataclass(slots=True)
 class Stats:
     hits: int = 0
     misses: int = 0
-    evictions: int = 0
-    expirations: int = 0
+    evictions: int = 0  # pushed out by the entry or byte bound
+    expirations: int = 0  # found or pushed out past their TTL
     entries: int = 0
     bytes: int = 0
 
@@ -61,17 +51,11 @@ def size(key: str, value: bytes) -> int:
 
 
 class MemoryStore:
-    def __init__(
-        self, bounds: config.CacheStore, clock: clock.Clock, listeners: Iterable[EvictionListener] = ()
-    ) -> None:
+    def __init__(self, bounds: config.CacheStore, clock: clock.Clock) -> None:
         self.bounds = bounds
         self.stats = Stats()
         self._clock = clock
-        self._listeners = list(listeners)
         self._entries: collections.OrderedDict[str, tuple[bytes, float]] = collections.OrderedDict()
-
-    def add_listener(self, listener: EvictionListener) -> None:
-        self._listeners.append(listener)
 
     def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
@@ -79,7 +63,8 @@ class MemoryStore:
             self.stats.misses += 1
             return None
         if self._clock() >= entry[1]:
-            self._drop(key, Removal.EXPIRED)
+            self.delete(key)
+            self.stats.expirations += 1
             self.stats.misses += 1
             return None
         self._entries.move_to_end(key)
@@ -88,7 +73,7 @@ class MemoryStore:
 
     def put(self, key: str, value: bytes, ttl: float) -> bool:
         # Once the store is full this runs, with one eviction, on nearly every cache miss:
-        # size() and _removed() are inlined and the OrderedDict is used through its C methods.
+        # size() is inlined and the OrderedDict is used through its C methods.
         entries = self._entries
         if key in entries:
             self.delete(key)
@@ -104,13 +89,9 @@ class MemoryStore:
             oldest, (data, expires) = entries.popitem(False)  # the least recently used
             stats.bytes -= len(oldest.encode()) + len(data)
             if now >= expires:
-                why = _EXPIRED
                 stats.expirations += 1
             else:
-                why = _EVICTED
                 stats.evictions += 1
-            for listener in self._listeners:
-                listener(oldest, why)
         stats.entries = len(entries)
         return True
 
@@ -121,15 +102,3 @@ class MemoryStore:
         self.stats.entries -= 1
         self.stats.bytes -= size(key, entry[0])
         return True
-
-    def _drop(self, key: str, why: Removal) -> None:
-        self.delete(key)
-        self._removed(key, why)
-
-    def _removed(self, key: str, why: Removal) -> None:
-        if why is Removal.EXPIRED:
-            self.stats.expirations += 1
-        else:
-            self.stats.evictions += 1
-        for listener in self._listeners:
-            listener(key, why)

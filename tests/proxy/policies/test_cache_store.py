@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from llmgw_proxy import config
 from llmgw_proxy.policies import cache_store
-from llmgw_proxy.policies.cache_store import Removal
 
 from .conftest import FakeClock
 
@@ -116,15 +115,16 @@ def test_delete_removes_an_entry(make: MakeStore, clock: FakeClock) -> None:
     assert (store.stats.entries, store.stats.bytes) == (0, 0)
 
 
-def test_listeners_hear_why_an_entry_went(clock: FakeClock) -> None:
-    heard: list[tuple[str, Removal]] = []
-    store = cache_store.MemoryStore(config.CacheStore(max_entries=1), clock, [lambda *e: heard.append(e)])
+def test_stats_tell_an_expired_entry_from_an_evicted_one(clock: FakeClock) -> None:
+    store = cache_store.MemoryStore(config.CacheStore(max_entries=1), clock)
     store.put(key(1), b"1", ttl=5)
-    store.put(key(2), b"2", ttl=5)
+    store.put(key(2), b"2", ttl=5)  # pushes out key 1 while it is still fresh
     clock.step(5)
-    store.get(key(2))
-    store.delete(key(2))
-    assert heard == [(key(1), Removal.EVICTED), (key(2), Removal.EXPIRED)]
+    store.put(key(3), b"3", ttl=5)  # pushes out key 2, already past its TTL
+    clock.step(5)
+    assert store.get(key(3)) is None  # found past its TTL
+    assert (store.stats.evictions, store.stats.expirations) == (1, 2)
+    assert (store.stats.entries, store.stats.bytes) == (0, 0)
 
 
 ops = st.lists(
