@@ -216,8 +216,7 @@ def _admit(
 ) -> limits.Reservation | None:
     """The limiter's booking for this try, or None when it refused (noted in ``outcome``)."""
     # Not a coroutine: the caller sleeps only when there is a wait, so most tries add no frame.
-    budget = limiter.default_max_tokens(upstream_model)
-    decision = limiter.acquire(upstream_model, tokens.reservation(call.endpoint, call.body, budget))
+    decision = limiter.admit(upstream_model, call.endpoint, call.body)
     if isinstance(decision, limits.Refused):
         metrics_ = call.services.metrics
         metrics_.count(metrics_.ratelimit_rejections, (name, upstream_model, decision.reason))

@@ -23,7 +23,7 @@ import math
 from collections.abc import Mapping
 
 from llmgw_proxy import config
-from llmgw_proxy.policies import buckets, clock
+from llmgw_proxy.policies import buckets, clock, tokens
 
 # Rates like 1/60 per second do not divide exactly; a wait of 60.000000001 s
 # must not be refused by a maxWait of 60.
@@ -187,14 +187,17 @@ class ProviderLimiter:
         """Hold every request until ``until`` (clock time), e.g. from an upstream 429's Retry-After."""
         self.paused_until = max(self.paused_until, until)
 
-    def default_max_tokens(self, model: str) -> int:
-        """The completion budget to reserve for ``model`` when a request sets no max_tokens."""
-        return self._plans.get(model, self._default_plan).default_max_tokens
+    def admit(self, model: str, endpoint: str, body: Mapping[str, object]) -> Reservation | Refused:
+        """``acquire`` for a request body: its prompt estimate plus its completion budget."""
+        plan = self._plans.get(model, self._default_plan)
+        return self._acquire(plan, model, tokens.reservation(endpoint, body, plan.default_max_tokens))
 
     def acquire(self, model: str, tokens: int) -> Reservation | Refused:
         """Reserve one request and ``tokens`` for ``model`` in every bucket that applies, or none."""
+        return self._acquire(self._plans.get(model, self._default_plan), model, tokens)
+
+    def _acquire(self, plan: _Plan, model: str, tokens: int) -> Reservation | Refused:
         now = self._clock()
-        plan = self._plans.get(model, self._default_plan)
         start = now
         if self.paused_until > now:
             start = self.paused_until

@@ -28,6 +28,26 @@ def refused(result: limits.Reservation | limits.Refused) -> limits.Refused:
     return result
 
 
+@pytest.mark.parametrize(
+    ("model", "body", "reserved"),
+    [
+        pytest.param("m", {"prompt": "x" * 40}, 10 + 100, id="provider-default-budget"),
+        pytest.param("small", {"prompt": "x" * 40}, 10 + 7, id="model-default-budget"),
+        pytest.param("small", {"prompt": "x" * 40, "max_tokens": 3, "n": 2}, 10 + 6, id="asked-budget"),
+    ],
+)
+def test_admitting_a_body_reserves_its_prompt_estimate_and_completion_budget(
+    clock: FakeClock, model: str, body: dict[str, object], reserved: int
+) -> None:
+    lim = limiter(
+        clock,
+        config.RateLimit(tokens_per_minute=1000, default_max_tokens=100),
+        {"small": config.RateLimit(tokens_per_minute=1000, default_max_tokens=7)},
+    )
+    assert admitted(lim.admit(model, "completions", body)).tokens == reserved
+    assert lim.headers(model).remaining_tokens == pytest.approx(1000 - reserved, abs=1)  # floored
+
+
 def test_a_provider_without_limits_admits_everything_at_once(clock: FakeClock) -> None:
     lim = limiter(clock)
     for _ in range(1000):
