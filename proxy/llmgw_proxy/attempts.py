@@ -118,11 +118,14 @@ async def _serve_from(
         reservation = None
         limiter = guards.limiter(current)
         if limiter is not None:
-            reservation = _admit(call, limiter, current.name, upstream_model, outcome)
-            if reservation is None:
+            decision = limiter.admit(upstream_model, call.endpoint, call.body)
+            if type(decision) is not limits.Reservation:
+                assert isinstance(decision, limits.Refused)
+                _refused(call, current.name, upstream_model, decision, outcome)
                 if gate is not None and ticket is not None:
                     gate.record(ticket, breaker.Outcome.IGNORED)  # frees a half-open probe slot
                 return None
+            reservation = decision
             if reservation.wait > 0:
                 try:
                     await asyncio.sleep(reservation.wait)
@@ -150,22 +153,22 @@ async def _serve_from(
                 _settle_abandoned(call, gate, ticket, reservation)
             raise
         else:
-            response = answer
+            status = answer.status
             if reservation is not None:
-                if answer.status >= 400:
+                if status >= 400:
                     reservation.settle(0)
                 else:
                     # _used's usual case inline: the answer reported its total.
                     total: object = call.usage.get("total_tokens") if call.usage is not None else None
                     reservation.settle(total if isinstance(total, int) else _used(call))
             if gate is not None and ticket is not None:
-                gate.record_status(ticket, answer.status)
-        status = None
+                gate.record_status(ticket, status)
+            if status < 400 or answer.prepared:
+                return answer
+            response = answer
         retry_after = None
         if response is not None:
             status = response.status
-            if status < 400 or response.prepared:
-                return response
             outcome.failure, outcome.response = None, response
             retry_after = _retry_after(response.headers)
             if status == 429:
@@ -211,18 +214,10 @@ def _settle_abandoned(
         gate.record(ticket, breaker.Outcome.IGNORED)
 
 
-def _admit(
-    call: Call, limiter: limits.ProviderLimiter, name: str, upstream_model: str, outcome: _Outcome
-) -> limits.Reservation | None:
-    """The limiter's booking for this try, or None when it refused (noted in ``outcome``)."""
-    # Not a coroutine: the caller sleeps only when there is a wait, so most tries add no frame.
-    decision = limiter.admit(upstream_model, call.endpoint, call.body)
-    if isinstance(decision, limits.Refused):
-        metrics_ = call.services.metrics
-        metrics_.count(metrics_.ratelimit_rejections, (name, upstream_model, decision.reason))
-        outcome.refused(decision)
-        return None
-    return decision
+def _refused(call: Call, name: str, upstream_model: str, refusal: limits.Refused, outcome: _Outcome) -> None:
+    metrics_ = call.services.metrics
+    metrics_.count(metrics_.ratelimit_rejections, (name, upstream_model, refusal.reason))
+    outcome.refused(refusal)
 
 
 def _used(call: Call) -> int:

@@ -45,7 +45,7 @@ _BYPASS, _USE = cache_key.Decision.BYPASS, cache_key.Decision.USE  # globals: ch
 _CHAT = "chat/completions"
 
 
-def store_of(call: Call) -> cache_store.MemoryStore:
+def _store_of(call: Call) -> cache_store.MemoryStore:
     services = call.services
     bounds = call.snapshot.config.cache
     store = services.cache
@@ -74,8 +74,9 @@ def cache(call: Call, next_step: Next) -> Awaitable[web.StreamResponse]:
     key = cache_key.key(
         call.route.model, primary.provider, primary.model or call.model, call.endpoint, call.body
     )
+    store = _store_of(call)  # made here, so keep() finds it
     if decision is _USE:
-        found = store_of(call).get(key)  # the store counts the hit or miss
+        found = store.get(key)  # the store counts the hit or miss
         if found is not None:
             call.provider = call.snapshot.providers[primary.provider]
             call.status = 200
@@ -91,8 +92,9 @@ def cache(call: Call, next_step: Next) -> Awaitable[web.StreamResponse]:
 
 def keep(call: Call, kind: bytes, data: bytes) -> None:
     """Store a successful answer (forward calls this for 200s only)."""
-    if call.cache_key is not None:
-        store_of(call).put(call.cache_key, kind + data, call.cache_ttl)
+    store = call.services.cache
+    if call.cache_key is not None and store is not None:
+        store.put(call.cache_key, kind + data, call.cache_ttl)
 
 
 def _headers(call: Call) -> dict[str, str]:
