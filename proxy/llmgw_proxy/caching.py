@@ -72,7 +72,7 @@ def cache(call: Call, next_step: Next) -> Awaitable[web.StreamResponse]:
         metrics_.count(metrics_.cache_lookups, ("bypass",))
         return next_step(call)
     key = cache_key.key(
-        call.route.model, primary.provider, primary.model or call.model, call.endpoint, call.body
+        call.route.model, primary.provider, primary.model or call.model, call.endpoint, call.body, call.finite
     )
     store = _store_of(call)  # made here, so keep() finds it
     if decision is _USE:

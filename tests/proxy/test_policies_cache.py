@@ -168,3 +168,15 @@ async def test_entries_pushed_out_by_the_entry_bound_are_counted_as_evictions(
     assert proxy.sample("llmgw_cache_evictions_total", reason="expired") == 0
     assert proxy.sample("llmgw_cache_lookups_total", result="miss") == 3
     assert proxy.sample("llmgw_cache_entries") == 1
+
+
+async def test_a_nan_in_a_body_is_not_keyed_like_a_null(proxy: Any, fake: Any, http: Any) -> None:
+    # orjson refuses NaN, so this body is decoded by the json module, and its key must not
+    # take the fast path that assumes no NaN could be written as null.
+    with_nan = json.dumps({**ASK, "logit_bias": {"50256": float("nan")}}).encode()
+    with_null = json.dumps({**ASK, "logit_bias": {"50256": None}}).encode()
+    for body in (with_nan, with_null, with_nan):
+        status, headers, _ = await post(http, proxy, body)
+        assert status == 200
+    assert headers["x-llmgw-cache"] == "HIT"
+    assert len(fake.requests) == 2

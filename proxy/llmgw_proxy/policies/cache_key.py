@@ -30,6 +30,7 @@ import functools
 import hashlib
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
@@ -53,10 +54,17 @@ NON_OUTPUT_FIELDS = frozenset(
 ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings"})
 
 
-def key(route: str, provider: str, upstream_model: str, endpoint: str, body: Mapping[str, object]) -> str:
+def key(
+    route: str, provider: str, upstream_model: str, endpoint: str, body: dict[str, Any], finite: bool = False
+) -> str:
+    """The key of ``body`` sent to ``route``'s primary target.
+
+    ``finite`` says the body is known to hold no NaN or infinity (orjson, which decoded it,
+    refuses them), which spares a search of its text for the ``null`` they would be written as.
+    """
     # Most bodies carry none of the ignored fields: then the body itself is the request.
     request: object = body
-    if type(body) is not dict or not NON_OUTPUT_FIELDS.isdisjoint(body):
+    if not NON_OUTPUT_FIELDS.isdisjoint(body):
         request = {k: v for k, v in body.items() if k not in NON_OUTPUT_FIELDS}
     frame = _frame(route, provider, upstream_model, endpoint)
     if frame is None:  # a lone surrogate in a name
@@ -72,7 +80,7 @@ def key(route: str, provider: str, upstream_model: str, endpoint: str, body: Map
             text = orjson.dumps(request, option=orjson.OPT_SORT_KEYS)  # 1e20: an integer past 64 bits
     except orjson.JSONEncodeError:
         return _json_key(_document(route, provider, upstream_model, endpoint, request), request)
-    if text.find(b"null") >= 0:
+    if not finite and text.find(b"null") >= 0:
         # orjson writes NaN and infinities as null, which would give them null's key.
         return _json_key(_document(route, provider, upstream_model, endpoint, request), request)
     head, tail = frame
@@ -149,7 +157,7 @@ def _number(value: object) -> float | None:
     return float(value)
 
 
-def cacheable(policy: config.CachePolicy, endpoint: str, body: Mapping[str, object]) -> bool:
+def cacheable(policy: config.CachePolicy, endpoint: str, body: dict[str, Any]) -> bool:
     if not policy.enabled or endpoint not in ENDPOINTS:
         return False
     if policy.mode is _ALL or endpoint == "embeddings":
@@ -179,7 +187,7 @@ def directives(cache_control: str | None) -> frozenset[str]:
 
 
 def decide(
-    policy: config.CachePolicy, endpoint: str, body: Mapping[str, object], cache_control: str | None
+    policy: config.CachePolicy, endpoint: str, body: dict[str, Any], cache_control: str | None
 ) -> Decision:
     if not cacheable(policy, endpoint, body):
         return Decision.BYPASS

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
+from typing import Any
 
 from llmgw_proxy import config
 from llmgw_proxy.policies import buckets, clock, tokens
@@ -187,7 +188,7 @@ class ProviderLimiter:
         """Hold every request until ``until`` (clock time), e.g. from an upstream 429's Retry-After."""
         self.paused_until = max(self.paused_until, until)
 
-    def admit(self, model: str, endpoint: str, body: Mapping[str, object]) -> Reservation | Refused:
+    def admit(self, model: str, endpoint: str, body: dict[str, Any]) -> Reservation | Refused:
         """``acquire`` for a request body: its prompt estimate plus its completion budget."""
         plan = self._plans.get(model, self._default_plan)
         return self._acquire(plan, model, tokens.reservation(endpoint, body, plan.default_max_tokens))
