@@ -17,7 +17,8 @@ refreshes count as MISS) or BYPASS (``no-store``, or a request the policy
 does not cache).
 
 The one store per server is bounded by ``ProxyConfig.cache``; a reload that
-changes the bounds applies them from the next store (entries are kept). Hits,
+changes the bounds applies them from the next answer stored (entries are
+kept until then). Hits,
 misses and evictions are the store's own counts, read at scrape time; only
 bypasses and refreshes are counted here.
 """
