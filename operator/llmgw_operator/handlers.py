@@ -126,6 +126,9 @@ async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_:
 
 # The Deployment's status makes Ready; a child edited or deleted by hand is put back.
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
+@kopf.on.event(
+    "autoscaling", "v2", "horizontalpodautoscalers", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY}
+)
 @kopf.on.event("v1", "configmaps", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
 @kopf.on.event("v1", "secrets", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
 async def child_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:

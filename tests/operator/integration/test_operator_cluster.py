@@ -244,6 +244,12 @@ def test_declaring_autoscaling_creates_an_hpa_and_removing_it_deletes_the_hpa(ns
     # Given up, so the HPA's writes are the only ones to spec.replicas.
     eventually(lambda: "f:replicas" not in operator_owned_spec(ns), what="the operator releasing replicas")
 
+    # Like every other child, an HPA edited or deleted by hand is put back.
+    ns.patch(f"hpa/{GW}", {"spec": {"maxReplicas": 9}})
+    eventually(lambda: ns.get(f"hpa/{GW}")["spec"]["maxReplicas"] == 3, what="maxReplicas restored")
+    ns.kubectl("delete", f"hpa/{GW}")
+    eventually(lambda: ns.exists(f"hpa/{GW}"), what="the HPA recreated")
+
     ns.patch(f"llmgw/{GW}", {"spec": {"autoscaling": None, "replicas": 1}})
 
     ns.wait(f"hpa/{GW}", "delete")
