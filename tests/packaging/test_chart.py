@@ -217,7 +217,14 @@ def test_cluster_wide_install_binds_one_cluster_role(render: Render) -> None:
     assert rules_granting(rules, "providerpolicies/status") == {"patch"}
     for child in ("secrets", "configmaps", "deployments"):
         assert rules_granting(rules, child) == {"get", "list", "watch", "create", "patch"}
-    assert rules_granting(rules, "horizontalpodautoscalers") == {"get", "create", "patch", "delete"}
+    assert rules_granting(rules, "horizontalpodautoscalers") == {
+        "get",
+        "list",
+        "watch",
+        "create",
+        "patch",
+        "delete",
+    }
     assert rules_granting(rules, "events") == {"create"}
     assert rules_granting(rules, "clusterkopfpeerings") == {"get", "list", "watch", "patch"}
     assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")

@@ -116,6 +116,7 @@ def test_cluster_wide_install_runs_restricted_pods_with_least_privilege(release:
     assert release.can("create", "secrets")
     assert release.can("patch", "deployments.apps")
     assert release.can("delete", "horizontalpodautoscalers.autoscaling")
+    assert release.can("watch", "horizontalpodautoscalers.autoscaling")
     assert not release.can("delete", "deployments.apps")
     assert not release.can("delete", "secrets")
     assert release.can("watch", "namespaces")

@@ -3,9 +3,9 @@ Least privilege for the operator: exactly what its code calls.
 - The custom resources are only read (kopf's event handlers and indexes watch
   them; the reconciler GETs them); only their /status is written.
 - Children are written with server-side apply, a PATCH that creates the
-  object when it is missing, hence create + patch; ConfigMaps, Secrets and
-  Deployments are watched (Secrets for key rotation, children to put back
-  hand edits). Only an HPA is ever deleted, when autoscaling is removed.
+  object when it is missing, hence create + patch; ConfigMaps, Secrets,
+  Deployments and HPAs are watched (Secrets for key rotation, children to put
+  back hand edits). Only an HPA is ever deleted, when autoscaling is removed.
 - Events are posted on condition transitions. Pods are never touched.
 */}}
 {{- define "llmgw.namespacedRules" -}}
@@ -23,7 +23,7 @@ Least privilege for the operator: exactly what its code calls.
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "create", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
