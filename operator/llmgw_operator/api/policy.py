@@ -8,9 +8,9 @@ are the only Kubernetes-side additions).
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from llmgw_operator.api import common
 from llmgw_proxy import config
@@ -22,6 +22,7 @@ SHORT_NAMES = ("llmpp",)
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 ModelName = Annotated[str, Field(min_length=1, max_length=253)]
+MODEL_KEYS_MESSAGE = "modelRateLimits keys are model names of 1 to 253 characters"
 
 
 class Scope(enum.StrEnum):
@@ -203,6 +204,10 @@ class ProviderPolicySpec(common.Model):
         default_factory=dict,
         max_length=64,
         description="Limits per upstream model, on top of rateLimit.",
+        # A structural schema cannot bound map keys, so the API server checks ModelName's here.
+        json_schema_extra=common.cel_rules(
+            common.cel("self.all(k, size(k) >= 1 && size(k) <= 253)", MODEL_KEYS_MESSAGE)
+        ),
     )
     circuit_breaker: CircuitBreaker | None = Field(
         default=None, description="Circuit breaker; none when unset."
@@ -210,6 +215,14 @@ class ProviderPolicySpec(common.Model):
     retry: Retry = Field(default_factory=Retry, description="Retries before falling back.")
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
     cache: CachePolicy = Field(default_factory=CachePolicy, description="Response caching.")
+
+    @field_validator("model_rate_limits", mode="before")
+    @classmethod
+    def _model_names(cls, value: Any) -> Any:
+        # Before ModelName's own check, so the operator says what the API server's rule says.
+        if isinstance(value, dict) and not all(isinstance(k, str) and 1 <= len(k) <= 253 for k in value):
+            raise ValueError(MODEL_KEYS_MESSAGE)
+        return value
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> ProviderPolicySpec:

@@ -53,6 +53,16 @@ POLICY_RULES = [
         id="rate-limit-needs-a-limit",
     ),
     pytest.param(
+        _policy(modelRateLimits={"m" * 254: {"requestsPerMinute": 60}}),
+        "modelRateLimits keys are model names of 1 to 253 characters",
+        id="model-rate-limit-names-bounded",
+    ),
+    pytest.param(
+        _policy(modelRateLimits={"": {"requestsPerMinute": 60}}),
+        "modelRateLimits keys are model names of 1 to 253 characters",
+        id="model-rate-limit-names-not-empty",
+    ),
+    pytest.param(
         _policy(circuitBreaker={"openDuration": 60, "maxOpenDuration": 30}),
         "circuitBreaker.openDuration must not exceed circuitBreaker.maxOpenDuration",
         id="open-duration-within-max",
