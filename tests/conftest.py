@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,17 @@ import pytest
 
 from llmgw_dev import binaries
 from llmgw_dev import cluster as local_cluster
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM (a CI job's timeout, a `kill` from another shell) ends the run the way Ctrl-C
+    # does: session fixtures tear down, so the session's control plane, whose processes run
+    # in their own sessions and outlive a killed pytest, is stopped instead of left running.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
