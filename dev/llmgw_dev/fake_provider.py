@@ -42,6 +42,7 @@ import asyncio
 import collections
 import dataclasses
 import json
+import signal
 import time
 from typing import Any
 
@@ -297,8 +298,11 @@ def main() -> None:
         await site.start()
         host, port = runner.addresses[0][:2]
         print(json.dumps({"msg": "listening", "address": f"{host}:{port}"}), flush=True)
+        # SIGTERM is how benchmarks and tests stop it: a clean exit, not death by signal.
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             await runner.cleanup()
 

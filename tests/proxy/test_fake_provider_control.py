@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -50,3 +54,22 @@ async def test_a_fault_with_times_0_applies_to_every_request(upstream: str, http
         async with http.post(upstream + "/embeddings", json={"model": "e", "input": "x"}) as resp:
             assert resp.status == 503
     assert len(fake.faults) == 1
+
+
+def test_the_fake_provider_program_exits_cleanly_on_sigterm() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmgw_dev.fake_provider", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["msg"] == "listening"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
