@@ -18,9 +18,8 @@ does not cache).
 
 The one store per server is bounded by ``ProxyConfig.cache``; a reload that
 changes the bounds applies them from the next answer stored (entries are
-kept until then). Hits,
-misses and evictions are the store's own counts, read at scrape time; only
-bypasses and refreshes are counted here.
+kept until then). Hits, misses and evictions are the store's own counts,
+read at scrape time; only bypasses and refreshes are counted here.
 """
 
 from __future__ import annotations

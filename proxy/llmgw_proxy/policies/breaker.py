@@ -144,10 +144,6 @@ class Breaker:
 
     def record_status(self, ticket: Ticket, status: int) -> None:
         """``record`` for an upstream answer with this HTTP status, classified by the policy."""
-        closed_ticket = ticket is self._ticket and self._state is _CLOSED
-        if status < 400 and closed_ticket and self.policy.failure_ratio is None:
-            self._streak = 0  # the usual answer: record's own fast path, without classify
-            return
         self.record(ticket, classify(self.policy, status=status))
 
     def _record_probe(self, outcome: Outcome) -> None:

@@ -162,10 +162,7 @@ def cacheable(policy: config.CachePolicy, endpoint: str, body: dict[str, Any]) -
         return False
     if policy.mode is _ALL or endpoint == "embeddings":
         return True
-    temperature = body.get("temperature")
-    if (type(temperature) is int or type(temperature) is float) and temperature == 0:
-        return True  # the usual cacheable request, without the general checks below
-    return _number(temperature) == 0.0 or _number(body.get("seed")) is not None
+    return _number(body.get("temperature")) == 0.0 or _number(body.get("seed")) is not None
 
 
 class Decision(enum.StrEnum):

@@ -72,22 +72,19 @@ class MemoryStore:
         return entry[0]
 
     def put(self, key: str, value: bytes, ttl: float) -> bool:
-        # Once the store is full this runs, with one eviction, on nearly every cache miss:
-        # size() is inlined and the OrderedDict is used through its C methods.
-        entries = self._entries
-        if key in entries:
-            self.delete(key)
-        taken = len(key.encode()) + len(value)
+        self.delete(key)
+        taken = size(key, value)
         bounds = self.bounds
         if taken > bounds.max_bytes or ttl <= 0:
             return False
         now = self._clock()
+        entries = self._entries
         entries[key] = (value, now + ttl)
         stats = self.stats
         stats.bytes += taken
         while len(entries) > bounds.max_entries or stats.bytes > bounds.max_bytes:
             oldest, (data, expires) = entries.popitem(False)  # the least recently used
-            stats.bytes -= len(oldest.encode()) + len(data)
+            stats.bytes -= size(oldest, data)
             if now >= expires:
                 stats.expirations += 1
             else:

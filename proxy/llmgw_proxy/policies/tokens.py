@@ -43,8 +43,7 @@ def messages(value: object) -> int:
     for message in value:
         if not isinstance(message, dict):  # a decoded JSON body holds plain dicts (fast in compiled code)
             continue
-        content = message.get("content")
-        total += -(-len(content) // CHARS_PER_TOKEN) if isinstance(content, str) else _content(content)
+        total += _content(message.get("content"))
         name = message.get("name")
         if isinstance(name, str):
             total += text(name)
