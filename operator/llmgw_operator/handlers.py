@@ -104,8 +104,12 @@ async def policy_changed(
     else:
         by_secret.set(namespace, name, references.secret_of(spec))
         memo["policies"].trigger((namespace, name))
+    _trigger_gateways_of(memo, namespace, name)
+
+
+def _trigger_gateways_of(memo: kopf.Memo, namespace: str | None, policy_name: str) -> None:
     by_policy: references.References = memo["gateways_by_policy"]
-    for gw in by_policy.referrers(namespace, name):
+    for gw in by_policy.referrers(namespace, policy_name):
         memo["gateways"].trigger((namespace, gw))
 
 
@@ -117,11 +121,9 @@ def _referenced(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> 
 @kopf.on.event("v1", "secrets", when=_referenced)
 async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     by_secret: references.References = memo["policies_by_secret"]
-    by_policy: references.References = memo["gateways_by_policy"]
     for p in by_secret.referrers(namespace, name):
         memo["policies"].trigger((namespace, p))
-        for gw in by_policy.referrers(namespace, p):
-            memo["gateways"].trigger((namespace, gw))
+        _trigger_gateways_of(memo, namespace, p)
 
 
 # The Deployment's status makes Ready; a child edited or deleted by hand is put back.

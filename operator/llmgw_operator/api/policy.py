@@ -21,8 +21,9 @@ SINGULAR = "providerpolicy"
 SHORT_NAMES = ("llmpp",)
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
-ModelName = Annotated[str, Field(min_length=1, max_length=253)]
-MODEL_KEYS_MESSAGE = "modelRateLimits keys are model names of 1 to 253 characters"
+MODEL_NAME_MAX = 253
+ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]
+MODEL_KEYS_MESSAGE = f"modelRateLimits keys are model names of 1 to {MODEL_NAME_MAX} characters"
 
 
 class Scope(enum.StrEnum):
@@ -206,7 +207,7 @@ class ProviderPolicySpec(common.Model):
         description="Limits per upstream model, on top of rateLimit.",
         # A structural schema cannot bound map keys, so the API server checks ModelName's here.
         json_schema_extra=common.cel_rules(
-            common.cel("self.all(k, size(k) >= 1 && size(k) <= 253)", MODEL_KEYS_MESSAGE)
+            common.cel(f"self.all(k, size(k) >= 1 && size(k) <= {MODEL_NAME_MAX})", MODEL_KEYS_MESSAGE)
         ),
     )
     circuit_breaker: CircuitBreaker | None = Field(
@@ -220,8 +221,9 @@ class ProviderPolicySpec(common.Model):
     @classmethod
     def _model_names(cls, value: Any) -> Any:
         # Before ModelName's own check, so the operator says what the API server's rule says.
-        if isinstance(value, dict) and not all(isinstance(k, str) and 1 <= len(k) <= 253 for k in value):
-            raise ValueError(MODEL_KEYS_MESSAGE)
+        for name in value if isinstance(value, dict) else ():
+            if not isinstance(name, str) or not 1 <= len(name) <= MODEL_NAME_MAX:
+                raise ValueError(MODEL_KEYS_MESSAGE)
         return value
 
     @model_validator(mode="after")
