@@ -30,6 +30,8 @@ from pathlib import Path
 from llmgw_dev import binaries
 
 FAKE_NODES = 3
+BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
+"""What ``up`` starts and talks to the control plane with."""
 ADMIN_USER = "llmgw-admin"
 
 
@@ -260,10 +262,7 @@ def up(name: str | None = None, nodes: int = FAKE_NODES, timeout: float = 90) ->
             existing = Cluster.load(name)
             if any(existing.alive().values()):
                 raise ClusterError(f"a cluster named {name!r} is already up at {existing.data_dir}")
-    bins = {
-        b: binaries.ensure(b)
-        for b in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl")
-    }
+    bins = {b: binaries.ensure(b) for b in BINARIES}
     data_dir = Path(tempfile.mkdtemp(prefix=f"{name}-"))
     cluster = Cluster(
         name=name, data_dir=data_dir, api_port=free_port(), etcd_port=free_port(), token=secrets.token_hex(24)
