@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator
 import aiohttp
 from aiohttp import web
 
-from llmgw_proxy import http1
 from llmgw_proxy import upstream as upstream_
+from llmgw_proxy.upstream import http1
 
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 POOL = web.AppKey("pool", http1.Pool)

@@ -13,7 +13,9 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
-from llmgw_proxy import config, logs, server
+from llmgw_proxy import config
+from llmgw_proxy.server import run
+from llmgw_proxy.telemetry import logs
 
 
 def quick_config(upstream: str, api_key_file: str | None) -> config.ProxyConfig:
@@ -47,8 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser().error("--api-key-file belongs to quick mode (--upstream)")
     logs.setup("info")
     fixed = quick_config(args.upstream, args.api_key_file) if args.upstream else None
-    overrides = server.Overrides(args.host, args.port, args.admin_host, args.admin_port)
-    coro = server.run(args.config, fixed, overrides, args.reload_interval)
+    overrides = run.Overrides(args.host, args.port, args.admin_host, args.admin_port)
+    coro = run.run(args.config, fixed, overrides, args.reload_interval)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is optional off Linux

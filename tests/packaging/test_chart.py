@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ from typing import Any
 import pytest
 import yaml
 
-from llmgw_proxy import metrics
+from llmgw_proxy.runtime import state
+from llmgw_proxy.telemetry import metrics
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "llmgw"
 NAMESPACE = "llmgw-system"  # the namespace the conftest renders into
@@ -353,7 +355,7 @@ def test_dashboard_is_a_grafana_config_map_over_the_proxy_metrics(render: Render
 
 def test_chart_queries_only_metrics_the_proxy_exports() -> None:
     exported: set[str] = set()
-    for family in metrics.Metrics().registry.collect():
+    for family in metrics.Metrics(state.Live(time.monotonic)).registry.collect():
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
         exported |= {family.name + suffix for suffix in suffixes}
     missing = PROXY_METRICS - exported

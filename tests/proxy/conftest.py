@@ -17,7 +17,11 @@ import yaml
 from aiohttp.pytest_plugin import AiohttpServer
 
 from llmgw_dev import builds, fake_provider
-from llmgw_proxy import admin, app, logs, metrics, pipeline, reload, state, tracing
+from llmgw_proxy import pipeline
+from llmgw_proxy.runtime import reload, state
+from llmgw_proxy.server import admin, api
+from llmgw_proxy.steps import call
+from llmgw_proxy.telemetry import logs, metrics, tracing
 
 SECRET = "sk-fake-provider-secret-0123456789abcdef"
 CALLER_KEY = "caller-key-not-forwarded"
@@ -126,15 +130,16 @@ async def start_proxy(aiohttp_server: AiohttpServer, tmp_path: pathlib.Path) -> 
         doc: dict[str, Any],
         *,
         tracing_: tracing.Tracing | None = None,
-        steps: tuple[pipeline.Step, ...] = pipeline.STEPS,
+        steps: tuple[call.Step, ...] = pipeline.STEPS,
     ) -> Proxy:
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(doc))
-        live, metrics_ = state.Live(), metrics.Metrics()
-        watcher = reload.Watcher(live, metrics_, str(path))
+        live = state.Live(asyncio.get_running_loop().time)
+        metrics_ = metrics.Metrics(live)
+        watcher = reload.Watcher(live, str(path))
         watcher.load()
-        api = app.build_api(live, metrics_, tracing_ or tracing.Tracing(None), steps=steps)
-        api_server = await aiohttp_server(api)  # TestServer turns handler_cancellation on, like server.run
+        api_app = api.build_api(live, metrics_, tracing_ or tracing.Tracing(None), steps=steps)
+        api_server = await aiohttp_server(api_app)  # TestServer: handler_cancellation on, like run.run
         admin_server = await aiohttp_server(admin.build(live, metrics_))
         proxy = Proxy(
             str(api_server.make_url("")).rstrip("/"),

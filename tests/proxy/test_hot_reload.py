@@ -10,7 +10,7 @@ import pytest
 import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
-from llmgw_proxy import reload
+from llmgw_proxy.runtime import reload
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 

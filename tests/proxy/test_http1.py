@@ -20,7 +20,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmgw_proxy import http1, upstream
+from llmgw_proxy import upstream
+from llmgw_proxy.upstream import http1
 
 Answer = Callable[[dict[str, str], bytes, asyncio.StreamWriter], Awaitable[None]]
 TIMEOUTS = upstream.Timeouts(connect=2.0, first_byte=5.0, total=10.0)

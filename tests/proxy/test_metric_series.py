@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmgw_proxy import metrics
+from llmgw_proxy.runtime import state
+from llmgw_proxy.telemetry import metrics
 
 LABELS = {"route": "r", "provider": "p", "model": "m"}
 
 
 def observed(*durations: float) -> metrics.Metrics:
-    m = metrics.Metrics()
+    m = metrics.Metrics(state.Live(time.monotonic))
     for d in durations:
         m.observe("r", "p", "m", 200, d, None, None, None)
     return m
@@ -46,7 +49,7 @@ def test_histogram_count_and_sum_match_the_observations(durations: list[float]) 
 
 
 def test_counts_requests_by_status_and_tokens_by_kind() -> None:
-    m = metrics.Metrics()
+    m = metrics.Metrics(state.Live(time.monotonic))
     m.observe("r", "p", "m", 200, 0.1, 0.05, 3, 5)
     m.observe("r", "p", "m", 200, 0.1, 0.05, 4, None)
     m.observe("r", "p", "m", 502, 0.1, None, None, None)

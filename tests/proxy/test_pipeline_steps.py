@@ -11,6 +11,8 @@ from aiohttp import web
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_proxy import errors, pipeline
+from llmgw_proxy.steps import attempts, route
+from llmgw_proxy.steps.call import Call, Next
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
@@ -20,14 +22,14 @@ async def test_a_step_inserted_after_routing_sees_the_route_and_can_refuse(
 ) -> None:
     seen: list[tuple[str, str | None]] = []
 
-    async def limit(call: pipeline.Call, next_step: pipeline.Next) -> web.StreamResponse:
+    async def limit(call: Call, next_step: Next) -> web.StreamResponse:
         seen.append((call.model, call.route.model if call.route else None))
         if call.model == "blocked":
             raise errors.ProxyError(429, "local limit", type="rate_limit_error", headers={"Retry-After": "3"})
         return await next_step(call)
 
     steps = list(pipeline.STEPS)
-    steps.insert(steps.index(pipeline.resolve_route) + 1, limit)
+    steps.insert(steps.index(route.resolve_route) + 1, limit)
     proxy = await start_proxy(make_doc(upstream, key_file), steps=tuple(steps))
     client = proxy.async_client()
     await client.chat.completions.create(model="allowed", messages=MESSAGES)
@@ -44,14 +46,14 @@ async def test_a_step_wrapping_the_upstream_call_sees_each_attempt(
 ) -> None:
     statuses: list[int] = []
 
-    async def observe(call: pipeline.Call, next_step: pipeline.Next) -> web.StreamResponse:
+    async def observe(call: Call, next_step: Next) -> web.StreamResponse:
         response = await next_step(call)
         statuses.append(response.status)
         assert call.provider is not None and call.provider.name == "fake"
         return response
 
     steps = list(pipeline.STEPS)
-    steps.insert(steps.index(pipeline.attempt_targets) + 1, observe)
+    steps.insert(steps.index(attempts.attempt_targets) + 1, observe)
     proxy = await start_proxy(make_doc(upstream, key_file), steps=tuple(steps))
     await proxy.async_client().embeddings.create(model="e", input="x")
     assert statuses == [200]

@@ -12,7 +12,6 @@ import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_dev import fake_provider
-from llmgw_proxy import guards
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 BREAKER = {"circuitBreaker": {"consecutiveFailures": 3, "openDuration": 0.3}}
@@ -128,7 +127,8 @@ async def test_a_probe_whose_caller_leaves_while_it_waits_for_the_rate_limit_fre
         "rateLimit": {"requestsPerMinute": 60, "requestBurst": 1, "maxWait": 5},
     }
     proxy = await start_proxy(pair.doc(key_file, primary=policy))
-    primary = proxy.live.snapshot.providers["primary"]
+    limiter = proxy.live.snapshot.providers["primary"].limiter
+    assert limiter is not None
     pair.primary.plan(fake_provider.Fault(status=500))
     raw = await ask(proxy)  # takes the one request slot of this second and opens the breaker
     assert raw.headers["x-llmgw-provider"] == "fallback"
@@ -136,7 +136,7 @@ async def test_a_probe_whose_caller_leaves_while_it_waits_for_the_rate_limit_fre
 
     probe = asyncio.create_task(ask(proxy))
     # the probe booked the next slot and waits for it: the bucket is full again only after that
-    await eventually(lambda: primary.extras[guards.LIMITER].headers("m").reset_requests > 1.0)
+    await eventually(lambda: limiter.headers("m").reset_requests > 1.0)
     probe.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await probe

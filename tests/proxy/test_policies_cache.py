@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from llmgw_dev import fake_provider
-from llmgw_proxy import caching, sse
+from llmgw_proxy.steps import cache
+from llmgw_proxy.upstream import sse
 
 ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
 
@@ -145,7 +146,7 @@ def test_a_stored_text_completion_stream_assembles_into_a_text_completion() -> N
         },
     ]
     stream = b"".join(sse.encode(json.dumps(c).encode()) for c in chunks) + sse.encode(sse.DONE)
-    answer = json.loads(caching.assemble(stream, chat=False))
+    answer = json.loads(cache.assemble(stream, chat=False))
     assert answer["object"] == "text_completion"
     assert [(c["index"], c["text"], c["finish_reason"]) for c in answer["choices"]] == [
         (0, "Hello", "stop"),

@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmgw_proxy import sse
+from llmgw_proxy.upstream import sse
 
 
 def event(obj: object) -> bytes:

@@ -11,7 +11,7 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_dev import fake_provider
-from llmgw_proxy import keys
+from llmgw_proxy.runtime import keys
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "a secret prompt text"}]
 

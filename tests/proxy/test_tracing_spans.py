@@ -12,7 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from llmgw_dev import fake_provider
-from llmgw_proxy import tracing
+from llmgw_proxy.telemetry import tracing
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "two words"}]
 

@@ -7,8 +7,11 @@ whoever ends up serving: a fallback's answer is stored under the primary's
 key, since the caller asked the route, not a provider, and one lookup per
 request keeps a hit cheap.
 
-Only 200 answers are stored: a plain one as its JSON body, a stream as the
-bytes the caller received, under the same key (one lookup per request). A hit
+On a miss the step registers a hook on the call (``Call.answer_hooks``);
+``forward`` calls it with each complete 200 answer, so this module is the only
+writer of the store, and a path without this step caches nothing. A plain
+answer is stored as its JSON body, a stream as the bytes the caller received,
+under the same key (one lookup per request). A hit
 is replayed in the caller's form: JSON for a plain request (a stored stream
 is assembled into one completion), SSE for a stream (a stored JSON answer
 becomes one chunk per choice). A hit never reaches the attempt loop, so it
@@ -16,85 +19,61 @@ spends no rate limit quota. ``x-llmgw-cache`` says HIT, MISS (``no-cache``
 refreshes count as MISS) or BYPASS (``no-store``, or a request the policy
 does not cache).
 
-The one store per server is bounded by ``ProxyConfig.cache``; a reload that
-changes the bounds applies them from the next answer stored (entries are
-kept until then). Hits, misses and evictions are the store's own counts,
+The one store per sidecar (``state.Live.cache``) is bounded by
+``ProxyConfig.cache``; a reload that changes the bounds applies them from the
+next answer stored (entries are kept until then). Hits, misses and evictions are the store's own counts,
 read at scrape time; only bypasses and refreshes are counted here.
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import json
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from llmgw_proxy import sse
 from llmgw_proxy.policies import cache_key, cache_store
+from llmgw_proxy.steps.call import Call, Next
+from llmgw_proxy.upstream import sse
 
-if TYPE_CHECKING:
-    from llmgw_proxy.pipeline import Call, Next
-
+# An entry is one kind byte and the answer's bytes: a JSON body, or an SSE stream as sent.
 JSON = b"J"
 SSE = b"S"
-_SSE = SSE[0]
-
-_BYPASS, _USE = cache_key.Decision.BYPASS, cache_key.Decision.USE  # globals: cheaper than the class
 _CHAT = "chat/completions"
 
 
-def _store_of(call: Call) -> cache_store.MemoryStore:
-    services = call.services
-    bounds = call.snapshot.config.cache
-    store = services.cache
-    if store is None:
-        store = services.cache = cache_store.MemoryStore(bounds, asyncio.get_running_loop().time)
-        services.metrics.cache_store = store
-    elif store.bounds is not bounds:
-        store.bounds = bounds
-    return store
-
-
-def cache(call: Call, next_step: Next) -> Awaitable[web.StreamResponse]:
-    # A plain function: the lookup never waits, so a miss hands on the next step's awaitable
-    # and adds no coroutine frame to every suspension of the request below it.
+async def cache(call: Call, next_step: Next) -> web.StreamResponse:
     assert call.route is not None
     primary = call.route.targets[0]
     policy = call.snapshot.providers[primary.provider].provider.cache
     if not policy.enabled:
-        return next_step(call)
+        return await next_step(call)
+    metrics_ = call.services.metrics
     decision = cache_key.decide(policy, call.endpoint, call.body, call.request.headers.get("Cache-Control"))
-    if decision is _BYPASS:
-        call.cache_status = "BYPASS"
-        metrics_ = call.services.metrics
+    if decision is cache_key.Decision.BYPASS:
+        call.response_headers["x-llmgw-cache"] = "BYPASS"
         metrics_.count(metrics_.cache_lookups, ("bypass",))
-        return next_step(call)
+        return await next_step(call)
     key = cache_key.key(
         call.route.model, primary.provider, primary.model or call.model, call.endpoint, call.body, call.finite
     )
-    store = _store_of(call)  # made here, so keep() finds it
-    if decision is _USE:
+    store = call.services.live.cache
+    if decision is cache_key.Decision.USE:
         found = store.get(key)  # the store counts the hit or miss
         if found is not None:
             call.provider = call.snapshot.providers[primary.provider]
             call.status = 200
-            return _replay(call, found)
+            return await _replay(call, found)
     else:
-        metrics_ = call.services.metrics
         metrics_.count(metrics_.cache_lookups, ("miss",))  # a refresh: no lookup, still a miss
-    call.cache_status = "MISS"
-    call.cache_key = key
-    call.cache_ttl = policy.ttl
-    return next_step(call)
+    call.response_headers["x-llmgw-cache"] = "MISS"
+    call.answer_hooks.append(functools.partial(_keep, store, key, policy.ttl))
+    return await next_step(call)
 
 
-def keep(call: Call, kind: bytes, data: bytes) -> None:
-    """Store a successful answer (forward calls this for 200s only)."""
-    store = call.services.cache
-    if call.cache_key is not None and store is not None:
-        store.put(call.cache_key, kind + data, call.cache_ttl)
+def _keep(store: cache_store.MemoryStore, key: str, ttl: float, streamed: bool, data: bytes) -> None:
+    store.put(key, (SSE if streamed else JSON) + data, ttl)
 
 
 def _headers(call: Call) -> dict[str, str]:
@@ -103,7 +82,7 @@ def _headers(call: Call) -> dict[str, str]:
 
 
 async def _replay(call: Call, found: bytes) -> web.StreamResponse:
-    stored_stream, data = found[0] == _SSE, found[1:]
+    stored_stream, data = found[:1] == SSE, found[1:]
     if not call.stream:
         if stored_stream:
             data = assemble(data, call.endpoint == _CHAT)

@@ -1,6 +1,10 @@
 """The narrow seam to providers: send a prepared request, get a status, headers and a body.
 
-The pipeline depends only on ``Transport``; ``http1.Pool`` is the real one.
+The request path depends only on ``Transport``. ``http1.Pool`` is the real
+one; ``memory.Transport`` answers from a function in the same process, for
+tests of the request path that need no socket. Every implementation passes
+the same contract suite (tests/proxy/upstream/test_transport_contract.py).
+``sse`` reads and writes the event streams providers send.
 Failures come back as two exception types so callers (and the breaker/retry
 policies) can classify them without knowing the client: ``ConnectFailed``
 (no connection, or the peer went away or answered garbage) and ``TimedOut``

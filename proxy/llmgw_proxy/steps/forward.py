@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 
-from llmgw_proxy import caching, config, errors, keys, sse, upstream
-
-if TYPE_CHECKING:
-    from llmgw_proxy.pipeline import Call, Next
+from llmgw_proxy import config, errors, upstream
+from llmgw_proxy.runtime import keys
+from llmgw_proxy.steps.call import Call, Next
+from llmgw_proxy.upstream import sse
 
 # Lower-case names. Credentials of the caller never travel upstream; the
 # encoding is left to the client session, which decodes what it asked for.
@@ -104,18 +104,18 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
     provider = state.provider
     upstream_model = call.target.model or call.model
     body = call.raw
-    ask_usage = call.stream and call.reservation is not None and not _wants_usage(call.body)
+    # A step that settles on usage (the rate limiter) needs a stream's usage chunk even when the
+    # caller did not ask for one; it is asked for here and taken out again on the way back.
+    ask_usage = call.stream and call.wants_usage and not _wants_usage(call.body)
     if upstream_model != call.model or ask_usage:
         changed = {**call.body, "model": upstream_model}
         if ask_usage:
-            # Settle the limiter on real usage; the extra chunk is taken out again on the way back.
             options = call.body.get("stream_options")
             changed["stream_options"] = {
                 **(options if isinstance(options, dict) else {}),
                 "include_usage": True,
             }
         body = json.dumps(changed).encode()
-    call.strip_usage = ask_usage
     url = url_for(provider, state.base_url, call.endpoint, upstream_model)
     headers = request_headers(call.request.headers, call.snapshot.keys.get(state.name), provider.kind)
 
@@ -136,14 +136,13 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
         call.status = resp.status
         out_headers = response_headers(resp.headers, state.name, call.request_id)
         out_headers["x-llmgw-attempts"] = str(call.attempts)
-        if call.cache_status:
-            out_headers["x-llmgw-cache"] = call.cache_status
+        out_headers.update(call.response_headers)
         if (
             call.stream
             and resp.status == 200
             and resp.headers.get("Content-Type", "").startswith("text/event-stream")
         ):
-            return await _relay_stream(call, resp, out_headers)
+            return await _relay_stream(call, resp, out_headers, ask_usage)
         try:
             data = await resp.read()
         except upstream.UpstreamError as exc:
@@ -151,8 +150,8 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
         if resp.status == 200:
             if _USAGE in data:
                 call.usage = _usage_of(data)
-            if call.cache_key is not None:
-                caching.keep(call, caching.JSON, data)
+            for hook in call.answer_hooks:
+                hook(False, data)
         return web.Response(status=resp.status, body=data, headers=out_headers)
     except upstream.UpstreamError as exc:
         failure = _failure(state.name, exc)
@@ -169,15 +168,16 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
             span.end()
 
 
-async def _relay_stream(call: Call, resp: upstream.Response, headers: CIMultiDict[str]) -> web.StreamResponse:
+async def _relay_stream(
+    call: Call, resp: upstream.Response, headers: CIMultiDict[str], strip_usage: bool
+) -> web.StreamResponse:
     out = web.StreamResponse(status=resp.status, headers=headers)
     # The plain reader when the stream goes through untouched; the filter when the sidecar
-    # added a usage chunk, or needs the text (no usage chunk may come) or the bytes (cache).
-    filtered = call.strip_usage or call.reservation is not None or call.cache_key is not None
+    # added a usage chunk, or needs the text (no usage chunk may come) or the bytes (a hook).
+    keep = bool(call.answer_hooks)
+    filtered = strip_usage or call.wants_usage or keep
     reader: sse.UsageReader | sse.StreamFilter = (
-        sse.StreamFilter(call.strip_usage, call.reservation is not None, call.cache_key is not None)
-        if filtered
-        else sse.UsageReader()
+        sse.StreamFilter(strip_usage, call.wants_usage, keep) if filtered else sse.UsageReader()
     )
     complete = False
     try:
@@ -212,7 +212,9 @@ async def _relay_stream(call: Call, resp: upstream.Response, headers: CIMultiDic
         if isinstance(reader, sse.StreamFilter):
             call.stream_text = reader.text()
     if complete and call.status == 200 and isinstance(reader, sse.StreamFilter) and reader.kept is not None:
-        caching.keep(call, caching.SSE, b"".join(reader.kept))
+        data = b"".join(reader.kept)
+        for hook in call.answer_hooks:
+            hook(True, data)
     return out
 
 

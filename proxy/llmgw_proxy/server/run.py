@@ -16,7 +16,10 @@ import signal
 
 from aiohttp import web
 
-from llmgw_proxy import admin, app, config, logs, metrics, reload, state, tracing
+from llmgw_proxy import config
+from llmgw_proxy.runtime import reload, state
+from llmgw_proxy.server import admin, api
+from llmgw_proxy.telemetry import logs, metrics, tracing
 
 log = logging.getLogger("llmgw.server")
 
@@ -46,9 +49,9 @@ async def run(
     overrides: Overrides,
     reload_interval: float,
 ) -> int:
-    live = state.Live()
-    metrics_ = metrics.Metrics()
-    watcher = reload.Watcher(live, metrics_, config_path, fixed)
+    live = state.Live(asyncio.get_running_loop().time)
+    metrics_ = metrics.Metrics(live)
+    watcher = reload.Watcher(live, config_path, fixed, on_config=lambda cfg: logs.set_level(cfg.log_level))
     try:
         watcher.load()
     except reload.ConfigError as exc:
@@ -56,11 +59,10 @@ async def run(
         return 2
     cfg = watcher.config
     assert cfg is not None
-    logs.set_level(cfg.log_level)
     tracing_ = tracing.from_environment()
 
     api_runner = web.AppRunner(
-        app.build_api(live, metrics_, tracing_),
+        api.build_api(live, metrics_, tracing_),
         handle_signals=False,
         access_log=None,
         handler_cancellation=True,  # a client that goes away cancels its upstream call

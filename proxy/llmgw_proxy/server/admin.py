@@ -9,7 +9,8 @@ from __future__ import annotations
 import prometheus_client
 from aiohttp import web
 
-from llmgw_proxy import metrics, state
+from llmgw_proxy.runtime import state
+from llmgw_proxy.telemetry import metrics
 
 LIVE = web.AppKey("live", state.Live)
 METRICS = web.AppKey("metrics", metrics.Metrics)

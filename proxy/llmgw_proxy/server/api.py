@@ -1,4 +1,4 @@
-"""The two aiohttp applications: the API (127.0.0.1) and admin (probes, metrics).
+"""The API application (127.0.0.1): the OpenAI endpoints, each served by ``pipeline``.
 
 State lives in typed ``web.AppKey``s; the pooled upstream client (``http1.Pool``)
 is opened and closed in ``cleanup_ctx`` unless a transport is injected (tests).
@@ -10,9 +10,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
-from llmgw_proxy import errors, http1, metrics, pipeline, state, tracing, upstream
+from llmgw_proxy import errors, pipeline, upstream
+from llmgw_proxy.runtime import state
+from llmgw_proxy.steps import call
+from llmgw_proxy.telemetry import metrics, tracing
+from llmgw_proxy.upstream import http1
 
-SERVICES = web.AppKey("services", pipeline.Services)
+SERVICES = web.AppKey("services", call.Services)
 ENDPOINTS = ("chat/completions", "completions", "embeddings")
 _API_PATHS = frozenset({f"/v1/{e}" for e in ENDPOINTS} | {"/v1/models"})
 
@@ -28,13 +32,12 @@ def build_api(
     tracing_: tracing.Tracing,
     *,
     transport: upstream.Transport | None = None,
-    steps: Sequence[pipeline.Step] = pipeline.STEPS,
+    steps: Sequence[call.Step] = pipeline.STEPS,
 ) -> web.Application:
     # The body limit is enforced by parse_body from the live config; aiohttp's own limit stays out of it.
     app = web.Application(client_max_size=2**62)
-    services = pipeline.Services(live, transport or _NoTransport(), metrics_, tracing_)
+    services = call.Services(live, transport or _NoTransport(), metrics_, tracing_)
     app[SERVICES] = services
-    metrics_.live = live  # the policy gauges read the limiters and breakers at scrape time
     if transport is None:
         app.cleanup_ctx.append(_upstream_session(services))
     for endpoint in ENDPOINTS:
@@ -45,7 +48,7 @@ def build_api(
 
 
 def _upstream_session(
-    services: pipeline.Services,
+    services: call.Services,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         pool = http1.Pool()

@@ -5,6 +5,9 @@ symlink to a new directory, which inotify on the file itself never sees; a
 ``stat`` that follows the links does. A changed file set is validated whole:
 a bad config or unreadable key is refused, counted and logged, and the
 previous snapshot keeps serving. Unchanged providers keep their state.
+
+The watcher knows nothing of logging levels or metrics: ``on_config`` hears of
+each config that is served, and the refusals are counted on ``state.Live``.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from collections.abc import Callable
 import pydantic
 import yaml
 
-from llmgw_proxy import config, keys, logs, metrics, state
+from llmgw_proxy import config
+from llmgw_proxy.runtime import keys, state
 
 log = logging.getLogger("llmgw.reload")
 
@@ -59,7 +63,6 @@ class Watcher:
     def __init__(
         self,
         live: state.Live,
-        metrics_: metrics.Metrics,
         config_path: str | None,
         fixed: config.ProxyConfig | None = None,
         on_config: Callable[[config.ProxyConfig], None] | None = None,
@@ -67,7 +70,6 @@ class Watcher:
         if (config_path is None) == (fixed is None):
             raise ValueError("give exactly one of config_path and fixed")
         self.live = live
-        self.metrics = metrics_
         self.config_path = config_path
         self.fixed = fixed
         self.on_config = on_config
@@ -98,16 +100,10 @@ class Watcher:
                 self.config = cfg  # listeners can start; readiness waits for the key
             self._refuse(str(exc))
             return
-        previous = self.live.snapshot
         if self.config is not None and (cfg.listen, cfg.admin) != (self.config.listen, self.config.admin):
             log.warning("listener changes take effect after a restart")
-        if cfg.log_level != (self.config.log_level if self.config else None):
-            logs.set_level(cfg.log_level)
         self.config = cfg
-        snapshot = state.build(previous, cfg, loaded)
-        self.live.snapshot = snapshot
-        self.live.last_error = None
-        self.metrics.config_generation.set(snapshot.generation)
+        snapshot = self.live.serve(cfg, loaded)
         if self.on_config:
             self.on_config(cfg)
         log.info(
@@ -115,8 +111,7 @@ class Watcher:
         )
 
     def _refuse(self, reason: str) -> None:
-        self.live.last_error = reason
-        self.metrics.reload_failures.inc()
+        self.live.refuse(reason)
         log.error("config reload refused; the previous config keeps serving", extra={"reason": reason})
 
     def changed(self) -> bool:

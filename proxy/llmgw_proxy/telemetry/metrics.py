@@ -5,6 +5,12 @@ scrape time: prometheus_client's own metric objects take a lock and check
 observability on every update, several microseconds a request, and the
 sidecar's request path runs on one event loop thread anyway.
 
+What other parts keep counts of is read from them at scrape time, never
+copied on the request path: the snapshot being served and its providers'
+limiters and breakers (``state.Live``, which also counts refused reloads and
+breaker transitions), and its cache store's ``Stats``. ``Metrics`` is handed
+the ``Live`` when it is made.
+
 Labels never carry keys or prompt text: route, provider and model come from
 the config, status is the HTTP status the caller got.
 """
@@ -13,13 +19,11 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
 
 import prometheus_client as prom
 from prometheus_client import core
 
-if TYPE_CHECKING:
-    from llmgw_proxy import state
+from llmgw_proxy.runtime import state
 
 _BREAKER_STATE = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -49,7 +53,8 @@ class _Histogram:
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, live: state.Live) -> None:
+        self.live = live
         self.registry = prom.CollectorRegistry(auto_describe=True)
         self.requests: dict[tuple[str, str, str, str], int] = {}
         self.request_duration: dict[tuple[str, str, str], _Histogram] = {}
@@ -58,23 +63,11 @@ class Metrics:
         self.in_flight = 0
         # Policy counters, by label tuple (names in _COUNTERS).
         self.ratelimit_rejections: dict[tuple[str, ...], int] = {}
-        self.breaker_transitions: dict[tuple[str, ...], int] = {}
         self.retries: dict[tuple[str, ...], int] = {}
         self.fallbacks: dict[tuple[str, ...], int] = {}
         # Bypasses and refreshes; hits and misses are the store's own counts, added at scrape time.
         self.cache_lookups: dict[tuple[str, ...], int] = {}
         self.provider_paused: dict[tuple[str, ...], int] = {}
-        # Read at scrape time: the limiters and breakers of the snapshot being served, the cache store.
-        self.live: state.Live | None = None
-        self.cache_store: Any = None
-        self.config_generation = prom.Gauge(
-            "llmgw_config_generation",
-            "Generation of the config being served (1 = first load).",
-            registry=self.registry,
-        )
-        self.reload_failures = prom.Counter(
-            "llmgw_config_reload_failures", "Config or key file reloads refused.", registry=self.registry
-        )
         self.registry.register(_Collector(self))
 
     def observe(
@@ -130,12 +123,6 @@ _COUNTERS = (
         "Requests a local rate limit refused for a target.",
         ("provider", "model", "kind"),
     ),
-    (
-        "breaker_transitions",
-        "llmgw_breaker_transitions",
-        "Circuit breaker state changes.",
-        ("provider", "from", "to"),
-    ),
     ("retries", "llmgw_retries", "Upstream requests sent again to the same target.", ("provider",)),
     ("fallbacks", "llmgw_fallbacks", "Moves from one route target to the next.", ("route", "from", "to")),
     ("provider_paused", "llmgw_provider_paused", "Upstream 429s that paused a provider.", ("provider",)),
@@ -185,9 +172,9 @@ class _Collector:
             "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
             labels=["provider"],
         )
-        snapshot = m.live.snapshot if m.live is not None else None
+        snapshot = m.live.snapshot
         for name, provider in snapshot.providers.items() if snapshot else ():
-            limiter = provider.extras.get("limiter")
+            limiter = provider.limiter
             if limiter is not None:
                 models = [""] if provider.provider.rate_limit is not None else []
                 for model in [*models, *provider.provider.model_rate_limits]:
@@ -196,18 +183,30 @@ class _Collector:
                         remaining.add_metric([name, model, "requests"], h.remaining_requests)
                     if h.remaining_tokens is not None:
                         remaining.add_metric([name, model, "tokens"], h.remaining_tokens)
-            breaker = provider.extras.get("breaker")
-            if breaker is not None:
-                breakers.add_metric([name], _BREAKER_STATE[breaker.state.value])
-            elif provider.provider.circuit_breaker is not None:
-                breakers.add_metric([name], 0)
+            if provider.breaker is not None:
+                breakers.add_metric([name], _BREAKER_STATE[provider.breaker.state.value])
         yield remaining
         yield breakers
-        stats = m.cache_store.stats if m.cache_store is not None else None
+        transitions = core.CounterMetricFamily(
+            "llmgw_breaker_transitions", "Circuit breaker state changes.", labels=["provider", "from", "to"]
+        )
+        for key3, count in list(m.live.breaker_transitions.items()):
+            transitions.add_metric(key3, count)
+        yield transitions
+        yield core.GaugeMetricFamily(
+            "llmgw_config_generation",
+            "Generation of the config being served (1 = first load).",
+            value=snapshot.generation if snapshot else 0,
+        )
+        yield core.CounterMetricFamily(
+            "llmgw_config_reload_failures",
+            "Config or key file reloads refused.",
+            value=m.live.reload_failures,
+        )
+        stats = m.live.cache.stats
         lookups = dict(m.cache_lookups)
-        if stats is not None:
-            lookups[("hit",)] = lookups.get(("hit",), 0) + stats.hits
-            lookups[("miss",)] = lookups.get(("miss",), 0) + stats.misses
+        lookups[("hit",)] = lookups.get(("hit",), 0) + stats.hits
+        lookups[("miss",)] = lookups.get(("miss",), 0) + stats.misses
         family = core.CounterMetricFamily(
             "llmgw_cache_lookups", "Cache decisions for cacheable routes.", labels=["result"]
         )
@@ -217,13 +216,10 @@ class _Collector:
         family = core.CounterMetricFamily(
             "llmgw_cache_evictions", "Cache entries dropped by the store.", labels=["reason"]
         )
-        if stats is not None:
-            family.add_metric(["expired"], stats.expirations)
-            family.add_metric(["evicted"], stats.evictions)
+        family.add_metric(["expired"], stats.expirations)
+        family.add_metric(["evicted"], stats.evictions)
         yield family
+        yield core.GaugeMetricFamily("llmgw_cache_bytes", "Bytes held by the cache store.", value=stats.bytes)
         yield core.GaugeMetricFamily(
-            "llmgw_cache_bytes", "Bytes held by the cache store.", value=stats.bytes if stats else 0
-        )
-        yield core.GaugeMetricFamily(
-            "llmgw_cache_entries", "Entries held by the cache store.", value=stats.entries if stats else 0
+            "llmgw_cache_entries", "Entries held by the cache store.", value=stats.entries
         )

@@ -1,0 +1,151 @@
+"""What the sidecar serves: the loaded snapshot, each provider's policy state, and what happened to them.
+
+``ProviderState`` holds what must outlive a config reload: the provider's rate
+limiter and circuit breaker. A reload keeps the very same object for a
+provider whose settings did not change, and a changed provider keeps each of
+the two whose own settings did not. ``Snapshot`` is immutable and swapped
+whole, so a request sees one consistent config from start to end.
+
+``Live`` also holds the sidecar's one cache store, which outlives reloads too;
+a reload hands it the new bounds, which apply from the next answer stored.
+
+The state counts its own events (reloads refused, breaker transitions); the
+metrics read those counts at scrape time, so this layer knows nothing of
+Prometheus.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from llmgw_proxy import config, upstream
+from llmgw_proxy.policies import breaker, cache_store, clock, limits
+from llmgw_proxy.runtime import keys
+
+log = logging.getLogger("llmgw.breaker")
+
+Transitions = dict[tuple[str, str, str], int]
+"""Breaker transitions counted by (provider, from state, to state)."""
+
+
+class ProviderState:
+    """One provider's settings and policy objects.
+
+    ``limiter`` is None for a provider without ``rateLimit`` or ``modelRateLimits``
+    until an upstream 429 must pause it (``pausable_limiter``); ``breaker`` is
+    None for a provider without ``circuitBreaker``.
+    """
+
+    def __init__(
+        self, name: str, provider: config.Provider, clock_: clock.Clock, transitions: Transitions
+    ) -> None:
+        self.name = name
+        self.provider = provider
+        self.base_url = provider.base_url.rstrip("/")
+        t = provider.timeouts
+        self.timeouts = upstream.Timeouts(connect=t.connect, first_byte=t.first_byte, total=t.total)
+        self._clock = clock_
+        self.limiter: limits.ProviderLimiter | None = None
+        if provider.rate_limit is not None or provider.model_rate_limits:
+            self.limiter = self._new_limiter()
+        self.breaker: breaker.Breaker | None = None
+        if provider.circuit_breaker is not None:
+            listener = _on_transition(name, transitions)
+            self.breaker = breaker.Breaker(provider.circuit_breaker, clock_, [listener])
+
+    def pausable_limiter(self) -> limits.ProviderLimiter:
+        """The limiter, made now if the provider has no limits: an upstream 429 pauses it anyway."""
+        if self.limiter is None:
+            self.limiter = self._new_limiter()
+        return self.limiter
+
+    def take_over(self, previous: ProviderState) -> None:
+        """Keep ``previous``'s limiter and breaker where their own settings did not change."""
+        old, new = previous.provider, self.provider
+        if (old.rate_limit, old.model_rate_limits) == (new.rate_limit, new.model_rate_limits):
+            self.limiter = previous.limiter
+        if old.circuit_breaker == new.circuit_breaker:
+            self.breaker = previous.breaker
+
+    def _new_limiter(self) -> limits.ProviderLimiter:
+        p = self.provider
+        return limits.ProviderLimiter(p.rate_limit, p.model_rate_limits, self._clock)
+
+    def __repr__(self) -> str:
+        return f"ProviderState({self.name!r})"
+
+
+def _on_transition(name: str, transitions: Transitions) -> breaker.Listener:
+    def listener(old: breaker.State, new: breaker.State, reason: str) -> None:
+        key = (name, old.value, new.value)
+        transitions[key] = transitions.get(key, 0) + 1
+        level = logging.WARNING if new is breaker.State.OPEN else logging.INFO
+        log.log(
+            level, "breaker", extra={"provider": name, "from": old.value, "to": new.value, "reason": reason}
+        )
+
+    return listener
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    generation: int
+    config: config.ProxyConfig
+    providers: dict[str, ProviderState]
+    keys: dict[str, keys.Key | None]
+
+
+class Live:
+    """The one mutable cell: the snapshot being served. Reload swaps it; requests read it once.
+
+    ``clock`` is the policies' clock (the event loop's ``time``), fixed for the
+    life of the sidecar.
+    """
+
+    def __init__(self, clock_: clock.Clock) -> None:
+        self.clock = clock_
+        self.snapshot: Snapshot | None = None
+        self.draining = False
+        self.last_error: str | None = None
+        self.reload_failures = 0
+        self.breaker_transitions: Transitions = {}
+        self.cache = cache_store.MemoryStore(config.CacheStore(), clock_)
+
+    @property
+    def ready(self) -> bool:
+        return self.snapshot is not None and not self.draining
+
+    def serve(self, cfg: config.ProxyConfig, loaded_keys: dict[str, keys.Key | None]) -> Snapshot:
+        """Build the next snapshot from ``cfg``, carrying over provider state, and serve it."""
+        previous = self.snapshot
+        generation = previous.generation + 1 if previous else 1
+        self.snapshot = Snapshot(generation, cfg, self._carry_over(previous, cfg), loaded_keys)
+        self.cache.bounds = cfg.cache
+        self.last_error = None
+        return self.snapshot
+
+    def refuse(self, reason: str) -> None:
+        """A reload was refused: the snapshot being served stays."""
+        self.last_error = reason
+        self.reload_failures += 1
+
+    def _carry_over(self, previous: Snapshot | None, cfg: config.ProxyConfig) -> dict[str, ProviderState]:
+        """States for ``cfg``'s providers, reusing the previous object when a provider is unchanged.
+
+        A changed provider gets a new state, which still takes over each policy
+        object whose own settings did not change (an edited timeout keeps an open
+        breaker; an edited rate limit starts with full buckets).
+        """
+        old = previous.providers if previous else {}
+        result = {}
+        for name, provider in cfg.providers.items():
+            kept = old.get(name)
+            if kept is not None and kept.provider == provider:
+                result[name] = kept
+                continue
+            fresh = ProviderState(name, provider, self.clock, self.breaker_transitions)
+            if kept is not None:
+                fresh.take_over(kept)
+            result[name] = fresh
+        return result

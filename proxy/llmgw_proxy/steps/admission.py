@@ -1,0 +1,125 @@
+"""What one try of a target holds: a circuit breaker ticket and a rate-limit reservation.
+
+A ``Hold`` is a context manager around one try. Inside it, ``admit`` asks the
+provider's breaker for a ticket, then its limiter for a reservation (one
+request and the token estimate); either may refuse. Whatever was taken is
+given back once, when the block ends, according to how the try ended:
+
+- the upstream answered (``answered``): the reservation is settled on the
+  tokens the answer used (none for an error status) and the breaker records
+  the status;
+- the upstream never answered (``failed``: a timeout or connection failure):
+  nothing was used there, so the reservation is cancelled; the breaker counts
+  the failure;
+- anything else (the limiter refused, the caller left while the try waited or
+  while the answer streamed, a bug): the breaker ticket is ignored, which
+  frees a half-open probe slot; the reservation is settled on what was used if
+  the upstream had answered, else cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from types import TracebackType
+
+from llmgw_proxy import config, errors
+from llmgw_proxy.policies import breaker, limits, tokens
+from llmgw_proxy.runtime import state
+from llmgw_proxy.steps.call import Call
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BreakerOpen:
+    retry_after: float
+
+
+Refusal = BreakerOpen | limits.Refused
+
+
+class Hold:
+    __slots__ = ("_call", "_failure", "_status", "breaker", "reservation", "sent", "ticket")
+
+    def __init__(self, call: Call) -> None:
+        self._call = call
+        self.breaker: breaker.Breaker | None = None
+        self.ticket: breaker.Ticket | None = None
+        self.reservation: limits.Reservation | None = None
+        self.sent = False  # the request went upstream (call.status is this try's from then on)
+        self._status: int | None = None
+        self._failure: errors.ProxyError | None = None
+
+    def __enter__(self) -> Hold:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._release()
+
+    def admit(self, provider: state.ProviderState, model: str) -> Refusal | None:
+        """Take a breaker ticket, then a reservation for ``model``; None when both were granted."""
+        if provider.breaker is not None:
+            self.ticket = provider.breaker.acquire()
+            if self.ticket is None:
+                return BreakerOpen(provider.breaker.retry_after())
+            self.breaker = provider.breaker
+        if provider.limiter is not None:
+            decision = provider.limiter.admit(model, self._call.endpoint, self._call.body)
+            if isinstance(decision, limits.Refused):
+                return decision
+            self.reservation = decision
+        return None
+
+    async def wait(self) -> None:
+        """Wait until the reserved capacity is there (``maxWait`` bounded it)."""
+        if self.reservation is not None and self.reservation.wait > 0:
+            await asyncio.sleep(self.reservation.wait)
+
+    def answered(self, status: int) -> None:
+        self._status = status
+
+    def failed(self, failure: errors.ProxyError) -> None:
+        self._failure = failure
+
+    def _release(self) -> None:
+        self._settle_reservation()
+        self._record_outcome()
+
+    def _settle_reservation(self) -> None:
+        reservation = self.reservation
+        if reservation is None:
+            return
+        if self._status is not None:
+            reservation.settle(0 if self._status >= 400 else used(self._call, reservation))
+        elif self._failure is None and self.sent and self._call.status:
+            reservation.settle(used(self._call, reservation))  # the caller left after the upstream answered
+        else:
+            reservation.cancel()  # nothing was sent, or nothing came back
+
+    def _record_outcome(self) -> None:
+        gate, ticket = self.breaker, self.ticket
+        if gate is None or ticket is None:
+            return
+        if self._status is not None:
+            gate.record_status(ticket, self._status)
+        elif self._failure is not None:
+            timed_out = self._failure.status == 504
+            kind = config.FailureKind.TIMEOUT if timed_out else config.FailureKind.CONNECTION
+            gate.record(ticket, breaker.classify(gate.policy, failure=kind))
+        else:
+            gate.record(ticket, breaker.Outcome.IGNORED)
+
+
+def used(call: Call, reservation: limits.Reservation) -> int:
+    """Tokens the answer used: as reported, else estimated from a stream's text, else the estimate."""
+    usage = call.usage
+    if usage is not None:
+        total = usage.get("total_tokens")
+        if isinstance(total, int):
+            return total
+        parts = [usage.get("prompt_tokens"), usage.get("completion_tokens")]
+        return sum(p for p in parts if isinstance(p, int))
+    if call.stream:
+        return tokens.streamed(call.endpoint, call.body, call.stream_text)
+    return reservation.tokens  # no usage reported: keep the estimate

@@ -1,0 +1,184 @@
+"""The attempt loop: route targets in order, each behind its breaker and limits, with retries.
+
+For each target (primary first): the breaker admits or skips it, then the
+limiter reserves one request and the token estimate, waiting up to
+``maxWait`` or skipping it; then ``forward`` sends. Every try is a real
+upstream request, so every try (retries included) takes a request slot.
+
+After an answer:
+
+- 2xx, or anything already sent to the client (a started stream): done;
+- 429 from the upstream: the provider is paused for its Retry-After (not a
+  breaker failure) and the next target is tried;
+- any other 4xx but 408: the same request would fail anywhere; answered as is;
+- 5xx, 408, timeouts, connection failures: retried on the same target with
+  backoff (``retry.attempts`` tries, within ``timeouts.total`` of the request's
+  start), then the next target.
+
+What one try holds (the breaker ticket, the reservation) and how each is
+given back whatever happens is ``admission.Hold``'s; retry delays and
+Retry-After parsing are ``policies.backoff``'s.
+
+When no target answered, a local rate limit refusal wins (429, the smallest
+Retry-After: capacity returns at a known time), then open breakers (503),
+then the last upstream answer or failure as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+
+from aiohttp import web
+
+from llmgw_proxy import config, errors
+from llmgw_proxy.policies import backoff, limits
+from llmgw_proxy.runtime import state
+from llmgw_proxy.steps import admission
+from llmgw_proxy.steps.call import Call, Next
+
+_RNG = random.Random()
+
+
+class _Outcome:
+    """What the loop learned from the targets that did not serve."""
+
+    __slots__ = ("breaker_wait", "failure", "limit_headers", "limit_wait", "limited", "response")
+
+    def __init__(self) -> None:
+        self.limited = False
+        self.limit_wait: float | None = None
+        self.limit_headers: limits.Headers | None = None  # written out only if the answer is a 429
+        self.breaker_wait: float | None = None
+        self.failure: errors.ProxyError | None = None
+        self.response: web.StreamResponse | None = None
+
+    def refused(self, refusal: admission.Refusal) -> None:
+        if isinstance(refusal, admission.BreakerOpen):
+            if self.breaker_wait is None or refusal.retry_after < self.breaker_wait:
+                self.breaker_wait = refusal.retry_after
+            return
+        wait = refusal.retry_after
+        if not self.limited or (wait is not None and (self.limit_wait is None or wait < self.limit_wait)):
+            self.limit_wait, self.limit_headers = wait, refusal.headers
+        self.limited = True
+
+    def tried(self, result: web.StreamResponse | errors.ProxyError) -> None:
+        if isinstance(result, errors.ProxyError):
+            self.failure, self.response = result, None
+        else:
+            self.failure, self.response = None, result
+
+    def final(self) -> web.StreamResponse:
+        if self.limited:
+            headers = self.limit_headers.as_dict() if self.limit_headers is not None else {}
+            raise errors.rate_limited(self.limit_wait, headers)
+        if self.response is not None:
+            return self.response
+        if self.failure is not None:
+            raise self.failure
+        raise errors.breakers_open(self.breaker_wait or 0.0)
+
+
+async def attempt_targets(call: Call, next_step: Next) -> web.StreamResponse:
+    assert call.route is not None
+    metrics_ = call.services.metrics
+    outcome = _Outcome()
+    previous = ""
+    for target in call.route.targets:
+        current = call.snapshot.providers[target.provider]
+        if previous:
+            metrics_.count(metrics_.fallbacks, (call.route.model, previous, current.name))
+        previous = current.name
+        response = await _serve_from(call, next_step, target, current, outcome)
+        if response is not None:
+            return response
+    return outcome.final()
+
+
+async def _serve_from(
+    call: Call, next_step: Next, target: config.Target, current: state.ProviderState, outcome: _Outcome
+) -> web.StreamResponse | None:
+    """Tries on one target, retried with backoff: the answer to give, or None for the next target."""
+    deadline = call.started + current.provider.timeouts.total
+    loop = asyncio.get_running_loop()
+    tries = 0
+    while True:
+        result = await _try(call, next_step, target, current, outcome, retry=tries > 0)
+        if result is None:
+            return None  # the breaker or the limiter refused this target
+        tries += 1
+        outcome.tried(result)
+        retry_after = None
+        if isinstance(result, web.StreamResponse):
+            status = result.status
+            if status < 400 or result.prepared:
+                return result  # a success, or a stream already under way: the caller has it
+            retry_after = _retry_after(result.headers)
+            if status == 429:
+                _pause(call, current, retry_after)
+                return None
+            if not backoff.retryable(status):
+                return result if status < 500 else None
+        wait_for = backoff.delay(
+            current.provider.retry, tries, _RNG, retry_after=retry_after, time_left=deadline - loop.time()
+        )
+        if wait_for is None:
+            return None
+        await asyncio.sleep(wait_for)
+
+
+async def _try(
+    call: Call,
+    next_step: Next,
+    target: config.Target,
+    current: state.ProviderState,
+    outcome: _Outcome,
+    *,
+    retry: bool,
+) -> web.StreamResponse | errors.ProxyError | None:
+    """One upstream exchange behind the target's breaker and limits; None when they refused it."""
+    upstream_model = target.model or call.model
+    with admission.Hold(call) as hold:
+        refusal = hold.admit(current, upstream_model)
+        if refusal is not None:
+            if isinstance(refusal, limits.Refused):
+                metrics_ = call.services.metrics
+                metrics_.count(metrics_.ratelimit_rejections, (current.name, upstream_model, refusal.reason))
+            outcome.refused(refusal)
+            return None
+        await hold.wait()
+        if retry:
+            metrics_ = call.services.metrics
+            metrics_.count(metrics_.retries, (current.name,))
+        call.attempts += 1
+        call.target, call.provider, call.wants_usage = target, current, hold.reservation is not None
+        call.usage, call.status, call.stream_text = None, 0, ""
+        hold.sent = True
+        try:
+            answer = await next_step(call)
+        except errors.ProxyError as failure:
+            hold.failed(failure)
+            return failure
+        hold.answered(answer.status)
+        return answer
+
+
+def _retry_after(headers: object) -> float | None:
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    seconds: float | None = backoff.parse_retry_after_ms(get("retry-after-ms"))
+    if seconds is None:
+        seconds = backoff.parse_retry_after(get("Retry-After"), time.time())
+    return seconds
+
+
+def _pause(call: Call, current: state.ProviderState, retry_after: float | None) -> None:
+    # No Retry-After: a short pause still spreads the next requests over the fallbacks.
+    seconds = retry_after if retry_after is not None and math.isfinite(retry_after) else 1.0
+    current.pausable_limiter().pause(asyncio.get_running_loop().time() + seconds)
+    metrics_ = call.services.metrics
+    metrics_.count(metrics_.provider_paused, (current.name,))

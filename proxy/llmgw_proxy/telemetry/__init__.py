@@ -1,0 +1,1 @@
+"""What the sidecar tells operators: Prometheus ``metrics``, OpenTelemetry ``tracing``, JSON ``logs``."""
