@@ -1,10 +1,11 @@
 # The README's two commands are `make demo` and `make test`; each sets itself up.
+# `make unit` is the quick loop: no cluster, no Go-built binaries, no lint.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test demo lint bench-proxy bench-operator binaries generate cluster-up cluster-down clean \
+.PHONY: test unit demo lint bench-proxy bench-operator binaries generate cluster-up cluster-down clean \
 	compiled test-compiled
 
 $(STAMP): pyproject.toml
@@ -19,9 +20,21 @@ binaries: $(STAMP)
 
 # pytest exits 5 when it collected nothing; for this suite that means the
 # selection broke, so it fails with a message instead of passing silently.
+define pytest
+	@$(PY) -m pytest $(1); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make $@: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+endef
+
 test: $(STAMP) binaries lint
-	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+	$(call pytest,$(PYTEST_ARGS))
+
+# Everything that runs without a control plane or the pinned binaries (the
+# `binaries` marker, which tests/conftest.py puts on users of helm, kubeconform
+# and the cluster), and without the slow tests that build venvs or run a load.
+UNIT_MARKERS := not cluster and not binaries and not slow
+
+unit: $(STAMP)
+	$(call pytest,-m '$(UNIT_MARKERS)' $(PYTEST_ARGS))
 
 # The sidecar as the image ships it: llmgw_proxy from a wheel whose policy
 # cores mypyc compiled (setup.py), installed under build/ and put first on

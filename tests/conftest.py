@@ -33,6 +33,19 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+# Fixtures that fetch or build a pinned binary (tests/packaging/conftest.py has helm and kubeconform).
+BINARY_FIXTURES = frozenset({"cluster", "helm", "kubeconform"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # `make unit` deselects `binaries`; marking by fixture keeps a new chart or cluster test out
+    # of it without anyone remembering a marker. The few tests that call `llmgw_dev.binaries`
+    # themselves start a control plane too, and carry `cluster`.
+    for item in items:
+        if BINARY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.binaries)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--cluster",

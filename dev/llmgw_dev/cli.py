@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("tools", nargs="*", help=f"subset of {', '.join(binaries.tools())}")
     b.set_defaults(func=_binaries_build)
 
-    g = sub.add_parser("generate", help="write CRDs, schemas and reference docs from the models")
+    g = sub.add_parser("generate", help="write CRDs, schemas, reference docs and version lines")
     g.add_argument("--check", action="store_true", help="fail if a generated file is stale")
     g.set_defaults(func=_generate)
 

@@ -292,15 +292,16 @@ def main() -> None:
     fake = FakeProvider(record=not args.no_record)
 
     async def serve() -> None:
+        # SIGTERM is how benchmarks and tests stop it: a clean exit, not death by signal. The
+        # handler is in place before the "listening" line, which is what callers wait for.
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         runner = web.AppRunner(fake.app(), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()
         host, port = runner.addresses[0][:2]
         print(json.dumps({"msg": "listening", "address": f"{host}:{port}"}), flush=True)
-        # SIGTERM is how benchmarks and tests stop it: a clean exit, not death by signal.
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         try:
             await stop.wait()
         finally:

@@ -10,6 +10,8 @@ import sys
 
 import kopf
 
+import llmgw_operator
+
 PRIORITY_RANGE = 1_000_000
 
 
@@ -33,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="llmgw-operator",
         description="Reconcile LLMGateway and ProviderPolicy objects into Deployments that run the sidecar.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {llmgw_operator.__version__}")
     scope = parser.add_mutually_exclusive_group()
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
     scope.add_argument(

@@ -19,13 +19,15 @@ from typing import Any, cast
 
 import kopf
 
+import llmgw_operator
 from llmgw_operator import kube, reconcile, references, workqueue
 from llmgw_operator.api import common, gateway, policy
 from llmgw_operator.render import names
 
 GATEWAYS = (common.GROUP, common.VERSION, gateway.PLURAL)
 POLICIES = (common.GROUP, common.VERSION, policy.PLURAL)
-DEFAULT_PROXY_IMAGE = "ghcr.io/llmgw/llmgw-proxy:0.1.0"
+# The sidecar of the same release; the chart always sets LLMGW_PROXY_IMAGE, to its appVersion by default.
+DEFAULT_PROXY_IMAGE = f"ghcr.io/llmgw/llmgw-proxy:{llmgw_operator.__version__}"
 # Native sidecars (restartPolicy: Always init containers) are on by default from 1.29.
 NATIVE_SIDECAR_MINOR = 29
 
@@ -51,7 +53,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo["gateways"] = workqueue.WorkQueue(_fresh_pass(client, "LLMGateway", reconciler.gateway))
     memo["policies"] = workqueue.WorkQueue(_fresh_pass(client, "ProviderPolicy", reconciler.policy))
     logger.info(
-        "llmgw-operator started (API server 1.%d, native sidecars %s)", minor, minor >= NATIVE_SIDECAR_MINOR
+        "llmgw-operator started (version %s, API server 1.%d, native sidecars %s)",
+        llmgw_operator.__version__,
+        minor,
+        minor >= NATIVE_SIDECAR_MINOR,
     )
 
 

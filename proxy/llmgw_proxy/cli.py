@@ -13,6 +13,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+import llmgw_proxy
 from llmgw_proxy import config
 from llmgw_proxy.server import run
 from llmgw_proxy.telemetry import logs
@@ -29,6 +30,7 @@ def quick_config(upstream: str, api_key_file: str | None) -> config.ProxyConfig:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="llmgw-proxy", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"%(prog)s {llmgw_proxy.__version__}")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", metavar="FILE", help="compiled proxy config (YAML or JSON)")
     source.add_argument("--upstream", metavar="URL", help="quick mode: one OpenAI-compatible base URL")

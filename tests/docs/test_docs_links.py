@@ -1,4 +1,5 @@
-"""Every relative link in README.md and docs/ leads to a file in the repository, and to a heading there."""
+"""Every relative link in the top-level pages and docs/ leads to a file in the repository, and to a
+heading there."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ from pathlib import Path
 import docskit
 import pytest
 
-PAGES = sorted([docskit.ROOT / "README.md", *(docskit.ROOT / "docs").rglob("*.md")])
+# Only the pages that exist: test_the_pages_the_brief_names_exist says which must.
+TOP_LEVEL = [p for p in ("README.md", "CONTRIBUTING.md", "CHANGELOG.md") if (docskit.ROOT / p).is_file()]
+PAGES = sorted([*(docskit.ROOT / p for p in TOP_LEVEL), *(docskit.ROOT / "docs").rglob("*.md")])
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(docskit.ROOT)) for p in PAGES])
@@ -24,6 +27,8 @@ def test_the_pages_the_brief_names_exist() -> None:
     names = {str(p.relative_to(docskit.ROOT)) for p in PAGES}
     wanted = {
         "README.md",
+        "CONTRIBUTING.md",
+        "CHANGELOG.md",
         "docs/index.md",
         "docs/quickstart.md",
         "docs/architecture.md",

@@ -8,6 +8,7 @@ import re
 import subprocess
 import time
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from llmgw_proxy.telemetry import metrics
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "llmgw"
 NAMESPACE = "llmgw-system"  # the namespace the conftest renders into
+VERSION = metadata.version("llmgw")  # the chart's appVersion, so the default image tag
 Render = Callable[[dict[str, Any]], list[dict[str, Any]]]
 pytestmark = pytest.mark.slow
 
@@ -155,11 +157,11 @@ def test_defaults_watch_the_whole_cluster_with_one_standalone_replica(render: Re
     container = operator_container(docs)
     assert deployment["metadata"]["namespace"] == NAMESPACE
     assert deployment["spec"]["replicas"] == 1
-    assert container["image"] == "ghcr.io/llmgw/llmgw-operator:0.1.0"
+    assert container["image"] == f"ghcr.io/llmgw/llmgw-operator:{VERSION}"
     assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--standalone"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     assert container["ports"] == [{"name": "liveness", "containerPort": 8080, "protocol": "TCP"}]
-    assert env_of(container)["LLMGW_PROXY_IMAGE"] == "ghcr.io/llmgw/llmgw-proxy:0.1.0"
+    assert env_of(container)["LLMGW_PROXY_IMAGE"] == f"ghcr.io/llmgw/llmgw-proxy:{VERSION}"
     assert "LLMGW_PEERING_PRIORITY_FROM_POD_NAME" not in env_of(container)
     assert not of_kind(docs, "PodDisruptionBudget")
     assert not [d for d in docs if d["apiVersion"].startswith(("kopf.dev/", "monitoring.coreos.com/"))]
