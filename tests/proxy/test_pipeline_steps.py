@@ -11,7 +11,7 @@ from aiohttp import web
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_proxy import errors, pipeline
-from llmgw_proxy.steps import attempts, route
+from llmgw_proxy.steps import attempts, cache, route
 from llmgw_proxy.steps.call import Call, Next
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
@@ -65,3 +65,47 @@ def test_the_default_path_reads_as_the_documented_list() -> None:
     assert pipeline.__doc__ is not None
     for name in names:
         assert name in pipeline.__doc__
+
+
+@pytest.mark.parametrize("streamed", [pytest.param(False, id="json"), pytest.param(True, id="sse")])
+async def test_a_path_without_the_cache_step_caches_nothing(
+    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any, streamed: bool
+) -> None:
+    doc = make_doc(upstream, key_file)
+    doc["providers"]["fake"]["cache"] = {"enabled": True, "ttl": 60}
+    steps = tuple(step for step in pipeline.STEPS if step is not cache.cache)
+    proxy = await start_proxy(doc, steps=steps)
+    client = proxy.async_client()
+    for _ in range(2):
+        if streamed:
+            stream = await client.chat.completions.create(
+                model="m", messages=MESSAGES, temperature=0, stream=True
+            )
+            async for _chunk in stream:
+                pass
+        else:
+            raw = await client.chat.completions.with_raw_response.create(
+                model="m", messages=MESSAGES, temperature=0
+            )
+            assert "x-llmgw-cache" not in raw.headers
+    assert len(fake.requests) == 2
+    assert proxy.live.cache.stats.entries == 0
+    assert proxy.sample("llmgw_cache_lookups_total", result="miss") == 0
+
+
+async def test_the_same_path_with_the_cache_step_answers_the_repeat_from_memory(
+    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+) -> None:
+    doc = make_doc(upstream, key_file)
+    doc["providers"]["fake"]["cache"] = {"enabled": True, "ttl": 60}
+    proxy = await start_proxy(doc)
+    client = proxy.async_client()
+    seen = []
+    for _ in range(2):
+        raw = await client.chat.completions.with_raw_response.create(
+            model="m", messages=MESSAGES, temperature=0
+        )
+        seen.append(raw.headers["x-llmgw-cache"])
+    assert seen == ["MISS", "HIT"]
+    assert len(fake.requests) == 1
+    assert proxy.live.cache.stats.entries == 1
