@@ -81,6 +81,11 @@ async def run(
         await api_runner.cleanup()
         await admin_runner.cleanup()
         return 2
+    # Before the "listening" line: whoever reads it may send SIGTERM at once, and must get a drain.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     log.info("listening", extra={"api": _bound(api_runner), "admin": _bound(admin_runner)})
     logs.flush()  # tests and the benchmark read their ports from this line: no buffering delay
     # Everything loaded so far lives as long as the process: moving it out of the
@@ -90,10 +95,6 @@ async def run(
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     watching = asyncio.create_task(watcher.run(reload_interval))
     flushing = asyncio.create_task(logs.flush_periodically())
     await stop.wait()
