@@ -58,10 +58,22 @@ compiled: $(COMPILED)/.built
 test-compiled: compiled
 	LLMGW_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED) $(PY) -m pytest tests/proxy $(PYTEST_ARGS)
 
+# mypy checks tests/ with the settings of [tool.mypy], one run per folder that pytest imports as
+# a root of its own (each folder without __init__.py, with its packages, like tests/proxy/policies):
+# there `import renderkit` names a sibling file, and several folders hold a module named
+# `conftest`, which a single mypy run would refuse as one duplicated module. tests/ comes second
+# on the path for tests/clusterkit.py, as pytest's root conftest puts it on sys.path.
+TEST_ROOTS = $(sort $(foreach d,$(sort $(dir $(shell find tests -name '*.py'))),$(if $(wildcard $(d)__init__.py),,$(d:/=))))
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	@set -e; for root in $(TEST_ROOTS); do \
+		echo "mypy $$root"; \
+		MYPYPATH=$$root:tests $(VENV)/bin/mypy $$root/*.py $$(for i in $$root/*/__init__.py; do \
+			[ ! -e $$i ] || dirname $$i; done); \
+	done
 	$(VENV)/bin/lint-imports
 
 demo: $(STAMP) binaries

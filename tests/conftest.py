@@ -8,7 +8,6 @@ The same tests run against all three.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import signal
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from clusterkit import ClusterHandle
 
 from llmgw_dev import binaries
 from llmgw_dev import cluster as local_cluster
@@ -53,32 +53,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="local",
         help="which Kubernetes the cluster tests run against (default: local control plane)",
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class ClusterHandle:
-    """What a test needs from a cluster, whichever kind it is."""
-
-    kind: str
-    kubeconfig: Path
-
-    def kubectl(
-        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        return local_cluster.run_kubectl(self.kubeconfig, *args, input=input, check=check, timeout=timeout)
-
-    def helm(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        cmd = [str(binaries.ensure("helm")), "--kubeconfig", str(self.kubeconfig), *args]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} failed: {proc.stderr.strip()}")
-        return proc
-
-    @property
-    def server(self) -> str:
-        return self.kubectl(
-            "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"
-        ).stdout
 
 
 def _docker_engine_problem() -> str | None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from clusterkit import ClusterHandle
 
 from llmgw_dev import demo
 
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 FIXED_PORTS = (demo.PROXY_PORT, demo.ADMIN_PORT, *demo.PROVIDERS.values())
 
 
-def test_the_demo_runs_every_step_and_stops_everything_it_started(cluster):
+def test_the_demo_runs_every_step_and_stops_everything_it_started(cluster: ClusterHandle) -> None:
     if cluster.kind != "local":
         pytest.skip("the demo brings up its own local control plane; nothing to run against another cluster")
     if os.geteuid() != 0 or shutil.which("unshare") is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from clusterkit import ClusterHandle
 
 from llmgw_dev import binaries
 
@@ -24,11 +25,11 @@ spec:
 """
 
 
-def test_the_api_server_answers_readyz_ok(cluster):
+def test_the_api_server_answers_readyz_ok(cluster: ClusterHandle) -> None:
     assert cluster.kubectl("get", "--raw", "/readyz").stdout.strip() == "ok"
 
 
-def test_kubectl_reaches_the_server_with_the_kubeconfig(cluster):
+def test_kubectl_reaches_the_server_with_the_kubeconfig(cluster: ClusterHandle) -> None:
     version = json.loads(cluster.kubectl("version", "-o", "json").stdout)
     server = version["serverVersion"]["gitVersion"]
     if cluster.kind == "local":
@@ -37,7 +38,9 @@ def test_kubectl_reaches_the_server_with_the_kubeconfig(cluster):
         assert server.startswith("v1.")
 
 
-def test_a_two_replica_deployment_becomes_available_and_its_garbage_is_collected(cluster):
+def test_a_two_replica_deployment_becomes_available_and_its_garbage_is_collected(
+    cluster: ClusterHandle,
+) -> None:
     cluster.kubectl("create", "namespace", "smoke")
     try:
         cluster.kubectl("apply", "-f", "-", input=DEPLOYMENT)

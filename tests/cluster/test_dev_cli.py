@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clusterkit import ClusterHandle
 
 from llmgw_dev import cluster as cluster_mod
 
@@ -26,7 +27,9 @@ def llmgw_dev(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
     )
 
 
-def test_a_second_cluster_runs_side_by_side_and_down_stops_exactly_its_processes(cluster, tmp_path):
+def test_a_second_cluster_runs_side_by_side_and_down_stops_exactly_its_processes(
+    cluster: ClusterHandle, tmp_path: Path
+) -> None:
     if cluster.kind != "local":
         pytest.skip("tests the local control plane tool; the session cluster is not local")
     env = dict(os.environ)

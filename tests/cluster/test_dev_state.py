@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,7 +19,9 @@ import pytest
         pytest.param("not json", id="garbage"),
     ],
 )
-def test_status_on_an_unreadable_state_file_names_the_file_and_exits_1(tmp_path, state):
+def test_status_on_an_unreadable_state_file_names_the_file_and_exits_1(
+    tmp_path: Path, state: dict[str, Any] | str
+) -> None:
     cache = tmp_path / "cache"
     data_dir = tmp_path / "data"
     data_dir.mkdir()

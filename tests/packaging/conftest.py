@@ -12,6 +12,7 @@ from typing import Any
 import kubeschemas
 import pytest
 import yaml
+from clusterkit import ClusterHandle
 
 from llmgw_dev import binaries
 
@@ -82,7 +83,7 @@ def render(helm_template: Callable[..., str]) -> Render:
 
 
 @pytest.fixture(scope="session")
-def kubeconform_schemas(cluster: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+def kubeconform_schemas(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> str:
     """kubeconform's -schema-location for the cluster's own API plus the chart's CRDs."""
     proc: subprocess.CompletedProcess[str] = cluster.kubectl("get", "--raw", "/openapi/v2")
     schemas = kubeschemas.from_openapi_v2(json.loads(proc.stdout))

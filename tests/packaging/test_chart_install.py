@@ -19,10 +19,10 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
+from clusterkit import ClusterHandle
 
 from llmgw_dev import binaries
 
@@ -34,7 +34,7 @@ SAMPLES = ROOT / "samples"
 
 
 class Release:
-    def __init__(self, cluster: Any, suffix: str) -> None:
+    def __init__(self, cluster: ClusterHandle, suffix: str) -> None:
         self.cluster = cluster
         self.name = f"llmgw-{suffix}"
         self.namespace = f"llmgw-chart-{suffix}"
@@ -74,7 +74,7 @@ class Release:
 
 
 @pytest.fixture
-def release(cluster: Any) -> Iterator[Release]:
+def release(cluster: ClusterHandle) -> Iterator[Release]:
     binaries.ensure("helm")
     rel = Release(cluster, uuid.uuid4().hex[:8])
     rel.create_namespace(rel.namespace)

@@ -8,7 +8,7 @@ import logging
 import os
 import pathlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import openai
@@ -22,6 +22,9 @@ from llmgw_proxy.runtime import reload, state
 from llmgw_proxy.server import admin, api
 from llmgw_proxy.steps import call
 from llmgw_proxy.telemetry import logs, metrics, tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 SECRET = "sk-fake-provider-secret-0123456789abcdef"
 CALLER_KEY = "caller-key-not-forwarded"
@@ -116,7 +119,7 @@ def key_file(tmp_path: pathlib.Path) -> pathlib.Path:
 
 
 @pytest.fixture
-def span_exporter() -> Any:
+def span_exporter() -> InMemorySpanExporter:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
     return InMemorySpanExporter()
@@ -163,7 +166,7 @@ async def proxy(start_proxy: StartProxy, upstream: str, key_file: pathlib.Path) 
 
 
 @pytest.fixture
-async def http() -> Any:
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session
 
@@ -181,8 +184,14 @@ def secret() -> str:
     return SECRET
 
 
+class MakeDoc(Protocol):
+    """The type of `config_doc`, as the `make_doc` fixture hands it to tests."""
+
+    def __call__(self, upstream: str, key_file: pathlib.Path | None, **top: Any) -> dict[str, Any]: ...
+
+
 @pytest.fixture
-def make_doc() -> Callable[..., dict[str, Any]]:
+def make_doc() -> MakeDoc:
     return config_doc
 
 
@@ -264,7 +273,10 @@ async def _eventually(condition: Callable[[], bool], within: float = 5.0) -> Non
         await asyncio.sleep(0.01)
 
 
-Eventually = Callable[..., Awaitable[None]]
+class Eventually(Protocol):
+    """The type of `_eventually`, as the `eventually` fixture hands it to tests."""
+
+    def __call__(self, condition: Callable[[], bool], within: float = ...) -> Awaitable[None]: ...
 
 
 @pytest.fixture

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
+import aiohttp
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_dev import fake_provider
 
+if TYPE_CHECKING:
+    from conftest import Eventually, Proxy
+
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
-async def test_healthz_and_readyz_answer_ok_with_the_generation(proxy: Any, http: Any) -> None:
+async def test_healthz_and_readyz_answer_ok_with_the_generation(
+    proxy: Proxy, http: aiohttp.ClientSession
+) -> None:
     async with http.get(proxy.admin_url + "/healthz") as resp:
         assert resp.status == 200
     async with http.get(proxy.admin_url + "/readyz") as resp:
@@ -19,14 +25,16 @@ async def test_healthz_and_readyz_answer_ok_with_the_generation(proxy: Any, http
         assert await resp.json() == {"status": "ready", "generation": 1}
 
 
-async def test_readyz_fails_while_draining(proxy: Any, http: Any) -> None:
+async def test_readyz_fails_while_draining(proxy: Proxy, http: aiohttp.ClientSession) -> None:
     proxy.live.draining = True
     async with http.get(proxy.admin_url + "/readyz") as resp:
         assert resp.status == 503
         assert (await resp.json())["reason"] == "draining"
 
 
-async def test_readiness_ignores_upstream_health(proxy: Any, http: Any, fake: Any) -> None:
+async def test_readiness_ignores_upstream_health(
+    proxy: Proxy, http: aiohttp.ClientSession, fake: fake_provider.FakeProvider
+) -> None:
     fake.plan(fake_provider.Fault(status=503, times=0))
     for _ in range(3):
         async with http.post(
@@ -37,7 +45,9 @@ async def test_readiness_ignores_upstream_health(proxy: Any, http: Any, fake: An
         assert resp.status == 200
 
 
-async def test_exposes_request_latency_token_and_config_metrics(proxy: Any, http: Any) -> None:
+async def test_exposes_request_latency_token_and_config_metrics(
+    proxy: Proxy, http: aiohttp.ClientSession
+) -> None:
     await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
     async with http.get(proxy.admin_url + "/metrics") as resp:
         assert resp.status == 200
@@ -57,7 +67,9 @@ async def test_exposes_request_latency_token_and_config_metrics(proxy: Any, http
         assert line in text
 
 
-async def test_counts_a_stream_as_in_flight_until_it_ends(proxy: Any, fake: Any, eventually: Any) -> None:
+async def test_counts_a_stream_as_in_flight_until_it_ends(
+    proxy: Proxy, fake: fake_provider.FakeProvider, eventually: Eventually
+) -> None:
     fake.plan(fake_provider.Fault(stall_mid_stream=30))
     stream = await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES, stream=True)
     await anext(aiter(stream))

@@ -5,9 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
+import aiohttp
 import pytest
+
+from llmgw_dev import fake_provider
+
+if TYPE_CHECKING:
+    from conftest import MakeDoc, Proxy, StartProxy
 
 JSON = {"Content-Type": "application/json"}
 
@@ -47,7 +54,13 @@ def assert_openai_shaped(body: bytes, code: str) -> None:
     ],
 )
 async def test_refuses_malformed_input(
-    proxy: Any, http: Any, path: str, headers: dict[str, str], body: bytes, status: int, code: str
+    proxy: Proxy,
+    http: aiohttp.ClientSession,
+    path: str,
+    headers: dict[str, str],
+    body: bytes,
+    status: int,
+    code: str,
 ) -> None:
     async with http.post(proxy.url + path, data=body, headers=headers) as resp:
         assert resp.status == status
@@ -55,14 +68,18 @@ async def test_refuses_malformed_input(
         assert_openai_shaped(await resp.read(), code)
 
 
-async def test_refuses_a_wrong_method_with_405(proxy: Any, http: Any) -> None:
+async def test_refuses_a_wrong_method_with_405(proxy: Proxy, http: aiohttp.ClientSession) -> None:
     async with http.get(proxy.url + "/v1/chat/completions") as resp:
         assert resp.status == 405
         assert_openai_shaped(await resp.read(), "method_not_allowed")
 
 
 async def test_refuses_a_body_over_the_limit_with_413_before_reading_it(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
 ) -> None:
     proxy = await start_proxy(make_doc(upstream, key_file, maxBodyBytes=2048))
     host, port = proxy.url.removeprefix("http://").split(":")
@@ -81,11 +98,15 @@ async def test_refuses_a_body_over_the_limit_with_413_before_reading_it(
 
 
 async def test_refuses_a_chunked_body_over_the_limit_with_413(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, http: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    http: aiohttp.ClientSession,
 ) -> None:
     proxy = await start_proxy(make_doc(upstream, key_file, maxBodyBytes=2048))
 
-    async def body() -> Any:
+    async def body() -> AsyncIterator[bytes]:
         for _ in range(10):
             yield b" " * 1024
 
@@ -95,7 +116,11 @@ async def test_refuses_a_chunked_body_over_the_limit_with_413(
 
 
 async def test_answers_503_until_a_config_with_keys_is_loaded(
-    start_proxy: Any, upstream: str, tmp_path: pathlib.Path, make_doc: Any, http: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    tmp_path: pathlib.Path,
+    make_doc: MakeDoc,
+    http: aiohttp.ClientSession,
 ) -> None:
     proxy = await start_proxy(make_doc(upstream, tmp_path / "not-yet-mounted"))
     async with http.post(proxy.url + "/v1/chat/completions", json={"model": "m"}) as resp:

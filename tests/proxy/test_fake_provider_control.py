@@ -8,12 +8,17 @@ import subprocess
 import sys
 from typing import Any
 
+import aiohttp
 import pytest
+
+from llmgw_dev import fake_provider
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
-async def test_plans_faults_over_http_and_reports_received_requests(upstream: str, http: Any) -> None:
+async def test_plans_faults_over_http_and_reports_received_requests(
+    upstream: str, http: aiohttp.ClientSession
+) -> None:
     base = upstream.removesuffix("/v1")
     plan = {"faults": [{"status": 429, "retryAfter": 2, "times": 2}]}
     async with http.post(base + "/_control", json=plan) as resp:
@@ -40,12 +45,16 @@ async def test_plans_faults_over_http_and_reports_received_requests(upstream: st
         pytest.param({"faults": "not-a-list"}, id="not-a-list"),
     ],
 )
-async def test_refuses_a_bad_fault_plan(upstream: str, http: Any, plan: dict[str, Any]) -> None:
+async def test_refuses_a_bad_fault_plan(
+    upstream: str, http: aiohttp.ClientSession, plan: dict[str, Any]
+) -> None:
     async with http.post(upstream.removesuffix("/v1") + "/_control", json=plan) as resp:
         assert resp.status == 400
 
 
-async def test_a_fault_with_times_0_applies_to_every_request(upstream: str, http: Any, fake: Any) -> None:
+async def test_a_fault_with_times_0_applies_to_every_request(
+    upstream: str, http: aiohttp.ClientSession, fake: fake_provider.FakeProvider
+) -> None:
     async with http.post(
         upstream.removesuffix("/v1") + "/_control", json={"faults": [{"status": 503, "times": 0}]}
     ):

@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING
 
+import aiohttp
 import openai
 import pytest
 
 from llmgw_dev import fake_provider
 
+if TYPE_CHECKING:
+    from conftest import MakeDoc, Proxy, StartProxy
 
-async def test_answers_a_chat_completion_from_the_sync_client(proxy: Any, fake: Any) -> None:
+
+async def test_answers_a_chat_completion_from_the_sync_client(
+    proxy: Proxy, fake: fake_provider.FakeProvider
+) -> None:
     client = proxy.client()
     completion = await asyncio.to_thread(
-        client.chat.completions.create, model="gpt-x", messages=[{"role": "user", "content": "hi there"}]
+        lambda: client.chat.completions.create(
+            model="gpt-x", messages=[{"role": "user", "content": "hi there"}]
+        )
     )
     assert completion.choices[0].message.content == fake_provider.REPLY
     assert completion.usage is not None and completion.usage.prompt_tokens == 3
     assert fake.requests[-1].path == "/v1/chat/completions"
 
 
-async def test_answers_completions_embeddings_and_models_from_the_async_client(proxy: Any) -> None:
+async def test_answers_completions_embeddings_and_models_from_the_async_client(proxy: Proxy) -> None:
     client = proxy.async_client()
     text = await client.completions.create(model="gpt-x", prompt="say hello")
     assert text.choices[0].text == fake_provider.REPLY
@@ -33,7 +41,7 @@ async def test_answers_completions_embeddings_and_models_from_the_async_client(p
 
 
 async def test_lists_the_configured_models(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any
+    start_proxy: StartProxy, upstream: str, key_file: pathlib.Path, make_doc: MakeDoc
 ) -> None:
     doc = make_doc(
         upstream,
@@ -49,7 +57,7 @@ async def test_lists_the_configured_models(
 
 
 async def test_adds_the_provider_key_and_never_forwards_the_callers(
-    proxy: Any, fake: Any, secret: str
+    proxy: Proxy, fake: fake_provider.FakeProvider, secret: str
 ) -> None:
     await proxy.async_client().chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
     headers = fake.requests[-1].headers
@@ -58,7 +66,7 @@ async def test_adds_the_provider_key_and_never_forwards_the_callers(
 
 
 async def test_forwards_the_body_unchanged_when_the_model_keeps_its_name(
-    proxy: Any, fake: Any, http: Any
+    proxy: Proxy, fake: fake_provider.FakeProvider, http: aiohttp.ClientSession
 ) -> None:
     raw = b'{"model": "m",   "messages": [{"role": "user", "content": "spaces kept"}], "extra_field": 1}'
     async with http.post(
@@ -73,7 +81,11 @@ async def test_forwards_the_body_unchanged_when_the_model_keeps_its_name(
 
 
 async def test_renames_the_model_for_a_target_that_asks_for_it(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
 ) -> None:
     doc = make_doc(
         upstream,
@@ -88,7 +100,7 @@ async def test_renames_the_model_for_a_target_that_asks_for_it(
     assert completion.model == "gpt-4o-mini"
 
 
-async def test_marks_the_response_with_provider_and_request_id(proxy: Any) -> None:
+async def test_marks_the_response_with_provider_and_request_id(proxy: Proxy) -> None:
     raw = await proxy.async_client().chat.completions.with_raw_response.create(
         model="m", messages=[{"role": "user", "content": "x"}], extra_headers={"x-request-id": "req-42"}
     )
@@ -97,7 +109,12 @@ async def test_marks_the_response_with_provider_and_request_id(proxy: Any) -> No
 
 
 async def test_speaks_azure_openai_with_deployment_path_and_api_key_header(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any, secret: str
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
+    secret: str,
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"].update(
@@ -122,10 +139,10 @@ async def test_speaks_azure_openai_with_deployment_path_and_api_key_header(
     ],
 )
 async def test_routes_by_the_requested_model(
-    start_proxy: Any,
+    start_proxy: StartProxy,
     upstream: str,
     key_file: pathlib.Path,
-    make_doc: Any,
+    make_doc: MakeDoc,
     route_model: str,
     asked: str,
     served: bool,
@@ -149,7 +166,11 @@ async def test_routes_by_the_requested_model(
     ],
 )
 async def test_forwards_the_callers_user_agent_or_names_itself(
-    proxy: Any, fake: Any, http: Any, sent: dict[str, str], forwarded: str
+    proxy: Proxy,
+    fake: fake_provider.FakeProvider,
+    http: aiohttp.ClientSession,
+    sent: dict[str, str],
+    forwarded: str,
 ) -> None:
     async with http.post(
         proxy.url + "/v1/chat/completions",

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import aiohttp
 import openai
 import pytest
 import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
+from llmgw_dev import fake_provider
 from llmgw_proxy.runtime import reload
+
+if TYPE_CHECKING:
+    from conftest import MakeDoc, Mount, Proxy, StartProxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
@@ -23,19 +29,19 @@ def replace_file(path: pathlib.Path, content: str | None) -> None:
         path.write_text(content)
 
 
-def reload_now(proxy: Any) -> None:
+def reload_now(proxy: Proxy) -> None:
     assert proxy.watcher.changed()
     proxy.watcher.load()
 
 
 async def test_picks_up_a_symlink_swapped_config_and_keeps_unchanged_provider_state(
-    kubelet_mount: Any,
-    start_proxy: Any,
+    kubelet_mount: type[Mount],
+    start_proxy: StartProxy,
     upstream: str,
     key_file: pathlib.Path,
-    make_doc: Any,
+    make_doc: MakeDoc,
     tmp_path: pathlib.Path,
-    fake: Any,
+    fake: fake_provider.FakeProvider,
 ) -> None:
     mount = kubelet_mount(tmp_path / "cfg")
     doc = make_doc(upstream, key_file)
@@ -70,8 +76,9 @@ async def test_picks_up_a_symlink_swapped_config_and_keeps_unchanged_provider_st
     ],
 )
 async def test_refuses_an_invalid_new_config_and_keeps_serving_the_old_one(
-    proxy: Any, broken: str, log_lines: Any
+    proxy: Proxy, broken: str, log_lines: Callable[[], list[str]]
 ) -> None:
+    assert proxy.live.snapshot is not None
     generation = proxy.live.snapshot.generation
     replace_file(proxy.config_path, broken)
     reload_now(proxy)
@@ -83,7 +90,9 @@ async def test_refuses_an_invalid_new_config_and_keeps_serving_the_old_one(
     assert not proxy.watcher.changed()  # refused once, not retried until the file changes again
 
 
-async def test_uses_a_rotated_key_on_the_next_request(proxy: Any, key_file: pathlib.Path, fake: Any) -> None:
+async def test_uses_a_rotated_key_on_the_next_request(
+    proxy: Proxy, key_file: pathlib.Path, fake: fake_provider.FakeProvider
+) -> None:
     replace_file(key_file, "sk-rotated-key-with-another-length\n")
     reload_now(proxy)
     await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
@@ -91,7 +100,7 @@ async def test_uses_a_rotated_key_on_the_next_request(proxy: Any, key_file: path
 
 
 async def test_keeps_the_old_key_when_the_new_key_file_is_unreadable(
-    proxy: Any, key_file: pathlib.Path, fake: Any, secret: str
+    proxy: Proxy, key_file: pathlib.Path, fake: fake_provider.FakeProvider, secret: str
 ) -> None:
     replace_file(key_file, None)
     reload_now(proxy)
@@ -101,7 +110,11 @@ async def test_keeps_the_old_key_when_the_new_key_file_is_unreadable(
 
 
 async def test_becomes_ready_when_a_missing_key_file_appears(
-    start_proxy: Any, upstream: str, tmp_path: pathlib.Path, make_doc: Any, http: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    tmp_path: pathlib.Path,
+    make_doc: MakeDoc,
+    http: aiohttp.ClientSession,
 ) -> None:
     key = tmp_path / "late-key"
     proxy = await start_proxy(make_doc(upstream, key))

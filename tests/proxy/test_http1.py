@@ -13,7 +13,7 @@ import pathlib
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import httptools
 import pytest
@@ -22,6 +22,9 @@ from hypothesis import strategies as st
 
 from llmgw_proxy import upstream
 from llmgw_proxy.upstream import http1
+
+if TYPE_CHECKING:
+    from conftest import Eventually
 
 Answer = Callable[[dict[str, str], bytes, asyncio.StreamWriter], Awaitable[None]]
 TIMEOUTS = upstream.Timeouts(connect=2.0, first_byte=5.0, total=10.0)
@@ -262,7 +265,7 @@ async def test_drops_a_connection_idle_past_its_limit() -> None:
 
 
 async def test_a_connection_the_server_closed_while_idle_is_not_reused(
-    pool: http1.Pool, eventually: Any
+    pool: http1.Pool, eventually: Eventually
 ) -> None:
     async with Server(ok()) as server:
         await (await pool.send(post(server.url))).read()
@@ -288,7 +291,7 @@ async def test_a_cancelled_request_drops_its_connection(pool: http1.Pool) -> Non
 
 
 async def test_a_slow_reader_pauses_the_socket_instead_of_buffering(
-    pool: http1.Pool, eventually: Any
+    pool: http1.Pool, eventually: Eventually
 ) -> None:
     size = 32 * 1024 * 1024
     finished = asyncio.Event()

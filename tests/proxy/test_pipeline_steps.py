@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 import openai
 import pytest
 from aiohttp import web
 from openai.types.chat import ChatCompletionMessageParam
 
+from llmgw_dev import fake_provider
 from llmgw_proxy import errors, pipeline
 from llmgw_proxy.steps import attempts, cache, route
 from llmgw_proxy.steps.call import Call, Next
+
+if TYPE_CHECKING:
+    from conftest import MakeDoc, StartProxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 async def test_a_step_inserted_after_routing_sees_the_route_and_can_refuse(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
 ) -> None:
     seen: list[tuple[str, str | None]] = []
 
@@ -42,7 +50,7 @@ async def test_a_step_inserted_after_routing_sees_the_route_and_can_refuse(
 
 
 async def test_a_step_wrapping_the_upstream_call_sees_each_attempt(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any
+    start_proxy: StartProxy, upstream: str, key_file: pathlib.Path, make_doc: MakeDoc
 ) -> None:
     statuses: list[int] = []
 

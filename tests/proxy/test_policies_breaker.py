@@ -6,12 +6,17 @@ import asyncio
 import contextlib
 import json
 import pathlib
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_dev import fake_provider
+
+if TYPE_CHECKING:
+    from conftest import Eventually, Pair, Proxy, StartProxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 BREAKER = {"circuitBreaker": {"consecutiveFailures": 3, "openDuration": 0.3}}
@@ -21,12 +26,16 @@ def strict_breaker() -> dict[str, Any]:
     return {"circuitBreaker": {"consecutiveFailures": 1, "openDuration": 30}}
 
 
-async def ask(proxy: Any) -> Any:
+async def ask(proxy: Proxy) -> Any:
     return await proxy.async_client().chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
 
 
 async def test_the_breaker_opens_after_its_threshold_then_probes_and_closes_when_the_upstream_recovers(
-    start_proxy: Any, pair: Any, key_file: pathlib.Path, eventually: Any, log_lines: Any
+    start_proxy: StartProxy,
+    pair: Pair,
+    key_file: pathlib.Path,
+    eventually: Eventually,
+    log_lines: Callable[[], list[str]],
 ) -> None:
     proxy = await start_proxy(pair.doc(key_file, primary=BREAKER))
     pair.primary.plan(fake_provider.Fault(status=500, times=0))
@@ -59,7 +68,7 @@ async def test_the_breaker_opens_after_its_threshold_then_probes_and_closes_when
 
 
 async def test_answers_503_with_retry_after_when_every_breaker_is_open(
-    start_proxy: Any, pair: Any, key_file: pathlib.Path, http: Any
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path, http: aiohttp.ClientSession
 ) -> None:
     slow = {"circuitBreaker": {"consecutiveFailures": 1, "openDuration": 30}}
     proxy = await start_proxy(pair.doc(key_file, primary=slow, fallback=slow))
@@ -76,7 +85,7 @@ async def test_answers_503_with_retry_after_when_every_breaker_is_open(
 
 
 async def test_an_upstream_429_pauses_the_provider_and_the_fallback_serves_without_counting_a_failure(
-    start_proxy: Any, pair: Any, key_file: pathlib.Path
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path
 ) -> None:
     strict = {"circuitBreaker": {"consecutiveFailures": 1, "openDuration": 30}}
     proxy = await start_proxy(pair.doc(key_file, primary=strict))
@@ -95,7 +104,7 @@ async def test_an_upstream_429_pauses_the_provider_and_the_fallback_serves_witho
 
 
 async def test_a_reload_keeps_the_breaker_of_an_unchanged_policy_and_resets_a_changed_one(
-    start_proxy: Any, pair: Any, key_file: pathlib.Path
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path
 ) -> None:
     doc = pair.doc(key_file, primary=strict_breaker(), fallback=strict_breaker())
     proxy = await start_proxy(doc)
@@ -120,13 +129,14 @@ async def test_a_reload_keeps_the_breaker_of_an_unchanged_policy_and_resets_a_ch
 
 
 async def test_a_probe_whose_caller_leaves_while_it_waits_for_the_rate_limit_frees_its_probe_slot(
-    start_proxy: Any, pair: Any, key_file: pathlib.Path, eventually: Any
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path, eventually: Eventually
 ) -> None:
     policy = {
         "circuitBreaker": {"consecutiveFailures": 1, "openDuration": 0.2},
         "rateLimit": {"requestsPerMinute": 60, "requestBurst": 1, "maxWait": 5},
     }
     proxy = await start_proxy(pair.doc(key_file, primary=policy))
+    assert proxy.live.snapshot is not None
     limiter = proxy.live.snapshot.providers["primary"].limiter
     assert limiter is not None
     pair.primary.plan(fake_provider.Fault(status=500))
@@ -135,8 +145,14 @@ async def test_a_probe_whose_caller_leaves_while_it_waits_for_the_rate_limit_fre
     await eventually(lambda: proxy.sample("llmgw_breaker_state", provider="primary") == 1)
 
     probe = asyncio.create_task(ask(proxy))
+
     # the probe booked the next slot and waits for it: the bucket is full again only after that
-    await eventually(lambda: limiter.headers("m").reset_requests > 1.0)
+    def slot_booked() -> bool:
+        reset = limiter.headers("m").reset_requests
+        assert reset is not None
+        return reset > 1.0
+
+    await eventually(slot_booked)
     probe.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await probe

@@ -4,24 +4,37 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import pytest
+from multidict import CIMultiDictProxy
+from openai.types.chat.completion_create_params import CompletionCreateParamsBase
 
 from llmgw_dev import fake_provider
 from llmgw_proxy.steps import cache
 from llmgw_proxy.upstream import sse
 
-ASK = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+if TYPE_CHECKING:
+    from conftest import MakeDoc, Proxy, StartProxy
+
+ASK: CompletionCreateParamsBase = {
+    "model": "m",
+    "messages": [{"role": "user", "content": "hi"}],
+    "temperature": 0,
+}
 
 
-def cached(upstream: str, key_file: pathlib.Path, make_doc: Any, **policy: Any) -> dict[str, Any]:
+def cached(upstream: str, key_file: pathlib.Path, make_doc: MakeDoc, **policy: Any) -> dict[str, Any]:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"]["cache"] = {"enabled": True, "ttl": 60, **policy}
     return dict(doc)
 
 
-async def post(http: Any, proxy: Any, body: bytes | dict[str, Any], **headers: str) -> tuple[int, Any, bytes]:
+async def post(
+    http: aiohttp.ClientSession, proxy: Proxy, body: bytes | Mapping[str, Any], **headers: str
+) -> tuple[int, CIMultiDictProxy[str], bytes]:
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     headers = {"Content-Type": "application/json", **headers}
     async with http.post(proxy.url + "/v1/chat/completions", data=data, headers=headers) as resp:
@@ -29,12 +42,12 @@ async def post(http: Any, proxy: Any, body: bytes | dict[str, Any], **headers: s
 
 
 @pytest.fixture
-async def proxy(start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any) -> Any:
+async def proxy(start_proxy: StartProxy, upstream: str, key_file: pathlib.Path, make_doc: MakeDoc) -> Proxy:
     return await start_proxy(cached(upstream, key_file, make_doc))
 
 
 async def test_a_repeated_temperature_0_request_is_a_miss_then_a_hit(
-    proxy: Any, fake: Any, http: Any
+    proxy: Proxy, fake: fake_provider.FakeProvider, http: aiohttp.ClientSession
 ) -> None:
     status, headers, first = await post(http, proxy, ASK)
     assert (status, headers["x-llmgw-cache"]) == (200, "MISS")
@@ -50,7 +63,7 @@ async def test_a_repeated_temperature_0_request_is_a_miss_then_a_hit(
 
 
 async def test_key_order_and_whitespace_of_the_body_do_not_change_the_key(
-    proxy: Any, fake: Any, http: Any
+    proxy: Proxy, fake: fake_provider.FakeProvider, http: aiohttp.ClientSession
 ) -> None:
     await post(http, proxy, json.dumps(ASK).encode())
     reordered = json.dumps(dict(reversed(list(ASK.items()))), indent=4).encode()
@@ -67,7 +80,11 @@ async def test_key_order_and_whitespace_of_the_body_do_not_change_the_key(
     ],
 )
 async def test_request_cache_control_skips_the_lookup(
-    proxy: Any, fake: Any, http: Any, cache_control: str, status: str
+    proxy: Proxy,
+    fake: fake_provider.FakeProvider,
+    http: aiohttp.ClientSession,
+    cache_control: str,
+    status: str,
 ) -> None:
     await post(http, proxy, ASK)
     _, headers, _ = await post(http, proxy, ASK, **{"Cache-Control": cache_control})
@@ -75,7 +92,9 @@ async def test_request_cache_control_skips_the_lookup(
     assert len(fake.requests) == 2
 
 
-async def test_a_request_the_mode_does_not_cover_is_bypassed(proxy: Any, fake: Any, http: Any) -> None:
+async def test_a_request_the_mode_does_not_cover_is_bypassed(
+    proxy: Proxy, fake: fake_provider.FakeProvider, http: aiohttp.ClientSession
+) -> None:
     warm = {**ASK, "temperature": 0.7}
     for _ in range(2):
         _, headers, _ = await post(http, proxy, warm)
@@ -84,7 +103,9 @@ async def test_a_request_the_mode_does_not_cover_is_bypassed(proxy: Any, fake: A
     assert proxy.sample("llmgw_cache_lookups_total", result="bypass") == 2
 
 
-async def test_an_error_answer_is_not_stored(proxy: Any, fake: Any, http: Any) -> None:
+async def test_an_error_answer_is_not_stored(
+    proxy: Proxy, fake: fake_provider.FakeProvider, http: aiohttp.ClientSession
+) -> None:
     fake.plan(fake_provider.Fault(status=500))
     status, headers, _ = await post(http, proxy, ASK)
     assert (status, headers["x-llmgw-cache"]) == (500, "MISS")
@@ -93,7 +114,9 @@ async def test_an_error_answer_is_not_stored(proxy: Any, fake: Any, http: Any) -
     assert proxy.sample("llmgw_cache_entries") == 1
 
 
-async def test_a_streaming_client_gets_a_cached_answer_as_sse(proxy: Any, fake: Any) -> None:
+async def test_a_streaming_client_gets_a_cached_answer_as_sse(
+    proxy: Proxy, fake: fake_provider.FakeProvider
+) -> None:
     client = proxy.async_client()
     await client.chat.completions.create(**ASK)
     raw = await client.chat.completions.with_raw_response.create(**ASK, stream=True)
@@ -105,7 +128,7 @@ async def test_a_streaming_client_gets_a_cached_answer_as_sse(proxy: Any, fake: 
 
 
 async def test_a_streamed_answer_is_stored_and_replayed_to_both_kinds_of_client(
-    proxy: Any, fake: Any
+    proxy: Proxy, fake: fake_provider.FakeProvider
 ) -> None:
     client = proxy.async_client()
     first = [c async for c in await client.chat.completions.create(**ASK, stream=True)]
@@ -121,7 +144,11 @@ async def test_a_streamed_answer_is_stored_and_replayed_to_both_kinds_of_client(
 
 
 async def test_a_cache_hit_spends_no_rate_limit_quota(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, http: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    http: aiohttp.ClientSession,
 ) -> None:
     doc = cached(upstream, key_file, make_doc)
     doc["providers"]["fake"]["rateLimit"] = {"requestsPerMinute": 60, "requestBurst": 1}
@@ -157,7 +184,11 @@ def test_a_stored_text_completion_stream_assembles_into_a_text_completion() -> N
 
 
 async def test_entries_pushed_out_by_the_entry_bound_are_counted_as_evictions(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, http: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    http: aiohttp.ClientSession,
 ) -> None:
     doc = cached(upstream, key_file, make_doc)
     doc["cache"] = {"maxEntries": 1}
@@ -171,7 +202,9 @@ async def test_entries_pushed_out_by_the_entry_bound_are_counted_as_evictions(
     assert proxy.sample("llmgw_cache_entries") == 1
 
 
-async def test_a_nan_in_a_body_is_not_keyed_like_a_null(proxy: Any, fake: Any, http: Any) -> None:
+async def test_a_nan_in_a_body_is_not_keyed_like_a_null(
+    proxy: Proxy, fake: fake_provider.FakeProvider, http: aiohttp.ClientSession
+) -> None:
     # orjson refuses NaN, so this body is decoded by the json module, and its key must not
     # take the fast path that assumes no NaN could be written as null.
     with_nan = json.dumps({**ASK, "logit_bias": {"50256": float("nan")}}).encode()

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_dev import fake_provider
+
+if TYPE_CHECKING:
+    from conftest import MakeDoc, Pair, StartProxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 BODY = {"model": "m", "messages": MESSAGES, "max_tokens": 16}
@@ -24,7 +28,7 @@ def limited(**limit: Any) -> dict[str, Any]:
 
 
 async def test_answers_429_with_retry_after_and_ratelimit_headers_once_every_target_is_refused(
-    start_proxy: Any, pair: Any, key_file: pathlib.Path, http: Any
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path, http: aiohttp.ClientSession
 ) -> None:
     limit = limited(requestsPerMinute=60, requestBurst=1, tokensPerMinute=100_000)
     proxy = await start_proxy(pair.doc(key_file, primary=limit, fallback=limit))
@@ -54,7 +58,7 @@ async def test_answers_429_with_retry_after_and_ratelimit_headers_once_every_tar
 
 
 async def test_a_request_waits_for_capacity_within_max_wait_instead_of_being_refused(
-    start_proxy: Any, pair: Any, key_file: pathlib.Path, http: Any
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path, http: aiohttp.ClientSession
 ) -> None:
     limit = limited(requestsPerMinute=600, requestBurst=1, maxWait=1)
     proxy = await start_proxy(pair.doc(key_file, primary=limit))
@@ -69,7 +73,11 @@ async def test_a_request_waits_for_capacity_within_max_wait_instead_of_being_ref
 
 
 async def test_the_openai_client_retry_honours_retry_after_and_then_succeeds(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"]["rateLimit"] = {"requestsPerMinute": 300, "requestBurst": 1}
@@ -90,7 +98,11 @@ async def test_the_openai_client_retry_honours_retry_after_and_then_succeeds(
 
 
 async def test_concurrent_streams_cannot_overshoot_a_token_limit_by_more_than_one_reservation(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, http: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    http: aiohttp.ClientSession,
 ) -> None:
     burst = 200
     doc = make_doc(upstream, key_file)
@@ -114,7 +126,12 @@ async def test_concurrent_streams_cannot_overshoot_a_token_limit_by_more_than_on
 
 
 async def test_a_stream_is_settled_on_the_usage_the_sidecar_asked_for_and_the_caller_never_sees_it(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any, http: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
+    http: aiohttp.ClientSession,
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"]["rateLimit"] = {"tokensPerMinute": 60, "tokenBurst": 1000}
@@ -132,7 +149,7 @@ async def test_a_stream_is_settled_on_the_usage_the_sidecar_asked_for_and_the_ca
 
 
 async def test_a_caller_that_asked_for_stream_usage_still_gets_it(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any
+    start_proxy: StartProxy, upstream: str, key_file: pathlib.Path, make_doc: MakeDoc
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"]["rateLimit"] = {"tokensPerMinute": 60, "tokenBurst": 1000}
@@ -149,7 +166,11 @@ async def test_a_caller_that_asked_for_stream_usage_still_gets_it(
 
 @pytest.mark.slow
 async def test_a_sustained_load_of_3x_the_configured_rate_for_60_s_is_admitted_within_2_percent_of_the_limit(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, http: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    http: aiohttp.ClientSession,
 ) -> None:
     rpm, burst, rate, seconds, workers = 1200, 20, 60.0, 60.0, 12
     doc = make_doc(upstream, key_file)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
@@ -11,18 +11,25 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_dev import fake_provider
 
+if TYPE_CHECKING:
+    from conftest import MakeDoc, Pair, StartProxy
+
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 RETRY = {"retry": {"attempts": 3, "baseBackoff": 0.01, "maxBackoff": 0.02}}
 
 
-def single(upstream: str, key_file: pathlib.Path, make_doc: Any, **provider: Any) -> dict[str, Any]:
+def single(upstream: str, key_file: pathlib.Path, make_doc: MakeDoc, **provider: Any) -> dict[str, Any]:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"].update(provider)
     return dict(doc)
 
 
 async def test_a_503_then_success_on_the_same_target_succeeds_on_the_second_attempt(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
 ) -> None:
     proxy = await start_proxy(single(upstream, key_file, make_doc, **RETRY))
     fake.plan(fake_provider.Fault(status=503))
@@ -35,7 +42,7 @@ async def test_a_503_then_success_on_the_same_target_succeeds_on_the_second_atte
 
 @pytest.mark.parametrize("stream", [pytest.param(False, id="plain"), pytest.param(True, id="stream")])
 async def test_a_400_is_never_retried_nor_sent_to_a_fallback(
-    start_proxy: Any, pair: Any, key_file: pathlib.Path, stream: bool
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path, stream: bool
 ) -> None:
     proxy = await start_proxy(pair.doc(key_file, primary=RETRY))
     pair.primary.plan(fake_provider.Fault(status=400, times=0))
@@ -47,7 +54,11 @@ async def test_a_400_is_never_retried_nor_sent_to_a_fallback(
 
 
 async def test_retries_stop_at_the_total_deadline(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
 ) -> None:
     # Retry-After 0.4 s is honoured; with a 1 s total only two tries fit, not ten.
     retry = {"attempts": 10, "baseBackoff": 0.01, "maxBackoff": 0.02}
@@ -61,7 +72,7 @@ async def test_retries_stop_at_the_total_deadline(
 
 
 async def test_a_stream_falls_back_when_the_primary_fails_before_its_first_byte(
-    start_proxy: Any, pair: Any, key_file: pathlib.Path
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path
 ) -> None:
     proxy = await start_proxy(pair.doc(key_file))
     pair.primary.plan(fake_provider.Fault(reset=True))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pathlib
 import socket
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+import aiohttp
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
@@ -13,10 +15,15 @@ from openai.types.chat import ChatCompletionMessageParam
 from llmgw_dev import fake_provider
 from llmgw_proxy.runtime import keys
 
+if TYPE_CHECKING:
+    from conftest import MakeDoc, Proxy, StartProxy
+
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "a secret prompt text"}]
 
 
-async def drive_every_outcome(proxy: Any, fake: Any, http: Any) -> list[bytes]:
+async def drive_every_outcome(
+    proxy: Proxy, fake: fake_provider.FakeProvider, http: aiohttp.ClientSession
+) -> list[bytes]:
     """Successes, streams, upstream faults and bad input; returns every raw response seen."""
     seen: list[bytes] = []
     client = proxy.async_client()
@@ -46,7 +53,11 @@ async def drive_every_outcome(proxy: Any, fake: Any, http: Any) -> list[bytes]:
 
 
 async def test_no_response_log_line_or_metric_contains_the_key(
-    proxy: Any, fake: Any, http: Any, secret: str, log_lines: Any
+    proxy: Proxy,
+    fake: fake_provider.FakeProvider,
+    http: aiohttp.ClientSession,
+    secret: str,
+    log_lines: Callable[[], list[str]],
 ) -> None:
     seen = await drive_every_outcome(proxy, fake, http)
     assert len(fake.requests) >= 5  # the upstream did receive the key on every call
@@ -83,7 +94,7 @@ def test_an_unusable_key_file_is_reported_without_its_content(
 
 
 async def test_an_unreachable_provider_error_names_no_key(
-    start_proxy: Any, key_file: pathlib.Path, make_doc: Any, secret: str
+    start_proxy: StartProxy, key_file: pathlib.Path, make_doc: MakeDoc, secret: str
 ) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -95,14 +106,14 @@ async def test_an_unreachable_provider_error_names_no_key(
 
 
 async def test_no_answer_log_line_or_metric_contains_the_key_with_every_policy_on(
-    start_proxy: Any,
+    start_proxy: StartProxy,
     upstream: str,
     key_file: pathlib.Path,
-    make_doc: Any,
-    fake: Any,
-    http: Any,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
+    http: aiohttp.ClientSession,
     secret: str,
-    log_lines: Any,
+    log_lines: Callable[[], list[str]],
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"].update(

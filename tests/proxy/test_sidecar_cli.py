@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import openai
@@ -18,6 +18,9 @@ import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_dev import fake_provider
+
+if TYPE_CHECKING:
+    from conftest import MakeDoc, Mount
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
@@ -64,8 +67,12 @@ class Sidecar:
         return "http://" + str((await self.line_with("api"))["api"]) + "/v1"
 
 
+class RunSidecar(Protocol):
+    async def __call__(self, *args: str) -> Sidecar: ...
+
+
 @pytest.fixture
-async def run_sidecar() -> AsyncIterator[Any]:
+async def run_sidecar() -> AsyncIterator[RunSidecar]:
     started: list[Sidecar] = []
 
     async def run(*args: str) -> Sidecar:
@@ -86,7 +93,12 @@ async def run_sidecar() -> AsyncIterator[Any]:
 
 
 async def test_quick_mode_gets_ready_and_answers(
-    run_sidecar: Any, upstream: str, key_file: pathlib.Path, http: Any, fake: Any, secret: str
+    run_sidecar: RunSidecar,
+    upstream: str,
+    key_file: pathlib.Path,
+    http: aiohttp.ClientSession,
+    fake: fake_provider.FakeProvider,
+    secret: str,
 ) -> None:
     sidecar = await run_sidecar("--upstream", upstream, "--api-key-file", str(key_file))
     await sidecar.until_ready(http)
@@ -118,7 +130,11 @@ async def test_refuses_to_start_from_an_invalid_config(tmp_path: pathlib.Path) -
 
 
 async def test_drains_an_in_flight_stream_on_sigterm_then_exits_0(
-    run_sidecar: Any, upstream: str, key_file: pathlib.Path, http: Any, fake: Any
+    run_sidecar: RunSidecar,
+    upstream: str,
+    key_file: pathlib.Path,
+    http: aiohttp.ClientSession,
+    fake: fake_provider.FakeProvider,
 ) -> None:
     sidecar = await run_sidecar("--upstream", upstream, "--api-key-file", str(key_file))
     await sidecar.until_ready(http)
@@ -134,9 +150,15 @@ async def test_drains_an_in_flight_stream_on_sigterm_then_exits_0(
 
 
 async def test_reloads_a_config_swapped_under_a_data_symlink(
-    run_sidecar: Any, upstream: str, key_file: pathlib.Path, http: Any, fake: Any, make_doc: Any,
-    kubelet_mount: Any, tmp_path: pathlib.Path,
-) -> None:  # fmt: skip
+    run_sidecar: RunSidecar,
+    upstream: str,
+    key_file: pathlib.Path,
+    http: aiohttp.ClientSession,
+    fake: fake_provider.FakeProvider,
+    make_doc: MakeDoc,
+    kubelet_mount: type[Mount],
+    tmp_path: pathlib.Path,
+) -> None:
     mount = kubelet_mount(tmp_path / "config")
     doc = make_doc(upstream, key_file, routes=[{"model": "old", "targets": [{"provider": "fake"}]}])
     mount.publish({"config.yaml": yaml.safe_dump(doc)})
@@ -175,7 +197,12 @@ async def test_reloads_a_config_swapped_under_a_data_symlink(
     ],
 )
 async def test_writes_a_request_line_for_any_model_name_json_allows(
-    run_sidecar: Any, upstream: str, key_file: pathlib.Path, http: Any, raw_model: str, logged: str
+    run_sidecar: RunSidecar,
+    upstream: str,
+    key_file: pathlib.Path,
+    http: aiohttp.ClientSession,
+    raw_model: str,
+    logged: str,
 ) -> None:
     sidecar = await run_sidecar("--upstream", upstream, "--api-key-file", str(key_file))
     await sidecar.until_ready(http)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import pathlib
+from typing import TYPE_CHECKING
 
 import openai
 import pytest
@@ -11,16 +12,19 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_dev import fake_provider
 
+if TYPE_CHECKING:
+    from conftest import Eventually, MakeDoc, Proxy, StartProxy
+
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "count to three"}]
 
 
-async def test_streams_the_whole_reply_to_the_async_client(proxy: Any) -> None:
+async def test_streams_the_whole_reply_to_the_async_client(proxy: Proxy) -> None:
     stream = await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES, stream=True)
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == fake_provider.REPLY
 
 
-async def test_streams_the_whole_reply_to_the_sync_client(proxy: Any) -> None:
+async def test_streams_the_whole_reply_to_the_sync_client(proxy: Proxy) -> None:
     client = proxy.client()
 
     def collect() -> str:
@@ -30,7 +34,9 @@ async def test_streams_the_whole_reply_to_the_sync_client(proxy: Any) -> None:
     assert await asyncio.to_thread(collect) == fake_provider.REPLY
 
 
-async def test_relays_the_first_chunk_while_the_upstream_is_still_stalled(proxy: Any, fake: Any) -> None:
+async def test_relays_the_first_chunk_while_the_upstream_is_still_stalled(
+    proxy: Proxy, fake: fake_provider.FakeProvider
+) -> None:
     fake.plan(fake_provider.Fault(stall_mid_stream=30))
     stream = await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES, stream=True)
     first = await asyncio.wait_for(anext(aiter(stream)), timeout=3)  # would hang if the proxy buffered
@@ -40,7 +46,7 @@ async def test_relays_the_first_chunk_while_the_upstream_is_still_stalled(proxy:
 
 
 async def test_a_caller_that_disconnects_cancels_the_upstream_stream(
-    proxy: Any, fake: Any, eventually: Any
+    proxy: Proxy, fake: fake_provider.FakeProvider, eventually: Eventually
 ) -> None:
     fake.plan(fake_provider.Fault(stall_mid_stream=30))
     stream = await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES, stream=True)
@@ -50,7 +56,7 @@ async def test_a_caller_that_disconnects_cancels_the_upstream_stream(
     await eventually(lambda: proxy.sample("llmgw_in_flight_requests") == 0)
 
 
-async def test_counts_the_tokens_a_stream_reports_in_its_usage_chunk(proxy: Any) -> None:
+async def test_counts_the_tokens_a_stream_reports_in_its_usage_chunk(proxy: Proxy) -> None:
     stream = await proxy.async_client().chat.completions.create(
         model="m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
     )
@@ -62,7 +68,12 @@ async def test_counts_the_tokens_a_stream_reports_in_its_usage_chunk(proxy: Any)
 
 
 async def test_ends_a_stream_that_stalls_past_the_total_timeout_with_an_error_event(
-    start_proxy: Any, upstream: str, key_file: Any, make_doc: Any, fake: Any, eventually: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
+    eventually: Eventually,
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"]["timeouts"] = {"connect": 1, "firstByte": 1, "total": 0.5}

@@ -3,24 +3,38 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from llmgw_dev import fake_provider
 from llmgw_proxy.telemetry import tracing
 
+if TYPE_CHECKING:
+    from conftest import MakeDoc, Proxy, StartProxy
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "two words"}]
+
+
+def attributes(span: ReadableSpan) -> Mapping[str, object]:
+    assert span.attributes is not None, f"span {span.name!r} has no attributes"
+    return span.attributes
 
 
 @pytest.fixture
 async def traced(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, span_exporter: Any
-) -> Any:
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    span_exporter: InMemorySpanExporter,
+) -> Proxy:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(span_exporter))
     return await start_proxy(make_doc(upstream, key_file), tracing_=tracing.Tracing(provider))
@@ -28,7 +42,7 @@ async def traced(
 
 @pytest.mark.parametrize("stream", [pytest.param(False, id="plain"), pytest.param(True, id="stream")])
 async def test_records_server_and_client_spans_with_usage(
-    traced: Any, span_exporter: Any, stream: bool
+    traced: Proxy, span_exporter: InMemorySpanExporter, stream: bool
 ) -> None:
     client = traced.async_client()
     if stream:
@@ -43,23 +57,23 @@ async def test_records_server_and_client_spans_with_usage(
     server, client_span = spans[trace.SpanKind.SERVER], spans[trace.SpanKind.CLIENT]
     assert server.name == client_span.name == "chat m"
     assert client_span.parent is not None and client_span.parent.span_id == server.context.span_id
-    assert client_span.attributes["gen_ai.system"] == "openai"
+    assert attributes(client_span)["gen_ai.system"] == "openai"
     for span in (server, client_span):
-        assert span.attributes["gen_ai.request.model"] == "m"
-        assert span.attributes["gen_ai.usage.input_tokens"] == 3
-        assert span.attributes["gen_ai.usage.output_tokens"] == len(fake_provider.REPLY.split())
-        assert span.attributes["http.response.status_code"] == 200
+        assert attributes(span)["gen_ai.request.model"] == "m"
+        assert attributes(span)["gen_ai.usage.input_tokens"] == 3
+        assert attributes(span)["gen_ai.usage.output_tokens"] == len(fake_provider.REPLY.split())
+        assert attributes(span)["http.response.status_code"] == 200
 
 
 async def test_marks_a_failed_upstream_call_on_its_client_span(
-    traced: Any, span_exporter: Any, fake: Any
+    traced: Proxy, span_exporter: InMemorySpanExporter, fake: fake_provider.FakeProvider
 ) -> None:
     fake.plan(fake_provider.Fault(reset=True))
     with pytest.raises(Exception, match="Could not connect"):
         await traced.async_client().chat.completions.create(model="m", messages=MESSAGES)
     spans = {s.kind: s for s in span_exporter.get_finished_spans()}
-    assert spans[trace.SpanKind.CLIENT].attributes["error.type"] == "ConnectFailed"
-    assert spans[trace.SpanKind.SERVER].attributes["http.response.status_code"] == 502
+    assert attributes(spans[trace.SpanKind.CLIENT])["error.type"] == "ConnectFailed"
+    assert attributes(spans[trace.SpanKind.SERVER])["http.response.status_code"] == 502
 
 
 def test_tracing_is_off_without_an_otlp_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -75,7 +89,7 @@ def test_tracing_exports_over_otlp_when_an_endpoint_is_set(monkeypatch: pytest.M
 
 
 async def test_continues_the_callers_trace_up_to_the_provider(
-    traced: Any, span_exporter: Any, fake: Any
+    traced: Proxy, span_exporter: InMemorySpanExporter, fake: fake_provider.FakeProvider
 ) -> None:
     trace_id, caller_span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     await traced.async_client().chat.completions.create(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import pathlib
 import socket
-from typing import Any
+from typing import TYPE_CHECKING
 
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_dev import fake_provider
+
+if TYPE_CHECKING:
+    from conftest import MakeDoc, Proxy, StartProxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
@@ -33,11 +36,11 @@ MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 )
 @pytest.mark.parametrize("stream", [pytest.param(False, id="plain"), pytest.param(True, id="stream")])
 async def test_maps_each_upstream_fault_to_the_matching_client_exception(
-    start_proxy: Any,
+    start_proxy: StartProxy,
     upstream: str,
     key_file: pathlib.Path,
-    make_doc: Any,
-    fake: Any,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
     fault: fake_provider.Fault,
     exception: type[openai.APIStatusError],
     status: int,
@@ -57,7 +60,7 @@ async def test_maps_each_upstream_fault_to_the_matching_client_exception(
     assert proxy.sample("llmgw_requests_total", **labels) == 1
 
 
-async def test_passes_the_upstream_error_body_through(proxy: Any, fake: Any) -> None:
+async def test_passes_the_upstream_error_body_through(proxy: Proxy, fake: fake_provider.FakeProvider) -> None:
     fake.plan(fake_provider.Fault(status=503))
     with pytest.raises(openai.InternalServerError) as caught:
         await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
@@ -69,7 +72,7 @@ async def test_passes_the_upstream_error_body_through(proxy: Any, fake: Any) -> 
 
 
 async def test_answers_502_when_the_provider_refuses_connections(
-    start_proxy: Any, key_file: pathlib.Path, make_doc: Any
+    start_proxy: StartProxy, key_file: pathlib.Path, make_doc: MakeDoc
 ) -> None:
     with socket.socket() as s:  # a port that was free a moment ago and has no listener now
         s.bind(("127.0.0.1", 0))
@@ -82,7 +85,11 @@ async def test_answers_502_when_the_provider_refuses_connections(
 
 
 async def test_answers_504_when_the_provider_is_slower_than_the_total_timeout(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"]["timeouts"] = {"connect": 1, "firstByte": 5, "total": 0.3}

@@ -11,10 +11,10 @@ import json
 import pathlib
 import secrets
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import yaml
+from clusterkit import ClusterHandle
 
 from llmgw_operator.render import conditions
 from llmgw_operator.render.conditions import TRUE, Verdict
@@ -26,7 +26,7 @@ INVALID = sorted((ROOT / "samples/invalid").glob("*.yaml"))
 
 
 @pytest.fixture(scope="module")
-def namespace(cluster: Any) -> Iterator[str]:
+def namespace(cluster: ClusterHandle) -> Iterator[str]:
     for crd in sorted((ROOT / "crds").glob("*.yaml")):
         cluster.kubectl(
             "apply", "--server-side", "--force-conflicts", "--field-manager=llmgw-tests", "-f", str(crd)
@@ -48,7 +48,7 @@ def namespace(cluster: Any) -> Iterator[str]:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def test_the_valid_samples_are_stored_with_defaults(cluster: Any, namespace: str) -> None:
+def test_the_valid_samples_are_stored_with_defaults(cluster: ClusterHandle, namespace: str) -> None:
     stored = json.loads(
         cluster.kubectl("get", "providerpolicy", "primary", "-n", namespace, "-o", "json").stdout
     )
@@ -61,7 +61,7 @@ def test_the_valid_samples_are_stored_with_defaults(cluster: Any, namespace: str
 
 @pytest.mark.parametrize("path", INVALID, ids=[p.stem for p in INVALID])
 def test_refuses_the_invalid_sample_with_the_documented_error(
-    cluster: Any, namespace: str, path: pathlib.Path
+    cluster: ClusterHandle, namespace: str, path: pathlib.Path
 ) -> None:
     expected = path.read_text().splitlines()[0].removeprefix("# expect-error: ")
     refused = cluster.kubectl("apply", "-n", namespace, "--dry-run=server", "-f", str(path), check=False)
@@ -70,7 +70,7 @@ def test_refuses_the_invalid_sample_with_the_documented_error(
 
 
 def test_status_written_by_the_condition_helpers_survives_and_drives_columns_and_wait(
-    cluster: Any, namespace: str
+    cluster: ClusterHandle, namespace: str
 ) -> None:
     now = datetime.datetime.now(datetime.UTC)
     deployment = {
@@ -104,7 +104,7 @@ def test_status_written_by_the_condition_helpers_survives_and_drives_columns_and
     assert table[5:9] == ["chat", "True", "Available", "2"]
 
 
-def test_the_category_lists_both_kinds(cluster: Any, namespace: str) -> None:
+def test_the_category_lists_both_kinds(cluster: ClusterHandle, namespace: str) -> None:
     listed = cluster.kubectl("get", "llm", "-n", namespace, "-o", "name").stdout.split()
     assert "llmgateway.llmgateway.io/chat" in listed
     assert "providerpolicy.llmgateway.io/primary" in listed

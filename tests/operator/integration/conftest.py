@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Generator, Iterator
-from typing import Any
 
 import operatorkit
 import pytest
+from clusterkit import ClusterHandle
 
 CRD_NAMES = ("crd/llmgateways.llmgateway.io", "crd/providerpolicies.llmgateway.io")
 
 
 @pytest.fixture(scope="module")
-def crds(cluster: Any) -> None:
+def crds(cluster: ClusterHandle) -> None:
     # Other folders apply the same CRDs to the shared cluster; apply is idempotent.
     cluster.kubectl("apply", "-f", str(operatorkit.CRDS))
     cluster.kubectl("wait", "--for=condition=Established", *CRD_NAMES, "--timeout=60s")
@@ -21,7 +21,7 @@ def crds(cluster: Any) -> None:
 
 @pytest.fixture(scope="module")
 def operator_process(
-    cluster: Any, crds: None, tmp_path_factory: pytest.TempPathFactory
+    cluster: ClusterHandle, crds: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[operatorkit.OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     process = operatorkit.OperatorProcess(
@@ -35,7 +35,9 @@ def operator_process(
 
 
 @pytest.fixture
-def ns(cluster: Any, operator_process: operatorkit.OperatorProcess) -> Iterator[operatorkit.Namespace]:
+def ns(
+    cluster: ClusterHandle, operator_process: operatorkit.OperatorProcess
+) -> Iterator[operatorkit.Namespace]:
     name = f"{operatorkit.NAMESPACE_PREFIX}{secrets.token_hex(4)}"
     cluster.kubectl("create", "namespace", name)
     try:

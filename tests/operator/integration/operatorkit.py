@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import yaml
+from clusterkit import ClusterHandle
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 SAMPLES = ROOT / "samples"
@@ -129,7 +130,7 @@ class OperatorProcess:
 class Namespace:
     """kubectl bound to one namespace of the shared cluster."""
 
-    def __init__(self, cluster: Any, name: str) -> None:
+    def __init__(self, cluster: ClusterHandle, name: str) -> None:
         self.cluster = cluster
         self.name = name
 

@@ -364,7 +364,7 @@ def test_a_gateway_only_pydantic_refuses_is_not_accepted_and_named(ns: Namespace
     # the API server admits reaches this path any more, unless the CRD is older.)
     template = copy.deepcopy(operatorkit.samples()[GW]["spec"]["template"])
     template["spec"]["containers"][0]["name"] = "llmgw-proxy"
-    apply_samples(ns, **{GW: {"template": template}})
+    apply_samples(ns, chat={"template": template})
 
     wait_reason(ns, f"llmgw/{GW}", "Reconciled", "InvalidSpec")
     for type_ in ("PoliciesResolved", "Reconciled"):
@@ -389,11 +389,11 @@ def test_deleting_the_gateway_collects_its_children(ns: Namespace) -> None:
     for ref in CHILDREN:
         ns.wait(ref, "delete")
     for kind in ("replicasets", "pods"):
-        eventually(
-            lambda kind=kind: not ns.kubectl("get", kind, "-l", selector, "-o", "name").strip(),
-            timeout=60,
-            what=f"{kind} of the gateway collected",
-        )
+
+        def collected(kind: str = kind) -> bool:
+            return not ns.kubectl("get", kind, "-l", selector, "-o", "name").strip()
+
+        eventually(collected, timeout=60, what=f"{kind} of the gateway collected")
     # What the gateway only referenced is not its to take along.
     for ref in ("secret/llm-provider-keys", "providerpolicy/primary", "providerpolicy/fallback"):
         assert ns.exists(ref), ref

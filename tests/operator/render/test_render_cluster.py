@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from clusterkit import ClusterHandle
 
 from llmgw_operator.api import gateway, policy
 from llmgw_operator.render import children, conditions, resolve
@@ -48,7 +49,7 @@ def _sample_children(native_sidecar: bool) -> children.Children:
 
 
 @pytest.fixture
-def namespace(cluster: Any) -> Iterator[str]:
+def namespace(cluster: ClusterHandle) -> Iterator[str]:
     name = f"render-{secrets.token_hex(3)}"
     cluster.kubectl("create", "namespace", name)
     try:
@@ -57,7 +58,7 @@ def namespace(cluster: Any) -> Iterator[str]:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def _apply(cluster: Any, namespace: str, manifests: list[dict[str, Any]], *extra: str) -> None:
+def _apply(cluster: ClusterHandle, namespace: str, manifests: list[dict[str, Any]], *extra: str) -> None:
     for manifest in manifests:
         manifest["metadata"]["namespace"] = namespace
     cluster.kubectl(
@@ -69,11 +70,11 @@ def _apply(cluster: Any, namespace: str, manifests: list[dict[str, Any]], *extra
 @pytest.mark.parametrize(
     "native", [pytest.param(True, id="native-sidecar"), pytest.param(False, id="container")]
 )
-def test_the_api_server_accepts_every_child(cluster: Any, namespace: str, native: bool) -> None:
+def test_the_api_server_accepts_every_child(cluster: ClusterHandle, namespace: str, native: bool) -> None:
     _apply(cluster, namespace, _sample_children(native).manifests(), "--dry-run=server")
 
 
-def test_the_rendered_deployment_rolls_out_and_reads_as_ready(cluster: Any, namespace: str) -> None:
+def test_the_rendered_deployment_rolls_out_and_reads_as_ready(cluster: ClusterHandle, namespace: str) -> None:
     rendered = _sample_children(native_sidecar=True)
     _apply(cluster, namespace, rendered.manifests())
     cluster.kubectl("scale", "deployment/chat", "-n", namespace, "--replicas=2")
