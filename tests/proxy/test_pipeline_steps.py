@@ -77,7 +77,12 @@ def test_the_default_path_reads_as_the_documented_list() -> None:
 
 @pytest.mark.parametrize("streamed", [pytest.param(False, id="json"), pytest.param(True, id="sse")])
 async def test_a_path_without_the_cache_step_caches_nothing(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any, streamed: bool
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
+    streamed: bool,
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"]["cache"] = {"enabled": True, "ttl": 60}
@@ -102,7 +107,11 @@ async def test_a_path_without_the_cache_step_caches_nothing(
 
 
 async def test_the_same_path_with_the_cache_step_answers_the_repeat_from_memory(
-    start_proxy: Any, upstream: str, key_file: pathlib.Path, make_doc: Any, fake: Any
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    fake: fake_provider.FakeProvider,
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"]["cache"] = {"enabled": True, "ttl": 60}
