@@ -16,6 +16,7 @@ import pytest
 import yaml
 from aiohttp.pytest_plugin import AiohttpServer
 
+import llmgw_proxy.upstream  # not `from llmgw_proxy import upstream`: that is a fixture's name here
 from llmgw_dev import builds, fake_provider
 from llmgw_proxy import pipeline
 from llmgw_proxy.runtime import reload, state
@@ -134,6 +135,7 @@ async def start_proxy(aiohttp_server: AiohttpServer, tmp_path: pathlib.Path) -> 
         *,
         tracing_: tracing.Tracing | None = None,
         steps: tuple[call.Step, ...] = pipeline.STEPS,
+        transport: llmgw_proxy.upstream.Transport | None = None,
     ) -> Proxy:
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(doc))
@@ -141,7 +143,10 @@ async def start_proxy(aiohttp_server: AiohttpServer, tmp_path: pathlib.Path) -> 
         metrics_ = metrics.Metrics(live)
         watcher = reload.Watcher(live, str(path))
         watcher.load()
-        api_app = api.build_api(live, metrics_, tracing_ or tracing.Tracing(None), steps=steps)
+        # Without a transport the app opens its own http1.Pool, as the sidecar does.
+        api_app = api.build_api(
+            live, metrics_, tracing_ or tracing.Tracing(None), steps=steps, transport=transport
+        )
         api_server = await aiohttp_server(api_app)  # TestServer: handler_cancellation on, like run.run
         admin_server = await aiohttp_server(admin.build(live, metrics_))
         proxy = Proxy(

@@ -1,0 +1,1 @@
+"""The upstream transports: the behaviour every ``upstream.Transport`` implementation shares."""
