@@ -11,17 +11,21 @@ from __future__ import annotations
 import asyncio
 import json
 import pathlib
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_proxy import upstream
 from llmgw_proxy.upstream import memory
 
+if TYPE_CHECKING:
+    from conftest import MakeDoc, StartProxy
+
 BASE_URL = "http://provider.test/v1"  # never resolved: memory.Transport opens no socket
-MESSAGES: list[Any] = [{"role": "user", "content": "hi"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
 def completion(model: str, content: str) -> bytes:
@@ -39,7 +43,7 @@ def completion(model: str, content: str) -> bytes:
 
 
 async def test_the_provider_gets_its_key_not_the_callers_and_the_model_its_target_names(
-    start_proxy: Any, key_file: pathlib.Path, make_doc: Callable[..., dict[str, Any]], secret: str
+    start_proxy: StartProxy, key_file: pathlib.Path, make_doc: MakeDoc, secret: str
 ) -> None:
     seen: list[upstream.Request] = []
 
@@ -64,7 +68,7 @@ async def test_the_provider_gets_its_key_not_the_callers_and_the_model_its_targe
 
 
 async def test_a_streamed_answer_is_relayed_chunk_by_chunk_in_order(
-    start_proxy: Any, key_file: pathlib.Path, make_doc: Callable[..., dict[str, Any]]
+    start_proxy: StartProxy, key_file: pathlib.Path, make_doc: MakeDoc
 ) -> None:
     words = ["one", " two", " three"]
 
@@ -90,7 +94,7 @@ async def test_a_streamed_answer_is_relayed_chunk_by_chunk_in_order(
 
 
 async def test_a_provider_silent_past_the_first_byte_deadline_is_a_504_naming_the_phase(
-    start_proxy: Any, key_file: pathlib.Path, make_doc: Callable[..., dict[str, Any]]
+    start_proxy: StartProxy, key_file: pathlib.Path, make_doc: MakeDoc
 ) -> None:
     async def provider(request: upstream.Request) -> memory.Answer:
         await asyncio.Event().wait()  # never answers; the deadline cancels this
