@@ -4,8 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test demo lint bench-proxy bench-operator binaries generate cluster-up cluster-down clean \
-	compiled test-compiled
+.PHONY: test demo lint bench-proxy bench-operator binaries generate cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,28 +22,6 @@ test: $(STAMP) binaries lint
 	@$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
-# The sidecar as the image ships it: llmgw_proxy from a wheel whose policy
-# cores mypyc compiled (setup.py), installed under build/ and put first on
-# PYTHONPATH. Never in place: .so files next to the sources would shadow every
-# later edit of them. The tree holds a copy of all of llmgw_proxy, so any change
-# under proxy/ rebuilds it; build/lib.* goes too, or a deleted module would live on.
-COMPILED := $(CURDIR)/build/compiled
-PROXY_SOURCES := $(shell find proxy -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
-
-$(COMPILED)/.built: $(STAMP) setup.py pyproject.toml $(PROXY_SOURCES)
-	rm -rf $(COMPILED) build/wheels build/lib.*
-	LLMGW_MYPYC=1 $(PY) -m pip wheel --quiet --no-deps --wheel-dir build/wheels .
-	$(PY) -m pip install --quiet --no-deps --target $(COMPILED) build/wheels/llmgw-*.whl
-	cd $(COMPILED) && rm -rf bin llmgw_dev llmgw_operator llmgw-*.dist-info
-	touch $@
-
-compiled: $(COMPILED)/.built
-
-# The proxy's tests against that build; conftest fails the run if the policies
-# imported as pure Python after all.
-test-compiled: compiled
-	LLMGW_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED) $(PY) -m pytest tests/proxy $(PYTEST_ARGS)
-
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -57,8 +34,8 @@ demo: $(STAMP) binaries
 generate: $(STAMP)
 	$(VENV)/bin/llmgw-dev generate
 
-bench-proxy: $(STAMP) compiled
-	$(PY) -m llmgw_dev.bench_proxy --compiled-tree $(COMPILED) $(BENCH_ARGS)
+bench-proxy: $(STAMP)
+	$(PY) -m llmgw_dev.bench_proxy $(BENCH_ARGS)
 
 bench-operator: $(STAMP) binaries
 	$(PY) -m llmgw_dev.bench_operator $(BENCH_ARGS)

