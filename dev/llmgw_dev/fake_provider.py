@@ -297,10 +297,11 @@ def main() -> None:
         site = web.TCPSite(runner, args.host, args.port)
         await site.start()
         host, port = runner.addresses[0][:2]
-        print(json.dumps({"msg": "listening", "address": f"{host}:{port}"}), flush=True)
         # SIGTERM is how benchmarks and tests stop it: a clean exit, not death by signal.
+        # The handler goes in before the address is printed, which callers take as ready.
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        print(json.dumps({"msg": "listening", "address": f"{host}:{port}"}), flush=True)
         try:
             await stop.wait()
         finally:
