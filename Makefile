@@ -5,8 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test unit demo lint bench-proxy bench-operator binaries generate cluster-up cluster-down clean \
-	compiled test-compiled
+.PHONY: test unit demo lint bench-proxy bench-operator binaries generate cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,28 +35,6 @@ UNIT_MARKERS := not cluster and not binaries and not slow
 unit: $(STAMP)
 	$(call pytest,-m '$(UNIT_MARKERS)' $(PYTEST_ARGS))
 
-# The sidecar as the image ships it: llmgw_proxy from a wheel whose policy
-# cores mypyc compiled (setup.py), installed under build/ and put first on
-# PYTHONPATH. Never in place: .so files next to the sources would shadow every
-# later edit of them. The tree holds a copy of all of llmgw_proxy, so any change
-# under proxy/ rebuilds it; build/lib.* goes too, or a deleted module would live on.
-COMPILED := $(CURDIR)/build/compiled
-PROXY_SOURCES := $(shell find proxy -type f -not -path '*/__pycache__/*' -not -name '*.pyc')
-
-$(COMPILED)/.built: $(STAMP) setup.py pyproject.toml $(PROXY_SOURCES)
-	rm -rf $(COMPILED) build/wheels build/lib.*
-	LLMGW_MYPYC=1 $(PY) -m pip wheel --quiet --no-deps --wheel-dir build/wheels .
-	$(PY) -m pip install --quiet --no-deps --target $(COMPILED) build/wheels/llmgw-*.whl
-	cd $(COMPILED) && rm -rf bin llmgw_dev llmgw_operator llmgw-*.dist-info
-	touch $@
-
-compiled: $(COMPILED)/.built
-
-# The proxy's tests against that build; conftest fails the run if the policies
-# imported as pure Python after all.
-test-compiled: compiled
-	LLMGW_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED) $(PY) -m pytest tests/proxy $(PYTEST_ARGS)
-
 # mypy checks tests/ with the settings of [tool.mypy], one run per folder that pytest imports as
 # a root of its own (each folder without __init__.py, with its packages, like tests/proxy/policies):
 # there `import renderkit` names a sibling file, and several folders hold a module named
@@ -82,8 +59,8 @@ demo: $(STAMP) binaries
 generate: $(STAMP)
 	$(VENV)/bin/llmgw-dev generate
 
-bench-proxy: $(STAMP) compiled
-	$(PY) -m llmgw_dev.bench_proxy --compiled-tree $(COMPILED) $(BENCH_ARGS)
+bench-proxy: $(STAMP)
+	$(PY) -m llmgw_dev.bench_proxy $(BENCH_ARGS)
 
 bench-operator: $(STAMP) binaries
 	$(PY) -m llmgw_dev.bench_operator $(BENCH_ARGS)

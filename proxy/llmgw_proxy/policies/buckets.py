@@ -32,14 +32,11 @@ class TokenBucket:
         """The first time at or after ``now`` when ``amount`` fits, or None if it never can."""
         if amount > self.burst:
             return None
-        # Comparisons, not max(): a builtin call costs more than the arithmetic, on every request.
-        fits = self._tat - (self.burst - amount) / self.rate
-        return fits if fits > now else now
+        return max(now, self._tat - (self.burst - amount) / self.rate)
 
     def book(self, amount: float, start: float) -> None:
         """Take ``amount`` at ``start``; the caller checked ``start >= earliest(amount, ...)``."""
-        tat = self._tat
-        self._tat = (tat if tat > start else start) + amount / self.rate
+        self._tat = max(self._tat, start) + amount / self.rate
 
     def adjust(self, delta: float, now: float) -> None:
         """Take ``delta`` more (positive: debt) or give ``-delta`` back (negative: refund).
@@ -47,8 +44,7 @@ class TokenBucket:
         A refund never lifts the level above the burst: time already past is
         not credited twice.
         """
-        tat = self._tat
-        self._tat = (tat if tat > now else now) + delta / self.rate
+        self._tat = max(self._tat, now) + delta / self.rate
 
     def full_in(self, now: float) -> float:
         """Seconds until the bucket is full again (the x-ratelimit-reset-* value)."""

@@ -59,12 +59,11 @@ class MemoryStore:
 
     def get(self, key: str) -> bytes | None:
         entry = self._entries.get(key)
-        if entry is None:  # a miss first: every request that is not a hit takes this path
-            self.stats.misses += 1
-            return None
-        if self._clock() >= entry[1]:
+        if entry is not None and self._clock() >= entry[1]:
             self.delete(key)
             self.stats.expirations += 1
+            entry = None
+        if entry is None:
             self.stats.misses += 1
             return None
         self._entries.move_to_end(key)
@@ -74,23 +73,25 @@ class MemoryStore:
     def put(self, key: str, value: bytes, ttl: float) -> bool:
         self.delete(key)
         taken = size(key, value)
-        bounds = self.bounds
-        if taken > bounds.max_bytes or ttl <= 0:
+        if taken > self.bounds.max_bytes or ttl <= 0:
             return False
         now = self._clock()
-        entries = self._entries
-        entries[key] = (value, now + ttl)
-        stats = self.stats
-        stats.bytes += taken
-        while len(entries) > bounds.max_entries or stats.bytes > bounds.max_bytes:
-            oldest, (data, expires) = entries.popitem(False)  # the least recently used
-            stats.bytes -= size(oldest, data)
-            if now >= expires:
-                stats.expirations += 1
-            else:
-                stats.evictions += 1
-        stats.entries = len(entries)
+        self._entries[key] = (value, now + ttl)
+        self.stats.entries += 1
+        self.stats.bytes += taken
+        while len(self._entries) > self.bounds.max_entries or self.stats.bytes > self.bounds.max_bytes:
+            self._evict_oldest(now)
         return True
+
+    def _evict_oldest(self, now: float) -> None:
+        """Drop the least recently used entry, counted as expired if its TTL has passed."""
+        oldest, (data, expires) = self._entries.popitem(last=False)
+        self.stats.entries -= 1
+        self.stats.bytes -= size(oldest, data)
+        if now >= expires:
+            self.stats.expirations += 1
+        else:
+            self.stats.evictions += 1
 
     def delete(self, key: str) -> bool:
         entry = self._entries.pop(key, None)

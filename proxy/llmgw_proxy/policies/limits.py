@@ -73,7 +73,6 @@ class Reservation:
     The capacity is booked for ``wait`` seconds from now (0: go now); the caller waits that long.
     """
 
-    # A plain slotted class, not a frozen dataclass: one is made per admitted request.
     __slots__ = ("_clock", "_done", "_plan", "tokens", "wait")
 
     def __init__(self, plan: _Plan, tokens: int, wait: float, clock: clock.Clock) -> None:
@@ -91,11 +90,9 @@ class Reservation:
         if self._done:
             return
         self._done = True
-        token_buckets = self._plan.token_buckets
-        if token_buckets:
-            now = self._clock()
-            for bucket in token_buckets:
-                bucket.adjust(actual_tokens - self.tokens, now)
+        now = self._clock()
+        for bucket in self._plan.token_buckets:
+            bucket.adjust(actual_tokens - self.tokens, now)
 
     def cancel(self) -> None:
         """The request was never sent: give back everything, its request slot included."""
@@ -159,8 +156,8 @@ class _Plan:
             if group.tokens is not None:
                 checks.append((group.tokens, _TOKENS, limit))
         self.checks = tuple(checks)
-        self.request_buckets = tuple(b for b, kind, _ in checks if kind is _REQUESTS)
-        self.token_buckets = tuple(b for b, kind, _ in checks if kind is _TOKENS)
+        self.request_buckets = tuple(b for b, kind, _ in checks if kind == _REQUESTS)
+        self.token_buckets = tuple(b for b, kind, _ in checks if kind == _TOKENS)
         self.max_wait = max((g.max_wait for g in groups), default=0.0) + _SLACK
         # The model's own limit says how much completion to reserve, else the provider's.
         self.default_max_tokens = (
@@ -207,7 +204,7 @@ class ProviderLimiter:
         amount = float(tokens)
         too_long: str | None = None
         for bucket, kind, limit in plan.checks:
-            earliest = bucket.earliest(1.0 if kind is _REQUESTS else amount, now)
+            earliest = bucket.earliest(1.0 if kind == _REQUESTS else amount, now)
             if earliest is None:
                 return Refused("too_large", None, self.headers(model))
             if too_long is None and earliest - now > limit:

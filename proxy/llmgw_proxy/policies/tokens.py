@@ -19,6 +19,7 @@ The heuristic, documented so operators can size ``defaultMaxTokens``:
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 CHARS_PER_TOKEN = 4
@@ -32,16 +33,17 @@ EMBEDDINGS = "embeddings"
 
 
 def text(value: str) -> int:
-    return -(-len(value) // CHARS_PER_TOKEN)  # rounded up, in integers
+    return math.ceil(len(value) / CHARS_PER_TOKEN)
 
 
 def messages(value: object) -> int:
     """Chat messages; content may be a string or a list of parts."""
     if not isinstance(value, list):
         return 0
-    total = REPLY_PRIMING + PER_MESSAGE * len(value)
+    total = REPLY_PRIMING
     for message in value:
-        if not isinstance(message, dict):  # a decoded JSON body holds plain dicts (fast in compiled code)
+        total += PER_MESSAGE
+        if not isinstance(message, dict):  # a decoded JSON body holds plain dicts
             continue
         total += _content(message.get("content"))
         name = message.get("name")
