@@ -5,7 +5,7 @@ on a pooled session, read the answer, write it back. No routing, no
 validation, no metrics. ``python -m llmgw_dev.bench_passthrough --upstream URL``
 
 ``--client http1`` makes the same forwarder call upstream through the
-sidecar's own client (``llmgw_proxy.http1``) instead of aiohttp's: measured
+sidecar's own client (``llmgw_proxy.upstream.http1``) instead of aiohttp's: measured
 against that, the sidecar's remaining cost is its own request path alone.
 """
 

@@ -116,6 +116,12 @@ class Breaker:
         return None
 
     def record(self, ticket: Ticket, outcome: Outcome) -> None:
+        if ticket is self._ticket:
+            # Only the closed state hands out its generation's ticket, and any move replaces it:
+            # this outcome belongs to the closed state that is still current, with no state
+            # (and clock) to read. Nearly every outcome takes this path.
+            self._record_closed(outcome)
+            return
         state = self.state
         if ticket.generation != self._generation:
             return

@@ -19,7 +19,6 @@ given back once, when the block ends, according to how the try ended:
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from types import TracebackType
 
@@ -71,10 +70,10 @@ class Hold:
             self.reservation = decision
         return None
 
-    async def wait(self) -> None:
-        """Wait until the reserved capacity is there (``maxWait`` bounded it)."""
-        if self.reservation is not None and self.reservation.wait > 0:
-            await asyncio.sleep(self.reservation.wait)
+    @property
+    def wait(self) -> float:
+        """Seconds until the reserved capacity is there (``maxWait`` bounded it); 0 to go now."""
+        return self.reservation.wait if self.reservation is not None else 0.0
 
     def answered(self, status: int) -> None:
         self._status = status

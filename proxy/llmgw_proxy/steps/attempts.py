@@ -112,7 +112,9 @@ async def _serve_from(
         tries += 1
         outcome.tried(result)
         retry_after = None
-        if isinstance(result, web.StreamResponse):
+        # Tested as "not a ProxyError": a StreamResponse is a MutableMapping, and an isinstance
+        # check against that ABC costs several times one against a plain class.
+        if not isinstance(result, errors.ProxyError):
             status = result.status
             if status < 400 or result.prepared:
                 return result  # a success, or a stream already under way: the caller has it
@@ -149,7 +151,8 @@ async def _try(
                 metrics_.count(metrics_.ratelimit_rejections, (current.name, upstream_model, refusal.reason))
             outcome.refused(refusal)
             return None
-        await hold.wait()
+        if hold.wait > 0:
+            await asyncio.sleep(hold.wait)
         if retry:
             metrics_ = call.services.metrics
             metrics_.count(metrics_.retries, (current.name,))
