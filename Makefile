@@ -59,8 +59,10 @@ demo: $(STAMP) binaries
 generate: $(STAMP)
 	$(VENV)/bin/llmgw-dev generate
 
+# The socket benchmark, then the policies' cost counted in instructions (steady on a shared machine).
 bench-proxy: $(STAMP)
 	$(PY) -m llmgw_dev.bench_proxy $(BENCH_ARGS)
+	$(PY) -m llmgw_dev.bench_policies
 
 bench-operator: $(STAMP) binaries
 	$(PY) -m llmgw_dev.bench_operator $(BENCH_ARGS)

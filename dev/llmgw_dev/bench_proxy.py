@@ -28,6 +28,11 @@ policy-free sidecar and the pass-through on the same unique bodies:
   over ``MISS_ROUNDS`` rounds (target: <= 15 us);
 - its throughput against the bare pass-through's (target: >= 1.2x).
 
+The first figure is a difference of two busy processes' CPU times and swings
+by tens of microseconds on a shared machine; ``llmgw_dev.bench_policies``,
+which ``make bench-proxy`` runs next, measures it on the request path in one
+process, with an instruction count that does not swing at all.
+
 Then on cache hits (one repeated temperature-0 body) against a fake provider
 that answers in 20 ms, called directly (>= 1.5x). Real models take hundreds
 of milliseconds; the 0 ms fake is also shown, but it is cheaper per request
