@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pathlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import openai
 import pytest
@@ -75,6 +75,11 @@ def test_the_default_path_reads_as_the_documented_list() -> None:
         assert name in pipeline.__doc__
 
 
+def cached(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["providers"]["fake"]["cache"] = {"enabled": True, "ttl": 60}
+    return doc
+
+
 @pytest.mark.parametrize("streamed", [pytest.param(False, id="json"), pytest.param(True, id="sse")])
 async def test_a_path_without_the_cache_step_caches_nothing(
     start_proxy: StartProxy,
@@ -84,8 +89,7 @@ async def test_a_path_without_the_cache_step_caches_nothing(
     fake: fake_provider.FakeProvider,
     streamed: bool,
 ) -> None:
-    doc = make_doc(upstream, key_file)
-    doc["providers"]["fake"]["cache"] = {"enabled": True, "ttl": 60}
+    doc = cached(make_doc(upstream, key_file))
     steps = tuple(step for step in pipeline.STEPS if step is not cache.cache)
     proxy = await start_proxy(doc, steps=steps)
     client = proxy.async_client()
@@ -113,8 +117,7 @@ async def test_the_same_path_with_the_cache_step_answers_the_repeat_from_memory(
     make_doc: MakeDoc,
     fake: fake_provider.FakeProvider,
 ) -> None:
-    doc = make_doc(upstream, key_file)
-    doc["providers"]["fake"]["cache"] = {"enabled": True, "ttl": 60}
+    doc = cached(make_doc(upstream, key_file))
     proxy = await start_proxy(doc)
     client = proxy.async_client()
     seen = []
