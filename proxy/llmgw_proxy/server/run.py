@@ -29,6 +29,18 @@ few hundred tracked objects that die with it; at the default, a collection ran e
 requests and walked the live ones of all 32 in flight (about 5% of CPU per request)."""
 
 
+def settle_gc() -> None:
+    """Tune the collector for serving, once start-up is over.
+
+    Everything loaded so far lives as long as the process: moving it out of the
+    collector's reach keeps each full collection from walking pydantic, OTel and
+    aiohttp internals (worth ~15% CPU per request in the benchmark).
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+
+
 @dataclasses.dataclass(frozen=True)
 class Overrides:
     host: str | None = None
@@ -88,12 +100,7 @@ async def run(
         loop.add_signal_handler(sig, stop.set)
     log.info("listening", extra={"api": _bound(api_runner), "admin": _bound(admin_runner)})
     logs.flush()  # tests and the benchmark read their ports from this line: no buffering delay
-    # Everything loaded so far lives as long as the process: moving it out of the
-    # collector's reach keeps each full collection from walking pydantic, OTel and
-    # aiohttp internals (worth ~15% CPU per request in the benchmark).
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    settle_gc()
 
     watching = asyncio.create_task(watcher.run(reload_interval))
     flushing = asyncio.create_task(logs.flush_periodically())
