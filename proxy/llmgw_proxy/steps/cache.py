@@ -88,17 +88,12 @@ async def _replay(call: Call, found: bytes) -> web.StreamResponse:
             data = assemble(data, call.endpoint == _CHAT)
         return web.Response(body=data, content_type="application/json", headers=_headers(call))
     if not stored_stream:
-        data = _as_stream(json.loads(data), _wants_usage(call.body))
+        data = _as_stream(json.loads(data), sse.asks_for_usage(call.body))
     out = web.StreamResponse(headers={**_headers(call), "Content-Type": "text/event-stream"})
     await out.prepare(call.request)
     await out.write(data)
     await out.write_eof()
     return out
-
-
-def _wants_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _as_stream(answer: dict[str, Any], usage: bool) -> bytes:

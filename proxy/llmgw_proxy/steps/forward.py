@@ -106,7 +106,7 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
     body = call.raw
     # A step that settles on usage (the rate limiter) needs a stream's usage chunk even when the
     # caller did not ask for one; it is asked for here and taken out again on the way back.
-    ask_usage = call.stream and call.wants_usage and not _wants_usage(call.body)
+    ask_usage = call.stream and call.wants_usage and not sse.asks_for_usage(call.body)
     if upstream_model != call.model or ask_usage:
         changed = {**call.body, "model": upstream_model}
         if ask_usage:
@@ -216,11 +216,6 @@ async def _relay_stream(
         for hook in call.answer_hooks:
             hook(True, data)
     return out
-
-
-def _wants_usage(body: dict[str, Any]) -> bool:
-    options = body.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
 
 
 def _usage_of(data: bytes) -> dict[str, Any] | None:

@@ -43,6 +43,12 @@ def iter_json(events: list[bytes]) -> Iterator[dict[str, Any]]:
             yield obj
 
 
+def asks_for_usage(body: dict[str, Any]) -> bool:
+    """The request asked for the final usage-only chunk (``stream_options.include_usage``)."""
+    options = body.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
 def is_usage_only(chunk: dict[str, Any]) -> bool:
     """The extra final chunk ``include_usage`` adds: no choices, only usage."""
     return not chunk.get("choices") and isinstance(chunk.get("usage"), dict)
