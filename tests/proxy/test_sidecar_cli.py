@@ -181,11 +181,12 @@ async def test_reloads_a_config_swapped_under_a_data_symlink(
     while True:  # the refusal shows as a counted failure while generation 2 keeps serving
         async with http.get(f"http://{admin}/metrics") as resp:
             text = await resp.text()
-        if "llmgw_config_reload_failures_total 1.0" in text:
+        if 'llmgw_config_reload_failures_total{reason="config_invalid"} 1.0' in text:
             break
         assert time.monotonic() < deadline, text
         await asyncio.sleep(0.02)
-    assert await sidecar.readyz(http) == (200, {"status": "ready", "generation": 2})
+    status, body = await sidecar.readyz(http)
+    assert (status, body["generation"], body["lastReloadError"]["reasonCode"]) == (200, 2, "config_invalid")
 
 
 @pytest.mark.parametrize(
@@ -214,3 +215,17 @@ async def test_writes_a_request_line_for_any_model_name_json_allows(
     line = await sidecar.line_with("request_id")
     assert line["model"] == logged
     assert line["route"] == "*"
+
+
+async def test_starts_not_ready_on_a_key_that_is_not_utf8_and_turns_ready_when_it_is_fixed(
+    run_sidecar: RunSidecar, upstream: str, tmp_path: pathlib.Path, http: aiohttp.ClientSession
+) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(b"sk-\xff\xfe")
+    sidecar = await run_sidecar("--upstream", upstream, "--api-key-file", str(key))
+    status, body = await sidecar.readyz(http)
+    assert (status, body["reasonCode"]) == (503, "key_not_utf8")
+    key.write_text("sk-fixed\n")
+    await sidecar.until_ready(http)
+    assert sidecar.proc.returncode is None
+    assert not any("Traceback" in json.dumps(line) for line in sidecar.lines)

@@ -107,8 +107,9 @@ class Live:
         self.clock = clock_
         self.snapshot: Snapshot | None = None
         self.draining = False
-        self.last_error: str | None = None
-        self.reload_failures = 0
+        self.last_error: str | None = None  # why the last reload was refused; None once one serves
+        self.last_error_reason: str | None = None  # its bounded code (reload.REASONS)
+        self.reload_failures: dict[str, int] = {}  # by reason code
         self.breaker_transitions: Transitions = {}
         self.cache = cache_store.MemoryStore(config.CacheStore(), clock_)
 
@@ -122,13 +123,13 @@ class Live:
         generation = previous.generation + 1 if previous else 1
         self.snapshot = Snapshot(generation, cfg, self._carry_over(previous, cfg), loaded_keys)
         self.cache.bounds = cfg.cache
-        self.last_error = None
+        self.last_error = self.last_error_reason = None
         return self.snapshot
 
-    def refuse(self, reason: str) -> None:
-        """A reload was refused: the snapshot being served stays."""
-        self.last_error = reason
-        self.reload_failures += 1
+    def refuse(self, reason: str, message: str) -> None:
+        """A reload was refused for ``reason`` (a bounded code): the snapshot being served stays."""
+        self.last_error, self.last_error_reason = message, reason
+        self.reload_failures[reason] = self.reload_failures.get(reason, 0) + 1
 
     def _carry_over(self, previous: Snapshot | None, cfg: config.ProxyConfig) -> dict[str, ProviderState]:
         """States for ``cfg``'s providers, reusing the previous object when a provider is unchanged.

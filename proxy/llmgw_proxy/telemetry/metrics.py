@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import prometheus_client as prom
 from prometheus_client import core
 
-from llmgw_proxy.runtime import state
+from llmgw_proxy.runtime import reload, state
 
 _BREAKER_STATE = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -198,11 +198,14 @@ class _Collector:
             "Generation of the config being served (1 = first load).",
             value=snapshot.generation if snapshot else 0,
         )
-        yield core.CounterMetricFamily(
+        failures = core.CounterMetricFamily(
             "llmgw_config_reload_failures",
-            "Config or key file reloads refused.",
-            value=m.live.reload_failures,
+            "Config or key file reloads refused, by reason.",
+            labels=["reason"],
         )
+        for reason in reload.REASONS:  # every code, 0 included: a bounded set that rate() can read
+            failures.add_metric([reason], m.live.reload_failures.get(reason, 0))
+        yield failures
         stats = m.live.cache.stats
         lookups = dict(m.cache_lookups)
         lookups[("hit",)] = lookups.get(("hit",), 0) + stats.hits
