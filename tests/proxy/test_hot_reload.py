@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 
 
-def replace_file(path: pathlib.Path, content: str | None) -> None:
+def replace_file(path: pathlib.Path, content: str | bytes | None) -> None:
     """Write (or with None, delete) a watched file: synchronous on purpose, the watcher polls."""
     if content is None:
         path.unlink()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
     else:
         path.write_text(content)
 
@@ -166,7 +168,7 @@ async def test_refuses_an_invalid_rotated_key_and_keeps_serving_the_previous_one
     content: bytes,
     code: str,
 ) -> None:
-    key_file.write_bytes(content)
+    replace_file(key_file, content)
     reload_now(proxy)
 
     assert proxy.sample("llmgw_config_reload_failures_total", reason=code) == 1
@@ -186,7 +188,7 @@ async def test_refuses_an_invalid_rotated_key_and_keeps_serving_the_previous_one
 async def test_strips_the_whitespace_around_a_key(
     proxy: Proxy, key_file: pathlib.Path, fake: fake_provider.FakeProvider, ending: str
 ) -> None:
-    key_file.write_bytes(("sk-rotated" + ending).encode())
+    replace_file(key_file, "sk-rotated" + ending)
     reload_now(proxy)
     await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
     assert fake.requests[-1].headers["Authorization"] == "Bearer sk-rotated"
@@ -203,17 +205,19 @@ async def test_starts_not_ready_on_an_invalid_first_key_and_turns_ready_when_it_
     code: str,
 ) -> None:
     key = tmp_path / "bad-key"
-    key.write_bytes(content)
+    replace_file(key, content)
     proxy = await start_proxy(make_doc(upstream, key))
     status, body = await readyz(http, proxy)
     assert status == 503 and body["reasonCode"] == code and str(key) in body["reason"]
-    key.write_text("sk-fixed\n")
+    replace_file(key, "sk-fixed\n")
     reload_now(proxy)
     assert await readyz(http, proxy) == (200, {"status": "ready", "generation": 1})
 
 
 async def test_the_reload_loop_outlives_any_failure_and_picks_up_later_rotations(
     proxy: Proxy,
+    upstream: str,
+    make_doc: MakeDoc,
     key_file: pathlib.Path,
     fake: fake_provider.FakeProvider,
     eventually: Eventually,
@@ -221,20 +225,19 @@ async def test_the_reload_loop_outlives_any_failure_and_picks_up_later_rotations
 ) -> None:
     watching = asyncio.create_task(proxy.watcher.run(0.01))
     try:
-        key_file.write_bytes(b"\xff\xfe")  # once killed the loop with UnicodeDecodeError
+        replace_file(key_file, b"\xff\xfe")  # once killed the loop with UnicodeDecodeError
         await eventually(
             lambda: proxy.sample("llmgw_config_reload_failures_total", reason="key_not_utf8") == 1
         )
         # A file no check foresees: nesting deep enough that the YAML parser overflows the stack.
-        config_before = proxy.config_path.read_text()
-        proxy.config_path.write_text("a: " + "[" * 5000 + "]" * 5000)
+        replace_file(proxy.config_path, "a: " + "[" * 5000 + "]" * 5000)
         await eventually(lambda: proxy.sample("llmgw_config_reload_failures_total", reason="unexpected") == 1)
         status, body = await readyz(http, proxy)
         assert status == 200 and body["lastReloadError"]["reasonCode"] == "unexpected"
         assert "RecursionError" in body["lastReloadError"]["reason"]
 
-        proxy.config_path.write_text(config_before)
-        key_file.write_text("sk-rotated-after-failures\n")
+        replace_file(proxy.config_path, yaml.safe_dump(make_doc(upstream, key_file)))
+        replace_file(key_file, "sk-rotated-after-failures\n")
         await eventually(lambda: proxy.live.snapshot is not None and proxy.live.snapshot.generation == 2)
         assert not watching.done()
         await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)

@@ -142,7 +142,7 @@ class Watcher:
         try:
             if self.changed():
                 self.load()
-        except Exception as exc:  # noqa: BLE001 - the loop must outlive any one round
+        except Exception as exc:  # the loop must outlive any one round
             # Not the message: it may quote a file's bytes, and a key file's bytes are the key.
             frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
             where = f" at {os.path.basename(frame.filename)}:{frame.lineno}" if frame else ""
