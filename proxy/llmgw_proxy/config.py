@@ -105,6 +105,11 @@ class Retry(_Model):
     base_backoff: Seconds = 0.1
     max_backoff: Seconds = 5.0
     honor_retry_after: bool = True
+    max_retry_after: Seconds = Field(
+        60.0,
+        description="Cap in seconds for an upstream Retry-After, both as a retry delay and as the "
+        "pause of the provider after a 429.",
+    )
 
 
 class CacheMode(enum.StrEnum):

@@ -141,6 +141,11 @@ class Retry(common.Model):
     )
     max_backoff: Seconds = Field(default=5.0, description="Cap in seconds for the backoff.")
     honor_retry_after: bool = Field(default=True, description="Wait as long as an upstream Retry-After asks.")
+    max_retry_after: Seconds = Field(
+        default=60.0,
+        description="Cap in seconds for an upstream Retry-After, as a retry delay and as the provider's "
+        "pause after a 429.",
+    )
 
 
 class Timeouts(common.Model):

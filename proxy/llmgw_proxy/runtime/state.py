@@ -61,10 +61,16 @@ class ProviderState:
         return self.limiter
 
     def take_over(self, previous: ProviderState) -> None:
-        """Keep ``previous``'s limiter and breaker where their own settings did not change."""
+        """Keep ``previous``'s limiter and breaker where their own settings did not change.
+
+        An upstream 429's pause is not kept: the provider's settings changed, which is
+        the operator acting on it (a new key, a raised cap), so it gets the next request.
+        """
         old, new = previous.provider, self.provider
         if (old.rate_limit, old.model_rate_limits) == (new.rate_limit, new.model_rate_limits):
             self.limiter = previous.limiter
+            if self.limiter is not None:
+                self.limiter.resume()
         if old.circuit_breaker == new.circuit_breaker:
             self.breaker = previous.breaker
 

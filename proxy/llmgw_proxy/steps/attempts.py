@@ -27,7 +27,6 @@ then the last upstream answer or failure as it was.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 
@@ -118,7 +117,7 @@ async def _serve_from(
             status = result.status
             if status < 400 or result.prepared:
                 return result  # a success, or a stream already under way: the caller has it
-            retry_after = _retry_after(result.headers)
+            retry_after = _retry_after(result.headers, current.provider.retry.max_retry_after)
             if status == 429:
                 _pause(call, current, retry_after)
                 return None
@@ -169,19 +168,16 @@ async def _try(
         return answer
 
 
-def _retry_after(headers: object) -> float | None:
+def _retry_after(headers: object, cap: float) -> float | None:
     get = getattr(headers, "get", None)
     if get is None:
         return None
-    seconds: float | None = backoff.parse_retry_after_ms(get("retry-after-ms"))
-    if seconds is None:
-        seconds = backoff.parse_retry_after(get("Retry-After"), time.time())
-    return seconds
+    return backoff.retry_after(get("retry-after-ms"), get("Retry-After"), time.time(), cap)
 
 
 def _pause(call: Call, current: state.ProviderState, retry_after: float | None) -> None:
-    # No Retry-After: a short pause still spreads the next requests over the fallbacks.
-    seconds = retry_after if retry_after is not None and math.isfinite(retry_after) else 1.0
+    # No usable Retry-After: a short pause still spreads the next requests over the fallbacks.
+    seconds = retry_after if retry_after is not None else min(1.0, current.provider.retry.max_retry_after)
     current.pausable_limiter().pause(asyncio.get_running_loop().time() + seconds)
     metrics_ = call.services.metrics
     metrics_.count(metrics_.provider_paused, (current.name,))

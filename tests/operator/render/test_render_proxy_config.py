@@ -52,7 +52,13 @@ def test_policy_settings_map_field_by_field() -> None:
         provider="azure-openai",
         apiVersion="2024-06-01",
         timeouts={"connect": 2, "firstByte": 7, "total": 30},
-        retry={"attempts": 4, "baseBackoff": 0.5, "maxBackoff": 2, "honorRetryAfter": False},
+        retry={
+            "attempts": 4,
+            "baseBackoff": 0.5,
+            "maxBackoff": 2,
+            "honorRetryAfter": False,
+            "maxRetryAfter": 9,
+        },
         circuitBreaker={"consecutiveFailures": 3, "failureRatio": 0.5, "openDuration": 5, "failOn": ["5xx"]},
         cache={"enabled": True, "ttl": 60, "mode": "all"},
     )
@@ -64,7 +70,7 @@ def test_policy_settings_map_field_by_field() -> None:
     assert provider.api_version == "2024-06-01"
     assert provider.timeouts == config.Timeouts(connect=2, first_byte=7, total=30)
     assert provider.retry == config.Retry(
-        attempts=4, base_backoff=0.5, max_backoff=2, honor_retry_after=False
+        attempts=4, base_backoff=0.5, max_backoff=2, honor_retry_after=False, max_retry_after=9
     )
     assert provider.circuit_breaker == config.CircuitBreaker.model_validate(
         {"consecutiveFailures": 3, "failureRatio": 0.5, "openDuration": 5, "failOn": ["5xx"]}
