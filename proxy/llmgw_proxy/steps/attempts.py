@@ -157,14 +157,17 @@ async def _try(
             metrics_.count(metrics_.retries, (current.name,))
         call.attempts += 1
         call.target, call.provider, call.wants_usage = target, current, hold.reservation is not None
-        call.usage, call.status, call.stream_text = None, 0, ""
+        call.usage, call.status, call.stream_text, call.broken = None, 0, "", None
         hold.sent = True
         try:
             answer = await next_step(call)
         except errors.ProxyError as failure:
             hold.failed(failure)
             return failure
-        hold.answered(answer.status)
+        if call.broken is not None:
+            hold.broke_off(call.broken)
+        else:
+            hold.answered(answer.status)
         return answer
 
 
