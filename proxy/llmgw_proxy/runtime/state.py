@@ -1,7 +1,7 @@
 """What the sidecar serves: the loaded snapshot, each provider's policy state, and what happened to them.
 
 ``ProviderState`` holds what must outlive a config reload: the provider's rate
-limiter and circuit breaker. A reload keeps the very same object for a
+limiter, circuit breaker and retry budget. A reload keeps the very same object for a
 provider whose settings did not change, and a changed provider keeps each of
 the two whose own settings did not. ``Snapshot`` is immutable and swapped
 whole, so a request sees one consistent config from start to end.
@@ -20,7 +20,7 @@ import dataclasses
 import logging
 
 from llmgw_proxy import config, upstream
-from llmgw_proxy.policies import breaker, cache_store, clock, limits
+from llmgw_proxy.policies import breaker, cache_store, clock, limits, retry_budget
 from llmgw_proxy.runtime import keys
 
 log = logging.getLogger("llmgw.breaker")
@@ -31,6 +31,8 @@ Transitions = dict[tuple[str, str, str], int]
 
 class ProviderState:
     """One provider's settings and policy objects.
+
+    ``budget`` is the provider's retry budget, which every provider has.
 
     ``limiter`` is None for a provider without ``rateLimit`` or ``modelRateLimits``
     until an upstream 429 must pause it (``pausable_limiter``); ``breaker`` is
@@ -49,6 +51,7 @@ class ProviderState:
         self.limiter: limits.ProviderLimiter | None = None
         if provider.rate_limit is not None or provider.model_rate_limits:
             self.limiter = self._new_limiter()
+        self.budget = retry_budget.RetryBudget(provider.retry, clock_)
         self.breaker: breaker.Breaker | None = None
         if provider.circuit_breaker is not None:
             listener = _on_transition(name, transitions)
@@ -73,6 +76,8 @@ class ProviderState:
                 self.limiter.resume()
         if old.circuit_breaker == new.circuit_breaker:
             self.breaker = previous.breaker
+        if _budget_of(old.retry) == _budget_of(new.retry):
+            self.budget = previous.budget
 
     def _new_limiter(self) -> limits.ProviderLimiter:
         p = self.provider
@@ -80,6 +85,10 @@ class ProviderState:
 
     def __repr__(self) -> str:
         return f"ProviderState({self.name!r})"
+
+
+def _budget_of(retry: config.Retry) -> tuple[float, float, float]:
+    return retry.budget_ratio, retry.budget_min_per_second, retry.budget_window
 
 
 def _on_transition(name: str, transitions: Transitions) -> breaker.Listener:

@@ -13,7 +13,14 @@ After an answer:
 - any other 4xx but 408: the same request would fail anywhere; answered as is;
 - 5xx, 408, timeouts, connection failures: retried on the same target with
   backoff (``retry.attempts`` tries, within ``timeouts.total`` of the request's
-  start), then the next target.
+  start) while the provider's retry budget allows, then the next target.
+
+Two bounds keep one request from multiplying into many upstream calls: the
+request sends at most ``maxAttempts`` tries in all (targets and retries
+together; then the last answer or failure is returned), and a retry must be
+granted by the provider's ``RetryBudget`` (retries as a ratio of requests);
+a retry it denies moves on to the next target. Both are counted in
+``llmgw_retries_denied_total``.
 
 What one try holds (the breaker ticket, the reservation) and how each is
 given back whatever happens is ``admission.Hold``'s; retry delays and
@@ -88,6 +95,9 @@ async def attempt_targets(call: Call, next_step: Next) -> web.StreamResponse:
     previous = ""
     for target in call.route.targets:
         current = call.snapshot.providers[target.provider]
+        if call.attempts >= call.snapshot.config.max_attempts:
+            metrics_.count(metrics_.retries_denied, (current.name, "max_attempts"))
+            break
         if previous:
             metrics_.count(metrics_.fallbacks, (call.route.model, previous, current.name))
         previous = current.name
@@ -128,6 +138,11 @@ async def _serve_from(
         )
         if wait_for is None:
             return None
+        denied = _retry_denied(call, current)
+        if denied:
+            metrics_ = call.services.metrics
+            metrics_.count(metrics_.retries_denied, (current.name, denied))
+            return None
         await asyncio.sleep(wait_for)
 
 
@@ -156,6 +171,8 @@ async def _try(
             metrics_ = call.services.metrics
             metrics_.count(metrics_.retries, (current.name,))
         call.attempts += 1
+        if not retry:
+            current.budget.request()
         call.target, call.provider, call.wants_usage = target, current, hold.reservation is not None
         call.usage, call.status, call.stream_text, call.broken = None, 0, "", None
         hold.sent = True
@@ -169,6 +186,15 @@ async def _try(
         else:
             hold.answered(answer.status)
         return answer
+
+
+def _retry_denied(call: Call, current: state.ProviderState) -> str:
+    """Why the retry may not go ("" when it may); a granted retry is taken from the budget."""
+    if call.attempts >= call.snapshot.config.max_attempts:
+        return "max_attempts"
+    if not current.budget.try_retry():
+        return "budget"
+    return ""
 
 
 def _retry_after(headers: object, cap: float) -> float | None:

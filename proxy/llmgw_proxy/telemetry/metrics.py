@@ -68,6 +68,7 @@ class Metrics:
         # Bypasses and refreshes; hits and misses are the store's own counts, added at scrape time.
         self.cache_lookups: dict[tuple[str, ...], int] = {}
         self.provider_paused: dict[tuple[str, ...], int] = {}
+        self.retries_denied: dict[tuple[str, ...], int] = {}
         self.registry.register(_Collector(self))
 
     def observe(
@@ -126,6 +127,13 @@ _COUNTERS = (
     ("retries", "llmgw_retries", "Upstream requests sent again to the same target.", ("provider",)),
     ("fallbacks", "llmgw_fallbacks", "Moves from one route target to the next.", ("route", "from", "to")),
     ("provider_paused", "llmgw_provider_paused", "Upstream 429s that paused a provider.", ("provider",)),
+    (
+        "retries_denied",
+        "llmgw_retries_denied",
+        "Retries not sent: the provider's retry budget was spent (budget) or the request's "
+        "maxAttempts was reached (max_attempts).",
+        ("provider", "reason"),
+    ),
 )
 
 
