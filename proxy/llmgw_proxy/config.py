@@ -137,7 +137,12 @@ class CacheStore(_Model):
     """Bounds of the sidecar's one in-memory LRU store."""
 
     max_entries: int = Field(1000, ge=1)
-    max_bytes: int = Field(64 * MiB, ge=1024)
+    max_bytes: int = Field(
+        64 * MiB,
+        ge=1024,
+        description="Memory the store may hold: each entry's key and value bytes plus a fixed "
+        "320-byte overhead.",
+    )
 
 
 class Provider(_Model):

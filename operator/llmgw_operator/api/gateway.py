@@ -173,7 +173,8 @@ class Cache(common.Model):
         default=64 * 1024 * 1024,
         ge=1024,
         le=64 * 1024 * 1024 * 1024,
-        description="Most bytes of cached responses.",
+        description="Memory the store may hold: each cached response's key and body plus 320 bytes "
+        "of overhead.",
     )
 
 
