@@ -10,7 +10,7 @@ from llmgw_proxy import config
 from llmgw_proxy.policies import retry_budget
 
 if TYPE_CHECKING:
-    from conftest import FakeClock
+    from .conftest import FakeClock
 
 
 def budget(
