@@ -118,9 +118,17 @@ async def test_quick_mode_gets_ready_and_answers(
     assert all(secret not in json.dumps(each) and "hi" not in each.values() for each in sidecar.lines)
 
 
-async def test_refuses_to_start_from_an_invalid_config(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"version: 1\nroutes: []\n", id="fails-validation"),
+        pytest.param(b"version: 1\n\xff\xfe\n", id="not-utf8"),
+        pytest.param(b"a: " + b"[" * 5000 + b"]" * 5000, id="nested-past-the-parser"),
+    ],
+)
+async def test_refuses_to_start_from_an_invalid_config(tmp_path: pathlib.Path, content: bytes) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text("version: 1\nroutes: []\n")
+    path.write_bytes(content)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "llmgw_proxy.cli", "--config", str(path), stderr=asyncio.subprocess.PIPE
     )
