@@ -105,6 +105,21 @@ class Retry(_Model):
     base_backoff: Seconds = 0.1
     max_backoff: Seconds = 5.0
     honor_retry_after: bool = True
+    max_retry_after: Seconds = Field(
+        60.0,
+        description="Cap in seconds for an upstream Retry-After, both as a retry delay and as the "
+        "pause of the provider after a 429.",
+    )
+    budget_ratio: float = Field(
+        0.2,
+        ge=0,
+        le=10,
+        description="Retries allowed per request over budgetWindow, on top of budgetMinPerSecond.",
+    )
+    budget_min_per_second: float = Field(
+        1.0, ge=0, le=1000, description="Retries per second allowed whatever the ratio says."
+    )
+    budget_window: Seconds = Field(10.0, description="Seconds over which the retry budget counts.")
 
 
 class CacheMode(enum.StrEnum):
@@ -122,7 +137,12 @@ class CacheStore(_Model):
     """Bounds of the sidecar's one in-memory LRU store."""
 
     max_entries: int = Field(1000, ge=1)
-    max_bytes: int = Field(64 * MiB, ge=1024)
+    max_bytes: int = Field(
+        64 * MiB,
+        ge=1024,
+        description="Memory the store may hold: each entry's key and value bytes plus a fixed "
+        "320-byte overhead.",
+    )
 
 
 class Provider(_Model):
@@ -155,6 +175,12 @@ class ProxyConfig(_Model):
     listen: Listener = Listener()
     admin: AdminListener = AdminListener()
     max_body_bytes: int = Field(10 * MiB, ge=1024)
+    max_attempts: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="Upstream tries for one request, across all of its route's targets and retries.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     shutdown_grace: Seconds = 25.0
     providers: dict[str, Provider] = Field(min_length=1)

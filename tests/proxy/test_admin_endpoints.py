@@ -62,7 +62,7 @@ async def test_exposes_request_latency_token_and_config_metrics(
         f'llmgw_tokens_total{{kind="completion",{labels}}} 12.0',
         "llmgw_in_flight_requests 0.0",
         "llmgw_config_generation 1.0",
-        "llmgw_config_reload_failures_total 0.0",
+        'llmgw_config_reload_failures_total{reason="key_not_utf8"} 0.0',
     ):
         assert line in text
 

@@ -83,3 +83,67 @@ async def test_a_stream_falls_back_when_the_primary_fails_before_its_first_byte(
     assert "".join(chunks) == fake_provider.REPLY
     assert raw.headers["x-llmgw-provider"] == "fallback"
     assert raw.headers["x-llmgw-attempts"] == "2"
+
+
+FAST = {"baseBackoff": 0.001, "maxBackoff": 0.002}
+
+
+def failing_pair(pair: Pair, key_file: pathlib.Path, retry: dict[str, Any], **top: Any) -> dict[str, Any]:
+    """Both targets answer 503 to everything, and retry up to ``retry.attempts`` times."""
+    doc = pair.doc(key_file, primary={"retry": {**FAST, **retry}}, fallback={"retry": {**FAST, **retry}})
+    doc.update(top)
+    pair.primary.plan(fake_provider.Fault(status=503, times=0))
+    pair.fallback.plan(fake_provider.Fault(status=503, times=0))
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("top", "cap"), [pytest.param({}, 5, id="default"), pytest.param({"maxAttempts": 3}, 3, id="configured")]
+)
+async def test_one_request_sends_at_most_max_attempts_upstream_across_targets(
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path, top: dict[str, Any], cap: int
+) -> None:
+    # 10 tries on each of 2 targets would be 20 upstream calls for one request.
+    proxy = await start_proxy(
+        failing_pair(pair, key_file, {"attempts": 10, "budgetMinPerSecond": 100}, **top)
+    )
+    with pytest.raises(openai.InternalServerError) as caught:
+        await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
+    assert caught.value.status_code == 503  # the last answer, as it was
+    assert len(pair.primary.requests) + len(pair.fallback.requests) == cap
+    assert caught.value.response.headers["x-llmgw-attempts"] == str(cap)
+    denied = sum(
+        proxy.sample("llmgw_retries_denied_total", provider=p, reason="max_attempts") for p in pair.urls
+    )
+    assert denied >= 1
+
+
+async def test_a_spent_retry_budget_sends_the_request_to_the_fallback_instead(
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path
+) -> None:
+    # No ratio and 0.1 retries a second over 10 s: one retry in the window, whatever the traffic.
+    retry = {"attempts": 3, "budgetRatio": 0, "budgetMinPerSecond": 0.1, "budgetWindow": 10, **FAST}
+    proxy = await start_proxy(pair.doc(key_file, primary={"retry": retry}))
+    pair.primary.plan(fake_provider.Fault(status=503, times=0))
+    for _ in range(3):
+        raw = await proxy.async_client().chat.completions.with_raw_response.create(
+            model="m", messages=MESSAGES
+        )
+        assert raw.headers["x-llmgw-provider"] == "fallback"
+    # 3 first tries and the one retry the budget held; without it, 3 tries for each request.
+    assert len(pair.primary.requests) == 4
+    assert proxy.sample("llmgw_retries_total", provider="primary") == 1
+    assert proxy.sample("llmgw_retries_denied_total", provider="primary", reason="budget") == 3
+
+
+async def test_the_retry_budget_grows_with_the_requests(
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path
+) -> None:
+    retry = {"attempts": 2, "budgetRatio": 0.5, "budgetMinPerSecond": 0, "budgetWindow": 60, **FAST}
+    proxy = await start_proxy(pair.doc(key_file, primary={"retry": retry}))
+    pair.primary.plan(fake_provider.Fault(status=503, times=0))
+    for _ in range(4):
+        await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
+    # Retries may reach half the requests: after requests 2 and 4 (1 of 2, then 2 of 4).
+    assert proxy.sample("llmgw_retries_total", provider="primary") == 2
+    assert len(pair.primary.requests) == 6

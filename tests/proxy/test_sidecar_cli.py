@@ -118,9 +118,17 @@ async def test_quick_mode_gets_ready_and_answers(
     assert all(secret not in json.dumps(each) and "hi" not in each.values() for each in sidecar.lines)
 
 
-async def test_refuses_to_start_from_an_invalid_config(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"version: 1\nroutes: []\n", id="fails-validation"),
+        pytest.param(b"version: 1\n\xff\xfe\n", id="not-utf8"),
+        pytest.param(b"a: " + b"[" * 5000 + b"]" * 5000, id="nested-past-the-parser"),
+    ],
+)
+async def test_refuses_to_start_from_an_invalid_config(tmp_path: pathlib.Path, content: bytes) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text("version: 1\nroutes: []\n")
+    path.write_bytes(content)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "llmgw_proxy.cli", "--config", str(path), stderr=asyncio.subprocess.PIPE
     )
@@ -181,11 +189,12 @@ async def test_reloads_a_config_swapped_under_a_data_symlink(
     while True:  # the refusal shows as a counted failure while generation 2 keeps serving
         async with http.get(f"http://{admin}/metrics") as resp:
             text = await resp.text()
-        if "llmgw_config_reload_failures_total 1.0" in text:
+        if 'llmgw_config_reload_failures_total{reason="config_invalid"} 1.0' in text:
             break
         assert time.monotonic() < deadline, text
         await asyncio.sleep(0.02)
-    assert await sidecar.readyz(http) == (200, {"status": "ready", "generation": 2})
+    status, body = await sidecar.readyz(http)
+    assert (status, body["generation"], body["lastReloadError"]["reasonCode"]) == (200, 2, "config_invalid")
 
 
 @pytest.mark.parametrize(
@@ -214,3 +223,17 @@ async def test_writes_a_request_line_for_any_model_name_json_allows(
     line = await sidecar.line_with("request_id")
     assert line["model"] == logged
     assert line["route"] == "*"
+
+
+async def test_starts_not_ready_on_a_key_that_is_not_utf8_and_turns_ready_when_it_is_fixed(
+    run_sidecar: RunSidecar, upstream: str, tmp_path: pathlib.Path, http: aiohttp.ClientSession
+) -> None:
+    key = tmp_path / "key"
+    key.write_bytes(b"sk-\xff\xfe")
+    sidecar = await run_sidecar("--upstream", upstream, "--api-key-file", str(key))
+    status, body = await sidecar.readyz(http)
+    assert (status, body["reasonCode"]) == (503, "key_not_utf8")
+    key.write_text("sk-fixed\n")
+    await sidecar.until_ready(http)
+    assert sidecar.proc.returncode is None
+    assert not any("Traceback" in json.dumps(line) for line in sidecar.lines)

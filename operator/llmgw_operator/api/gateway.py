@@ -151,6 +151,12 @@ class Proxy(common.Model):
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024, description="Largest request body accepted."
     )
+    max_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Upstream tries for one request, across all of its route's targets and retries.",
+    )
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Proxy:
@@ -167,7 +173,8 @@ class Cache(common.Model):
         default=64 * 1024 * 1024,
         ge=1024,
         le=64 * 1024 * 1024 * 1024,
-        description="Most bytes of cached responses.",
+        description="Memory the store may hold: each cached response's key and body plus 320 bytes "
+        "of overhead.",
     )
 
 

@@ -141,6 +141,22 @@ class Retry(common.Model):
     )
     max_backoff: Seconds = Field(default=5.0, description="Cap in seconds for the backoff.")
     honor_retry_after: bool = Field(default=True, description="Wait as long as an upstream Retry-After asks.")
+    max_retry_after: Seconds = Field(
+        default=60.0,
+        description="Cap in seconds for an upstream Retry-After, as a retry delay and as the provider's "
+        "pause after a 429.",
+    )
+    budget_ratio: float = Field(
+        default=0.2,
+        ge=0,
+        le=10,
+        description="Retries allowed per request over budgetWindow, on top of budgetMinPerSecond "
+        "(per sidecar).",
+    )
+    budget_min_per_second: float = Field(
+        default=1.0, ge=0, le=1000, description="Retries per second allowed whatever the ratio says."
+    )
+    budget_window: Seconds = Field(default=10.0, description="Seconds over which the retry budget counts.")
 
 
 class Timeouts(common.Model):

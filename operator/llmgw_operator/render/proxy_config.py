@@ -90,6 +90,7 @@ def compile_config(
         listen=config.Listener(host="127.0.0.1", port=spec.proxy.port),
         admin=config.AdminListener(host="0.0.0.0", port=spec.proxy.admin_port),
         max_body_bytes=spec.proxy.max_body_bytes,
+        max_attempts=spec.proxy.max_attempts,
         log_level=spec.proxy.log_level.value,
         providers={name: provider(name, policies[name], replicas) for name in used},
         routes=tuple(

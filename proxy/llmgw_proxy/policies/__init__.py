@@ -15,6 +15,7 @@ Token estimates for reservations       ``tokens``
 Circuit breaker state machine          ``breaker``
 Retryable outcomes, backoff delays,    ``backoff``
 Retry-After parsing
+Retries as a ratio of requests         ``retry_budget``
 Cache keys and cacheability            ``cache_key``
 Bounded in-memory LRU + Store protocol ``cache_store``
 =====================================  ==================
@@ -22,6 +23,26 @@ Bounded in-memory LRU + Store protocol ``cache_store``
 Import the modules, not their names: ``limits.ProviderLimiter(...)``.
 """
 
-from llmgw_proxy.policies import backoff, breaker, buckets, cache_key, cache_store, clock, limits, tokens
+from llmgw_proxy.policies import (
+    backoff,
+    breaker,
+    buckets,
+    cache_key,
+    cache_store,
+    clock,
+    limits,
+    retry_budget,
+    tokens,
+)
 
-__all__ = ["backoff", "breaker", "buckets", "cache_key", "cache_store", "clock", "limits", "tokens"]
+__all__ = [
+    "backoff",
+    "breaker",
+    "buckets",
+    "cache_key",
+    "cache_store",
+    "clock",
+    "limits",
+    "retry_budget",
+    "tokens",
+]

@@ -83,6 +83,21 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)
 
 
+def retry_after(retry_after_ms: str | None, retry_after: str | None, now: float, cap: float) -> float | None:
+    """Seconds an upstream asked to wait, from either header (``retry-after-ms`` first), at most ``cap``.
+
+    None when neither header is usable: a garbage value is ignored, never trusted.
+    An upstream's Retry-After pauses the whole provider; uncapped, one
+    ``Retry-After: 86400`` (or a date a year ahead) would take it out for a day.
+    """
+    seconds = parse_retry_after_ms(retry_after_ms)
+    if seconds is None:
+        seconds = parse_retry_after(retry_after, now)
+    if seconds is None or math.isnan(seconds):
+        return None
+    return min(seconds, cap)  # digits past a float's range read as infinity: the cap
+
+
 def parse_retry_after_ms(value: str | None) -> float | None:
     """OpenAI's and Azure's ``retry-after-ms`` header, as seconds; None if unusable."""
     if value is None:

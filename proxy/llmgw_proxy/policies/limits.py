@@ -185,6 +185,10 @@ class ProviderLimiter:
         """Hold every request until ``until`` (clock time), e.g. from an upstream 429's Retry-After."""
         self.paused_until = max(self.paused_until, until)
 
+    def resume(self) -> None:
+        """End a pause now."""
+        self.paused_until = -math.inf
+
     def admit(self, model: str, endpoint: str, body: dict[str, Any]) -> Reservation | Refused:
         """``acquire`` for a request body: its prompt estimate plus its completion budget."""
         plan = self._plans.get(model, self._default_plan)

@@ -1,7 +1,17 @@
-"""Provider keys, read from files (a mounted Secret) and never logged.
+"""Provider keys, read from files (a mounted Secret), validated, and never logged.
 
 A key lives in memory only inside ``Key``, whose repr hides it, so an
 accidental ``log.info("%r", key)`` or an f-string in an error leaks nothing.
+
+A key goes into an HTTP header as it is, so ``read`` refuses what would break
+that header or every request made with it: a file that is not UTF-8, a key
+with a control character or whitespace inside (an embedded newline used to
+turn every request into a 502 counted against the provider), a character
+outside printable ASCII, or more than ``MAX_KEY_BYTES``. Whitespace around
+the key, such as the trailing newline ``echo`` and most editors add, is
+stripped. A refusal's message names the file and the reason, never a byte of
+the key, and carries one of the bounded ``REASONS`` codes for the metrics and
+``/readyz``.
 """
 
 from __future__ import annotations
@@ -9,6 +19,16 @@ from __future__ import annotations
 import os
 
 from llmgw_proxy import config
+
+MAX_KEY_BYTES = 8192
+"""Largest key file read; real provider keys are well under 300 bytes."""
+
+UNREADABLE = "key_unreadable"
+EMPTY = "key_empty"
+NOT_UTF8 = "key_not_utf8"
+BAD_CHARACTER = "key_invalid_character"
+TOO_LONG = "key_too_long"
+REASONS = (UNREADABLE, EMPTY, NOT_UTF8, BAD_CHARACTER, TOO_LONG)
 
 
 class Key:
@@ -33,17 +53,35 @@ class Key:
 
 
 class KeyFileError(Exception):
-    pass
+    """A key file that cannot serve; ``reason`` is one of ``REASONS``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def read(path: str) -> Key:
     try:
-        with open(path, encoding="utf-8") as f:
-            value = f.read().strip()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_KEY_BYTES + 1)
     except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
+        raise KeyFileError(UNREADABLE, f"cannot read key file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_KEY_BYTES:
+        raise KeyFileError(TOO_LONG, f"key file {path} is longer than {MAX_KEY_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # The position only: the offending byte is part of the key.
+        raise KeyFileError(NOT_UTF8, f"key file {path} is not UTF-8 (at byte {exc.start})") from None
+    value = text.strip()
     if not value:
-        raise KeyFileError(f"key file {path} is empty")
+        raise KeyFileError(EMPTY, f"key file {path} is empty")
+    for at, char in enumerate(value):
+        if not ("!" <= char <= "~"):  # printable ASCII, no space: what a header value may carry
+            kind = "whitespace or a control character" if char.isspace() or ord(char) < 32 else "non-ASCII"
+            raise KeyFileError(
+                BAD_CHARACTER, f"key file {path} holds {kind} inside the key (at character {at})"
+            )
     return Key(value)
 
 

@@ -7,7 +7,14 @@ a bad config or unreadable key is refused, counted and logged, and the
 previous snapshot keeps serving. Unchanged providers keep their state.
 
 The watcher knows nothing of logging levels or metrics: ``on_config`` hears of
-each config that is served, and the refusals are counted on ``state.Live``.
+each config that is served, and the refusals are counted on ``state.Live`` by
+a bounded reason code (``REASONS``).
+
+``run`` is supervised: whatever one round raises (a bug, a file no check
+foresaw) is logged, counted as ``unexpected`` and the loop goes on, so a later
+good file is still picked up. A sidecar whose first key is refused starts
+anyway, not ready, and keeps watching: a fixed key makes it ready, where a
+crash would loop and, as a native sidecar, hold the application back.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import traceback
 from collections.abc import Callable
 
 import pydantic
@@ -28,8 +36,17 @@ log = logging.getLogger("llmgw.reload")
 Fingerprint = tuple[tuple[str, int, int, int, int] | tuple[str], ...]
 
 
+CONFIG_UNREADABLE = "config_unreadable"
+CONFIG_INVALID = "config_invalid"
+UNEXPECTED = "unexpected"
+REASONS = (CONFIG_UNREADABLE, CONFIG_INVALID, *keys.REASONS, UNEXPECTED)
+"""Every reason a reload is refused for: the metric's ``reason`` label and ``/readyz``'s ``reasonCode``."""
+
+
 class ConfigError(Exception):
-    pass
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def read_config(path: str) -> config.ProxyConfig:
@@ -38,11 +55,13 @@ def read_config(path: str) -> config.ProxyConfig:
             data = yaml.safe_load(f)  # JSON is YAML too
         return config.parse(data)
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        raise ConfigError(CONFIG_UNREADABLE, f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(CONFIG_INVALID, f"config {path} is not UTF-8 (at byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path} is not valid YAML/JSON: {exc}") from None
+        raise ConfigError(CONFIG_INVALID, f"config {path} is not valid YAML/JSON: {exc}") from None
     except (pydantic.ValidationError, config.UnsupportedVersion) as exc:
-        raise ConfigError(f"config {path} is invalid: {exc}") from None
+        raise ConfigError(CONFIG_INVALID, f"config {path} is invalid: {exc}") from None
 
 
 def fingerprint(paths: list[str]) -> Fingerprint:
@@ -90,7 +109,7 @@ class Watcher:
         except ConfigError as exc:
             if self.config is None:
                 raise
-            self._refuse(str(exc))
+            self._refuse(exc.reason, str(exc))
             return
         self._seen = fingerprint(self._paths(cfg))
         try:
@@ -98,7 +117,7 @@ class Watcher:
         except keys.KeyFileError as exc:
             if self.config is None:
                 self.config = cfg  # listeners can start; readiness waits for the key
-            self._refuse(str(exc))
+            self._refuse(exc.reason, str(exc))
             return
         if self.config is not None and (cfg.listen, cfg.admin) != (self.config.listen, self.config.admin):
             log.warning("listener changes take effect after a restart")
@@ -110,15 +129,26 @@ class Watcher:
             "config loaded", extra={"generation": snapshot.generation, "providers": sorted(cfg.providers)}
         )
 
-    def _refuse(self, reason: str) -> None:
-        self.live.refuse(reason)
-        log.error("config reload refused; the previous config keeps serving", extra={"reason": reason})
+    def _refuse(self, code: str, reason: str) -> None:
+        self.live.refuse(code, reason)
+        served = "the previous config keeps serving" if self.live.snapshot else "not ready until it is fixed"
+        log.error(f"config reload refused; {served}", extra={"reason": reason, "reason_code": code})
 
     def changed(self) -> bool:
         return fingerprint(self._paths(self.config)) != self._seen
 
+    def poll(self) -> None:
+        """One supervised round: reload if a file changed; no exception gets out."""
+        try:
+            if self.changed():
+                self.load()
+        except Exception as exc:  # the loop must outlive any one round
+            # Not the message: it may quote a file's bytes, and a key file's bytes are the key.
+            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            where = f" at {os.path.basename(frame.filename)}:{frame.lineno}" if frame else ""
+            self._refuse(UNEXPECTED, f"reload failed with {type(exc).__name__}{where}")
+
     async def run(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            if self.changed():
-                self.load()
+            self.poll()

@@ -1,7 +1,7 @@
 """What the sidecar serves: the loaded snapshot, each provider's policy state, and what happened to them.
 
 ``ProviderState`` holds what must outlive a config reload: the provider's rate
-limiter and circuit breaker. A reload keeps the very same object for a
+limiter, circuit breaker and retry budget. A reload keeps the very same object for a
 provider whose settings did not change, and a changed provider keeps each of
 the two whose own settings did not. ``Snapshot`` is immutable and swapped
 whole, so a request sees one consistent config from start to end.
@@ -20,7 +20,7 @@ import dataclasses
 import logging
 
 from llmgw_proxy import config, upstream
-from llmgw_proxy.policies import breaker, cache_store, clock, limits
+from llmgw_proxy.policies import breaker, cache_store, clock, limits, retry_budget
 from llmgw_proxy.runtime import keys
 
 log = logging.getLogger("llmgw.breaker")
@@ -31,6 +31,8 @@ Transitions = dict[tuple[str, str, str], int]
 
 class ProviderState:
     """One provider's settings and policy objects.
+
+    ``budget`` is the provider's retry budget, which every provider has.
 
     ``limiter`` is None for a provider without ``rateLimit`` or ``modelRateLimits``
     until an upstream 429 must pause it (``pausable_limiter``); ``breaker`` is
@@ -49,6 +51,7 @@ class ProviderState:
         self.limiter: limits.ProviderLimiter | None = None
         if provider.rate_limit is not None or provider.model_rate_limits:
             self.limiter = self._new_limiter()
+        self.budget = retry_budget.RetryBudget(provider.retry, clock_)
         self.breaker: breaker.Breaker | None = None
         if provider.circuit_breaker is not None:
             listener = _on_transition(name, transitions)
@@ -61,12 +64,20 @@ class ProviderState:
         return self.limiter
 
     def take_over(self, previous: ProviderState) -> None:
-        """Keep ``previous``'s limiter and breaker where their own settings did not change."""
+        """Keep ``previous``'s limiter and breaker where their own settings did not change.
+
+        An upstream 429's pause is not kept: the provider's settings changed, which is
+        the operator acting on it (a new key, a raised cap), so it gets the next request.
+        """
         old, new = previous.provider, self.provider
         if (old.rate_limit, old.model_rate_limits) == (new.rate_limit, new.model_rate_limits):
             self.limiter = previous.limiter
+            if self.limiter is not None:
+                self.limiter.resume()
         if old.circuit_breaker == new.circuit_breaker:
             self.breaker = previous.breaker
+        if _budget_of(old.retry) == _budget_of(new.retry):
+            self.budget = previous.budget
 
     def _new_limiter(self) -> limits.ProviderLimiter:
         p = self.provider
@@ -74,6 +85,10 @@ class ProviderState:
 
     def __repr__(self) -> str:
         return f"ProviderState({self.name!r})"
+
+
+def _budget_of(retry: config.Retry) -> tuple[float, float, float]:
+    return retry.budget_ratio, retry.budget_min_per_second, retry.budget_window
 
 
 def _on_transition(name: str, transitions: Transitions) -> breaker.Listener:
@@ -107,8 +122,9 @@ class Live:
         self.clock = clock_
         self.snapshot: Snapshot | None = None
         self.draining = False
-        self.last_error: str | None = None
-        self.reload_failures = 0
+        self.last_error: str | None = None  # why the last reload was refused; None once one serves
+        self.last_error_reason: str | None = None  # its bounded code (reload.REASONS)
+        self.reload_failures: dict[str, int] = {}  # by reason code
         self.breaker_transitions: Transitions = {}
         self.cache = cache_store.MemoryStore(config.CacheStore(), clock_)
 
@@ -122,13 +138,13 @@ class Live:
         generation = previous.generation + 1 if previous else 1
         self.snapshot = Snapshot(generation, cfg, self._carry_over(previous, cfg), loaded_keys)
         self.cache.bounds = cfg.cache
-        self.last_error = None
+        self.last_error = self.last_error_reason = None
         return self.snapshot
 
-    def refuse(self, reason: str) -> None:
-        """A reload was refused: the snapshot being served stays."""
-        self.last_error = reason
-        self.reload_failures += 1
+    def refuse(self, reason: str, message: str) -> None:
+        """A reload was refused for ``reason`` (a bounded code): the snapshot being served stays."""
+        self.last_error, self.last_error_reason = message, reason
+        self.reload_failures[reason] = self.reload_failures.get(reason, 0) + 1
 
     def _carry_over(self, previous: Snapshot | None, cfg: config.ProxyConfig) -> dict[str, ProviderState]:
         """States for ``cfg``'s providers, reusing the previous object when a provider is unchanged.

@@ -2,6 +2,11 @@
 
 Readiness means "config and keys loaded and not draining"; it never reflects
 upstream health, so an unhealthy provider cannot pull the pod out of its Service.
+
+A refused reload shows in the body either way: as the reason a sidecar is not
+ready, or as ``lastReloadError`` next to a ready sidecar's older generation.
+``reasonCode`` is a bounded, stable code (``reload.REASONS``, ``draining``,
+``not_loaded``) for whoever reports it on; ``reason`` is the sentence for people.
 """
 
 from __future__ import annotations
@@ -34,10 +39,17 @@ async def _readyz(request: web.Request) -> web.Response:
     live = request.app[LIVE]
     snapshot = live.snapshot
     generation = snapshot.generation if snapshot else 0
+    error = {"reason": live.last_error, "reasonCode": live.last_error_reason}
     if live.ready:
-        return web.json_response({"status": "ready", "generation": generation})
-    reason = "draining" if live.draining else (live.last_error or "config not loaded")
-    return web.json_response({"status": "not ready", "reason": reason, "generation": generation}, status=503)
+        body: dict[str, object] = {"status": "ready", "generation": generation}
+        if live.last_error is not None:
+            body["lastReloadError"] = error
+        return web.json_response(body)
+    if live.draining:
+        error = {"reason": "draining", "reasonCode": "draining"}
+    elif live.last_error is None:
+        error = {"reason": "config not loaded", "reasonCode": "not_loaded"}
+    return web.json_response({"status": "not ready", **error, "generation": generation}, status=503)
 
 
 async def _metrics(request: web.Request) -> web.Response:

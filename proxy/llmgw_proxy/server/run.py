@@ -69,6 +69,9 @@ async def run(
     except reload.ConfigError as exc:
         log.error("cannot start: %s", exc)
         return 2
+    except Exception as exc:  # a file no check foresaw: a clear line, not a traceback
+        log.error("cannot start: loading the config failed with %s", type(exc).__name__)
+        return 2
     cfg = watcher.config
     assert cfg is not None
     tracing_ = tracing.from_environment()

@@ -11,6 +11,11 @@ given back once, when the block ends, according to how the try ended:
 - the upstream never answered (``failed``: a timeout or connection failure):
   nothing was used there, so the reservation is cancelled; the breaker counts
   the failure;
+- the upstream answered, then failed its stream (``broke_off``: it timed out or
+  dropped the connection after the headers): the reservation is settled on
+  what was used, and the breaker counts a timeout or connection failure, not
+  the 200 the stream began with. A caller leaving mid-stream is none of this:
+  the upstream was serving, and the try counts as the answer it was;
 - anything else (the limiter refused, the caller left while the try waited or
   while the answer streamed, a bug): the breaker ticket is ignored, which
   frees a half-open probe slot; the reservation is settled on what was used if
@@ -37,7 +42,7 @@ Refusal = BreakerOpen | limits.Refused
 
 
 class Hold:
-    __slots__ = ("_call", "_failure", "_status", "breaker", "reservation", "sent", "ticket")
+    __slots__ = ("_broken", "_call", "_failure", "_status", "breaker", "reservation", "sent", "ticket")
 
     def __init__(self, call: Call) -> None:
         self._call = call
@@ -47,6 +52,7 @@ class Hold:
         self.sent = False  # the request went upstream (call.status is this try's from then on)
         self._status: int | None = None
         self._failure: errors.ProxyError | None = None
+        self._broken = False
 
     def __enter__(self) -> Hold:
         return self
@@ -81,6 +87,10 @@ class Hold:
     def failed(self, failure: errors.ProxyError) -> None:
         self._failure = failure
 
+    def broke_off(self, failure: errors.ProxyError) -> None:
+        """The upstream answered 200, then ``failure`` ended its stream."""
+        self._status, self._failure, self._broken = 200, failure, True
+
     def _release(self) -> None:
         self._settle_reservation()
         self._record_outcome()
@@ -100,7 +110,7 @@ class Hold:
         gate, ticket = self.breaker, self.ticket
         if gate is None or ticket is None:
             return
-        if self._status is not None:
+        if self._status is not None and not self._broken:
             gate.record_status(ticket, self._status)
         elif self._failure is not None:
             timed_out = self._failure.status == 504

@@ -13,7 +13,14 @@ After an answer:
 - any other 4xx but 408: the same request would fail anywhere; answered as is;
 - 5xx, 408, timeouts, connection failures: retried on the same target with
   backoff (``retry.attempts`` tries, within ``timeouts.total`` of the request's
-  start), then the next target.
+  start) while the provider's retry budget allows, then the next target.
+
+Two bounds keep one request from multiplying into many upstream calls: the
+request sends at most ``maxAttempts`` tries in all (targets and retries
+together; then the last answer or failure is returned), and a retry must be
+granted by the provider's ``RetryBudget`` (retries as a ratio of requests);
+a retry it denies moves on to the next target. Both are counted in
+``llmgw_retries_denied_total``.
 
 What one try holds (the breaker ticket, the reservation) and how each is
 given back whatever happens is ``admission.Hold``'s; retry delays and
@@ -27,7 +34,6 @@ then the last upstream answer or failure as it was.
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 
@@ -89,6 +95,9 @@ async def attempt_targets(call: Call, next_step: Next) -> web.StreamResponse:
     previous = ""
     for target in call.route.targets:
         current = call.snapshot.providers[target.provider]
+        if call.attempts >= call.snapshot.config.max_attempts:
+            metrics_.count(metrics_.retries_denied, (current.name, "max_attempts"))
+            break
         if previous:
             metrics_.count(metrics_.fallbacks, (call.route.model, previous, current.name))
         previous = current.name
@@ -118,7 +127,7 @@ async def _serve_from(
             status = result.status
             if status < 400 or result.prepared:
                 return result  # a success, or a stream already under way: the caller has it
-            retry_after = _retry_after(result.headers)
+            retry_after = _retry_after(result.headers, current.provider.retry.max_retry_after)
             if status == 429:
                 _pause(call, current, retry_after)
                 return None
@@ -128,6 +137,11 @@ async def _serve_from(
             current.provider.retry, tries, _RNG, retry_after=retry_after, time_left=deadline - loop.time()
         )
         if wait_for is None:
+            return None
+        denied = _retry_denied(call, current)
+        if denied:
+            metrics_ = call.services.metrics
+            metrics_.count(metrics_.retries_denied, (current.name, denied))
             return None
         await asyncio.sleep(wait_for)
 
@@ -157,31 +171,42 @@ async def _try(
             metrics_ = call.services.metrics
             metrics_.count(metrics_.retries, (current.name,))
         call.attempts += 1
+        if not retry:
+            current.budget.request()
         call.target, call.provider, call.wants_usage = target, current, hold.reservation is not None
-        call.usage, call.status, call.stream_text = None, 0, ""
+        call.usage, call.status, call.stream_text, call.broken = None, 0, "", None
         hold.sent = True
         try:
             answer = await next_step(call)
         except errors.ProxyError as failure:
             hold.failed(failure)
             return failure
-        hold.answered(answer.status)
+        if call.broken is not None:
+            hold.broke_off(call.broken)
+        else:
+            hold.answered(answer.status)
         return answer
 
 
-def _retry_after(headers: object) -> float | None:
+def _retry_denied(call: Call, current: state.ProviderState) -> str:
+    """Why the retry may not go ("" when it may); a granted retry is taken from the budget."""
+    if call.attempts >= call.snapshot.config.max_attempts:
+        return "max_attempts"
+    if not current.budget.try_retry():
+        return "budget"
+    return ""
+
+
+def _retry_after(headers: object, cap: float) -> float | None:
     get = getattr(headers, "get", None)
     if get is None:
         return None
-    seconds: float | None = backoff.parse_retry_after_ms(get("retry-after-ms"))
-    if seconds is None:
-        seconds = backoff.parse_retry_after(get("Retry-After"), time.time())
-    return seconds
+    return backoff.retry_after(get("retry-after-ms"), get("Retry-After"), time.time(), cap)
 
 
 def _pause(call: Call, current: state.ProviderState, retry_after: float | None) -> None:
-    # No Retry-After: a short pause still spreads the next requests over the fallbacks.
-    seconds = retry_after if retry_after is not None and math.isfinite(retry_after) else 1.0
+    # No usable Retry-After: a short pause still spreads the next requests over the fallbacks.
+    seconds = retry_after if retry_after is not None else min(1.0, current.provider.retry.max_retry_after)
     current.pausable_limiter().pause(asyncio.get_running_loop().time() + seconds)
     metrics_ = call.services.metrics
     metrics_.count(metrics_.provider_paused, (current.name,))

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from llmgw_proxy import config, upstream
+from llmgw_proxy import config, errors, upstream
 from llmgw_proxy.runtime import state
 from llmgw_proxy.telemetry import metrics, tracing
 
@@ -71,6 +71,7 @@ class Call:
     upstream_duration: float | None = None
     usage: dict[str, Any] | None = None
     stream_text: str = ""  # a stream's completion text, kept only when wants_usage (to estimate usage)
+    broken: errors.ProxyError | None = None  # the upstream failed a stream after its headers went out
 
 
 Next = Callable[[Call], Awaitable[web.StreamResponse]]

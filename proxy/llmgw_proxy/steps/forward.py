@@ -201,7 +201,7 @@ async def _relay_stream(
             complete = True
         except upstream.UpstreamError as exc:
             failure = _failure(call.provider.name if call.provider else "", exc)
-            call.status = failure.status
+            call.status, call.broken = failure.status, failure
             await out.write(sse.error_event(failure.message, failure.type, failure.code or ""))
         await out.write_eof()
     except ConnectionResetError:

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 import prometheus_client as prom
 from prometheus_client import core
 
-from llmgw_proxy.runtime import state
+from llmgw_proxy.runtime import reload, state
 
 _BREAKER_STATE = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -68,6 +68,7 @@ class Metrics:
         # Bypasses and refreshes; hits and misses are the store's own counts, added at scrape time.
         self.cache_lookups: dict[tuple[str, ...], int] = {}
         self.provider_paused: dict[tuple[str, ...], int] = {}
+        self.retries_denied: dict[tuple[str, ...], int] = {}
         self.registry.register(_Collector(self))
 
     def observe(
@@ -126,6 +127,13 @@ _COUNTERS = (
     ("retries", "llmgw_retries", "Upstream requests sent again to the same target.", ("provider",)),
     ("fallbacks", "llmgw_fallbacks", "Moves from one route target to the next.", ("route", "from", "to")),
     ("provider_paused", "llmgw_provider_paused", "Upstream 429s that paused a provider.", ("provider",)),
+    (
+        "retries_denied",
+        "llmgw_retries_denied",
+        "Retries not sent: the provider's retry budget was spent (budget) or the request's "
+        "maxAttempts was reached (max_attempts).",
+        ("provider", "reason"),
+    ),
 )
 
 
@@ -198,11 +206,14 @@ class _Collector:
             "Generation of the config being served (1 = first load).",
             value=snapshot.generation if snapshot else 0,
         )
-        yield core.CounterMetricFamily(
+        failures = core.CounterMetricFamily(
             "llmgw_config_reload_failures",
-            "Config or key file reloads refused.",
-            value=m.live.reload_failures,
+            "Config or key file reloads refused, by reason.",
+            labels=["reason"],
         )
+        for reason in reload.REASONS:  # every code, 0 included: a bounded set that rate() can read
+            failures.add_metric([reason], m.live.reload_failures.get(reason, 0))
+        yield failures
         stats = m.live.cache.stats
         lookups = dict(m.cache_lookups)
         lookups[("hit",)] = lookups.get(("hit",), 0) + stats.hits

@@ -40,6 +40,13 @@ def test_listens_on_loopback_and_serves_probes_on_all_interfaces() -> None:
     assert compiled.log_level == "debug"
 
 
+def test_the_gateway_caps_the_upstream_tries_of_one_request() -> None:
+    default = proxy_config.compile_config(renderkit.gateway_spec(), renderkit.policies(), replicas=1)
+    assert default.max_attempts == 5
+    spec = renderkit.gateway_spec(proxy={"maxAttempts": 2})
+    assert proxy_config.compile_config(spec, renderkit.policies(), replicas=1).max_attempts == 2
+
+
 def test_a_missing_policy_is_named() -> None:
     with pytest.raises(KeyError, match="fallback"):
         proxy_config.compile_config(
@@ -52,7 +59,16 @@ def test_policy_settings_map_field_by_field() -> None:
         provider="azure-openai",
         apiVersion="2024-06-01",
         timeouts={"connect": 2, "firstByte": 7, "total": 30},
-        retry={"attempts": 4, "baseBackoff": 0.5, "maxBackoff": 2, "honorRetryAfter": False},
+        retry={
+            "attempts": 4,
+            "baseBackoff": 0.5,
+            "maxBackoff": 2,
+            "honorRetryAfter": False,
+            "maxRetryAfter": 9,
+            "budgetRatio": 0.5,
+            "budgetMinPerSecond": 3,
+            "budgetWindow": 20,
+        },
         circuitBreaker={"consecutiveFailures": 3, "failureRatio": 0.5, "openDuration": 5, "failOn": ["5xx"]},
         cache={"enabled": True, "ttl": 60, "mode": "all"},
     )
@@ -64,7 +80,14 @@ def test_policy_settings_map_field_by_field() -> None:
     assert provider.api_version == "2024-06-01"
     assert provider.timeouts == config.Timeouts(connect=2, first_byte=7, total=30)
     assert provider.retry == config.Retry(
-        attempts=4, base_backoff=0.5, max_backoff=2, honor_retry_after=False
+        attempts=4,
+        base_backoff=0.5,
+        max_backoff=2,
+        honor_retry_after=False,
+        max_retry_after=9,
+        budget_ratio=0.5,
+        budget_min_per_second=3,
+        budget_window=20,
     )
     assert provider.circuit_breaker == config.CircuitBreaker.model_validate(
         {"consecutiveFailures": 3, "failureRatio": 0.5, "openDuration": 5, "failOn": ["5xx"]}

@@ -136,3 +136,33 @@ def test_retry_after_parsing_never_raises(value: str) -> None:
 )
 def test_parses_retry_after_ms(value: str | None, expected: float | None) -> None:
     assert backoff.parse_retry_after_ms(value) == (pytest.approx(expected) if expected else expected)
+
+
+@pytest.mark.parametrize(
+    ("ms", "value", "expected"),
+    [
+        pytest.param(None, "86400", 60.0, id="a-day-capped"),
+        pytest.param(None, "Tue, 14 Nov 2024 22:13:20 GMT", 60.0, id="date-a-year-ahead-capped"),
+        pytest.param(None, "Tue, 14 Nov 2023 22:13:50 GMT", 30.0, id="date-within-the-cap"),
+        pytest.param(None, "9" * 400, 60.0, id="absurdly-many-digits"),
+        pytest.param(None, "12", 12.0, id="within-the-cap"),
+        pytest.param("86400000", None, 60.0, id="ms-capped"),
+        pytest.param("inf", "5", 5.0, id="garbage-ms-falls-back"),
+        pytest.param(None, "-5", None, id="negative"),
+        pytest.param(None, "soon", None, id="garbage"),
+        pytest.param(None, "1e9", None, id="exponent-is-not-delta-seconds"),
+        pytest.param(None, None, None, id="absent"),
+    ],
+)
+def test_an_upstream_retry_after_is_capped_and_garbage_is_ignored(
+    ms: str | None, value: str | None, expected: float | None
+) -> None:
+    assert backoff.retry_after(ms, value, NOW, cap=60.0) == expected
+
+
+@given(st.one_of(st.none(), st.text()), st.one_of(st.none(), st.text()), st.floats(0.001, 3600))
+def test_a_retry_after_is_never_negative_nor_past_the_cap(
+    ms: str | None, value: str | None, cap: float
+) -> None:
+    seconds = backoff.retry_after(ms, value, NOW, cap)
+    assert seconds is None or 0 <= seconds <= cap

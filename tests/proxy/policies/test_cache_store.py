@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from collections.abc import Callable
 
 import pytest
@@ -74,7 +76,7 @@ def test_storing_again_replaces_the_value_and_its_size(make: MakeStore, clock: F
     store.put(K, b"a" * 100, ttl=10)
     store.put(K, b"b", ttl=10)
     assert store.get(K) == b"b"
-    assert (store.stats.entries, store.stats.bytes) == (1, 64 + 1)
+    assert (store.stats.entries, store.stats.bytes) == (1, 64 + 1 + cache_store.ENTRY_OVERHEAD)
 
 
 def test_the_least_recently_used_entry_goes_first(make: MakeStore, clock: FakeClock) -> None:
@@ -92,7 +94,7 @@ def test_the_least_recently_used_entry_goes_first(make: MakeStore, clock: FakeCl
 def test_the_byte_bound_evicts_until_the_new_entry_fits(make: MakeStore, clock: FakeClock) -> None:
     store = make(clock, max_bytes=1024)
     for i in range(3):
-        store.put(key(i), b"x" * 300, ttl=10)  # 364 bytes each with the key
+        store.put(key(i), b"x" * 300, ttl=10)  # 684 bytes each with the key and the overhead
     assert store.stats.bytes <= 1024
     assert store.get(key(0)) is None
     assert store.get(key(2)) is not None
@@ -170,3 +172,24 @@ def test_never_exceeds_its_bounds_and_keeps_honest_counts(
     present = {k: v for k, v in found.items() if v is not None}
     assert store.stats.entries == len(present)
     assert store.stats.bytes == sum(cache_store.size(k, v) for k, v in present.items())
+
+
+@pytest.mark.parametrize("value_bytes", [8, 64, 4096])
+def test_max_bytes_bounds_the_memory_many_small_entries_really_hold(
+    clock: FakeClock, value_bytes: int
+) -> None:
+    # Key and value bytes alone made 500k small entries "of 32 MiB" hold 145 MiB.
+    max_bytes = 4 << 20
+    store = cache_store.MemoryStore(config.CacheStore(max_entries=10_000_000, max_bytes=max_bytes), clock)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(3 * max_bytes // (64 + value_bytes + 100)):  # far more than fit: evictions churn
+            store.put(key(i), i.to_bytes(8, "big") + b"v" * (value_bytes - 8), ttl=60)  # no shared objects
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert store.stats.evictions > 0
+    assert store.stats.bytes <= max_bytes
+    assert held <= 1.1 * max_bytes, f"{held / max_bytes:.2f} x maxBytes"

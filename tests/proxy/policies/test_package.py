@@ -15,6 +15,7 @@ def test_the_package_exposes_one_module_per_policy() -> None:
         "cache_store",
         "clock",
         "limits",
+        "retry_budget",
         "tokens",
     ]
 
