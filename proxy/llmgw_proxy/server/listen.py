@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -73,13 +73,11 @@ class _Handler(RequestHandler):
 
     def __init__(self, manager: web.Server, count: _Count, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
+        # Counted when made, not in connection_made: the loop accepts a burst of connections
+        # and makes all their protocols before the first connection_made runs.
         self._count = count
-        self._counted = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._count.open += 1
         self._counted = True
-        super().connection_made(transport)
+        count.open += 1
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._counted:
@@ -110,9 +108,10 @@ class _Refuse(asyncio.Protocol):
     """One connection past the cap: told why, then closed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(_FULL_ANSWER)
-        transport.close()
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check here.
+        stream = cast(asyncio.Transport, transport)
+        stream.write(_FULL_ANSWER)
+        stream.close()
 
 
 class CappedSite(web.TCPSite):
