@@ -6,7 +6,7 @@ import gzip
 import json
 import pathlib
 import zlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import openai
@@ -231,12 +231,14 @@ async def test_forwards_a_providers_allow_listed_headers_unless_connection_names
      "bad header", ""],
 )  # fmt: skip
 def test_refuses_to_allow_list_a_credential_or_hop_by_hop_header(name: str) -> None:
-    doc = {
+    doc: dict[str, Any] = {
         "providers": {"p": {"baseUrl": "http://127.0.0.1:1/v1", "forwardHeaders": [name]}},
         "routes": [{"model": "*", "targets": [{"provider": "p"}]}],
     }
     with pytest.raises(ValidationError, match="forwardHeaders"):
         config.parse(doc)
+    doc["providers"]["p"]["forwardHeaders"] = ["X-Tenant", "OpenAI-Project"]  # these may be chosen
+    assert config.parse(doc).providers["p"].forward_headers == ("x-tenant", "openai-project")
 
 
 def two_providers(upstream: str, key_file: pathlib.Path, primary_models: list[str]) -> dict[str, object]:

@@ -25,11 +25,7 @@ MODEL_NAME_MAX = 253
 ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]
 # A header name is an RFC 9110 token; which ones may be forwarded is the proxy config's rule.
 HeaderName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
-FORWARD_RULE = (
-    "self.all(h, !h.matches('(?i)^(proxy-.*|"
-    + "|".join(sorted(config.NEVER_FORWARDED))
-    + ")$'))"
-)
+FORWARD_RULE = "self.all(h, !h.matches('(?i)^(proxy-.*|" + "|".join(sorted(config.NEVER_FORWARDED)) + ")$'))"
 FORWARD_MESSAGE = "forwardHeaders may not name a credential, proxy or hop-by-hop header"
 MODEL_KEYS_MESSAGE = f"modelRateLimits keys are model names of 1 to {MODEL_NAME_MAX} characters"
 
