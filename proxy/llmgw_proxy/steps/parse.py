@@ -103,12 +103,19 @@ def _decode(raw: bytes) -> tuple[Any, bool]:
 
 
 def _check_depth(raw: bytes) -> None:
-    brackets = _STRING.sub(b"", raw).translate(_STEPS).replace(b"\0", b"")
-    if brackets and max(itertools.accumulate(memoryview(brackets).cast("b"))) > MAX_JSON_DEPTH:
+    if depth(raw) > MAX_JSON_DEPTH:
         raise errors.bad_request(
             f"The request body nests arrays and objects deeper than {MAX_JSON_DEPTH} levels",
             "json_too_deep",
         )
+
+
+def depth(raw: bytes) -> int:
+    """How deep a JSON document's arrays and objects nest (0 for a scalar), without decoding it:
+    its strings removed, each bracket left becomes a +1 or -1 step, and the running sum's
+    maximum is the depth. All of it runs in C, even for a body of megabytes."""
+    brackets = _STRING.sub(b"", raw).translate(_STEPS).replace(b"\0", b"")
+    return max(itertools.accumulate(memoryview(brackets).cast("b")), default=0)
 
 
 def _refuse_duplicate_routed_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
