@@ -62,7 +62,6 @@ def nested(depth: int, opener: str = "[", closer: str = "]") -> bytes:
         ),
         pytest.param(b'{"model": "m", "model": "other"}', "duplicate_key", id="model-twice"),
         pytest.param(b'{"model": "m", "mod\\u0065l": "other"}', "duplicate_key", id="model-twice-escaped"),
-        pytest.param(b'{"model": "m", "stream": false, "stream": true}', "duplicate_key", id="stream-twice"),
         pytest.param(
             b'{"model": "m", "x": 1' + b"0" * 5000 + b"}", "invalid_json", id="int-past-python-limit"
         ),
