@@ -42,6 +42,7 @@ _DROP_RESPONSE = frozenset(
         "x-request-id",
     }
 )
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
 _USAGE = b'"usage"'
 USER_AGENT = "llmgw-proxy"
 _DECODER = json.JSONDecoder()
@@ -66,12 +67,12 @@ def request_headers(
 ) -> CIMultiDict[str]:
     headers: CIMultiDict[str] = CIMultiDict()
     hop = incoming.get("Connection")
-    named = {t.strip().lower() for t in hop.split(",")} if hop else ()
+    # Headers the caller's Connection names are hop-by-hop: they end here, even allow-listed.
+    named = () if hop is None or hop in _PLAIN_CONNECTION else {t.strip().lower() for t in hop.split(",")}
     for name in allowed:
-        if name in named:
-            continue  # the caller declared it hop-by-hop: it ends here
-        for value in incoming.getall(name, ()):
-            headers.add(name, value)
+        if name in incoming and name not in named:  # most allowed names are absent: one lookup
+            for value in incoming.getall(name):
+                headers.add(name, value)
     headers.update(keys.auth_headers(kind, key))
     if "User-Agent" not in headers:
         headers["User-Agent"] = USER_AGENT  # rather than aiohttp's, which names its version
