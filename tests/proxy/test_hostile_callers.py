@@ -339,3 +339,23 @@ async def test_keeps_the_metric_series_bounded_whatever_model_names_callers_send
     async with http.post(proxy.url + CHAT, json={"model": "y" * 1_000_000}) as resp:
         assert resp.status == 400
     assert len(proxy.metrics_text()) <= size + 400  # counted in the 400's existing series
+
+
+@pytest.mark.parametrize("value", [b"NaN", b"-Infinity", b"1e999", b"123456789012345678901234567890"])
+async def test_passes_on_numbers_only_the_json_module_reads_without_failing(
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    http: aiohttp.ClientSession,
+    fake: fake_provider.FakeProvider,
+    value: bytes,
+) -> None:
+    doc = make_doc(upstream, key_file)
+    doc["providers"]["fake"]["cache"] = {"enabled": True, "mode": "all"}  # the cache key reads the body too
+    proxy = await start_proxy(doc)
+    body = b'{"model": "m", "messages": [], "temperature": ' + value + b', "seed": ' + value + b"}"
+    for _ in range(2):
+        async with http.post(proxy.url + CHAT, data=body, headers=JSON) as resp:
+            assert resp.status == 200, await resp.text()
+    assert len(fake.requests) == 1  # the second was a cache hit: the key was computed both times
