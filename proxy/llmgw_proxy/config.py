@@ -11,15 +11,68 @@ Field names are camelCase on the wire (like the CRDs) and snake_case in Python.
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 CONFIG_VERSION: Literal[1] = 1
 MiB = 1024 * 1024
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+OTHER_MODEL = "other"
+"""The metric label of a model name the config does not write (see ``ProxyConfig.model_names``)."""
+
+FORWARDED_HEADERS = ("content-type", "accept", "user-agent", "openai-beta", "traceparent", "tracestate")
+"""Caller headers sent upstream by default; a provider's ``forwardHeaders`` adds to them."""
+NEVER_FORWARDED = frozenset(
+    {
+        # Credentials: the caller's never reach the provider, which gets the gateway's key.
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "cookie",
+        # Hop-by-hop (RFC 9110 7.6.1) and what the sidecar sets itself for the upstream hop.
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+        "content-encoding",
+        "expect",
+        # Claims about the client's network path, which the provider must not take from a caller.
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+    }
+)
+"""Header names ``forwardHeaders`` may not name."""
+MAX_FORWARD_HEADERS = 32
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz")
+
+
+def check_forward_headers(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``names`` lower-cased, or ValueError naming the first one that may not be forwarded."""
+    out: list[str] = []
+    for name in names:
+        lower = name.lower()
+        if not lower or len(lower) > 64 or not set(lower) <= _TOKEN:
+            raise ValueError(f"forwardHeaders: {name[:64]!r} is not a header name")
+        if lower in NEVER_FORWARDED or lower.startswith("proxy-"):
+            raise ValueError(f"forwardHeaders: {name!r} is a credential or hop-by-hop header")
+        if lower not in out and lower not in FORWARDED_HEADERS:
+            out.append(lower)
+    return tuple(out)
 
 
 class _Model(BaseModel):
@@ -46,13 +99,34 @@ class FailureKind(enum.StrEnum):
 
 
 class Listener(_Model):
+    """The API listener (loopback: the application's). Read at start; a reload does not rebind."""
+
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    idle_timeout: Seconds = Field(
+        75.0,
+        description="Seconds a connection may wait between requests, or take to send a request's "
+        "headers, before it is closed.",
+    )
+    read_timeout: Seconds = Field(30.0, description="Seconds a request's body may take to arrive (408).")
+    max_connections: int = Field(
+        4096, ge=1, le=1_000_000, description="Open connections; past it a new one gets 503 and is closed."
+    )
 
 
 class AdminListener(_Model):
+    """Probes and metrics, on all interfaces: any pod can reach it, so it is tightly bounded."""
+
     host: str = "0.0.0.0"
     port: int = Field(9090, ge=1, le=65535)
+    idle_timeout: Seconds = Field(
+        10.0,
+        description="Seconds a connection may wait between requests, or take to send a request's "
+        "headers, before it is closed.",
+    )
+    max_connections: int = Field(
+        64, ge=1, le=100_000, description="Open connections; past it a new one gets 503 and is closed."
+    )
 
 
 class Timeouts(_Model):
@@ -158,6 +232,20 @@ class Provider(_Model):
     circuit_breaker: CircuitBreaker | None = None
     retry: Retry = Retry()
     cache: CachePolicy = CachePolicy()
+    forward_headers: tuple[str, ...] = Field(
+        (),
+        max_length=MAX_FORWARD_HEADERS,
+        description="Caller headers sent upstream besides content-type, accept, user-agent, "
+        "openai-beta, traceparent and tracestate; credentials and hop-by-hop headers are refused.",
+    )
+    models: tuple[str, ...] | None = Field(
+        None, description="Upstream models this provider may be sent; any model when unset."
+    )
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return check_forward_headers(value)
 
 
 class Target(_Model):
@@ -200,6 +288,21 @@ class ProxyConfig(_Model):
                         f"route {route.model!r}: target provider {target.provider!r} is not in providers"
                     )
         return self
+
+    @functools.cached_property
+    def model_names(self) -> frozenset[str]:
+        """Every model name the config itself writes: routes (but '*'), target models, providers'
+        ``models`` and ``modelRateLimits``. Only these become metric label values: any other
+        name a caller sends (a '*' route passes any) is counted as ``OTHER_MODEL``."""
+        names = {r.model for r in self.routes if r.model != "*"}
+        names.update(t.model for r in self.routes for t in r.targets if t.model)
+        for provider in self.providers.values():
+            names.update(provider.models or ())
+            names.update(provider.model_rate_limits)
+        return frozenset(names)
+
+    def model_label(self, model: str) -> str:
+        return model if model in self.model_names else OTHER_MODEL
 
     def route_for(self, model: str) -> Route | None:
         wildcard = None

@@ -6,11 +6,11 @@ it may read or change the call, answer by itself (return a response or raise
 ``errors.ProxyError``), or hand over to ``next_step``::
 
     account          metrics, the log line, the server span; turns ProxyError into JSON
-    parse_body       content type, size limit, JSON, ``model``, ``stream``
-    resolve_route    ``model`` -> route (404 when none)
+    parse_body       content type and encoding, size and depth limits, JSON, ``model``, ``stream``
+    resolve_route    ``model`` -> route (404 when none), and the targets whose policy allows it
     cache            answer repeat deterministic requests from memory; a hit spends no
                      rate limit quota; a miss registers a hook that stores the answer
-    attempt_targets  route.targets in order; for each target:
+    attempt_targets  the allowed targets in order; for each target:
       breaker        skip a target whose breaker is open (503 when all are)
       rate limit     reserve a request and tokens, wait up to maxWait or skip the target
                      (429 + Retry-After when every target was refused)

@@ -20,7 +20,7 @@ import llmgw_proxy.upstream  # not `from llmgw_proxy import upstream`: that is a
 from llmgw_dev import fake_provider
 from llmgw_proxy import pipeline
 from llmgw_proxy.runtime import reload, state
-from llmgw_proxy.server import admin, api
+from llmgw_proxy.server import admin, api, listen
 from llmgw_proxy.steps import call
 from llmgw_proxy.telemetry import logs, metrics, tracing
 
@@ -135,8 +135,15 @@ async def start_proxy(aiohttp_server: AiohttpServer, tmp_path: pathlib.Path) -> 
         api_app = api.build_api(
             live, metrics_, tracing_ or tracing.Tracing(None), steps=steps, transport=transport
         )
-        api_server = await aiohttp_server(api_app)  # TestServer: handler_cancellation on, like run.run
-        admin_server = await aiohttp_server(admin.build(live, metrics_))
+        # The listeners' bounds as the sidecar sets them (its connection cap is run.run's alone).
+        cfg = watcher.config
+        assert cfg is not None
+        api_args = listen.handler_args(cfg.listen.idle_timeout)
+        # TestServer: handler_cancellation on, like run.run
+        api_server = await aiohttp_server(api_app, **api_args)
+        admin_server = await aiohttp_server(
+            admin.build(live, metrics_), **listen.handler_args(cfg.admin.idle_timeout)
+        )
         proxy = Proxy(
             str(api_server.make_url("")).rstrip("/"),
             str(admin_server.make_url("")).rstrip("/"),

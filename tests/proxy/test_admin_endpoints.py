@@ -53,11 +53,11 @@ async def test_exposes_request_latency_token_and_config_metrics(
         assert resp.status == 200
         assert resp.content_type == "text/plain"
         text = await resp.text()
-    labels = 'model="m",provider="fake",route="*"'
+    labels = 'model="other",provider="fake",route="*"'
     for line in (
         f'llmgw_requests_total{{{labels},status="200"}} 1.0',
         f"llmgw_request_duration_seconds_count{{{labels}}} 1.0",
-        'llmgw_upstream_duration_seconds_count{model="m",provider="fake"} 1.0',
+        'llmgw_upstream_duration_seconds_count{model="other",provider="fake"} 1.0',
         f'llmgw_tokens_total{{kind="prompt",{labels}}} 2.0',  # "user" and "hi"
         f'llmgw_tokens_total{{kind="completion",{labels}}} 12.0',
         "llmgw_in_flight_requests 0.0",
@@ -76,4 +76,4 @@ async def test_counts_a_stream_as_in_flight_until_it_ends(
     assert proxy.sample("llmgw_in_flight_requests") == 1
     await stream.close()
     await eventually(lambda: proxy.sample("llmgw_in_flight_requests") == 0)
-    assert proxy.sample("llmgw_requests_total", route="*", provider="fake", model="m", status="499") == 1
+    assert proxy.sample("llmgw_requests_total", route="*", provider="fake", model="other", status="499") == 1

@@ -46,7 +46,7 @@ async def test_a_step_inserted_after_routing_sees_the_route_and_can_refuse(
     assert caught.value.response.headers["Retry-After"] == "3"
     assert seen == [("allowed", "*"), ("blocked", "*")]
     assert len(fake.requests) == 1
-    assert proxy.sample("llmgw_requests_total", route="*", provider="", model="blocked", status="429") == 1
+    assert proxy.sample("llmgw_requests_total", route="*", provider="", model="other", status="429") == 1
 
 
 async def test_a_step_wrapping_the_upstream_call_sees_each_attempt(

@@ -98,7 +98,7 @@ async def test_an_upstream_429_pauses_the_provider_and_the_fallback_serves_witho
     raw = await ask(proxy)
     assert raw.headers["x-llmgw-provider"] == "fallback"
     assert len(pair.primary.requests) == 1, "a paused provider gets no requests"
-    labels = {"provider": "primary", "model": "m", "kind": "paused"}
+    labels = {"provider": "primary", "model": "other", "kind": "paused"}
     assert proxy.sample("llmgw_ratelimit_rejections_total", **labels) == 1
     assert proxy.sample("llmgw_fallbacks_total", route="*", **{"from": "primary", "to": "fallback"}) == 2
 

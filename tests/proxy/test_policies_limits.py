@@ -52,7 +52,7 @@ async def test_answers_429_with_retry_after_and_ratelimit_headers_once_every_tar
     assert headers["x-ratelimit-limit-tokens"] == "100000"
     assert {"x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"} <= set(headers)
     for provider, refusals in (("primary", 2), ("fallback", 1)):
-        labels = {"provider": provider, "model": "m", "kind": "requests"}
+        labels = {"provider": provider, "model": "other", "kind": "requests"}
         assert proxy.sample("llmgw_ratelimit_rejections_total", **labels) == refusals
     assert len(pair.primary.requests) == len(pair.fallback.requests) == 1
 
@@ -89,7 +89,9 @@ async def test_the_openai_client_retry_honours_retry_after_and_then_succeeds(
     raw = await client.chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
     assert raw.http_response.status_code == 200
     assert loop.time() - started >= 0.1  # it waited for the bucket (one request per 200 ms)
-    assert proxy.sample("llmgw_ratelimit_rejections_total", provider="fake", model="m", kind="requests") >= 1
+    assert (
+        proxy.sample("llmgw_ratelimit_rejections_total", provider="fake", model="other", kind="requests") >= 1
+    )
     assert len(fake.requests) == 2
 
     stingy = proxy.async_client(max_retries=0)

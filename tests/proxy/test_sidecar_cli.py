@@ -215,7 +215,7 @@ async def test_writes_a_request_line_for_any_model_name_json_allows(
 ) -> None:
     sidecar = await run_sidecar("--upstream", upstream, "--api-key-file", str(key_file))
     await sidecar.until_ready(http)
-    body = b'{"model": "%s", "messages": [], "n": 1e400}' % raw_model.encode()
+    body = b'{"model": "%s", "messages": [], "x": 1e400}' % raw_model.encode()
     async with http.post(
         await sidecar.api() + "/chat/completions", data=body, headers={"Content-Type": "application/json"}
     ) as resp:

@@ -62,7 +62,7 @@ async def test_counts_the_tokens_a_stream_reports_in_its_usage_chunk(proxy: Prox
     )
     chunks = [c async for c in stream]
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 12
-    labels = {"route": "*", "provider": "fake", "model": "m"}
+    labels = {"route": "*", "provider": "fake", "model": "other"}
     assert proxy.sample("llmgw_tokens_total", kind="completion", **labels) == 12
     assert proxy.sample("llmgw_tokens_total", kind="prompt", **labels) == 4
 
@@ -84,5 +84,7 @@ async def test_ends_a_stream_that_stalls_past_the_total_timeout_with_an_error_ev
         async for _ in stream:
             pass
     await eventually(
-        lambda: proxy.sample("llmgw_requests_total", route="*", provider="fake", model="m", status="504") == 1
+        lambda: (
+            proxy.sample("llmgw_requests_total", route="*", provider="fake", model="other", status="504") == 1
+        )
     )

@@ -56,7 +56,7 @@ async def test_maps_each_upstream_fault_to_the_matching_client_exception(
     assert caught.value.response.headers["x-llmgw-provider"] == "fake"
     if status == 429:
         assert caught.value.response.headers["Retry-After"] == "7"
-    labels = {"route": "*", "provider": "fake", "model": "m", "status": str(status)}
+    labels = {"route": "*", "provider": "fake", "model": "other", "status": str(status)}
     assert proxy.sample("llmgw_requests_total", **labels) == 1
 
 

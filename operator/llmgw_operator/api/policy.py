@@ -23,6 +23,10 @@ SHORT_NAMES = ("llmpp",)
 Seconds = Annotated[float, Field(gt=0, le=3600)]
 MODEL_NAME_MAX = 253
 ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]
+# A header name is an RFC 9110 token; which ones may be forwarded is the proxy config's rule.
+HeaderName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
+FORWARD_RULE = "self.all(h, !h.matches('(?i)^(proxy-.*|" + "|".join(sorted(config.NEVER_FORWARDED)) + ")$'))"
+FORWARD_MESSAGE = "forwardHeaders may not name a credential, proxy or hop-by-hop header"
 MODEL_KEYS_MESSAGE = f"modelRateLimits keys are model names of 1 to {MODEL_NAME_MAX} characters"
 
 
@@ -232,6 +236,27 @@ class ProviderPolicySpec(common.Model):
     retry: Retry = Field(default_factory=Retry, description="Retries before falling back.")
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
     cache: CachePolicy = Field(default_factory=CachePolicy, description="Response caching.")
+    forward_headers: tuple[HeaderName, ...] = Field(
+        default=(),
+        max_length=config.MAX_FORWARD_HEADERS,
+        description=(
+            "Caller headers sent to the provider besides content-type, accept, user-agent, openai-beta, "
+            "traceparent and tracestate. Credentials, proxy and hop-by-hop headers are refused."
+        ),
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            # The API server refuses what the operator would: the same list, from the proxy config.
+            **common.cel_rules(common.cel(FORWARD_RULE, FORWARD_MESSAGE)),
+        },
+    )
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _forwardable(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return config.check_forward_headers(value)
+        except ValueError as exc:
+            raise ValueError(f"{FORWARD_MESSAGE} ({exc})") from None
 
     @field_validator("model_rate_limits", mode="before")
     @classmethod

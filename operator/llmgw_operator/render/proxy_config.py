@@ -67,6 +67,9 @@ def provider(name: str, spec: policy.ProviderPolicySpec, replicas: int) -> confi
         ),
         retry=config.Retry(**_same_fields(spec.retry)),
         cache=config.CachePolicy(**_same_fields(spec.cache)),
+        forward_headers=spec.forward_headers,
+        # The sidecar enforces the allow-list itself: a '*' route would pass any model.
+        models=tuple(sorted(spec.models)) if spec.models is not None else None,
     )
 
 

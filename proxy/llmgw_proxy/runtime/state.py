@@ -45,6 +45,9 @@ class ProviderState:
         self.name = name
         self.provider = provider
         self.base_url = provider.base_url.rstrip("/")
+        self.models = frozenset(provider.models) if provider.models is not None else None
+        # Caller headers sent upstream: the defaults, then the policy's own.
+        self.forward_headers = config.FORWARDED_HEADERS + provider.forward_headers
         t = provider.timeouts
         self.timeouts = upstream.Timeouts(connect=t.connect, first_byte=t.first_byte, total=t.total)
         self._clock = clock_
@@ -56,6 +59,10 @@ class ProviderState:
         if provider.circuit_breaker is not None:
             listener = _on_transition(name, transitions)
             self.breaker = breaker.Breaker(provider.circuit_breaker, clock_, [listener])
+
+    def allows(self, model: str) -> bool:
+        """The provider's ``models`` allow-list (the policy's) lets ``model`` be sent to it."""
+        return self.models is None or model in self.models
 
     def pausable_limiter(self) -> limits.ProviderLimiter:
         """The limiter, made now if the provider has no limits: an upstream 429 pauses it anyway."""

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from llmgw_proxy import config
 from llmgw_proxy.runtime import reload, state
-from llmgw_proxy.server import admin, api
+from llmgw_proxy.server import admin, api, listen
 from llmgw_proxy.telemetry import logs, metrics, tracing
 
 log = logging.getLogger("llmgw.server")
@@ -76,21 +76,42 @@ async def run(
     assert cfg is not None
     tracing_ = tracing.from_environment()
 
+    api_args = listen.handler_args(cfg.listen.idle_timeout)
+    admin_args = listen.handler_args(cfg.admin.idle_timeout)
     api_runner = web.AppRunner(
         api.build_api(live, metrics_, tracing_),
         handle_signals=False,
         access_log=None,
         handler_cancellation=True,  # a client that goes away cancels its upstream call
         shutdown_timeout=cfg.shutdown_grace,
+        **api_args,
     )
-    admin_runner = web.AppRunner(admin.build(live, metrics_), handle_signals=False, access_log=None)
+    admin_runner = web.AppRunner(
+        admin.build(live, metrics_), handle_signals=False, access_log=None, **admin_args
+    )
     await api_runner.setup()
     await admin_runner.setup()
     api_port = cfg.listen.port if overrides.port is None else overrides.port
     admin_port = cfg.admin.port if overrides.admin_port is None else overrides.admin_port
+    sites = (
+        listen.CappedSite(
+            api_runner,
+            overrides.host or cfg.listen.host,
+            api_port,
+            max_connections=cfg.listen.max_connections,
+            handler_args={**api_args, "access_log": None},
+        ),
+        listen.CappedSite(
+            admin_runner,
+            overrides.admin_host or cfg.admin.host,
+            admin_port,
+            max_connections=cfg.admin.max_connections,
+            handler_args={**admin_args, "access_log": None},
+        ),
+    )
     try:
-        await web.TCPSite(api_runner, overrides.host or cfg.listen.host, api_port).start()
-        await web.TCPSite(admin_runner, overrides.admin_host or cfg.admin.host, admin_port).start()
+        for site in sites:
+            await site.start()
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         await api_runner.cleanup()

@@ -63,7 +63,7 @@ def _record(call: Call) -> None:
     call.services.metrics.observe(
         route,
         provider,
-        call.model if call.route else "",
+        call.snapshot.config.model_label(call.model) if call.route else "",
         call.status,
         duration,
         call.upstream_duration,

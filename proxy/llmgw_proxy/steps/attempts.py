@@ -93,7 +93,7 @@ async def attempt_targets(call: Call, next_step: Next) -> web.StreamResponse:
     metrics_ = call.services.metrics
     outcome = _Outcome()
     previous = ""
-    for target in call.route.targets:
+    for target in call.targets:  # the route's targets that may serve the model
         current = call.snapshot.providers[target.provider]
         if call.attempts >= call.snapshot.config.max_attempts:
             metrics_.count(metrics_.retries_denied, (current.name, "max_attempts"))
@@ -162,7 +162,8 @@ async def _try(
         if refusal is not None:
             if isinstance(refusal, limits.Refused):
                 metrics_ = call.services.metrics
-                metrics_.count(metrics_.ratelimit_rejections, (current.name, upstream_model, refusal.reason))
+                label = call.snapshot.config.model_label(upstream_model)
+                metrics_.count(metrics_.ratelimit_rejections, (current.name, label, refusal.reason))
             outcome.refused(refusal)
             return None
         if hold.wait > 0:

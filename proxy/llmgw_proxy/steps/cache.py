@@ -44,8 +44,8 @@ _CHAT = "chat/completions"
 
 
 async def cache(call: Call, next_step: Next) -> web.StreamResponse:
-    assert call.route is not None
-    primary = call.route.targets[0]
+    assert call.route is not None and call.targets
+    primary = call.targets[0]
     policy = call.snapshot.providers[primary.provider].provider.cache
     if not policy.enabled:
         return await next_step(call)

@@ -56,8 +56,9 @@ class Call:
     model: str = ""
     stream: bool = False
     finite: bool = False  # the body holds no NaN or infinity (known when orjson decoded it)
-    # resolve_route
+    # resolve_route: the route, and those of its targets whose provider may serve the model.
     route: config.Route | None = None
+    targets: tuple[config.Target, ...] = ()
     # Any step: headers the caller's answer carries, and hooks for a complete 200 answer.
     response_headers: dict[str, str] = dataclasses.field(default_factory=dict)
     answer_hooks: list[AnswerHook] = dataclasses.field(default_factory=list)

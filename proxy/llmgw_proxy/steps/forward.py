@@ -1,8 +1,11 @@
 """The last step: one exchange with the chosen provider, relayed to the caller.
 
 The body goes upstream as the caller sent it (re-encoded only when the target
-renames the model); the caller's credentials and hop-by-hop headers stay
-behind and the provider's key is added. A streamed answer is written on as
+renames the model). Of the caller's headers only an allow-list goes upstream
+(``config.FORWARDED_HEADERS`` and the provider's ``forwardHeaders``), never one
+the caller's ``Connection`` header names: the caller's credentials, its
+organization or project, proxy and hop-by-hop headers stay behind, and the
+provider's key is added. A streamed answer is written on as
 each chunk arrives; a failure after the headers went out ends the stream with
 an in-band OpenAI error event, which the ``openai`` client raises as APIError.
 """
@@ -13,6 +16,7 @@ import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -23,27 +27,6 @@ from llmgw_proxy.runtime import keys
 from llmgw_proxy.steps.call import Call, Next
 from llmgw_proxy.upstream import sse
 
-# Lower-case names. Credentials of the caller never travel upstream; the
-# encoding is left to the client session, which decodes what it asked for.
-_DROP_REQUEST = frozenset(
-    {
-        "authorization",
-        "api-key",
-        "proxy-authorization",
-        "cookie",
-        "host",
-        "content-length",
-        "connection",
-        "keep-alive",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "expect",
-        "accept-encoding",
-        "x-request-id",
-    }
-)
 _DROP_RESPONSE = frozenset(
     {
         "content-length",
@@ -59,6 +42,7 @@ _DROP_RESPONSE = frozenset(
         "x-request-id",
     }
 )
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
 _USAGE = b'"usage"'
 USER_AGENT = "llmgw-proxy"
 _DECODER = json.JSONDecoder()
@@ -66,17 +50,29 @@ _DECODER = json.JSONDecoder()
 
 def url_for(provider: config.Provider, base_url: str, endpoint: str, model: str) -> str:
     if provider.kind is config.ProviderKind.AZURE_OPENAI:
-        url = f"{base_url}/openai/deployments/{model}/{endpoint}"
-        return f"{url}?api-version={provider.api_version}" if provider.api_version else url
+        # resolve_route refuses a caller's name that is no plain segment; quoting also keeps a
+        # configured target name from changing the path or the query.
+        url = f"{base_url}/openai/deployments/{quote(model, safe='')}/{endpoint}"
+        if provider.api_version:
+            return f"{url}?{urlencode({'api-version': provider.api_version})}"
+        return url
     return f"{base_url}/{endpoint}"
 
 
 def request_headers(
-    incoming: CIMultiDictProxy[str], key: keys.Key | None, kind: config.ProviderKind
+    incoming: CIMultiDictProxy[str],
+    key: keys.Key | None,
+    kind: config.ProviderKind,
+    allowed: tuple[str, ...] = config.FORWARDED_HEADERS,
 ) -> CIMultiDict[str]:
-    headers = CIMultiDict(incoming)  # a C-level copy; dropping by name beats filtering in Python
-    for name in _DROP_REQUEST:
-        headers.popall(name, None)
+    headers: CIMultiDict[str] = CIMultiDict()
+    hop = incoming.get("Connection")
+    # Headers the caller's Connection names are hop-by-hop: they end here, even allow-listed.
+    named = () if hop is None or hop in _PLAIN_CONNECTION else {t.strip().lower() for t in hop.split(",")}
+    for name in allowed:
+        if name in incoming and name not in named:  # most allowed names are absent: one lookup
+            for value in incoming.getall(name):
+                headers.add(name, value)
     headers.update(keys.auth_headers(kind, key))
     if "User-Agent" not in headers:
         headers["User-Agent"] = USER_AGENT  # rather than aiohttp's, which names its version
@@ -117,7 +113,9 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
             }
         body = json.dumps(changed).encode()
     url = url_for(provider, state.base_url, call.endpoint, upstream_model)
-    headers = request_headers(call.request.headers, call.snapshot.keys.get(state.name), provider.kind)
+    headers = request_headers(
+        call.request.headers, call.snapshot.keys.get(state.name), provider.kind, state.forward_headers
+    )
 
     tracing = call.services.tracing
     span = None

@@ -12,7 +12,9 @@ breaker transitions), and its cache store's ``Stats``. ``Metrics`` is handed
 the ``Live`` when it is made.
 
 Labels never carry keys or prompt text: route, provider and model come from
-the config, status is the HTTP status the caller got.
+the config, status is the HTTP status the caller got. A model name the config
+does not write (a ``*`` route passes any) is labelled ``other``
+(``config.ProxyConfig.model_label``), so callers cannot grow the series.
 """
 
 from __future__ import annotations

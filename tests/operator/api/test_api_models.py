@@ -38,6 +38,16 @@ def _cel_messages(definition: dict[str, Any]) -> set[str]:
 
 POLICY_RULES = [
     pytest.param(
+        _policy(forwardHeaders=["X-Tenant", "X-Api-Key"]),
+        "forwardHeaders may not name a credential, proxy or hop-by-hop header",
+        id="forward-headers-no-credential",
+    ),
+    pytest.param(
+        _policy(forwardHeaders=["Proxy-Anything"]),
+        "forwardHeaders may not name a credential, proxy or hop-by-hop header",
+        id="forward-headers-no-proxy-header",
+    ),
+    pytest.param(
         _policy(provider="azure-openai", apiKeySecretRef={"name": "k", "key": "k"}),
         "apiVersion is required when provider is azure-openai",
         id="azure-needs-api-version",

@@ -71,6 +71,8 @@ def test_policy_settings_map_field_by_field() -> None:
         },
         circuitBreaker={"consecutiveFailures": 3, "failureRatio": 0.5, "openDuration": 5, "failOn": ["5xx"]},
         cache={"enabled": True, "ttl": 60, "mode": "all"},
+        forwardHeaders=["X-Tenant", "OpenAI-Project"],
+        models=["gpt-4o", "gpt-4o-mini"],
     )
     compiled = proxy_config.compile_config(
         renderkit.gateway_spec(routes=[{"model": "m", "targets": [{"policy": "p"}]}]), {"p": spec}, replicas=1
@@ -93,6 +95,13 @@ def test_policy_settings_map_field_by_field() -> None:
         {"consecutiveFailures": 3, "failureRatio": 0.5, "openDuration": 5, "failOn": ["5xx"]}
     )
     assert provider.cache == config.CachePolicy(enabled=True, ttl=60, mode=config.CacheMode.ALL)
+    assert provider.forward_headers == ("x-tenant", "openai-project")
+    assert provider.models == ("gpt-4o", "gpt-4o-mini")
+
+
+def test_a_policy_without_models_lets_the_sidecar_send_any() -> None:
+    compiled = proxy_config.compile_config(renderkit.gateway_spec(), renderkit.policies(), replicas=1)
+    assert all(p.models is None and p.forward_headers == () for p in compiled.providers.values())
 
 
 @pytest.mark.parametrize(
