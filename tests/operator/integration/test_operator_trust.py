@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import time
 from typing import Any
 
 import operatorkit
@@ -23,6 +24,9 @@ pytestmark = pytest.mark.cluster
 GW = "chat"
 KEYS = "llm-provider-keys"
 FOREIGN = {"app.kubernetes.io/managed-by": "someone-else"}
+# How long "nothing happens" is watched for (as in test_operator_cluster.py): a pass takes
+# milliseconds, so a few seconds show that none was caused.
+QUIET_WINDOW = 3.0
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +259,14 @@ def test_a_secret_not_marked_as_a_provider_key_is_not_read_until_labelled(
     warning_event(ns, "ProviderPolicy", "primary", "SecretNotMarked")
     assert not ns.exists(f"deployment/{GW}")
     assert not ns.exists(f"secret/{GW}-provider-keys")
+
+    # The operator's Secret watch selects marked Secrets server-side: a change to an unmarked
+    # one never reaches it, even one a policy names (before, it was watched and read again).
+    time.sleep(QUIET_WINDOW)  # let the passes that the status writes caused finish; see QUIET_WINDOW
+    offset = operator_process.offset()
+    ns.patch(f"secret/{KEYS}", {"stringData": {"other": "changed"}})
+    time.sleep(QUIET_WINDOW)  # absence cannot be awaited, only observed
+    assert f"GET /api/v1/namespaces/{ns.name}/secrets/{KEYS} " not in operator_process.text()[offset:]
 
     # The label is the owner's consent; the server-side watch sees it arrive.
     ns.kubectl("label", f"secret/{KEYS}", "llmgateway.io/provider-key=true")
