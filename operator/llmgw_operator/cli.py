@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     pods.add_argument(
         "--allow-privileged",
         action="store_true",
-        help="allow privileged containers and allowPrivilegeEscalation: true",
+        help="allow privileged containers, allowPrivilegeEscalation, hostProcess and any capability",
     )
     pods.add_argument("--allow-host-namespaces", action="store_true", help="allow hostPID and hostIPC")
     pods.add_argument("--allow-host-path", action="store_true", help="allow hostPath volumes")

@@ -20,6 +20,24 @@ from llmgw_operator.api import gateway
 # The CRD's CEL rule says the same, at admission; this check serves CRDs older than it.
 HOST_NETWORK_MESSAGE = gateway.HOST_NETWORK_RULE["message"]
 DEFAULT_SERVICE_ACCOUNT = "default"
+# Capabilities the Baseline Pod Security Standard lets a container add; any other needs --allow-privileged.
+BASELINE_CAPABILITIES = frozenset(
+    {
+        "AUDIT_WRITE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "MKNOD",
+        "NET_BIND_SERVICE",
+        "SETFCAP",
+        "SETGID",
+        "SETPCAP",
+        "SETUID",
+        "SYS_CHROOT",
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,6 +65,33 @@ def _security(container: Mapping[str, Any]) -> Mapping[str, Any]:
     return found if isinstance(found, Mapping) else {}
 
 
+def _privileges(name: str, security: Mapping[str, Any]) -> list[str]:
+    """What in one container's securityContext reaches past the container."""
+    found = [
+        f"container {name}: securityContext.{field} is not allowed by the operator's --allow-privileged"
+        for field in ("privileged", "allowPrivilegeEscalation")
+        if security.get(field) is True
+    ]
+    windows = security.get("windowsOptions")
+    if isinstance(windows, Mapping) and windows.get("hostProcess") is True:
+        found.append(
+            f"container {name}: securityContext.windowsOptions.hostProcess is not allowed by the operator's "
+            "--allow-privileged"
+        )
+    capabilities = security.get("capabilities")
+    added = capabilities.get("add") if isinstance(capabilities, Mapping) else None
+    extra = sorted(
+        {str(c).upper().removeprefix("CAP_") for c in added or [] if isinstance(c, str)}
+        - BASELINE_CAPABILITIES
+    )
+    if extra:
+        found.append(
+            f"container {name}: securityContext.capabilities.add {', '.join(extra)} is not allowed by the "
+            "operator's --allow-privileged"
+        )
+    return found
+
+
 def refusals(template: Mapping[str, Any], rules: Rules) -> list[str]:
     """Every reason to refuse ``template`` (a PodTemplateSpec), by field path; empty when allowed."""
     pod = template.get("spec")
@@ -70,13 +115,14 @@ def refusals(template: Mapping[str, Any], rules: Rules) -> list[str]:
         ]
     if not rules.privileged:
         for container in _containers(pod):
-            security = _security(container)
-            for field in ("privileged", "allowPrivilegeEscalation"):
-                if security.get(field) is True:
-                    found.append(
-                        f"container {container.get('name')}: securityContext.{field} is not allowed by "
-                        "the operator's --allow-privileged"
-                    )
+            found += _privileges(str(container.get("name")), _security(container))
+        pod_security = pod.get("securityContext")
+        windows = pod_security.get("windowsOptions") if isinstance(pod_security, Mapping) else None
+        if isinstance(windows, Mapping) and windows.get("hostProcess") is True:
+            found.append(
+                "template.spec.securityContext.windowsOptions.hostProcess is not allowed by the operator's "
+                "--allow-privileged"
+            )
     if rules.service_accounts:
         # serviceAccount is the deprecated alias the API server still honours: both are checked.
         named = {pod.get(f) for f in ("serviceAccountName", "serviceAccount")} - {None, ""}

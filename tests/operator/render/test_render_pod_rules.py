@@ -41,6 +41,34 @@ def privileged(field: str, where: str = "containers") -> dict[str, Any]:
             id="escalation-in-an-init-container",
         ),
         pytest.param(
+            {
+                "spec": {
+                    "containers": [{"name": "c", "securityContext": {"capabilities": {"add": ["sys_admin"]}}}]
+                }
+            },
+            DEFAULTS,
+            "capabilities.add SYS_ADMIN",
+            id="a-capability-baseline-refuses",
+        ),
+        pytest.param(
+            {
+                "spec": {
+                    "containers": [
+                        {"name": "c", "securityContext": {"windowsOptions": {"hostProcess": True}}}
+                    ]
+                }
+            },
+            DEFAULTS,
+            "container c: securityContext.windowsOptions.hostProcess",
+            id="windows-host-process",
+        ),
+        pytest.param(
+            template(securityContext={"windowsOptions": {"hostProcess": True}}),
+            DEFAULTS,
+            "template.spec.securityContext.windowsOptions.hostProcess",
+            id="windows-host-process-for-the-pod",
+        ),
+        pytest.param(
             template(serviceAccountName="admin"),
             pod_rules.Rules(service_accounts=frozenset({"app"})),
             "serviceAccountName admin is not among the allowed ServiceAccounts (app)",
@@ -82,6 +110,22 @@ def test_refuses_what_the_rules_do_not_allow(pod: dict[str, Any], rules: pod_rul
             id="allowed-by-the-chart",
         ),
         pytest.param(privileged("privileged"), EVERYTHING, id="privileged-allowed"),
+        pytest.param(
+            {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "securityContext": {
+                                "capabilities": {"add": ["NET_BIND_SERVICE"], "drop": ["ALL"]}
+                            },
+                        }
+                    ]
+                }
+            },
+            DEFAULTS,
+            id="a-capability-baseline-allows",
+        ),
         pytest.param(
             template(volumes=[{"name": "v", "emptyDir": {}}, {"name": "s", "secret": {"secretName": "x"}}]),
             DEFAULTS,
