@@ -181,6 +181,23 @@ FOREIGN_OBJECTS = [
         id="secret-with-the-operators-labels",
     ),
     pytest.param(foreign_hpa("web"), "horizontalpodautoscalers.v2.autoscaling", id="hpa"),
+    pytest.param(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": GW, "labels": FOREIGN},
+            "spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "busybox:1.36"}]},
+                },
+            },
+        },
+        "deployment",
+        id="deployment",
+    ),
 ]
 AUTOSCALING = {"minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 80}
 
@@ -218,7 +235,9 @@ def test_a_child_name_held_by_a_foreign_object_is_a_name_conflict_and_the_object
     assert f"{foreign['kind']} {foreign['metadata']['name']}" in reconciled["message"]
     warning_event(ns, "LLMGateway", GW, "NameConflict")
     assert_untouched(before, ns.get(ref, "--show-managed-fields"))
-    assert not ns.exists(f"deployment/{GW}")
+    if foreign["kind"] != "Deployment":
+        assert not ns.exists(f"deployment/{GW}")  # nothing applied
+    assert not ns.exists(f"configmap/{GW}-proxy-config") or foreign["kind"] == "ConfigMap"
 
     # Once the name is free the gateway takes it (the operator looks again with backoff).
     ns.kubectl("delete", ref)
