@@ -261,7 +261,7 @@ def run(work: Path) -> None:
             eventually(f"fake provider {name}", functools.partial(answers_ok, url))
         show(f"primary on :{PROVIDERS['primary']}, fallback on :{PROVIDERS['fallback']}")
 
-        step("kubectl apply the samples: a Secret, two ProviderPolicies, an LLMGateway")
+        step("kubectl apply the samples: a provider-key Secret, two ProviderPolicies, an LLMGateway")
         kubectl(kc, "create", "namespace", NAMESPACE)
         for sample in ("secret", "providerpolicy-primary", "providerpolicy-fallback", "llmgateway"):
             show(

@@ -11,6 +11,7 @@ import sys
 import kopf
 
 import llmgw_operator
+from llmgw_operator.render import pod_rules
 
 PRIORITY_RANGE = 1_000_000
 
@@ -54,11 +55,38 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--priority", type=int, help="peering priority (default: derived from POD_ID if asked, else 0)"
     )
+    pods = parser.add_argument_group(
+        "gateway pod templates",
+        "What an LLMGateway's pod template may ask for (hostNetwork is always refused).",
+    )
+    pods.add_argument(
+        "--allowed-service-account",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a ServiceAccount gateway pods may run as (repeatable; none given: any)",
+    )
+    pods.add_argument(
+        "--allow-privileged",
+        action="store_true",
+        help="allow privileged containers, allowPrivilegeEscalation, hostProcess and any capability",
+    )
+    pods.add_argument("--allow-host-namespaces", action="store_true", help="allow hostPID and hostIPC")
+    pods.add_argument("--allow-host-path", action="store_true", help="allow hostPath volumes")
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("--verbose", action="store_true")
     verbosity.add_argument("--debug", action="store_true")
     verbosity.add_argument("--quiet", action="store_true")
     return parser
+
+
+def rules_of(args: argparse.Namespace) -> pod_rules.Rules:
+    return pod_rules.Rules(
+        service_accounts=frozenset(args.allowed_service_account),
+        privileged=args.allow_privileged,
+        host_namespaces=args.allow_host_namespaces,
+        host_path=args.allow_host_path,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 standalone=not args.peering,
                 **({"peering_name": args.peering} if args.peering else {}),
                 priority=peering_priority(args),
+                memo=kopf.Memo(pod_rules=rules_of(args)),
             )
         )
     except KeyboardInterrupt:

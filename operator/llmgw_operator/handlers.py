@@ -22,7 +22,7 @@ import kopf
 import llmgw_operator
 from llmgw_operator import kube, reconcile, references, workqueue
 from llmgw_operator.api import common, gateway, policy
-from llmgw_operator.render import names
+from llmgw_operator.render import names, pod_rules
 
 GATEWAYS = (common.GROUP, common.VERSION, gateway.PLURAL)
 POLICIES = (common.GROUP, common.VERSION, policy.PLURAL)
@@ -40,12 +40,24 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Server-side selectors: the operator's watches (and kopf's caches) hold
+    # only Secrets marked as provider keys plus its own children, never every
+    # Secret or ConfigMap of the cluster. The handlers' label filters below are
+    # client-side and would not spare that.
+    settings.watching.label_selectors["v1", "secrets"] = names.PROVIDER_KEY_SELECTOR
+    for resource in (
+        ("v1", "configmaps"),
+        ("apps", "deployments"),
+        ("autoscaling", "horizontalpodautoscalers"),
+    ):
+        settings.watching.label_selectors[resource] = names.MANAGED_SELECTOR
     client = kube.Client.from_environment()
     minor = await client.server_minor()
     memo["reconciler"] = reconciler = reconcile.Reconciler(
         client,
         default_image=os.environ.get("LLMGW_PROXY_IMAGE", DEFAULT_PROXY_IMAGE),
         native_sidecar=minor >= NATIVE_SIDECAR_MINOR,
+        pod_rules=memo.get("pod_rules") or pod_rules.Rules(),
     )
 
     memo["gateways_by_policy"] = references.References()
@@ -53,10 +65,11 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo["gateways"] = workqueue.WorkQueue(_fresh_pass(client, "LLMGateway", reconciler.gateway))
     memo["policies"] = workqueue.WorkQueue(_fresh_pass(client, "ProviderPolicy", reconciler.policy))
     logger.info(
-        "llmgw-operator started (version %s, API server 1.%d, native sidecars %s)",
+        "llmgw-operator started (version %s, API server 1.%d, native sidecars %s, pod rules %s)",
         llmgw_operator.__version__,
         minor,
         minor >= NATIVE_SIDECAR_MINOR,
+        reconciler.pod_rules,
     )
 
 

@@ -3,7 +3,9 @@
 A gateway whose policies do not resolve keeps its children as they are: its
 pods go on serving the last good config while the status names what is
 missing, and the next event that fixes it (a policy or Secret appearing)
-triggers another pass.
+triggers another pass. The same holds for a pod template the operator refuses
+and for a child name held by an object the gateway does not control: nothing
+is written, and the status says why.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ import dataclasses
 import datetime
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, cast
+from typing import Any
 
-import kopf
 import pydantic
 
 from llmgw_operator import kube
 from llmgw_operator.api import common, gateway, policy
-from llmgw_operator.render import children, conditions, names, resolve
+from llmgw_operator.render import children, conditions, names, ownership, pod_rules, resolve
 from llmgw_operator.render.conditions import FALSE, TRUE, UNKNOWN, Verdict
 
 logger = logging.getLogger(__name__)
@@ -31,11 +32,21 @@ def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
+class NameConflict(RuntimeError):
+    """A child's name is held by an object the gateway does not control.
+
+    Raised after the status says so, to have the work queue look again with
+    backoff (up to a minute): the object that blocks the name is not the
+    operator's, so no watch event of its own reaches the operator when it goes.
+    """
+
+
 @dataclasses.dataclass
 class Reconciler:
     client: kube.Client
     default_image: str
     native_sidecar: bool = True
+    pod_rules: pod_rules.Rules = dataclasses.field(default_factory=pod_rules.Rules)
     now: Now = _utcnow
 
     # -- LLMGateway -----------------------------------------------------------------
@@ -53,8 +64,17 @@ class Reconciler:
         observed = await self._observe_policies(namespace, spec.policy_names())
         secrets = await self._observe_secrets(namespace, observed.values())
         resolution = resolve.gateway_policies(spec, observed, secrets)
-        live_deployment = await self.client.get("Deployment", namespace, names.deployment(name))
+        live = await self._observe_children(name, namespace)
+        uid = meta["uid"]
+        live_deployment = live.get("Deployment")
+        if live_deployment is not None and not ownership.controlled_by(live_deployment, uid):
+            live_deployment = None  # not ours: its rollout says nothing about this gateway
 
+        refused = pod_rules.refusals(spec.template, self.pod_rules)
+        if refused:
+            reconciled = Verdict(FALSE, "PodTemplateRefused", "nothing applied: " + "; ".join(refused))
+            await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+            return
         if resolution.verdict.status != TRUE:
             reconciled = Verdict(
                 FALSE, "PoliciesUnresolved", "children left as they were: " + resolution.verdict.message
@@ -79,17 +99,30 @@ class Reconciler:
             await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
             return
 
+        # A foreign HPA under the gateway's name blocks only a gateway that wants one.
+        wanted = {m["kind"] for m in kids.manifests()}
+        foreign = [
+            ownership.describe(o)
+            for kind, o in live.items()
+            if kind in wanted and not ownership.controlled_by(o, uid)
+        ]
+        if foreign:
+            reconciled = Verdict(
+                FALSE,
+                "NameConflict",
+                "nothing applied: the gateway's child names are taken by objects it does not control: "
+                + ", ".join(foreign)
+                + "; rename the gateway or remove those objects",
+            )
+            await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+            raise NameConflict(reconciled.message)
+
         changed = []
         for manifest in kids.manifests():
-            kopf.adopt(manifest, owner=cast(kopf.Body, body), strict=True)
-            live = (
-                live_deployment
-                if manifest["kind"] == "Deployment"
-                else await self.client.get(manifest["kind"], namespace, manifest["metadata"]["name"])
-            )
-            if await self.client.apply(manifest, live):
+            if await self.client.apply(ownership.adopt(manifest, body), live.get(manifest["kind"])):
                 changed.append(manifest["kind"])
-        if kids.hpa is None and await self.client.get("HorizontalPodAutoscaler", namespace, names.hpa(name)):
+        hpa = live.get("HorizontalPodAutoscaler")
+        if kids.hpa is None and hpa is not None and ownership.controlled_by(hpa, uid):
             await self.client.delete("HorizontalPodAutoscaler", namespace, names.hpa(name))
             changed.append("HorizontalPodAutoscaler (deleted)")
         if "Deployment" in changed:
@@ -100,6 +133,20 @@ class Reconciler:
             TRUE, "Applied", "ConfigMap, Secret, Deployment" + (", HPA" if kids.hpa else "") + " applied"
         )
         await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+
+    async def _observe_children(self, name: str, namespace: str) -> dict[str, dict[str, Any]]:
+        """Every live object under a child's name, by kind, whoever controls it."""
+        found = {}
+        for kind, child in (
+            ("ConfigMap", names.config_map(name)),
+            ("Secret", names.secret(name)),
+            ("Deployment", names.deployment(name)),
+            ("HorizontalPodAutoscaler", names.hpa(name)),
+        ):
+            live = await self.client.get(kind, namespace, child)
+            if live is not None:
+                found[kind] = live
+        return found
 
     async def _observe_policies(self, namespace: str, wanted: tuple[str, ...]) -> dict[str, resolve.Observed]:
         observed: dict[str, resolve.Observed] = {}
@@ -115,16 +162,16 @@ class Reconciler:
 
     async def _observe_secrets(
         self, namespace: str, observed: Iterable[resolve.Observed]
-    ) -> dict[str, resolve.SecretData]:
-        """The data of every Secret a valid policy references (invalid ones are error strings)."""
-        secrets: dict[str, resolve.SecretData] = {}
+    ) -> dict[str, resolve.ObservedSecret]:
+        """Every Secret a valid policy references: its data if marked as a provider key, else UNMARKED."""
+        secrets: dict[str, resolve.ObservedSecret] = {}
         for spec in observed:
             ref = spec.api_key_secret_ref if isinstance(spec, policy.ProviderPolicySpec) else None
             if ref is None or ref.name in secrets:
                 continue
             found = await self.client.get("Secret", namespace, ref.name)
             if found is not None:
-                secrets[ref.name] = found.get("data") or {}
+                secrets[ref.name] = resolve.observe_secret(found)
         return secrets
 
     async def _gateway_status(

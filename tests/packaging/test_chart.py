@@ -197,6 +197,24 @@ def test_a_digest_pins_the_image_over_the_tag(render: Render) -> None:
     assert env_of(container)["LLMGW_PROXY_IMAGE"] == "ghcr.io/llmgw/llmgw-proxy:1.2.3"
 
 
+def test_gateway_pod_rules_reach_the_operator_as_flags(render: Render) -> None:
+    assert not [a for a in operator_container(render({}))["args"] if "allow" in a]
+    pods = {
+        "allowedServiceAccounts": ["app", "batch"],
+        "allowPrivileged": True,
+        "allowHostNamespaces": True,
+        "allowHostPath": True,
+    }
+    args = operator_container(render({"gatewayPods": pods}))["args"]
+    assert [a for a in args if "allow" in a] == [
+        "--allowed-service-account=app",
+        "--allowed-service-account=batch",
+        "--allow-privileged",
+        "--allow-host-namespaces",
+        "--allow-host-path",
+    ]
+
+
 # --- RBAC --------------------------------------------------------------------------------------
 
 

@@ -89,6 +89,20 @@ app.kubernetes.io/part-of: llmgw
 {{- if .Values.logLevel }}
 - --{{ .Values.logLevel }}
 {{- end }}
+{{- with .Values.gatewayPods }}
+{{- range .allowedServiceAccounts }}
+- --allowed-service-account={{ . }}
+{{- end }}
+{{- if .allowPrivileged }}
+- --allow-privileged
+{{- end }}
+{{- if .allowHostNamespaces }}
+- --allow-host-namespaces
+{{- end }}
+{{- if .allowHostPath }}
+- --allow-host-path
+{{- end }}
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}

@@ -49,7 +49,7 @@ class Model(BaseModel):
 
 
 class SecretKeyRef(Model):
-    """A key in a Secret in the policy's namespace."""
+    """A key in a Secret in the policy's namespace, labelled llmgateway.io/provider-key=true."""
 
     name: ObjectName = Field(description="Name of the Secret.")
     key: str = Field(

@@ -27,6 +27,26 @@ NAME_RULE = common.cel(
 )
 
 
+# The API server refuses a hostNetwork template at admission; the operator
+# refuses it too (render/pod_rules.py, same message) for a CRD older than this
+# rule. CEL sees only fields the schema declares, hence the two declared below.
+HOST_NETWORK_RULE = common.cel(
+    "!has(self.spec) || !has(self.spec.hostNetwork) || !self.spec.hostNetwork",
+    "template.spec.hostNetwork is not allowed: the sidecar's API must stay on the pod's own loopback",
+)
+TEMPLATE_SCHEMA: dict[str, Any] = {
+    "x-kubernetes-preserve-unknown-fields": True,
+    "properties": {
+        "spec": {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+            "properties": {"hostNetwork": {"type": "boolean"}},
+        }
+    },
+    **common.cel_rules(HOST_NETWORK_RULE),
+}
+
+
 def name_problem(name: str) -> str | None:
     """The pydantic-side twin of NAME_RULE (metadata is not part of the spec model)."""
     return NAME_RULE["message"] if len(name) > MAX_NAME_LENGTH else None
@@ -193,9 +213,11 @@ class LLMGatewaySpec(common.Model):
     template: dict[str, Any] = Field(
         description=(
             "The application's pod template (a core/v1 PodTemplateSpec). The operator adds the sidecar, "
-            "its volumes and labels; the Deployment validates the rest."
+            "its volumes and labels; the Deployment validates the rest. hostNetwork is refused, and "
+            "the operator's flags may refuse privileged containers, host namespaces, hostPath volumes "
+            "and ServiceAccounts outside an allow-list (see docs/security.md)."
         ),
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        json_schema_extra=TEMPLATE_SCHEMA,
     )
     replicas: int | None = Field(
         default=None,

@@ -212,7 +212,12 @@ class ProviderPolicySpec(common.Model):
         default=None, min_length=1, max_length=64, description="Azure OpenAI api-version query parameter."
     )
     api_key_secret_ref: common.SecretKeyRef | None = Field(
-        default=None, description="The Secret key holding the provider's API key."
+        default=None,
+        description=(
+            "The Secret key holding the provider's API key. The Secret must be labelled "
+            "llmgateway.io/provider-key=true; the key must be printable ASCII (one trailing newline "
+            "is dropped)."
+        ),
     )
     models: tuple[ModelName, ...] | None = Field(
         default=None,

@@ -25,6 +25,11 @@ POLICIES_RESOLVED = "PoliciesResolved"
 ACCEPTED = "Accepted"
 SECRET_RESOLVED = "SecretResolved"  # noqa: S105 (a condition type)
 
+# A message names what a resource author wrote (container, volume, ServiceAccount names
+# that the CRD does not bound); cut well below the CRD's 32768 so a crafted template
+# cannot make every status write fail.
+MAX_MESSAGE = 4096
+
 
 @dataclasses.dataclass(frozen=True)
 class Verdict:
@@ -64,7 +69,7 @@ def set_condition(
         "type": type_,
         "status": str(verdict.status),
         "reason": verdict.reason,
-        "message": verdict.message,
+        "message": _bounded(verdict.message),
         "observedGeneration": generation,
         "lastTransitionTime": (
             str(previous["lastTransitionTime"])
@@ -76,6 +81,13 @@ def set_condition(
     index = next((i for i, c in enumerate(conditions) if c.get("type") == type_), len(out))
     out.insert(index, condition)
     return out
+
+
+_CUT = " ... (truncated)"
+
+
+def _bounded(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - len(_CUT)] + _CUT
 
 
 def deployment_ready(deployment: Mapping[str, Any] | None) -> Verdict:

@@ -14,6 +14,15 @@ CONFIG_FILE = f"{CONFIG_DIR}/{CONFIG_KEY}"
 
 RESTART_HASH_ANNOTATION = "llmgateway.io/restart-hash"
 GATEWAY_LABEL = "llmgateway.io/gateway"
+# A Secret the operator may read a provider key from carries this label with
+# the value "true"; the gateway's own keys Secret carries it with "rendered",
+# so one server-side selector (``in (true, rendered)``) watches both kinds and
+# no other Secret. A policy naming a Secret without "true" is refused.
+PROVIDER_KEY_LABEL = "llmgateway.io/provider-key"
+PROVIDER_KEY_MARK = "true"
+PROVIDER_KEY_RENDERED = "rendered"
+PROVIDER_KEY_SELECTOR = f"{PROVIDER_KEY_LABEL} in ({PROVIDER_KEY_MARK},{PROVIDER_KEY_RENDERED})"
+MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
 def deployment(gateway: str) -> str:
@@ -53,5 +62,8 @@ def labels(gateway: str) -> dict[str, str]:
     } | selector_labels(gateway)
 
 
-def metadata(name: str, namespace: str, gateway: str) -> dict[str, object]:
-    return {"name": name, "namespace": namespace, "labels": labels(gateway)}
+def metadata(
+    name: str, namespace: str, gateway: str, extra_labels: dict[str, str] | None = None
+) -> dict[str, object]:
+    """A child's metadata: exactly these labels, none of the gateway's own (see ``ownership.adopt``)."""
+    return {"name": name, "namespace": namespace, "labels": labels(gateway) | (extra_labels or {})}

@@ -10,14 +10,39 @@ import base64
 import binascii
 import dataclasses
 from collections.abc import Mapping
+from typing import Any
 
 from llmgw_operator.api import gateway, policy
+from llmgw_operator.render import names
 from llmgw_operator.render.conditions import FALSE, TRUE, Verdict
 
 # A policy as observed: its validated spec, or the validation error's message.
 Observed = policy.ProviderPolicySpec | str
 # A Secret as observed: its ``data`` (base64 values, as the API returns them).
 SecretData = Mapping[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Unmarked:
+    """A Secret that exists but does not carry the provider-key label: its data is not read."""
+
+
+UNMARKED = Unmarked()
+ObservedSecret = SecretData | Unmarked
+
+
+def observe_secret(live: Mapping[str, Any]) -> ObservedSecret:
+    """What the operator may use of a Secret it read: its data only when it is marked as a provider key.
+
+    The mark is the owner's consent: without it any Secret of the namespace
+    (a service-account token, a database password) could be sent as a bearer
+    token to whatever ``baseURL`` a policy's author chose.
+    """
+    labels = (live.get("metadata") or {}).get("labels") or {}
+    if labels.get(names.PROVIDER_KEY_LABEL) != names.PROVIDER_KEY_MARK:
+        return UNMARKED
+    data: SecretData = live.get("data") or {}
+    return data
 
 
 def _decode(value: str) -> bytes | None:
@@ -27,20 +52,52 @@ def _decode(value: str) -> bytes | None:
         return None
 
 
+def key_problem(value: bytes) -> str | None:
+    """Why ``value`` cannot be sent as a key in an HTTP header, or None; never quotes the value.
+
+    A key is printable ASCII (what provider keys and RFC 6750 bearer tokens
+    are), optionally followed by one newline as ``echo`` or an editor leaves it.
+    Anything else (not UTF-8, empty, an inner newline or another control
+    character) would reach the sidecar as a key that fails every request.
+    """
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return "is not valid UTF-8"
+    text = text.removesuffix("\n")
+    if not text:
+        return "is empty"
+    if any(ch in "\r\n" for ch in text):
+        return "contains a line break (only one trailing newline is allowed)"
+    if any(not 0x20 <= ord(ch) < 0x7F for ch in text):
+        return "contains a control or non-ASCII character"
+    return None
+
+
 def secret_key(
-    spec: policy.ProviderPolicySpec, secrets: Mapping[str, SecretData]
+    spec: policy.ProviderPolicySpec, secrets: Mapping[str, ObservedSecret]
 ) -> tuple[Verdict, bytes | None]:
-    """The policy's SecretResolved verdict and, when resolved, its key's bytes."""
+    """The policy's SecretResolved verdict and, when resolved, its key's bytes (trailing newline removed)."""
     ref = spec.api_key_secret_ref
     if ref is None:
         return Verdict(TRUE, "NoSecretNeeded", "the policy references no Secret"), None
     data = secrets.get(ref.name)
     if data is None:
         return Verdict(FALSE, "SecretNotFound", f"Secret {ref.name} not found"), None
+    if isinstance(data, Unmarked):
+        return Verdict(
+            FALSE,
+            "SecretNotMarked",
+            f"Secret {ref.name} is not marked as a provider key; label it "
+            f"{names.PROVIDER_KEY_LABEL}={names.PROVIDER_KEY_MARK} to let the operator read it",
+        ), None
     value = _decode(data[ref.key]) if ref.key in data else None
-    if not value:
-        return Verdict(FALSE, "SecretKeyMissing", f"Secret {ref.name} has no non-empty key {ref.key}"), None
-    return Verdict(TRUE, "SecretFound", f"key {ref.key} of Secret {ref.name}"), value
+    if value is None:
+        return Verdict(FALSE, "SecretKeyMissing", f"Secret {ref.name} has no key {ref.key}"), None
+    problem = key_problem(value)
+    if problem is not None:
+        return Verdict(FALSE, "InvalidKey", f"key {ref.key} of Secret {ref.name} {problem}"), None
+    return Verdict(TRUE, "SecretFound", f"key {ref.key} of Secret {ref.name}"), value.removesuffix(b"\n")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +123,10 @@ def _models_used(spec: gateway.LLMGatewaySpec, name: str) -> list[str]:
 def gateway_policies(
     spec: gateway.LLMGatewaySpec,
     policies: Mapping[str, Observed],
-    secrets: Mapping[str, SecretData],
+    secrets: Mapping[str, ObservedSecret],
 ) -> Resolution:
     """Resolve every policy the routes name; the first kind of problem found names all its cases."""
-    missing, invalid, no_secret, no_key, disallowed = [], [], [], [], []
+    missing, invalid, no_secret, unmarked, no_key, bad_key, disallowed = [], [], [], [], [], [], []
     resolved: dict[str, policy.ProviderPolicySpec] = {}
     keys: dict[str, bytes] = {}
     for name in spec.policy_names():
@@ -84,8 +141,12 @@ def gateway_policies(
         verdict, key = secret_key(observed, secrets)
         if verdict.reason == "SecretNotFound":
             no_secret.append(f"{name} ({verdict.message})")
+        elif verdict.reason == "SecretNotMarked":
+            unmarked.append(f"{name} ({verdict.message})")
         elif verdict.reason == "SecretKeyMissing":
             no_key.append(f"{name} ({verdict.message})")
+        elif verdict.reason == "InvalidKey":
+            bad_key.append(f"{name} ({verdict.message})")
         elif key is not None:
             keys[name] = key
         allowed = observed.models
@@ -97,7 +158,9 @@ def gateway_policies(
         ("PolicyNotFound", "ProviderPolicy not found", missing),
         ("PolicyInvalid", "ProviderPolicy invalid", invalid),
         ("SecretNotFound", "API key Secret not found for", no_secret),
+        ("SecretNotMarked", "API key Secret not marked as a provider key for", unmarked),
         ("SecretKeyMissing", "API key missing for", no_key),
+        ("InvalidKey", "API key unusable for", bad_key),
         ("ModelNotAllowed", "model not in the policy's models", disallowed),
     ):
         if found:

@@ -20,6 +20,11 @@ def render(gateway: str, namespace: str, keys: Mapping[str, bytes]) -> dict[str,
         "apiVersion": "v1",
         "kind": "Secret",
         "type": "Opaque",
-        "metadata": names.metadata(names.secret(gateway), namespace, gateway),
+        "metadata": names.metadata(
+            names.secret(gateway),
+            namespace,
+            gateway,
+            extra_labels={names.PROVIDER_KEY_LABEL: names.PROVIDER_KEY_RENDERED},
+        ),
         "data": {policy: base64.b64encode(value).decode("ascii") for policy, value in sorted(keys.items())},
     }

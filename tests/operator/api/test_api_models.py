@@ -8,6 +8,7 @@ import pydantic
 import pytest
 
 from llmgw_operator.api import common, crd, gateway, policy
+from llmgw_operator.render import pod_rules
 
 
 def _policy(**overrides: Any) -> dict[str, Any]:
@@ -123,8 +124,20 @@ def test_a_gateway_name_must_fit_in_a_label_value() -> None:
     assert gateway.NAME_RULE["message"] in _cel_messages(crd.llmgateway())
 
 
-def test_every_cel_rule_has_a_pydantic_twin() -> None:
-    tested = {p.values[1] for p in POLICY_RULES + GATEWAY_RULES} | {gateway.NAME_RULE["message"]}
+def test_host_network_is_refused_by_the_crd_and_by_the_operator_with_one_message() -> None:
+    # Not a pydantic rule: the operator's twin reports it as PodTemplateRefused, like the
+    # pod rules the chart configures, for a CRD older than the rule.
+    template = {"spec": {"hostNetwork": True, "containers": [{"name": "app"}]}}
+    message = gateway.HOST_NETWORK_RULE["message"]
+    assert message in pod_rules.refusals(template, pod_rules.Rules())
+    assert message in _cel_messages(crd.llmgateway())
+
+
+def test_every_cel_rule_has_a_twin_in_the_operator() -> None:
+    tested = {p.values[1] for p in POLICY_RULES + GATEWAY_RULES} | {
+        gateway.NAME_RULE["message"],
+        gateway.HOST_NETWORK_RULE["message"],
+    }
     assert _cel_messages(crd.providerpolicy()) | _cel_messages(crd.llmgateway()) == tested
 
 

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from llmgw_operator.api import crd, gateway, policy
-from llmgw_operator.render import proxy_config, resolve
+from llmgw_operator.render import pod_rules, proxy_config, resolve
 
 SAMPLES = pathlib.Path(__file__).resolve().parents[3] / "samples"
 INVALID = sorted((SAMPLES / "invalid").glob("*.yaml"))
@@ -60,7 +60,12 @@ def test_the_valid_samples_resolve_and_compile() -> None:
     for document in documents:
         by_kind.setdefault(document["kind"], []).append(document)
     secrets = {
-        s["metadata"]["name"]: {k: base64.b64encode(v.encode()).decode() for k, v in s["stringData"].items()}
+        s["metadata"]["name"]: resolve.observe_secret(
+            {
+                "metadata": s["metadata"],
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in s["stringData"].items()},
+            }
+        )
         for s in by_kind["Secret"]
     }
     policies: dict[str, resolve.Observed] = {
@@ -89,6 +94,9 @@ def test_each_invalid_sample_is_refused(path: pathlib.Path) -> None:
         MODELS[document["kind"]].model_validate(document["spec"])
     except pydantic.ValidationError as error:
         problems.append(str(error))
+    if document["kind"] == "LLMGateway":
+        # The operator's pod rules, with the chart's defaults: their twin of the hostNetwork rule.
+        problems += pod_rules.refusals(document["spec"].get("template") or {}, pod_rules.Rules())
     assert problems, f"{path.name} validates but should be refused"
     if expected in _cel_messages():
         # A CEL rule: the operator reports exactly what the API server would.

@@ -20,12 +20,21 @@ def crds(cluster: ClusterHandle) -> None:
 
 
 @pytest.fixture(scope="module")
+def operator_args() -> tuple[str, ...]:
+    """Flags beyond the namespace and verbosity; a module overrides this to start its operator so."""
+    return ()
+
+
+@pytest.fixture(scope="module")
 def operator_process(
-    cluster: ClusterHandle, crds: None, tmp_path_factory: pytest.TempPathFactory
+    cluster: ClusterHandle,
+    crds: None,
+    tmp_path_factory: pytest.TempPathFactory,
+    operator_args: tuple[str, ...],
 ) -> Iterator[operatorkit.OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     process = operatorkit.OperatorProcess(
-        cluster.kubeconfig, log, namespaces=f"{operatorkit.NAMESPACE_PREFIX}*"
+        cluster.kubeconfig, log, namespaces=f"{operatorkit.NAMESPACE_PREFIX}*", extra_args=operator_args
     )
     process.start()
     try:

@@ -59,10 +59,13 @@ def b64(text: str) -> str:
 class OperatorProcess:
     """`llmgw-operator --standalone --verbose` as a child process, its log in a file."""
 
-    def __init__(self, kubeconfig: pathlib.Path, log: pathlib.Path, namespaces: str) -> None:
+    def __init__(
+        self, kubeconfig: pathlib.Path, log: pathlib.Path, namespaces: str, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.log = log
         self.namespaces = namespaces
+        self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -75,6 +78,7 @@ class OperatorProcess:
             "--verbose",
             "-n",
             self.namespaces,
+            *self.extra_args,
         ]
         offset = self.offset()  # a restart appends to the same log: look only past the old run
         with self.log.open("ab") as out:

@@ -35,6 +35,13 @@ def test_a_new_condition_is_stamped_with_now() -> None:
     ]
 
 
+def test_a_message_is_bounded_whatever_the_resource_author_wrote() -> None:
+    long = Verdict(FALSE, "PodTemplateRefused", "container " + "c" * 100_000 + ": privileged")
+    (out,) = conditions.set_condition([], "Reconciled", long, generation=1, now=T0)
+    assert len(out["message"]) == conditions.MAX_MESSAGE
+    assert out["message"].endswith("(truncated)")
+
+
 def test_the_transition_time_stays_while_the_status_does() -> None:
     first = conditions.set_condition(
         [], "Ready", Verdict(FALSE, "RolloutInProgress", "1 of 2"), generation=1, now=T0

@@ -1,4 +1,4 @@
-"""Every rendered child carries the common labels and no owner reference (the apply layer adds it)."""
+"""Every rendered child carries the common labels, only those, and no owner reference (added on apply)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,9 @@ def _children(name: str, spec: gateway.LLMGatewaySpec) -> list[dict[str, Any]]:
 @given(name=renderkit.names, spec=renderkit.gateway_specs())
 def test_every_child_carries_the_labels(name: str, spec: gateway.LLMGatewaySpec) -> None:
     for child in _children(name, spec):
-        assert child["metadata"]["labels"] == names.labels(name), child["kind"]
+        # The keys Secret alone is also marked, for the operator's server-side Secret selector.
+        extra = {names.PROVIDER_KEY_LABEL: "rendered"} if child["kind"] == "Secret" else {}
+        assert child["metadata"]["labels"] == names.labels(name) | extra, child["kind"]
         assert child["metadata"]["namespace"] == "ns"
         assert "ownerReferences" not in child["metadata"]
 

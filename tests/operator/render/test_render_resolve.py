@@ -40,7 +40,10 @@ def test_resolves_policies_and_reads_their_keys() -> None:
             renderkit.policies(), {"llm-keys": {"other": "eA=="}}, "SecretKeyMissing", "primary", id="no-key"
         ),
         pytest.param(
-            renderkit.policies(), {"llm-keys": {"primary": ""}}, "SecretKeyMissing", "primary", id="empty"
+            renderkit.policies(), {"llm-keys": {"primary": ""}}, "InvalidKey", "primary", id="empty"
+        ),
+        pytest.param(
+            renderkit.policies(), {"llm-keys": resolve.UNMARKED}, "SecretNotMarked", "llm-keys", id="unmarked"
         ),
         pytest.param(
             renderkit.policies()
@@ -77,3 +80,63 @@ def test_a_found_key_is_reported_by_name_only() -> None:
     verdict, key = resolve.secret_key(renderkit.policy_spec(), SECRETS)
     assert (verdict.status, verdict.reason, key) == (TRUE, "SecretFound", KEY)
     assert KEY.decode() not in verdict.message
+
+
+def _key_secret(value: bytes) -> dict[str, Any]:
+    return {"llm-keys": {"primary": base64.b64encode(value).decode()}}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        pytest.param(b"\xff\xfe" + KEY, "is not valid UTF-8", id="not-utf8"),
+        pytest.param(b"", "is empty", id="empty"),
+        pytest.param(b"\n", "is empty", id="only-a-newline"),
+        pytest.param(KEY + b"\n\n", "line break", id="two-trailing-newlines"),
+        pytest.param(KEY[:5] + b"\n" + KEY[5:], "line break", id="inner-newline"),
+        pytest.param(KEY + b"\r\n", "line break", id="crlf"),
+        pytest.param(KEY[:5] + b"\t" + KEY[5:], "control or non-ASCII", id="tab"),
+        pytest.param(KEY + b"\x00", "control or non-ASCII", id="nul"),
+        pytest.param(KEY + b"\x7f", "control or non-ASCII", id="del"),
+        pytest.param(KEY + "é".encode(), "control or non-ASCII", id="non-ascii"),
+    ],
+)
+def test_an_unusable_key_is_invalid_and_never_quoted(value: bytes, problem: str) -> None:
+    verdict, key = resolve.secret_key(renderkit.policy_spec(), _key_secret(value))
+    assert (verdict.status, verdict.reason, key) == (FALSE, "InvalidKey", None)
+    assert problem in verdict.message
+    assert "primary" in verdict.message and "llm-keys" in verdict.message
+    assert KEY.decode()[:8] not in verdict.message
+    gateway = resolve.gateway_policies(renderkit.gateway_spec(), renderkit.policies(), _key_secret(value))
+    assert (gateway.verdict.reason, gateway.keys) == ("InvalidKey", {})
+    assert KEY.decode()[:8] not in gateway.verdict.message
+
+
+@pytest.mark.parametrize(
+    "value", [pytest.param(KEY, id="bare"), pytest.param(KEY + b"\n", id="one-trailing-newline")]
+)
+def test_a_usable_key_is_copied_without_its_trailing_newline(value: bytes) -> None:
+    verdict, key = resolve.secret_key(renderkit.policy_spec(), _key_secret(value))
+    assert (verdict.reason, key) == ("SecretFound", KEY)
+
+
+@pytest.mark.parametrize(
+    ("labels", "marked"),
+    [
+        pytest.param({"llmgateway.io/provider-key": "true"}, True, id="marked"),
+        pytest.param(None, False, id="no-labels"),
+        pytest.param({"llmgateway.io/provider-key": "yes"}, False, id="another-value"),
+        pytest.param({"llmgateway.io/provider-key": "rendered"}, False, id="a-gateways-own-keys"),
+        pytest.param({"provider-key": "true"}, False, id="another-prefix"),
+    ],
+)
+def test_only_a_secret_marked_as_a_provider_key_is_read(labels: dict[str, str] | None, marked: bool) -> None:
+    live = {"metadata": {"name": "llm-keys", "labels": labels}, "data": SECRETS["llm-keys"]}
+    observed = resolve.observe_secret(live)
+    assert (observed == SECRETS["llm-keys"]) is marked
+    verdict, key = resolve.secret_key(renderkit.policy_spec(), {"llm-keys": observed})
+    if marked:
+        assert (verdict.reason, key) == ("SecretFound", KEY)
+    else:
+        assert (verdict.status, verdict.reason, key) == (FALSE, "SecretNotMarked", None)
+        assert "llmgateway.io/provider-key=true" in verdict.message

@@ -13,7 +13,7 @@ def test_holds_one_key_per_policy_in_base64() -> None:
     assert rendered["metadata"] == {
         "name": "chat-provider-keys",
         "namespace": "team-a",
-        "labels": names.labels("chat"),
+        "labels": names.labels("chat") | {"llmgateway.io/provider-key": "rendered"},
     }
     assert {k: base64.b64decode(v) for k, v in rendered["data"].items()} == {
         "primary": b"sk-test-123",
