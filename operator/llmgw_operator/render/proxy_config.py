@@ -67,6 +67,7 @@ def provider(name: str, spec: policy.ProviderPolicySpec, replicas: int) -> confi
         ),
         retry=config.Retry(**_same_fields(spec.retry)),
         cache=config.CachePolicy(**_same_fields(spec.cache)),
+        upstream_limits=config.UpstreamLimits(**_same_fields(spec.upstream_limits)),
     )
 
 

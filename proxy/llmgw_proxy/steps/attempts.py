@@ -13,7 +13,8 @@ After an answer:
 - any other 4xx but 408: the same request would fail anywhere; answered as is;
 - 5xx, 408, timeouts, connection failures: retried on the same target with
   backoff (``retry.attempts`` tries, within ``timeouts.total`` of the request's
-  start), then the next target.
+  start), then the next target;
+- no pooled connection came free (a local 503): the next target, no retry.
 
 What one try holds (the breaker ticket, the reservation) and how each is
 given back whatever happens is ``admission.Hold``'s; retry delays and
@@ -114,6 +115,8 @@ async def _serve_from(
         retry_after = None
         # Tested as "not a ProxyError": a StreamResponse is a MutableMapping, and an isinstance
         # check against that ABC costs several times one against a plain class.
+        if isinstance(result, errors.ProxyError) and result.local:
+            return None  # the sidecar's own limit (a busy pool): the same target would wait again
         if not isinstance(result, errors.ProxyError):
             status = result.status
             if status < 400 or result.prepared:

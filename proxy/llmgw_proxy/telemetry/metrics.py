@@ -68,6 +68,8 @@ class Metrics:
         # Bypasses and refreshes; hits and misses are the store's own counts, added at scrape time.
         self.cache_lookups: dict[tuple[str, ...], int] = {}
         self.provider_paused: dict[tuple[str, ...], int] = {}
+        self.upstream_bounds: dict[tuple[str, ...], int] = {}
+        self.pool_exhausted: dict[tuple[str, ...], int] = {}
         self.registry.register(_Collector(self))
 
     def observe(
@@ -126,6 +128,18 @@ _COUNTERS = (
     ("retries", "llmgw_retries", "Upstream requests sent again to the same target.", ("provider",)),
     ("fallbacks", "llmgw_fallbacks", "Moves from one route target to the next.", ("route", "from", "to")),
     ("provider_paused", "llmgw_provider_paused", "Upstream 429s that paused a provider.", ("provider",)),
+    (
+        "upstream_bounds",
+        "llmgw_upstream_bound_violations",
+        "Upstream answers cut off for breaking an upstreamLimits bound.",
+        ("provider", "bound"),
+    ),
+    (
+        "pool_exhausted",
+        "llmgw_upstream_pool_exhausted",
+        "Requests refused because no pooled connection to the provider came free in time.",
+        ("provider",),
+    ),
 )
 
 
