@@ -169,6 +169,11 @@ def _trailers_that_never_end() -> Script:
         ),
         pytest.param(_head_that_never_ends(), "maxHeaderBytes", id="head-never-ends"),
         pytest.param(_trailers_that_never_end(), "maxHeaderBytes", id="trailers-never-end"),
+        pytest.param(
+            (READ, Drip(b"HTTP/1.1 100 Continue\r\n\r\n", 25 * 100, 8 * MiB)),
+            "maxHeaderBytes",
+            id="interim-answers-never-end",
+        ),
     ],
 )
 async def test_a_head_past_its_bounds_is_a_502_naming_the_bound(
@@ -378,6 +383,25 @@ async def test_pool_a_gzip_bomb_fails_at_the_bound_with_bounded_memory(
         finally:
             tracemalloc.stop()
         assert (caught.value.bound, caught.value.limit) == ("maxResponseBytes", cap)
+        assert peak < 4 * cap, f"peak {peak / MiB:.1f} MiB"
+        await closed(s, 0)
+
+
+async def test_pool_an_answer_in_one_byte_chunks_is_bounded_with_its_overhead(pool: http1.Pool) -> None:
+    cap = 1 * MiB
+    tiny = b"".join(chunk(b"x") for _ in range(1000))
+    head = SSE_HEAD.replace(b"text/event-stream", b"application/json")
+    async with HostileUpstream((READ, head, Drip(tiny, len(tiny), 400 * len(tiny)))) as s:
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            resp = await pool.send(post(s.url, upstream.Limits(max_response_bytes=cap)))
+            with pytest.raises(upstream.TooLarge):
+                await resp.read()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        # 400,000 one-byte pieces would hold some 20 MiB of bytes objects for 400 KB of data.
         assert peak < 4 * cap, f"peak {peak / MiB:.1f} MiB"
         await closed(s, 0)
 

@@ -24,7 +24,8 @@ chunk by chunk), so this client does only that:
   pauses, so a slow caller slows the provider rather than filling memory;
 - every answer is bounded by the request's ``upstream.Limits``: the decoded
   bytes buffered (all of a body read whole; decompression stops at the bound,
-  so a gzip bomb never inflates past it), the header fields' count and size,
+  so a gzip bomb never inflates past it; each piece held counts ``_PART_COST``
+  more, so tiny chunks cannot hide their overhead), the header fields' count and size,
   and the bytes that arrive without a body byte (a head or trailers that never
   end). Breaking one fails the answer with ``TooLarge`` and drops the connection.
   Trailers are counted, never kept, so none reaches the next answer's headers.
@@ -49,6 +50,9 @@ from llmgw_proxy import upstream
 
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
+# What holding one received piece costs besides its bytes (the bytes object, its deque slot):
+# counted with the bytes, so an answer sent in one-byte chunks is bounded like any other.
+_PART_COST = 64
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -143,7 +147,7 @@ class Response:
             while True:
                 if body.parts:
                     chunk = body.parts.popleft()
-                    body.size -= len(chunk)
+                    body.size -= len(chunk) + _PART_COST
                     if body.size <= _LOW_WATER:
                         self._conn.resume()
                     yield chunk
@@ -274,19 +278,21 @@ class _Connection(asyncio.Protocol):
         body = self._body
         if body is None or body.error is not None:
             return
-        room = self.limits.max_response_bytes - body.size
+        room = self.limits.max_response_bytes - body.size - _PART_COST
         if body.decoder is not None:
             try:
                 # At most one byte past the room: a bomb stops inflating here, not in memory.
-                data = body.decoder.decompress(data, room + 1)
+                data = body.decoder.decompress(data, max(room, 0) + 1)
             except zlib.error:
                 body.error = upstream.ConnectFailed("the upstream body does not decompress")
                 body.wake()
                 return
+        if not data:
+            return  # a gzip header: nothing decoded yet
         if len(data) > room:
             raise _Stop(upstream.TooLarge("maxResponseBytes", self.limits.max_response_bytes))
         body.parts.append(data)
-        body.size += len(data)
+        body.size += len(data) + _PART_COST
         if body.size > _HIGH_WATER and not body.whole and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
@@ -341,11 +347,11 @@ class _Connection(asyncio.Protocol):
         assert body is not None
         if body.decoder is not None and body.error is None:
             rest = body.decoder.flush()
-            if body.size + len(rest) > self.limits.max_response_bytes:
+            if body.size + len(rest) + _PART_COST > self.limits.max_response_bytes:
                 body.error = upstream.TooLarge("maxResponseBytes", self.limits.max_response_bytes)
             elif rest:
                 body.parts.append(rest)
-                body.size += len(rest)
+                body.size += len(rest) + _PART_COST
         body.done = True
         body.wake()
         self._body = None
