@@ -209,6 +209,7 @@ async def _relay_stream(
     else:
         reader = sse.UsageReader()
     complete = False
+    at_boundary = True  # what went out so far ends with a whole event
     try:
         await out.prepare(call.request)
         try:
@@ -222,6 +223,7 @@ async def _relay_stream(
                     assert isinstance(reader, sse.UsageReader)
                     reader.feed(chunk)
                 await out.write(chunk)
+                at_boundary = chunk.endswith(sse.EVENT_ENDS)
             if filtered:
                 assert isinstance(reader, sse.StreamFilter)
                 rest = reader.finish()
@@ -231,7 +233,9 @@ async def _relay_stream(
         except upstream.UpstreamError as exc:
             failure = _failure(call, exc)
             call.status = failure.status
-            await out.write(sse.error_event(failure.message, failure.type, failure.code or ""))
+            # Cut mid-event, the error must still be an event of its own for the client to see it.
+            cut = b"" if at_boundary else b"\n\n"
+            await out.write(cut + sse.error_event(failure.message, failure.type, failure.code or ""))
         await out.write_eof()
     except ConnectionResetError:
         call.status = 499  # the caller left mid-stream; closing resp below cancels the upstream read

@@ -53,6 +53,7 @@ _LOW_WATER = 64 * 1024
 # What holding one received piece costs besides its bytes (the bytes object, its deque slot):
 # counted with the bytes, so an answer sent in one-byte chunks is bounded like any other.
 _PART_COST = 64
+_DECODE_STEP = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -278,21 +279,28 @@ class _Connection(asyncio.Protocol):
         body = self._body
         if body is None or body.error is not None:
             return
-        room = self.limits.max_response_bytes - body.size - _PART_COST
-        if body.decoder is not None:
-            try:
-                # At most one byte past the room: a bomb stops inflating here, not in memory.
-                data = body.decoder.decompress(data, max(room, 0) + 1)
-            except zlib.error:
-                body.error = upstream.ConnectFailed("the upstream body does not decompress")
-                body.wake()
-                return
-        if not data:
-            return  # a gzip header: nothing decoded yet
-        if len(data) > room:
-            raise _Stop(upstream.TooLarge("maxResponseBytes", self.limits.max_response_bytes))
-        body.parts.append(data)
-        body.size += len(data) + _PART_COST
+        cap = self.limits.max_response_bytes
+        while data:
+            room = cap - body.size - _PART_COST
+            piece = data
+            if body.decoder is not None:
+                try:
+                    # A step at a time and at most one byte past the room: a bomb stops inflating
+                    # here, and no single output buffer grows far beyond what is kept.
+                    piece = body.decoder.decompress(data, max(0, min(room, _DECODE_STEP)) + 1)
+                except zlib.error:
+                    body.error = upstream.ConnectFailed("the upstream body does not decompress")
+                    body.wake()
+                    return
+                data = body.decoder.unconsumed_tail
+            else:
+                data = b""
+            if not piece:
+                break  # a gzip header: nothing decoded yet
+            if len(piece) > room:
+                raise _Stop(upstream.TooLarge("maxResponseBytes", cap))
+            body.parts.append(piece)
+            body.size += len(piece) + _PART_COST
         if body.size > _HIGH_WATER and not body.whole and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()

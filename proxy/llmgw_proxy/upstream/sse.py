@@ -16,6 +16,7 @@ from typing import Any
 from llmgw_proxy import upstream
 
 DONE = b"[DONE]"
+EVENT_ENDS = (b"\n\n", b"\r\n\r\n")  # how a chunk that ends with a whole event ends
 _USAGE = b'"usage"'
 _MAX_BOUNDARY = 3  # the longest form of an event's end, ``\n\r\n`` (what ``\r\n\r\n`` ends with)
 
