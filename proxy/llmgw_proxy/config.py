@@ -136,7 +136,7 @@ class UpstreamLimits(_Model):
 
     max_response_bytes: int = Field(
         32 * MiB,
-        ge=1024,
+        ge=1 * MiB,
         le=1024 * MiB,
         description="Largest body read whole (after decoding gzip or deflate); also what one streamed "
         "answer may hold buffered, and the largest streamed answer kept for the cache.",

@@ -97,8 +97,8 @@ async def closed(server: HostileUpstream, conn: int) -> None:
 async def test_a_body_past_max_response_bytes_is_a_502_and_only_its_connection_is_closed(
     sidecar: StartSidecar, log_lines: Callable[[], list[str]], secret: str, status: int
 ) -> None:
-    big = response(b"x" * (100 * 1024), status=status)
-    s = await sidecar((READ, big), FINE, limits={"maxResponseBytes": 64 * 1024})
+    big = response(b"x" * (2 * MiB), status=status)
+    s = await sidecar((READ, big), FINE, limits={"maxResponseBytes": 1 * MiB})
     with pytest.raises(openai.InternalServerError) as caught:
         await s.ask()
     assert caught.value.status_code == 502
@@ -298,9 +298,9 @@ async def test_waiting_for_a_busy_pool_is_a_local_503_not_a_provider_failure(
 async def test_a_broken_bound_counts_as_a_provider_failure_for_the_breaker(
     sidecar: StartSidecar,
 ) -> None:
-    big = response(b"x" * 4096)
+    big = response(b"x" * (2 * MiB))
     s = await sidecar(
-        (READ, big), limits={"maxResponseBytes": 1024}, circuitBreaker={"consecutiveFailures": 1}
+        (READ, big), limits={"maxResponseBytes": 1 * MiB}, circuitBreaker={"consecutiveFailures": 1}
     )
     with pytest.raises(openai.InternalServerError):
         await s.ask()

@@ -174,7 +174,7 @@ class UpstreamLimits(common.Model):
 
     max_response_bytes: int = Field(
         default=32 * config.MiB,
-        ge=1024,
+        ge=1 * config.MiB,
         le=1024 * config.MiB,
         description="Largest answer body read whole, after decoding gzip or deflate; raise it for big "
         "embedding batches.",
