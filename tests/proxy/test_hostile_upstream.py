@@ -236,6 +236,68 @@ async def test_an_event_that_never_ends_is_cut_off_with_an_error_event(
     assert (await s.ask()).choices[0].message.content == "fine"
 
 
+# -- answers the sidecar reads for usage
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # past the json module's recursion limit
+
+
+async def test_a_deeply_nested_usage_in_an_answer_is_relayed_not_a_500(sidecar: StartSidecar) -> None:
+    body = b'{"id": "c", "choices": [], "usage": ' + DEEP + b"}"
+    s = await sidecar((READ, response(body)))
+    raw = await s.proxy.async_client().chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
+    assert raw.status_code == 200
+    assert raw.http_response.content == body  # the provider's answer, as sent
+
+
+async def test_a_deeply_nested_event_in_a_filtered_stream_is_relayed_not_a_crash(
+    sidecar: StartSidecar,
+) -> None:
+    deep = chunk(b'data: {"usage": ' + DEEP + b"}\n\n")
+    done = chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+    s = await sidecar((READ, SSE_HEAD + _first_event() + deep + done), cache={"enabled": True, "mode": "all"})
+    client = s.proxy.async_client()
+    async with client.chat.completions.with_streaming_response.create(
+        model="m", messages=MESSAGES, stream=True
+    ) as raw:
+        text = b"".join([part async for part in raw.http_response.aiter_bytes()])
+    assert raw.status_code == 200
+    assert DEEP in text and text.endswith(b"data: [DONE]\n\n")
+
+
+@pytest.mark.parametrize(
+    ("first", "stored", "then_stream"),
+    [
+        pytest.param(False, response(b"not json at all"), True, id="json-answer-not-json"),
+        pytest.param(False, response(b"[1, 2]"), True, id="json-answer-not-an-object"),
+        pytest.param(False, response(b'{"choices": [1]}'), True, id="json-answer-odd-choices"),
+        pytest.param(
+            True,
+            SSE_HEAD + chunk(b'data: {"choices": [1]}\n\n') + b"0\r\n\r\n",
+            False,
+            id="stream-odd-choices",
+        ),
+    ],
+)
+async def test_an_odd_answer_in_the_cache_is_asked_again_not_a_500(
+    sidecar: StartSidecar, first: bool, stored: bytes, then_stream: bool
+) -> None:
+    fresh = SSE_HEAD + _first_event() + chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+    answer = fresh if then_stream else response(chat("fresh"))
+    s = await sidecar((READ, stored, READ, answer), cache={"enabled": True, "mode": "all"})
+    client = s.proxy.async_client()
+    async with client.chat.completions.with_streaming_response.create(
+        model="m", messages=MESSAGES, stream=first
+    ) as raw:
+        assert raw.status_code == 200
+    if then_stream:
+        stream = await client.chat.completions.create(model="m", messages=MESSAGES, stream=True)
+        assert [p.choices[0].delta.content async for p in stream] == ["hel"]
+    else:
+        assert (await s.ask()).choices[0].message.content == "fresh"
+    assert len(s.server.conns[0].requests) == 2  # asked upstream again instead of replaying the odd entry
+
+
 # -- connection reuse
 
 

@@ -262,13 +262,13 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
     if colon > 0:
         try:
             usage, _ = _DECODER.raw_decode(data[colon + 1 :].decode().lstrip())
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting past the parser's depth: no usage to read
             usage = None
         if isinstance(usage, dict):
             return usage
     try:
         usage = json.loads(data).get("usage")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return usage if isinstance(usage, dict) else None
 

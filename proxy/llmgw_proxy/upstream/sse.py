@@ -46,7 +46,7 @@ def iter_json(events: list[bytes]) -> Iterator[dict[str, Any]]:
             continue
         try:
             obj = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # a provider's nesting past the parser's depth is not JSON to us
             continue
         if isinstance(obj, dict):
             yield obj
