@@ -18,7 +18,8 @@ chunk by chunk), so this client does only that:
 - a request on a reused connection is never re-sent when the connection
   fails: a POST may have reached the provider, and the retry policy decides;
 - timeouts: ``connect`` for opening a connection, ``first_byte`` until the
-  response headers, ``total`` from the request until its last body byte;
+  response headers (counted from when a connection was free, not from the
+  wait for one), ``total`` from the request until its last body byte;
 - it asks for an identity body, and still decodes gzip or deflate if sent;
 - a body is buffered up to ``_HIGH_WATER`` before reading from the socket
   pauses, so a slow caller slows the provider rather than filling memory;
@@ -411,6 +412,7 @@ class Pool:
         conn = self._checkout(origin, now)
         if conn is None and self._open[origin] >= limits.pool_size:
             conn = await self._wait_for_one(origin, limits, min(now + limits.pool_wait, deadline))
+            now = loop.time()  # the wait was the sidecar's, so first_byte starts after it (total does not)
         if conn is None:
             conn = await self._connect(origin, loop.time() + min(t.connect, t.total))
         try:
