@@ -168,15 +168,20 @@ class StreamFilter:
 
     def filter(self, chunk: bytes) -> bytes:
         pending = self._pending
-        start = max(0, len(pending) - _MAX_BOUNDARY + 1)
-        pending += chunk
-        if not _has_boundary(pending, start):
-            self._check(len(pending))
-            return b""
-        events, rest = split_events(bytes(pending))
-        pending.clear()
-        pending += rest
-        self._check(len(rest))
+        if pending:
+            start = max(0, len(pending) - _MAX_BOUNDARY + 1)
+            pending += chunk
+            if not _has_boundary(pending, start):
+                self._check(len(pending))
+                return b""
+            data = bytes(pending)
+            pending.clear()
+        else:
+            data = chunk  # the usual case: a chunk of whole events, split as it came
+        events, rest = split_events(data)
+        if rest:
+            pending += rest
+            self._check(len(rest))
         return self._keep(b"".join([self._event(e) for e in events]))
 
     def finish(self) -> bytes:
