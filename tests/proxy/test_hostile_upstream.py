@@ -403,6 +403,18 @@ async def test_pool_two_answers_in_one_segment_release_the_connection_once(pool:
         assert len(server.conns) == 3
 
 
+@pytest.mark.parametrize("extra", [b"garbage", b"HTTP/1.1 200 OK\r\n"], ids=["garbage", "half-an-answer"])
+async def test_pool_stray_bytes_in_an_answers_segment_close_the_connection(
+    pool: http1.Pool, extra: bytes
+) -> None:
+    async with HostileUpstream(
+        (READ, response(b"A") + extra, READ, response(b"B")), (READ, response(b"C"))
+    ) as s:
+        assert await (await pool.send(post(s.url))).read() == b"A"
+        await closed(s, 0)
+        assert await (await pool.send(post(s.url))).read() == b"C"
+
+
 async def test_pool_bytes_after_an_answer_on_an_idle_connection_close_it(pool: http1.Pool) -> None:
     later = asyncio.Event()
     async with HostileUpstream(
