@@ -62,7 +62,9 @@ class HostileUpstream:
         self.port = 0
 
     async def __aenter__(self) -> HostileUpstream:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        # A deep accept queue: tests open hundreds of connections at once, and a dropped SYN
+        # is retried only after a second, which a short connect timeout would not wait for.
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=4096)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

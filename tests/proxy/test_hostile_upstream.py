@@ -495,13 +495,13 @@ async def test_pool_waiting_for_a_connection_is_pool_busy_not_a_connect_timeout(
 async def test_pool_the_wait_for_a_connection_does_not_spend_the_first_byte_timeout(pool: http1.Pool) -> None:
     release = asyncio.Event()
     one = upstream.Limits(pool_size=1, pool_wait=5.0)
-    quick = upstream.Timeouts(connect=2.0, first_byte=0.2, total=10.0)
+    quick = upstream.Timeouts(connect=2.0, first_byte=1.0, total=10.0)
     script = (READ, SSE_HEAD + chunk(b"first"), Wait(release), b"0\r\n\r\n", READ, response(b"second"))
     async with HostileUpstream(script) as s:
         held = await pool.send(post(s.url, one))  # its body is not over: the one connection stays taken
         request = upstream.Request("POST", s.url, {}, b"{}", quick, one)
         waiting = asyncio.ensure_future(pool.send(request))
-        await asyncio.sleep(0.4)  # the waiter's first_byte timeout would have run out by now
+        await asyncio.sleep(1.2)  # the waiter's first_byte timeout would have run out by now
         assert not waiting.done()
         release.set()
         assert await held.read() == b"first"
