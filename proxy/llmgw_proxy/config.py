@@ -219,6 +219,50 @@ class CacheStore(_Model):
     )
 
 
+class UpstreamLimits(_Model):
+    """Bounds on the provider's answers and on the connections the sidecar keeps to it.
+
+    An answer that breaks a size bound ends its request with a 502 (mid-stream:
+    an error event) and its connection is closed; it counts as a connection
+    failure for the breaker. A request that waits ``poolWait`` for a free
+    connection gets a 503 that never counts against the provider.
+    """
+
+    max_response_bytes: int = Field(
+        32 * MiB,
+        ge=1 * MiB,
+        le=1024 * MiB,
+        description="Largest body read whole (after decoding gzip or deflate); also what one streamed "
+        "answer may hold buffered, and the largest streamed answer kept for the cache.",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=16 * MiB,
+        description="Largest response head (and chunked trailers) in bytes.",
+    )
+    max_headers: int = Field(
+        128, ge=8, le=10_000, description="Most header (and trailer) fields in one answer."
+    )
+    max_event_bytes: int = Field(
+        1 * MiB,
+        ge=1024,
+        le=256 * MiB,
+        description="Longest server-sent event the sidecar buffers when it must look inside a stream "
+        "(rate limits, cache, usage it asked for).",
+    )
+    pool_size: int = Field(
+        1024,
+        ge=1,
+        le=65_536,
+        description="Connections open at most to the provider's origin; a stream holds one for its length.",
+    )
+    pool_wait: Seconds = Field(
+        10.0,
+        description="Seconds a request may wait for a free connection, then a 503 (not a provider failure).",
+    )
+
+
 class Provider(_Model):
     kind: ProviderKind = ProviderKind.OPENAI_COMPATIBLE
     base_url: str = Field(description="Up to and including /v1, e.g. https://api.openai.com/v1.")
@@ -232,6 +276,7 @@ class Provider(_Model):
     circuit_breaker: CircuitBreaker | None = None
     retry: Retry = Retry()
     cache: CachePolicy = CachePolicy()
+    upstream_limits: UpstreamLimits = UpstreamLimits()
     forward_headers: tuple[str, ...] = Field(
         (),
         max_length=MAX_FORWARD_HEADERS,

@@ -25,8 +25,10 @@ class ProxyError(Exception):
         type: str = "invalid_request_error",
         code: str | None = None,
         headers: dict[str, str] | None = None,
+        local: bool = False,
     ) -> None:
         super().__init__(message)
+        self.local = local  # the sidecar's own limit, not the provider's fault: no breaker failure, no retry
         self.status = status
         self.message = message
         self.type = type
@@ -85,6 +87,27 @@ def upstream_timeout(provider: str, phase: str) -> ProxyError:
         f"Provider {provider!r} did not answer in time ({phase} timeout)",
         type="timeout",
         code="upstream_timeout",
+    )
+
+
+def upstream_too_large(provider: str, bound: str, limit: int) -> ProxyError:
+    return ProxyError(
+        502,
+        f"Provider {provider!r} sent an answer beyond the gateway's bound {bound} ({limit})",
+        type="server_error",
+        code="upstream_response_too_large",
+    )
+
+
+def upstream_pool_busy(provider: str, size: int) -> ProxyError:
+    return ProxyError(
+        503,
+        f"All {size} connections to provider {provider!r} are busy; the gateway could not send the "
+        "request in time (raise upstreamLimits.poolSize or poolWait)",
+        type="server_error",
+        code="upstream_pool_exhausted",
+        headers={"Retry-After": "1"},
+        local=True,
     )
 
 

@@ -96,8 +96,14 @@ class Server:
             self.closed_by_client.set()
 
 
-def post(url: str, body: bytes = b'{"model": "m"}', **headers: str) -> upstream.Request:
-    return upstream.Request("POST", url, {"Content-Type": "application/json", **headers}, body, TIMEOUTS)
+def post(
+    url: str,
+    body: bytes = b'{"model": "m"}',
+    limits: upstream.Limits = upstream.DEFAULT_LIMITS,
+    **headers: str,
+) -> upstream.Request:
+    headers = {"Content-Type": "application/json", **headers}
+    return upstream.Request("POST", url, headers, body, TIMEOUTS, limits)
 
 
 @pytest.fixture
@@ -238,11 +244,12 @@ async def test_waits_for_a_connection_at_the_limit() -> None:
         await gate.wait()
         await ok(b"done")(head, payload, writer)
 
-    limited = http1.Pool(limit=1)
+    limited = http1.Pool()
+    one = upstream.Limits(pool_size=1)
     try:
         async with Server(held) as server:
-            first = asyncio.ensure_future(limited.send(post(server.url)))
-            second = asyncio.ensure_future(limited.send(post(server.url)))
+            first = asyncio.ensure_future(limited.send(post(server.url, limits=one)))
+            second = asyncio.ensure_future(limited.send(post(server.url, limits=one)))
             await server.arrived.wait()
             assert not second.done() and len(server.requests) == 1  # queued, not sent
             gate.set()

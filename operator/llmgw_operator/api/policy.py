@@ -184,6 +184,47 @@ class CachePolicy(common.Model):
     )
 
 
+class UpstreamLimits(common.Model):
+    """Bounds on the provider's answers and on the sidecar's connections to it.
+
+    An answer that breaks a size bound fails its request with a 502 and its
+    connection is closed; a request that finds no free connection within
+    ``poolWait`` gets a 503 that never counts against the provider.
+    """
+
+    max_response_bytes: int = Field(
+        default=32 * config.MiB,
+        ge=1 * config.MiB,
+        le=1024 * config.MiB,
+        description="Largest answer body read whole, after decoding gzip or deflate; raise it for big "
+        "embedding batches.",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024,
+        ge=1024,
+        le=16 * config.MiB,
+        description="Largest response head (and chunked trailers) in bytes.",
+    )
+    max_headers: int = Field(
+        default=128, ge=8, le=10_000, description="Most header (and trailer) fields in one answer."
+    )
+    max_event_bytes: int = Field(
+        default=1 * config.MiB,
+        ge=1024,
+        le=256 * config.MiB,
+        description="Longest server-sent event the sidecar buffers when it must look inside a stream.",
+    )
+    pool_size: int = Field(
+        default=1024,
+        ge=1,
+        le=65_536,
+        description="Connections open at most to the provider; each stream holds one for its length.",
+    )
+    pool_wait: Seconds = Field(
+        default=10.0, description="Seconds a request may wait for a free connection before a 503."
+    )
+
+
 class ProviderPolicySpec(common.Model):
     """One upstream provider: where it is, which key to use, and how to treat it."""
 
@@ -241,6 +282,9 @@ class ProviderPolicySpec(common.Model):
     retry: Retry = Field(default_factory=Retry, description="Retries before falling back.")
     timeouts: Timeouts = Field(default_factory=Timeouts, description="Upstream timeouts.")
     cache: CachePolicy = Field(default_factory=CachePolicy, description="Response caching.")
+    upstream_limits: UpstreamLimits = Field(
+        default_factory=UpstreamLimits, description="Bounds on answers and on the connection pool."
+    )
     forward_headers: tuple[HeaderName, ...] = Field(
         default=(),
         max_length=config.MAX_FORWARD_HEADERS,

@@ -70,6 +70,7 @@ def provider(name: str, spec: policy.ProviderPolicySpec, replicas: int) -> confi
         forward_headers=spec.forward_headers,
         # The sidecar enforces the allow-list itself: a '*' route would pass any model.
         models=tuple(sorted(spec.models)) if spec.models is not None else None,
+        upstream_limits=config.UpstreamLimits(**_same_fields(spec.upstream_limits)),
     )
 
 

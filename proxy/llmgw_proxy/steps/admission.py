@@ -8,9 +8,11 @@ given back once, when the block ends, according to how the try ended:
 - the upstream answered (``answered``): the reservation is settled on the
   tokens the answer used (none for an error status) and the breaker records
   the status;
-- the upstream never answered (``failed``: a timeout or connection failure):
-  nothing was used there, so the reservation is cancelled; the breaker counts
-  the failure;
+- the upstream never answered (``failed``: a timeout or connection failure,
+  or an answer that broke an ``upstreamLimits`` bound): nothing was used
+  there, so the reservation is cancelled; the breaker counts the failure,
+  unless the sidecar's own limit stopped the request (``local``: no pooled
+  connection came free), which it ignores;
 - the upstream answered, then failed its stream (``broke_off``: it timed out or
   dropped the connection after the headers): the reservation is settled on
   what was used, and the breaker counts a timeout or connection failure, not
@@ -112,7 +114,7 @@ class Hold:
             return
         if self._status is not None and not self._broken:
             gate.record_status(ticket, self._status)
-        elif self._failure is not None:
+        elif self._failure is not None and not self._failure.local:
             timed_out = self._failure.status == 504
             kind = config.FailureKind.TIMEOUT if timed_out else config.FailureKind.CONNECTION
             gate.record(ticket, breaker.classify(gate.policy, failure=kind))

@@ -13,7 +13,8 @@ After an answer:
 - any other 4xx but 408: the same request would fail anywhere; answered as is;
 - 5xx, 408, timeouts, connection failures: retried on the same target with
   backoff (``retry.attempts`` tries, within ``timeouts.total`` of the request's
-  start) while the provider's retry budget allows, then the next target.
+  start) while the provider's retry budget allows, then the next target;
+- no pooled connection came free (a local 503): the next target, no retry.
 
 Two bounds keep one request from multiplying into many upstream calls: the
 request sends at most ``maxAttempts`` tries in all (targets and retries
@@ -123,6 +124,8 @@ async def _serve_from(
         retry_after = None
         # Tested as "not a ProxyError": a StreamResponse is a MutableMapping, and an isinstance
         # check against that ABC costs several times one against a plain class.
+        if isinstance(result, errors.ProxyError) and result.local:
+            return None  # the sidecar's own limit (a busy pool): the same target would wait again
         if not isinstance(result, errors.ProxyError):
             status = result.status
             if status < 400 or result.prepared:

@@ -61,10 +61,13 @@ async def cache(call: Call, next_step: Next) -> web.StreamResponse:
     store = call.services.live.cache
     if decision is cache_key.Decision.USE:
         found = store.get(key)  # the store counts the hit or miss
-        if found is not None:
+        replay = _in_callers_form(call, found) if found is not None else None
+        if replay is not None:
             call.provider = call.snapshot.providers[primary.provider]
             call.status = 200
-            return await _replay(call, found)
+            return await _replay(call, *replay)
+        if found is not None:
+            store.delete(key)  # an answer the sidecar cannot restate: ask upstream again, store that
     else:
         metrics_.count(metrics_.cache_lookups, ("miss",))  # a refresh: no lookup, still a miss
     call.response_headers["x-llmgw-cache"] = "MISS"
@@ -81,14 +84,29 @@ def _headers(call: Call) -> dict[str, str]:
     return {"x-llmgw-provider": call.provider.name, "x-llmgw-cache": "HIT", "x-request-id": call.request_id}
 
 
-async def _replay(call: Call, found: bytes) -> web.StreamResponse:
+def _in_callers_form(call: Call, found: bytes) -> tuple[bool, bytes] | None:
+    """(streamed, bytes) of a stored answer in the form the caller asked; None if it cannot be.
+
+    A provider's answer is stored as sent; one that is not the JSON a completion
+    should be (whatever a hostile or broken provider sent) is not restated.
+    """
     stored_stream, data = found[:1] == SSE, found[1:]
-    if not call.stream:
-        if stored_stream:
-            data = assemble(data, call.endpoint == _CHAT)
+    try:
+        if not call.stream:
+            return False, assemble(data, call.endpoint == _CHAT) if stored_stream else data
+        if not stored_stream:
+            answer = json.loads(data)
+            if not isinstance(answer, dict):
+                return None
+            data = _as_stream(answer, sse.asks_for_usage(call.body))
+    except (ValueError, TypeError, AttributeError, RecursionError):
+        return None
+    return True, data
+
+
+async def _replay(call: Call, streamed: bool, data: bytes) -> web.StreamResponse:
+    if not streamed:
         return web.Response(body=data, content_type="application/json", headers=_headers(call))
-    if not stored_stream:
-        data = _as_stream(json.loads(data), sse.asks_for_usage(call.body))
     out = web.StreamResponse(headers={**_headers(call), "Content-Type": "text/event-stream"})
     await out.prepare(call.request)
     await out.write(data)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -44,6 +45,7 @@ _DROP_RESPONSE = frozenset(
 )
 _PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
 _USAGE = b'"usage"'
+log = logging.getLogger("llmgw.upstream")
 USER_AGENT = "llmgw-proxy"
 _DECODER = json.JSONDecoder()
 
@@ -88,9 +90,30 @@ def response_headers(incoming: Mapping[str, str], provider: str, request_id: str
     return headers
 
 
-def _failure(provider: str, exc: upstream.UpstreamError) -> errors.ProxyError:
+def _failure(call: Call, exc: upstream.UpstreamError) -> errors.ProxyError:
+    provider = call.provider.name if call.provider is not None else ""
     if isinstance(exc, upstream.TimedOut):
         return errors.upstream_timeout(provider, exc.phase)
+    metrics_ = call.services.metrics
+    if isinstance(exc, upstream.TooLarge):
+        metrics_.count(metrics_.upstream_bounds, (provider, exc.bound))
+        log.warning(
+            "the upstream answer broke a bound; the request failed and its connection was closed",
+            extra={
+                "request_id": call.request_id,
+                "provider": provider,
+                "bound": exc.bound,
+                "limit": exc.limit,
+            },
+        )
+        return errors.upstream_too_large(provider, exc.bound, exc.limit)
+    if isinstance(exc, upstream.PoolBusy):
+        metrics_.count(metrics_.pool_exhausted, (provider,))
+        log.warning(
+            "no pooled upstream connection came free in time",
+            extra={"request_id": call.request_id, "provider": provider, "pool_size": exc.size},
+        )
+        return errors.upstream_pool_busy(provider, exc.size)
     return errors.upstream_unreachable(provider)
 
 
@@ -128,7 +151,7 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
     sent = loop.time()
     try:
         resp = await call.services.transport.send(
-            upstream.Request("POST", url, headers, body, state.timeouts)
+            upstream.Request("POST", url, headers, body, state.timeouts, state.limits)
         )
         call.upstream_duration = loop.time() - sent
         call.status = resp.status
@@ -144,7 +167,7 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
         try:
             data = await resp.read()
         except upstream.UpstreamError as exc:
-            raise _failure(state.name, exc) from None
+            raise _failure(call, exc) from None
         if resp.status == 200:
             if _USAGE in data:
                 call.usage = _usage_of(data)
@@ -152,7 +175,7 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
                 hook(False, data)
         return web.Response(status=resp.status, body=data, headers=out_headers)
     except upstream.UpstreamError as exc:
-        failure = _failure(state.name, exc)
+        failure = _failure(call, exc)
         call.status = failure.status
         if span is not None:
             span.set_attribute("error.type", type(exc).__name__)
@@ -174,10 +197,17 @@ async def _relay_stream(
     # added a usage chunk, or needs the text (no usage chunk may come) or the bytes (a hook).
     keep = bool(call.answer_hooks)
     filtered = strip_usage or call.wants_usage or keep
-    reader: sse.UsageReader | sse.StreamFilter = (
-        sse.StreamFilter(strip_usage, call.wants_usage, keep) if filtered else sse.UsageReader()
-    )
+    reader: sse.UsageReader | sse.StreamFilter
+    if filtered:
+        assert call.provider is not None
+        bounds = call.provider.limits
+        reader = sse.StreamFilter(
+            strip_usage, call.wants_usage, keep, bounds.max_event_bytes, bounds.max_response_bytes
+        )
+    else:
+        reader = sse.UsageReader()
     complete = False
+    at_boundary = True  # what went out so far ends with a whole event
     try:
         await out.prepare(call.request)
         try:
@@ -191,6 +221,7 @@ async def _relay_stream(
                     assert isinstance(reader, sse.UsageReader)
                     reader.feed(chunk)
                 await out.write(chunk)
+                at_boundary = chunk.endswith(sse.EVENT_ENDS)
             if filtered:
                 assert isinstance(reader, sse.StreamFilter)
                 rest = reader.finish()
@@ -198,9 +229,11 @@ async def _relay_stream(
                     await out.write(rest)
             complete = True
         except upstream.UpstreamError as exc:
-            failure = _failure(call.provider.name if call.provider else "", exc)
+            failure = _failure(call, exc)
             call.status, call.broken = failure.status, failure
-            await out.write(sse.error_event(failure.message, failure.type, failure.code or ""))
+            # Cut mid-event, the error must still be an event of its own for the client to see it.
+            cut = b"" if at_boundary else b"\n\n"
+            await out.write(cut + sse.error_event(failure.message, failure.type, failure.code or ""))
         await out.write_eof()
     except ConnectionResetError:
         call.status = 499  # the caller left mid-stream; closing resp below cancels the upstream read
@@ -227,13 +260,13 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
     if colon > 0:
         try:
             usage, _ = _DECODER.raw_decode(data[colon + 1 :].decode().lstrip())
-        except ValueError:
+        except (ValueError, RecursionError):  # nesting past the parser's depth: no usage to read
             usage = None
         if isinstance(usage, dict):
             return usage
     try:
         usage = json.loads(data).get("usage")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None
     return usage if isinstance(usage, dict) else None
 

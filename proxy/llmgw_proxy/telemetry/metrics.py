@@ -71,6 +71,8 @@ class Metrics:
         self.cache_lookups: dict[tuple[str, ...], int] = {}
         self.provider_paused: dict[tuple[str, ...], int] = {}
         self.retries_denied: dict[tuple[str, ...], int] = {}
+        self.upstream_bounds: dict[tuple[str, ...], int] = {}
+        self.pool_exhausted: dict[tuple[str, ...], int] = {}
         self.registry.register(_Collector(self))
 
     def observe(
@@ -135,6 +137,18 @@ _COUNTERS = (
         "Retries not sent: the provider's retry budget was spent (budget) or the request's "
         "maxAttempts was reached (max_attempts).",
         ("provider", "reason"),
+    ),
+    (
+        "upstream_bounds",
+        "llmgw_upstream_bound_violations",
+        "Upstream answers cut off for breaking an upstreamLimits bound.",
+        ("provider", "bound"),
+    ),
+    (
+        "pool_exhausted",
+        "llmgw_upstream_pool_exhausted",
+        "Requests refused because no pooled connection to the provider came free in time.",
+        ("provider",),
     ),
 )
 

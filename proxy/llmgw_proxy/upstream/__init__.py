@@ -9,6 +9,11 @@ Failures come back as two exception types so callers (and the breaker/retry
 policies) can classify them without knowing the client: ``ConnectFailed``
 (no connection, or the peer went away or answered garbage) and ``TimedOut``
 (with the phase that ran out: connect, first_byte or total).
+
+Two more kinds say the provider was not simply unreachable: ``TooLarge``
+(the answer broke one of the request's ``Limits``; the connection is dropped)
+and ``PoolBusy`` (no pooled connection came free in time: the sidecar's own
+capacity, never held against the provider).
 """
 
 from __future__ import annotations
@@ -25,6 +30,31 @@ class Timeouts:
     total: float
 
 
+MiB = 1024 * 1024
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one answer may make the sidecar hold, and on the pool it comes through.
+
+    ``max_response_bytes``: a body read whole (after decoding gzip or deflate), or
+    what is buffered of a streamed one; ``max_header_bytes`` / ``max_headers``:
+    the response head (and a chunked body's trailers); ``max_event_bytes``: one
+    server-sent event the sidecar must look inside; ``pool_size``: connections
+    open per origin; ``pool_wait``: seconds a request may wait for one of them.
+    """
+
+    max_response_bytes: int = 32 * MiB
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 128
+    max_event_bytes: int = 1 * MiB
+    pool_size: int = 1024
+    pool_wait: float = 10.0
+
+
+DEFAULT_LIMITS = Limits()
+
+
 @dataclasses.dataclass(slots=True)
 class Request:
     method: str
@@ -32,6 +62,7 @@ class Request:
     headers: Mapping[str, str]
     body: bytes | None
     timeouts: Timeouts
+    limits: Limits = DEFAULT_LIMITS
 
 
 class Response(Protocol):
@@ -63,3 +94,20 @@ class TimedOut(UpstreamError):
     def __init__(self, phase: str) -> None:
         super().__init__(f"{phase} timeout")
         self.phase = phase
+
+
+class TooLarge(UpstreamError):
+    """The answer broke a bound; ``bound`` names the ``upstreamLimits`` field (never a header value)."""
+
+    def __init__(self, bound: str, limit: int) -> None:
+        super().__init__(f"the answer exceeds {bound} ({limit})")
+        self.bound = bound
+        self.limit = limit
+
+
+class PoolBusy(UpstreamError):
+    """No connection to the provider came free within ``pool_wait``: the sidecar is at its own limit."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"all {size} pooled connections stayed busy")
+        self.size = size

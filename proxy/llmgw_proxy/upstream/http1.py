@@ -8,15 +8,28 @@ chunk by chunk), so this client does only that:
 
 - one ``asyncio.Protocol`` per connection; the request goes out as one write;
 - connections are kept per origin (scheme, host, port), reused most recent
-  first, at most ``limit`` open per origin (more requests wait for one), and
-  dropped after ``idle_seconds`` unused or when the server closes them;
+  first, at most ``limits.pool_size`` open per origin (more requests wait up
+  to ``limits.pool_wait`` for one, then fail as ``PoolBusy``, which is not a
+  connect timeout: the provider did nothing wrong), and dropped after
+  ``idle_seconds`` unused or when the server closes them;
+- a connection goes back to the pool once, after its answer ended and only if
+  nothing followed that answer: bytes the server sends beyond it (a second
+  answer in the same segment, or on an idle connection) close it;
 - a request on a reused connection is never re-sent when the connection
   fails: a POST may have reached the provider, and the retry policy decides;
 - timeouts: ``connect`` for opening a connection, ``first_byte`` until the
-  response headers, ``total`` from the request until its last body byte;
+  response headers (counted from when a connection was free, not from the
+  wait for one), ``total`` from the request until its last body byte;
 - it asks for an identity body, and still decodes gzip or deflate if sent;
 - a body is buffered up to ``_HIGH_WATER`` before reading from the socket
-  pauses, so a slow caller slows the provider rather than filling memory.
+  pauses, so a slow caller slows the provider rather than filling memory;
+- every answer is bounded by the request's ``upstream.Limits``: the decoded
+  bytes buffered (all of a body read whole; decompression stops at the bound,
+  so a gzip bomb never inflates past it; each piece held counts ``_PART_COST``
+  more, so tiny chunks cannot hide their overhead), the header fields' count and size,
+  and the bytes that arrive without a body byte (a head or trailers that never
+  end). Breaking one fails the answer with ``TooLarge`` and drops the connection.
+  Trailers are counted, never kept, so none reaches the next answer's headers.
 """
 
 from __future__ import annotations
@@ -38,6 +51,10 @@ from llmgw_proxy import upstream
 
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
+# What holding one received piece costs besides its bytes (the bytes object, its deque slot):
+# counted with the bytes, so an answer sent in one-byte chunks is bounded like any other.
+_PART_COST = 64
+_DECODE_STEP = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -67,6 +84,14 @@ def encode_head(method: str, target: str, host: str, headers: Any, length: int) 
     if head.count("\r") != ends or head.count("\n") != ends:
         raise upstream.ConnectFailed("a request header contains a line break")
     return head.encode("utf-8", "surrogateescape")
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing: the connection ends with ``error``."""
+
+    def __init__(self, error: upstream.UpstreamError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Body:
@@ -124,7 +149,7 @@ class Response:
             while True:
                 if body.parts:
                     chunk = body.parts.popleft()
-                    body.size -= len(chunk)
+                    body.size -= len(chunk) + _PART_COST
                     if body.size <= _LOW_WATER:
                         self._conn.resume()
                     yield chunk
@@ -160,33 +185,71 @@ class _Connection(asyncio.Protocol):
         self._until_eof = False  # no length and not chunked: the body ends with the connection
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
+        self.limits = upstream.DEFAULT_LIMITS  # the current request's
+        self._expecting = False  # a request is out and its (final) answer has not ended
+        self._reuse: bool | None = None  # set when an answer ended during this feed: release after it
+        self._fields = 0  # header (and trailer) fields of the current answer, and their bytes
+        self._field_bytes = 0
+        self._framing = 0  # bytes received since the last body byte: a head or trailers that never end
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = typing.cast(asyncio.Transport, transport)  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
-        if self._started is None and self._body is None:
+        if not self._expecting:
             self.abort(upstream.ConnectFailed("unexpected bytes on an idle connection"))
             return
+        self._framing += len(data)
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            stop = exc.__context__
+            if isinstance(stop, _Stop):
+                self.abort(stop.error)
+            else:
+                self.abort(upstream.ConnectFailed(f"malformed upstream response: {type(exc).__name__}"))
         except httptools.HttpParserUpgrade:
             self.abort(upstream.ConnectFailed("the upstream switched protocols"))
         except httptools.HttpParserError as exc:
             self.abort(upstream.ConnectFailed(f"malformed upstream response: {type(exc).__name__}"))
+        else:
+            if self._expecting and self._framing > self.limits.max_header_bytes:
+                self.abort(upstream.TooLarge("maxHeaderBytes", self.limits.max_header_bytes))
+        # An answer that ended in this feed goes back only now, when nothing followed it.
+        reuse, self._reuse = self._reuse, None
+        if reuse is not None and not self.closed:
+            if reuse:
+                self.pool.release(self)
+            else:
+                self.abort(upstream.ConnectFailed("the connection is not reusable"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         body = self._body
         if body is not None and self._until_eof and exc is None and not body.done and body.error is None:
-            self._finish_body(reuse=False)
+            self._expecting = False
+            self._finish_body()
         self._fail(upstream.ConnectFailed("the upstream closed the connection"))
         self.pool.forget(self)
 
-    # -- httptools callbacks
+    # -- httptools callbacks (a ``_Stop`` raised here ends the connection)
+    def on_message_begin(self) -> None:
+        if not self._expecting:
+            raise _Stop(upstream.ConnectFailed("the upstream sent more than one answer"))
+        self._headers = []
+        self._fields = self._field_bytes = 0
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        limits = self.limits
+        self._fields += 1
+        self._field_bytes += len(name) + len(value) + 4  # ": " and CRLF, as on the wire
+        if self._fields > limits.max_headers:
+            raise _Stop(upstream.TooLarge("maxHeaders", limits.max_headers))
+        if self._field_bytes > limits.max_header_bytes:
+            raise _Stop(upstream.TooLarge("maxHeaderBytes", limits.max_header_bytes))
+        if self._body is None:  # a trailer (after the body) is counted, never kept
+            self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -213,36 +276,59 @@ class _Connection(asyncio.Protocol):
             started.set_result(Response(self, status, headers, body))
 
     def on_body(self, data: bytes) -> None:
+        self._framing = 0
         body = self._body
         if body is None or body.error is not None:
             return
-        if body.decoder is not None:
-            try:
-                data = body.decoder.decompress(data)
-            except zlib.error:
-                body.error = upstream.ConnectFailed("the upstream body does not decompress")
-                body.wake()
-                return
-        body.parts.append(data)
-        body.size += len(data)
+        cap = self.limits.max_response_bytes
+        while data:
+            room = cap - body.size - _PART_COST
+            piece = data
+            if body.decoder is not None:
+                try:
+                    # A step at a time and at most one byte past the room: a bomb stops inflating
+                    # here, and no single output buffer grows far beyond what is kept.
+                    piece = body.decoder.decompress(data, max(0, min(room, _DECODE_STEP)) + 1)
+                except zlib.error:
+                    body.error = upstream.ConnectFailed("the upstream body does not decompress")
+                    body.wake()
+                    return
+                data = body.decoder.unconsumed_tail
+            else:
+                data = b""
+            if not piece:
+                break  # a gzip header: nothing decoded yet
+            if len(piece) > room:
+                raise _Stop(upstream.TooLarge("maxResponseBytes", cap))
+            body.parts.append(piece)
+            body.size += len(piece) + _PART_COST
         if body.size > _HIGH_WATER and not body.whole and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()
         body.wake()
 
     def on_message_complete(self) -> None:
-        if self._body is None:
+        body = self._body
+        if body is None:
             return  # the end of an interim answer
-        self._finish_body(reuse=self.parser.should_keep_alive())
+        self._expecting = False
+        self._finish_body()
+        self._reuse = self.parser.should_keep_alive() and not isinstance(body.error, upstream.TooLarge)
 
     # -- used by Pool and Response
     def start(
-        self, head: bytes, payload: bytes | None, first_byte_at: float, deadline: float
+        self,
+        head: bytes,
+        payload: bytes | None,
+        first_byte_at: float,
+        deadline: float,
+        limits: upstream.Limits,
     ) -> asyncio.Future[Response]:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
         started: asyncio.Future[Response] = loop.create_future()
         self._started, self._body, self._deadline = started, None, deadline
+        self.limits, self._expecting, self._framing = limits, True, 0
         if first_byte_at < deadline:
             self._timer = loop.call_at(first_byte_at, self._timed_out, "first_byte")
         else:
@@ -256,6 +342,7 @@ class _Connection(asyncio.Protocol):
             self.transport.resume_reading()
 
     def abort(self, error: upstream.UpstreamError) -> None:
+        self._expecting = False
         self._fail(error)
         if not self.closed:
             self.closed = True
@@ -263,13 +350,17 @@ class _Connection(asyncio.Protocol):
                 self.transport.abort()
         self.pool.forget(self)
 
-    def _finish_body(self, *, reuse: bool) -> None:
+    def _finish_body(self) -> None:
+        """The body ended; the caller decides whether the connection goes back to the pool."""
         body = self._body
         assert body is not None
         if body.decoder is not None and body.error is None:
             rest = body.decoder.flush()
-            if rest:
+            if body.size + len(rest) + _PART_COST > self.limits.max_response_bytes:
+                body.error = upstream.TooLarge("maxResponseBytes", self.limits.max_response_bytes)
+            elif rest:
                 body.parts.append(rest)
+                body.size += len(rest) + _PART_COST
         body.done = True
         body.wake()
         self._body = None
@@ -278,10 +369,6 @@ class _Connection(asyncio.Protocol):
             self._timer = None
         if self.paused:
             self.resume()
-        if reuse and not self.closed:
-            self.pool.release(self)
-        else:
-            self.abort(upstream.ConnectFailed("the connection is not reusable"))
 
     def _timed_out(self, phase: str) -> None:
         self._timer = None
@@ -303,10 +390,7 @@ class _Connection(asyncio.Protocol):
 class Pool:
     """The ``upstream.Transport`` the sidecar uses: ``send`` one request, get its ``Response``."""
 
-    def __init__(
-        self, *, limit: int = 256, idle_seconds: float = 15.0, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
-        self.limit = limit
+    def __init__(self, *, idle_seconds: float = 15.0, ssl_context: ssl.SSLContext | None = None) -> None:
         self.idle_seconds = idle_seconds
         self._ssl = ssl_context
         self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
@@ -324,11 +408,15 @@ class Pool:
         t = request.timeouts
         now = loop.time()
         deadline = now + t.total
+        limits = request.limits
         conn = self._checkout(origin, now)
+        if conn is None and self._open[origin] >= limits.pool_size:
+            conn = await self._wait_for_one(origin, limits, min(now + limits.pool_wait, deadline))
+            now = loop.time()  # the wait was the sidecar's, so first_byte starts after it (total does not)
         if conn is None:
-            conn = await self._connect(origin, now + min(t.connect, t.total))
+            conn = await self._connect(origin, loop.time() + min(t.connect, t.total))
         try:
-            return await conn.start(head, body, now + t.first_byte, deadline)
+            return await conn.start(head, body, now + t.first_byte, deadline, limits)
         except asyncio.CancelledError:
             conn.abort(upstream.ConnectFailed("the request was cancelled"))  # its answer would be orphaned
             raise
@@ -384,20 +472,35 @@ class Pool:
             conn.abort(upstream.ConnectFailed("idle too long"))
         return None
 
-    async def _connect(self, origin: tuple[str, str, int], give_up_at: float) -> _Connection:
-        if self._closed:
-            raise upstream.ConnectFailed("the client is closed")
+    async def _wait_for_one(
+        self, origin: tuple[str, str, int], limits: upstream.Limits, give_up_at: float
+    ) -> _Connection | None:
+        """At the limit: wait for a connection to come back (reused) or close (None: open one).
+
+        Timed apart from ``connect``: a busy pool is the sidecar's limit, not the provider's fault.
+        """
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(give_up_at):
-                while self._open[origin] >= self.limit:
-                    # At the limit: wait for a connection to come back (or close) and look again.
+                while self._open[origin] >= limits.pool_size:
+                    if self._closed:
+                        raise upstream.ConnectFailed("the client is closed")
                     waiter = loop.create_future()
                     self._waiters.setdefault(origin, collections.deque()).append(waiter)
                     await waiter
                     reused = self._checkout(origin, loop.time())
                     if reused is not None:
                         return reused
+        except TimeoutError:
+            raise upstream.PoolBusy(limits.pool_size) from None
+        return None
+
+    async def _connect(self, origin: tuple[str, str, int], give_up_at: float) -> _Connection:
+        if self._closed:
+            raise upstream.ConnectFailed("the client is closed")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout_at(give_up_at):
                 self._open[origin] += 1
                 try:
                     scheme, host, port = origin

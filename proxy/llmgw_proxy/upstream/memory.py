@@ -5,7 +5,8 @@ handler returns an ``Answer`` (status, headers, and a body as bytes or an async
 iterable of chunks) or raises an ``upstream.UpstreamError`` (``ConnectFailed``
 stands for a refused or dropped connection). The timeouts mean what they mean
 for ``http1.Pool``: ``first_byte`` bounds the handler, ``total`` bounds the
-handler and the body, and the deadline that runs out names the phase. The body
+handler and the body, and the deadline that runs out names the phase; a body
+read whole longer than ``limits.max_response_bytes`` raises ``TooLarge``. The body
 is produced by a task as a peer would write it, whether or not it is read, and
 ``close`` cancels that task, which the handler's iterable sees.
 """
@@ -50,11 +51,12 @@ class Transport:
             if scope.expired():
                 raise upstream.TimedOut(phase) from None
             raise
-        return Response(answer, deadline)
+        return Response(answer, deadline, request.limits.max_response_bytes)
 
 
 class Response:
-    def __init__(self, answer: Answer, deadline: float) -> None:
+    def __init__(self, answer: Answer, deadline: float, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
         self.status = answer.status
         self.headers = Headers(answer.headers)
         self._parts: asyncio.Queue[bytes | _End] = asyncio.Queue()
@@ -79,7 +81,14 @@ class Response:
             self._parts.put_nowait(chunk)
 
     async def read(self) -> bytes:
-        return b"".join([chunk async for chunk in self.chunks()])
+        parts, size = [], 0
+        async for chunk in self.chunks():
+            size += len(chunk)
+            if size > self._max_bytes:
+                self.close()
+                raise upstream.TooLarge("maxResponseBytes", self._max_bytes)
+            parts.append(chunk)
+        return b"".join(parts)
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:

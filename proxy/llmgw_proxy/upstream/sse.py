@@ -13,8 +13,17 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from llmgw_proxy import upstream
+
 DONE = b"[DONE]"
+EVENT_ENDS = (b"\n\n", b"\r\n\r\n")  # how a chunk that ends with a whole event ends
 _USAGE = b'"usage"'
+_MAX_BOUNDARY = 3  # the longest form of an event's end, ``\n\r\n`` (what ``\r\n\r\n`` ends with)
+
+
+def _has_boundary(buffer: bytearray | bytes, start: int) -> bool:
+    """An event ends in ``buffer`` at or after ``start``: a line break, an optional CR, a line break."""
+    return buffer.find(b"\n\n", start) >= 0 or buffer.find(b"\n\r\n", start) >= 0
 
 
 def split_events(buffer: bytes) -> tuple[list[bytes], bytes]:
@@ -37,7 +46,7 @@ def iter_json(events: list[bytes]) -> Iterator[dict[str, Any]]:
             continue
         try:
             obj = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # a provider's nesting past the parser's depth is not JSON to us
             continue
         if isinstance(obj, dict):
             yield obj
@@ -75,18 +84,34 @@ class UsageReader:
     _MAX_PENDING = 1024 * 1024  # a stream with no event boundary in a MiB is not SSE; stop buffering it
 
     def __init__(self) -> None:
-        self._pending = b""
+        self._pending = bytearray()
         self.usage: dict[str, Any] | None = None
 
     def feed(self, chunk: bytes) -> None:
-        data = self._pending + chunk if self._pending else chunk
+        pending = self._pending
+        if pending:
+            # Only the new bytes (and the few before them an event's end may span) are searched,
+            # so an event that takes many chunks costs linear, not quadratic, work.
+            start = max(0, len(pending) - _MAX_BOUNDARY + 1)
+            pending += chunk
+            if not _has_boundary(pending, start):
+                if len(pending) > self._MAX_PENDING:
+                    pending.clear()
+                return
+            data = bytes(pending)
+            pending.clear()
+        else:
+            data = chunk
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
         cut = data.rfind(b"\n\n")
         if cut < 0:
-            self._pending = data if len(data) <= self._MAX_PENDING else b""
+            if len(data) <= self._MAX_PENDING:
+                self._pending += data
             return
-        complete, self._pending = data[:cut], data[cut + 2 :]
+        complete, rest = data[:cut], data[cut + 2 :]
+        if len(rest) <= self._MAX_PENDING:
+            self._pending += rest
         if _USAGE not in complete:
             return
         for obj in iter_json(complete.split(b"\n\n")):
@@ -102,36 +127,85 @@ class StreamFilter:
     did not) after noting its usage. ``text``: keep the completion text, to
     estimate usage a provider did not report. ``keep``: keep the bytes sent,
     for the cache. Events go out whole; an incomplete one waits for the rest.
+
+    Bounded by ``max_event_bytes``: an event longer than that fails the stream
+    with ``upstream.TooLarge`` (an event that never ends cannot fill memory),
+    and only new bytes are searched for an event's end, so the work stays
+    linear. What is kept is bounded by ``max_kept_bytes``: a longer answer is
+    not kept (the cache skips it) and its text stops growing (the estimate
+    then counts the text up to there).
     """
 
-    __slots__ = ("_pending", "_strip", "_texts", "kept", "usage")
+    __slots__ = (
+        "_kept_bytes",
+        "_max_event",
+        "_max_kept",
+        "_pending",
+        "_strip",
+        "_text_chars",
+        "_texts",
+        "kept",
+        "usage",
+    )
 
-    def __init__(self, strip: bool, text: bool, keep: bool) -> None:
-        self._pending = b""
+    def __init__(
+        self,
+        strip: bool,
+        text: bool,
+        keep: bool,
+        max_event_bytes: int = upstream.DEFAULT_LIMITS.max_event_bytes,
+        max_kept_bytes: int = upstream.DEFAULT_LIMITS.max_response_bytes,
+    ) -> None:
+        self._pending = bytearray()
         self._strip = strip
         self._texts: list[str] | None = [] if text else None
+        self._text_chars = 0
         self.kept: list[bytes] | None = [] if keep else None
+        self._kept_bytes = 0
+        self._max_event = max_event_bytes
+        self._max_kept = max_kept_bytes
         self.usage: dict[str, Any] | None = None
 
     def filter(self, chunk: bytes) -> bytes:
-        events, self._pending = split_events(self._pending + chunk)
-        out = [self._event(e) for e in events]
-        data = b"".join(out)
-        if self.kept is not None and data:
-            self.kept.append(data)
-        return data
+        pending = self._pending
+        if pending:
+            start = max(0, len(pending) - _MAX_BOUNDARY + 1)
+            pending += chunk
+            if not _has_boundary(pending, start):
+                self._check(len(pending))
+                return b""
+            data = bytes(pending)
+            pending.clear()
+        else:
+            data = chunk  # the usual case: a chunk of whole events, split as it came
+        events, rest = split_events(data)
+        if rest:
+            pending += rest
+            self._check(len(rest))
+        return self._keep(b"".join([self._event(e) for e in events]))
 
     def finish(self) -> bytes:
-        rest, self._pending = self._pending, b""
+        rest = bytes(self._pending)
+        self._pending.clear()
         if not rest.strip():
             return b""
-        data = self._event(rest)
-        if self.kept is not None and data:
-            self.kept.append(data)
-        return data
+        return self._keep(self._event(rest))
 
     def text(self) -> str:
         return "".join(self._texts or ())
+
+    def _check(self, pending: int) -> None:
+        if pending > self._max_event:
+            raise upstream.TooLarge("maxEventBytes", self._max_event)
+
+    def _keep(self, data: bytes) -> bytes:
+        if self.kept is not None and data:
+            self._kept_bytes += len(data)
+            if self._kept_bytes > self._max_kept:
+                self.kept = None  # too long to cache; the caller still gets all of it
+            else:
+                self.kept.append(data)
+        return data
 
     def _event(self, event: bytes) -> bytes:
         if _USAGE in event or (self._texts is not None and b"choices" in event):
@@ -146,6 +220,7 @@ class StreamFilter:
                         if isinstance(choice, dict):
                             delta = choice.get("delta")
                             piece = delta.get("content") if isinstance(delta, dict) else choice.get("text")
-                            if isinstance(piece, str):
+                            if isinstance(piece, str) and self._text_chars < self._max_kept:
+                                self._text_chars += len(piece)
                                 self._texts.append(piece)
         return event + b"\n\n"

@@ -112,6 +112,7 @@ def test_a_policy_without_models_lets_the_sidecar_send_any() -> None:
         pytest.param(policy.CircuitBreaker, config.CircuitBreaker, set(), id="circuit-breaker"),
         pytest.param(policy.CachePolicy, config.CachePolicy, set(), id="cache"),
         pytest.param(policy.RateLimit, config.RateLimit, {"scope"}, id="rate-limit"),
+        pytest.param(policy.UpstreamLimits, config.UpstreamLimits, set(), id="upstream-limits"),
     ],
 )
 def test_policy_fields_mirror_the_proxy_config_with_the_same_defaults(
@@ -122,6 +123,22 @@ def test_policy_fields_mirror_the_proxy_config_with_the_same_defaults(
         assert ours.model_fields[name].get_default(call_default_factory=True) == field.get_default(
             call_default_factory=True
         ), name
+
+
+def test_upstream_limits_map_field_by_field() -> None:
+    limits = {
+        "maxResponseBytes": 1048576,
+        "maxHeaderBytes": 8192,
+        "maxHeaders": 40,
+        "maxEventBytes": 65536,
+        "poolSize": 2048,
+        "poolWait": 2.5,
+    }
+    spec = renderkit.policy_spec(upstreamLimits=limits)
+    compiled = proxy_config.compile_config(
+        renderkit.gateway_spec(routes=[{"model": "m", "targets": [{"policy": "p"}]}]), {"p": spec}, replicas=1
+    )
+    assert compiled.providers["p"].upstream_limits == config.UpstreamLimits.model_validate(limits)
 
 
 HPA = {"autoscaling": {"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 80}}

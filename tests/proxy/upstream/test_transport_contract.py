@@ -26,6 +26,7 @@ KEY = "Bearer sk-contract-secret-0123456789abcdef"
 TIMEOUTS = upstream.Timeouts(connect=2.0, first_byte=5.0, total=10.0)
 PATH = "/v1/chat/completions?api-version=2024-06-01"
 BEFORE_HEADERS, MID_BODY = "before headers", "mid body"
+MiB = 1024 * 1024
 
 
 @dataclasses.dataclass
@@ -183,9 +184,10 @@ def post(
     *,
     timeouts: upstream.Timeouts = TIMEOUTS,
     headers: Mapping[str, str] | None = None,
+    limits: upstream.Limits = upstream.DEFAULT_LIMITS,
 ) -> upstream.Request:
     sent = {"Authorization": KEY, "Content-Type": "application/json", **(headers or {})}
-    return upstream.Request("POST", url, sent, body, timeouts)
+    return upstream.Request("POST", url, sent, body, timeouts, limits)
 
 
 async def exchange(peer: Peer, request: upstream.Request) -> bytes:
@@ -426,3 +428,27 @@ async def test_many_concurrent_sends_each_get_their_own_answer(peer: Peer) -> No
     bodies = [b'{"n": %d}' % i for i in range(count)]
     answers = await asyncio.gather(*(exchange(peer, post(peer.url, body)) for body in bodies))
     assert answers == bodies
+
+
+@pytest.mark.parametrize("split", [1, 2], ids=["length", "chunked"])
+async def test_a_body_read_whole_past_max_response_bytes_raises_too_large_and_the_next_send_is_answered(
+    peer: Peer, split: int
+) -> None:
+    body = b"x" * (2 * MiB)
+    peer.answer = lambda received: Script(chunks=(body[:MiB], body[MiB:]) if split == 2 else (body,))
+    small = upstream.Limits(max_response_bytes=MiB)
+    resp = await peer.transport.send(post(peer.url, limits=small))
+    with pytest.raises(upstream.TooLarge) as caught:
+        await resp.read()
+    resp.close()
+    assert (caught.value.bound, caught.value.limit) == ("maxResponseBytes", MiB)
+    assert KEY not in str(caught.value)
+    peer.answer = echo
+    assert await exchange(peer, post(peer.url, b"again")) == b"again"
+
+
+async def test_a_streamed_body_is_not_bounded_by_max_response_bytes_in_total(peer: Peer) -> None:
+    pieces = tuple(bytes([65 + i]) * (64 * 1024) for i in range(32))  # 2 MiB in pieces of 64 KiB
+    peer.answer = lambda received: Script(chunks=pieces)
+    resp = await peer.transport.send(post(peer.url, limits=upstream.Limits(max_response_bytes=MiB)))
+    assert b"".join([chunk async for chunk in resp.chunks()]) == b"".join(pieces)
