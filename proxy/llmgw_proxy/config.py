@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
-from typing import Annotated, Literal
+from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -73,6 +73,49 @@ def check_forward_headers(names: tuple[str, ...]) -> tuple[str, ...]:
         if lower not in out and lower not in FORWARDED_HEADERS:
             out.append(lower)
     return tuple(out)
+
+
+# Key files: the operator copies a key from a Secret into a file the sidecar
+# reads, so both apply this one rule, and a key the operator accepts is one
+# the sidecar will serve with.
+MAX_KEY_BYTES = 8192
+"""Largest key accepted; real provider keys are well under 300 bytes."""
+KEY_EMPTY = "key_empty"
+KEY_NOT_UTF8 = "key_not_utf8"
+KEY_INVALID_CHARACTER = "key_invalid_character"
+KEY_TOO_LONG = "key_too_long"
+
+
+class KeyProblem(NamedTuple):
+    """Why a key cannot serve: a bounded ``reason`` code and a ``detail`` that never quotes the key."""
+
+    reason: str
+    detail: str
+
+
+def check_key(raw: bytes) -> str | KeyProblem:
+    """The key ``raw`` holds, with the whitespace around it stripped, or why it cannot serve.
+
+    A key goes into an HTTP header as it is, so it must be printable ASCII with
+    no whitespace or control character inside (an embedded newline would turn
+    every request into a 502). Whitespace around it, like the trailing newline
+    that ``echo`` and editors add, is dropped.
+    """
+    if len(raw) > MAX_KEY_BYTES:
+        return KeyProblem(KEY_TOO_LONG, f"is longer than {MAX_KEY_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # The position only: the offending byte is part of the key.
+        return KeyProblem(KEY_NOT_UTF8, f"is not UTF-8 (at byte {exc.start})")
+    value = text.strip()
+    if not value:
+        return KeyProblem(KEY_EMPTY, "is empty")
+    for at, char in enumerate(value):
+        if not "!" <= char <= "~":
+            kind = "a non-ASCII character" if ord(char) > 0x7F else "whitespace or a control character"
+            return KeyProblem(KEY_INVALID_CHARACTER, f"holds {kind} inside the key (at character {at})")
+    return value
 
 
 class _Model(BaseModel):

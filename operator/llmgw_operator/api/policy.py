@@ -256,8 +256,8 @@ class ProviderPolicySpec(common.Model):
         default=None,
         description=(
             "The Secret key holding the provider's API key. The Secret must be labelled "
-            "llmgateway.io/provider-key=true; the key must be printable ASCII (one trailing newline "
-            "is dropped)."
+            "llmgateway.io/provider-key=true; the key must be printable ASCII with no whitespace "
+            "inside (whitespace around it is dropped), at most 8 KiB."
         ),
     )
     models: tuple[ModelName, ...] | None = Field(

@@ -15,6 +15,7 @@ from typing import Any
 from llmgw_operator.api import gateway, policy
 from llmgw_operator.render import names
 from llmgw_operator.render.conditions import FALSE, TRUE, Verdict
+from llmgw_proxy import config
 
 # A policy as observed: its validated spec, or the validation error's message.
 Observed = policy.ProviderPolicySpec | str
@@ -52,32 +53,10 @@ def _decode(value: str) -> bytes | None:
         return None
 
 
-def key_problem(value: bytes) -> str | None:
-    """Why ``value`` cannot be sent as a key in an HTTP header, or None; never quotes the value.
-
-    A key is printable ASCII (what provider keys and RFC 6750 bearer tokens
-    are), optionally followed by one newline as ``echo`` or an editor leaves it.
-    Anything else (not UTF-8, empty, an inner newline or another control
-    character) would reach the sidecar as a key that fails every request.
-    """
-    try:
-        text = value.decode("utf-8")
-    except UnicodeDecodeError:
-        return "is not valid UTF-8"
-    text = text.removesuffix("\n")
-    if not text:
-        return "is empty"
-    if any(ch in "\r\n" for ch in text):
-        return "contains a line break (only one trailing newline is allowed)"
-    if any(not 0x20 <= ord(ch) < 0x7F for ch in text):
-        return "contains a control or non-ASCII character"
-    return None
-
-
 def secret_key(
     spec: policy.ProviderPolicySpec, secrets: Mapping[str, ObservedSecret]
 ) -> tuple[Verdict, bytes | None]:
-    """The policy's SecretResolved verdict and, when resolved, its key's bytes (trailing newline removed)."""
+    """The policy's SecretResolved verdict and, when resolved, its key's bytes as the sidecar reads them."""
     ref = spec.api_key_secret_ref
     if ref is None:
         return Verdict(TRUE, "NoSecretNeeded", "the policy references no Secret"), None
@@ -94,10 +73,11 @@ def secret_key(
     value = _decode(data[ref.key]) if ref.key in data else None
     if value is None:
         return Verdict(FALSE, "SecretKeyMissing", f"Secret {ref.name} has no key {ref.key}"), None
-    problem = key_problem(value)
-    if problem is not None:
-        return Verdict(FALSE, "InvalidKey", f"key {ref.key} of Secret {ref.name} {problem}"), None
-    return Verdict(TRUE, "SecretFound", f"key {ref.key} of Secret {ref.name}"), value.removesuffix(b"\n")
+    # The sidecar's own rule: a key accepted here is one the sidecar will serve with.
+    checked = config.check_key(value)
+    if isinstance(checked, config.KeyProblem):
+        return Verdict(FALSE, "InvalidKey", f"key {ref.key} of Secret {ref.name} {checked.detail}"), None
+    return Verdict(TRUE, "SecretFound", f"key {ref.key} of Secret {ref.name}"), checked.encode()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,14 +3,9 @@
 A key lives in memory only inside ``Key``, whose repr hides it, so an
 accidental ``log.info("%r", key)`` or an f-string in an error leaks nothing.
 
-A key goes into an HTTP header as it is, so ``read`` refuses what would break
-that header or every request made with it: a file that is not UTF-8, a key
-with a control character or whitespace inside (an embedded newline used to
-turn every request into a 502 counted against the provider), a character
-outside printable ASCII, or more than ``MAX_KEY_BYTES``. Whitespace around
-the key, such as the trailing newline ``echo`` and most editors add, is
-stripped. A refusal's message names the file and the reason, never a byte of
-the key, and carries one of the bounded ``REASONS`` codes for the metrics and
+``read`` refuses a key file that ``config.check_key`` refuses (the rule the
+operator applies too), with a message naming the file and the reason, never a
+byte of the key, and one of the bounded ``REASONS`` codes for the metrics and
 ``/readyz``.
 """
 
@@ -20,15 +15,14 @@ import os
 
 from llmgw_proxy import config
 
-MAX_KEY_BYTES = 8192
-"""Largest key file read; real provider keys are well under 300 bytes."""
-
 UNREADABLE = "key_unreadable"
-EMPTY = "key_empty"
-NOT_UTF8 = "key_not_utf8"
-BAD_CHARACTER = "key_invalid_character"
-TOO_LONG = "key_too_long"
-REASONS = (UNREADABLE, EMPTY, NOT_UTF8, BAD_CHARACTER, TOO_LONG)
+REASONS = (
+    UNREADABLE,
+    config.KEY_EMPTY,
+    config.KEY_NOT_UTF8,
+    config.KEY_INVALID_CHARACTER,
+    config.KEY_TOO_LONG,
+)
 
 
 class Key:
@@ -63,26 +57,13 @@ class KeyFileError(Exception):
 def read(path: str) -> Key:
     try:
         with open(path, "rb") as f:
-            raw = f.read(MAX_KEY_BYTES + 1)
+            raw = f.read(config.MAX_KEY_BYTES + 1)
     except OSError as exc:
         raise KeyFileError(UNREADABLE, f"cannot read key file {path}: {exc.strerror}") from None
-    if len(raw) > MAX_KEY_BYTES:
-        raise KeyFileError(TOO_LONG, f"key file {path} is longer than {MAX_KEY_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        # The position only: the offending byte is part of the key.
-        raise KeyFileError(NOT_UTF8, f"key file {path} is not UTF-8 (at byte {exc.start})") from None
-    value = text.strip()
-    if not value:
-        raise KeyFileError(EMPTY, f"key file {path} is empty")
-    for at, char in enumerate(value):
-        if not ("!" <= char <= "~"):  # printable ASCII, no space: what a header value may carry
-            kind = "whitespace or a control character" if char.isspace() or ord(char) < 32 else "non-ASCII"
-            raise KeyFileError(
-                BAD_CHARACTER, f"key file {path} holds {kind} inside the key (at character {at})"
-            )
-    return Key(value)
+    checked = config.check_key(raw)
+    if isinstance(checked, config.KeyProblem):
+        raise KeyFileError(checked.reason, f"key file {path} {checked.detail}")
+    return Key(checked)
 
 
 def load_all(cfg: config.ProxyConfig, base_dir: str = "") -> dict[str, Key | None]:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import hypothesis
 import pytest
 import renderkit
+from hypothesis import strategies as st
 
 from llmgw_operator.render import resolve
 from llmgw_operator.render.conditions import FALSE, TRUE
+from llmgw_proxy.runtime import keys
 
 KEY = b"sk-test-do-not-leak"
 SECRETS = {"llm-keys": {"primary": base64.b64encode(KEY).decode()}}
@@ -89,16 +92,16 @@ def _key_secret(value: bytes) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("value", "problem"),
     [
-        pytest.param(b"\xff\xfe" + KEY, "is not valid UTF-8", id="not-utf8"),
+        pytest.param(b"\xff\xfe" + KEY, "is not UTF-8", id="not-utf8"),
         pytest.param(b"", "is empty", id="empty"),
         pytest.param(b"\n", "is empty", id="only-a-newline"),
-        pytest.param(KEY + b"\n\n", "line break", id="two-trailing-newlines"),
-        pytest.param(KEY[:5] + b"\n" + KEY[5:], "line break", id="inner-newline"),
-        pytest.param(KEY + b"\r\n", "line break", id="crlf"),
-        pytest.param(KEY[:5] + b"\t" + KEY[5:], "control or non-ASCII", id="tab"),
-        pytest.param(KEY + b"\x00", "control or non-ASCII", id="nul"),
-        pytest.param(KEY + b"\x7f", "control or non-ASCII", id="del"),
-        pytest.param(KEY + "é".encode(), "control or non-ASCII", id="non-ascii"),
+        pytest.param(KEY[:5] + b"\n" + KEY[5:], "whitespace or a control character", id="inner-newline"),
+        pytest.param(KEY[:5] + b" " + KEY[5:], "whitespace or a control character", id="inner-space"),
+        pytest.param(KEY[:5] + b"\t" + KEY[5:], "whitespace or a control character", id="tab"),
+        pytest.param(KEY + b"\x00", "whitespace or a control character", id="nul"),
+        pytest.param(KEY + b"\x7f", "whitespace or a control character", id="del"),
+        pytest.param(KEY + "é".encode(), "a non-ASCII character", id="non-ascii"),
+        pytest.param(KEY * 1000, "is longer than", id="too-long"),
     ],
 )
 def test_an_unusable_key_is_invalid_and_never_quoted(value: bytes, problem: str) -> None:
@@ -113,9 +116,15 @@ def test_an_unusable_key_is_invalid_and_never_quoted(value: bytes, problem: str)
 
 
 @pytest.mark.parametrize(
-    "value", [pytest.param(KEY, id="bare"), pytest.param(KEY + b"\n", id="one-trailing-newline")]
+    "value",
+    [
+        pytest.param(KEY, id="bare"),
+        pytest.param(KEY + b"\n", id="one-trailing-newline"),
+        pytest.param(KEY + b"\r\n", id="crlf"),
+        pytest.param(b"  " + KEY + b"\n\n", id="whitespace-around"),
+    ],
 )
-def test_a_usable_key_is_copied_without_its_trailing_newline(value: bytes) -> None:
+def test_a_usable_key_is_copied_without_the_whitespace_around_it(value: bytes) -> None:
     verdict, key = resolve.secret_key(renderkit.policy_spec(), _key_secret(value))
     assert (verdict.reason, key) == ("SecretFound", KEY)
 
@@ -140,3 +149,24 @@ def test_only_a_secret_marked_as_a_provider_key_is_read(labels: dict[str, str] |
     else:
         assert (verdict.status, verdict.reason, key) == (FALSE, "SecretNotMarked", None)
         assert "llmgateway.io/provider-key=true" in verdict.message
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    st.one_of(
+        st.binary(max_size=64),
+        st.text(alphabet=st.characters(max_codepoint=0x80), max_size=64).map(str.encode),
+    )
+)
+def test_the_operator_accepts_exactly_the_keys_the_sidecar_serves(
+    tmp_path_factory: Any, value: bytes
+) -> None:
+    path = tmp_path_factory.mktemp("key") / "primary"
+    path.write_bytes(value)
+    try:
+        served: bytes | None = keys.read(str(path)).reveal().encode()
+    except keys.KeyFileError:
+        served = None
+    verdict, copied = resolve.secret_key(renderkit.policy_spec(), _key_secret(value))
+    assert copied == served
+    assert verdict.reason == ("SecretFound" if served is not None else "InvalidKey")
