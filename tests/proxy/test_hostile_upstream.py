@@ -189,6 +189,31 @@ async def test_a_head_past_its_bounds_is_a_502_naming_the_bound(
     assert (await s.ask()).choices[0].message.content == "fine"
 
 
+async def test_an_upstream_cannot_pass_hop_by_hop_headers_or_speak_for_the_sidecar(
+    sidecar: StartSidecar,
+) -> None:
+    sent = (
+        ("Content-Type", "application/json"),
+        ("Connection", "keep-alive, x-hop-named"),
+        ("X-Hop-Named", "1"),
+        ("Upgrade", "h2c"),
+        ("Trailer", "x-checksum"),
+        ("Proxy-Authenticate", "Basic"),
+        ("X-LLMGW-Cache", "hit"),
+        ("x-llmgw-provider", "someone-else"),
+        ("X-Provider-Own", "kept"),
+    )
+    s = await sidecar((READ, response(chat("fine"), headers=sent)))
+    raw = await s.proxy.async_client().chat.completions.with_raw_response.create(
+        model="m", messages=MESSAGES
+    )
+    for name in ("x-hop-named", "upgrade", "trailer", "proxy-authenticate", "x-llmgw-cache"):
+        assert name not in raw.headers, name
+    assert raw.headers["x-llmgw-provider"] == "fake"
+    assert raw.headers["x-provider-own"] == "kept"
+    assert raw.parse().choices[0].message.content == "fine"
+
+
 async def test_trailers_never_reach_the_next_answer_on_a_reused_connection(
     sidecar: StartSidecar,
 ) -> None:

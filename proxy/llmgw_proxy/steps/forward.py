@@ -32,9 +32,15 @@ _DROP_RESPONSE = frozenset(
     {
         "content-length",
         "content-encoding",
+        # Hop-by-hop: they describe the upstream connection, not the answer.
         "transfer-encoding",
         "connection",
         "keep-alive",
+        "proxy-authenticate",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
         "date",
         "server",
         "set-cookie",
@@ -83,7 +89,14 @@ def request_headers(
 
 def response_headers(incoming: Mapping[str, str], provider: str, request_id: str) -> CIMultiDict[str]:
     headers = CIMultiDict(incoming)
+    hop = headers.get("Connection")
     for name in _DROP_RESPONSE:
+        headers.popall(name, None)
+    if hop is not None and hop not in _PLAIN_CONNECTION:
+        for name in hop.split(","):
+            headers.popall(name.strip(), None)
+    # x-llmgw-* is the sidecar's to say (cache, attempts, provider): an upstream cannot fake it.
+    for name in [n for n in headers if n[:8].lower() == "x-llmgw-"]:
         headers.popall(name, None)
     headers["x-llmgw-provider"] = provider
     headers["x-request-id"] = request_id
