@@ -204,9 +204,7 @@ async def test_an_upstream_cannot_pass_hop_by_hop_headers_or_speak_for_the_sidec
         ("X-Provider-Own", "kept"),
     )
     s = await sidecar((READ, response(chat("fine"), headers=sent)))
-    raw = await s.proxy.async_client().chat.completions.with_raw_response.create(
-        model="m", messages=MESSAGES
-    )
+    raw = await s.proxy.async_client().chat.completions.with_raw_response.create(model="m", messages=MESSAGES)
     for name in ("x-hop-named", "upgrade", "trailer", "proxy-authenticate", "x-llmgw-cache"):
         assert name not in raw.headers, name
     assert raw.headers["x-llmgw-provider"] == "fake"
