@@ -27,15 +27,9 @@ OTHER_MODEL = "other"
 
 FORWARDED_HEADERS = ("content-type", "accept", "user-agent", "openai-beta", "traceparent", "tracestate")
 """Caller headers sent upstream by default; a provider's ``forwardHeaders`` adds to them."""
-NEVER_FORWARDED = frozenset(
+HOP_BY_HOP = frozenset(
     {
-        # Credentials: the caller's never reach the provider, which gets the gateway's key.
-        "authorization",
-        "proxy-authorization",
-        "api-key",
-        "x-api-key",
-        "cookie",
-        # Hop-by-hop (RFC 9110 7.6.1) and what the sidecar sets itself for the upstream hop.
+        # RFC 9110 7.6.1: they describe one connection, so they end at the sidecar either way.
         "connection",
         "keep-alive",
         "proxy-authenticate",
@@ -44,6 +38,17 @@ NEVER_FORWARDED = frozenset(
         "trailer",
         "transfer-encoding",
         "upgrade",
+    }
+)
+NEVER_FORWARDED = HOP_BY_HOP | frozenset(
+    {
+        # Credentials: the caller's never reach the provider, which gets the gateway's key.
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "cookie",
+        # What the sidecar sets itself for the upstream hop.
         "host",
         "content-length",
         "content-encoding",

@@ -34,6 +34,7 @@ from hostile_upstream import (
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_proxy import config, upstream
+from llmgw_proxy.runtime import state
 from llmgw_proxy.upstream import http1
 
 if TYPE_CHECKING:
@@ -548,15 +549,5 @@ async def test_pool_holds_more_than_256_long_streams_at_once_by_default(pool: ht
 
 def test_the_config_defaults_are_the_transport_defaults() -> None:
     b = config.UpstreamLimits()
-    assert (
-        upstream.Limits(
-            max_response_bytes=b.max_response_bytes,
-            max_header_bytes=b.max_header_bytes,
-            max_headers=b.max_headers,
-            max_event_bytes=b.max_event_bytes,
-            pool_size=b.pool_size,
-            pool_wait=b.pool_wait,
-        )
-        == upstream.DEFAULT_LIMITS
-    )
+    assert state.transport_limits(b) == upstream.DEFAULT_LIMITS
     assert b.pool_size >= 1024

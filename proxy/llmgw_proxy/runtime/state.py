@@ -29,6 +29,17 @@ Transitions = dict[tuple[str, str, str], int]
 """Breaker transitions counted by (provider, from state, to state)."""
 
 
+def transport_limits(b: config.UpstreamLimits) -> upstream.Limits:
+    return upstream.Limits(
+        max_response_bytes=b.max_response_bytes,
+        max_header_bytes=b.max_header_bytes,
+        max_headers=b.max_headers,
+        max_event_bytes=b.max_event_bytes,
+        pool_size=b.pool_size,
+        pool_wait=b.pool_wait,
+    )
+
+
 class ProviderState:
     """One provider's settings and policy objects.
 
@@ -50,15 +61,7 @@ class ProviderState:
         self.forward_headers = config.FORWARDED_HEADERS + provider.forward_headers
         t = provider.timeouts
         self.timeouts = upstream.Timeouts(connect=t.connect, first_byte=t.first_byte, total=t.total)
-        b = provider.upstream_limits
-        self.limits = upstream.Limits(
-            max_response_bytes=b.max_response_bytes,
-            max_header_bytes=b.max_header_bytes,
-            max_headers=b.max_headers,
-            max_event_bytes=b.max_event_bytes,
-            pool_size=b.pool_size,
-            pool_wait=b.pool_wait,
-        )
+        self.limits = transport_limits(provider.upstream_limits)
         self._clock = clock_
         self.limiter: limits.ProviderLimiter | None = None
         if provider.rate_limit is not None or provider.model_rate_limits:

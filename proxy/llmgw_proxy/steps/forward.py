@@ -28,19 +28,10 @@ from llmgw_proxy.runtime import keys
 from llmgw_proxy.steps.call import Call, Next
 from llmgw_proxy.upstream import sse
 
-_DROP_RESPONSE = frozenset(
+_DROP_RESPONSE = config.HOP_BY_HOP | frozenset(
     {
         "content-length",
         "content-encoding",
-        # Hop-by-hop: they describe the upstream connection, not the answer.
-        "transfer-encoding",
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
         "date",
         "server",
         "set-cookie",
