@@ -127,6 +127,16 @@ class _Content:
 
     data = b""
 
+    @property
+    def total_bytes(self) -> int:
+        return len(self.data)
+
+    def exception(self) -> None:
+        return None
+
+    def read_nowait(self, n: int) -> bytes:
+        return self.data
+
     async def readexactly(self, n: int) -> bytes:
         return self.data
 

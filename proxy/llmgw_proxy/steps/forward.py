@@ -79,16 +79,16 @@ def request_headers(
 
 
 def response_headers(incoming: Mapping[str, str], provider: str, request_id: str) -> CIMultiDict[str]:
-    headers = CIMultiDict(incoming)
-    hop = headers.get("Connection")
-    for name in _DROP_RESPONSE:
-        headers.popall(name, None)
+    hop = incoming.get("Connection")  # both transports look names up in any case
+    drop = _DROP_RESPONSE
     if hop is not None and hop not in _PLAIN_CONNECTION:
-        for name in hop.split(","):
-            headers.popall(name.strip(), None)
-    # x-llmgw-* is the sidecar's to say (cache, attempts, provider): an upstream cannot fake it.
-    for name in [n for n in headers if n[:8].lower() == "x-llmgw-"]:
-        headers.popall(name, None)
+        drop = drop | {name.strip().lower() for name in hop.split(",")}
+    headers: CIMultiDict[str] = CIMultiDict()
+    for name, value in incoming.items():
+        lower = name.lower()
+        # x-llmgw-* is the sidecar's to say (cache, attempts, provider): an upstream cannot fake it.
+        if lower not in drop and not lower.startswith("x-llmgw-"):
+            headers.add(name, value)
     headers["x-llmgw-provider"] = provider
     headers["x-request-id"] = request_id
     return headers
