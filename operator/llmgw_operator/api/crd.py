@@ -12,6 +12,7 @@ CATEGORIES = ("llm",)
 
 _READY = '.status.conditions[?(@.type=="Ready")]'
 _ACCEPTED = '.status.conditions[?(@.type=="Accepted")]'
+_SECRET_RESOLVED = '.status.conditions[?(@.type=="SecretResolved")]'  # noqa: S105 (a JSONPath)
 
 
 def _column(name: str, type_: str, path: str, description: str, priority: int = 0) -> dict[str, Any]:
@@ -123,6 +124,20 @@ def providerpolicy() -> dict[str, Any]:
             _column("Provider", "string", ".spec.provider", "Kind of provider."),
             _column("Accepted", "string", f"{_ACCEPTED}.status", "Whether the policy is valid."),
             _column("Reason", "string", f"{_ACCEPTED}.reason", "Why it is or is not accepted."),
+            # A valid policy whose key Secret is missing is still unusable: show it beside Accepted.
+            _column(
+                "SecretResolved",
+                "string",
+                f"{_SECRET_RESOLVED}.status",
+                "Whether the key Secret exists, is marked as a provider key and holds a usable key.",
+            ),
+            _column(
+                "SecretReason",
+                "string",
+                f"{_SECRET_RESOLVED}.reason",
+                "Why the key Secret is or is not resolved.",
+                priority=1,
+            ),
             _column("URL", "string", ".spec.baseURL", "Base URL of the provider.", priority=1),
             _AGE,
         ],
