@@ -57,7 +57,7 @@ lint: $(STAMP)
 
 # A local control plane on loopback that outlives make; `eval "$$(.venv/bin/llmgw-dev env)"`
 # then puts kubectl and helm on PATH and points KUBECONFIG at it.
-CLUSTER ?= llmgw
+CLUSTER ?= $(or $(LLMGW_CLUSTER),llmgw)
 
 cluster-up: $(STAMP) binaries
 	$(VENV)/bin/llmgw-dev cluster up --name $(CLUSTER)
