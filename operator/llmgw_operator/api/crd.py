@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,9 +26,59 @@ def _column(name: str, type_: str, path: str, description: str, priority: int = 
 _AGE = _column("Age", "date", ".metadata.creationTimestamp", "Time since the object was created.")
 
 
+def _literal(value: Any) -> str | None:
+    """A default as a reader types it, or None for one not worth a sentence (empty, or an object)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int | str):
+        return str(value)
+    if isinstance(value, list) and value and all(isinstance(v, str | int) for v in value):
+        return ", ".join(str(v) for v in value)
+    return None
+
+
+def _named(name: str, message: str) -> bool:
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", message) is not None
+
+
+def explained(node: dict[str, Any], inherited: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``node`` with each description also saying its default and the rules that involve it.
+
+    `kubectl explain` prints a field's description and type only: a default or a
+    CEL rule in the schema is invisible there. ``inherited`` are the messages of
+    the parent object's rules that name this field (a cross-field rule such as
+    Azure needing apiVersion sits on the object, not on the field).
+    """
+    out = dict(node)
+    own = tuple(str(r["message"]) for r in out.get("x-kubernetes-validations", []))
+    sentences = []
+    default = _literal(out["default"]) if "default" in out else None
+    if default is not None:
+        sentences.append(f"Default: {default}.")
+    sentences += [f"Rule: {m}." for m in (*own, *inherited)]
+    if sentences and "description" in out:
+        out["description"] = " ".join([out["description"], *sentences])
+    if "properties" in out:
+        out["properties"] = {
+            name: explained(sub, tuple(m for m in own if _named(name, m)))
+            for name, sub in out["properties"].items()
+        }
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = explained(out[key])
+    return out
+
+
 def _object_schema(
-    description: str, spec: type[BaseModel], status: type[BaseModel], *rules: dict[str, str]
+    description: str,
+    spec: type[BaseModel],
+    status: type[BaseModel],
+    *rules: dict[str, str],
+    explain: bool = True,
 ) -> dict[str, Any]:
+    spec_schema = structural.convert(spec.model_json_schema(by_alias=True))
     schema: dict[str, Any] = {
         "type": "object",
         "description": description,
@@ -38,7 +89,7 @@ def _object_schema(
             },
             "kind": {"type": "string", "description": "REST resource this object represents."},
             "metadata": {"type": "object"},
-            "spec": structural.convert(spec.model_json_schema(by_alias=True)),
+            "spec": spec_schema if not explain else explained(spec_schema),
             "status": structural.convert(status.model_json_schema(by_alias=True)),
         },
         "required": ["spec"],
@@ -86,7 +137,7 @@ def _definition(
     }
 
 
-def llmgateway() -> dict[str, Any]:
+def llmgateway(*, explain: bool = True) -> dict[str, Any]:
     return _definition(
         kind=gateway.KIND,
         plural=gateway.PLURAL,
@@ -98,6 +149,7 @@ def llmgateway() -> dict[str, Any]:
             gateway.LLMGatewaySpec,
             gateway.LLMGatewayStatus,
             gateway.NAME_RULE,
+            explain=explain,
         ),
         columns=[
             _column("Ready", "string", f"{_READY}.status", "Whether the gateway serves its current config."),
@@ -109,7 +161,7 @@ def llmgateway() -> dict[str, Any]:
     )
 
 
-def providerpolicy() -> dict[str, Any]:
+def providerpolicy(*, explain: bool = True) -> dict[str, Any]:
     return _definition(
         kind=policy.KIND,
         plural=policy.PLURAL,
@@ -119,6 +171,7 @@ def providerpolicy() -> dict[str, Any]:
             "One upstream LLM provider: where it is, which key to use and how the sidecar treats it.",
             policy.ProviderPolicySpec,
             policy.ProviderPolicyStatus,
+            explain=explain,
         ),
         columns=[
             _column("Provider", "string", ".spec.provider", "Kind of provider."),
@@ -144,9 +197,13 @@ def providerpolicy() -> dict[str, Any]:
     )
 
 
-def all_definitions() -> dict[str, dict[str, Any]]:
-    """File name (as kubebuilder names them) to CRD."""
+def all_definitions(*, explain: bool = True) -> dict[str, dict[str, Any]]:
+    """File name (as kubebuilder names them) to CRD.
+
+    ``explain=False`` leaves defaults and rules out of the descriptions, for the
+    reference page, which shows them in columns and lists of their own.
+    """
     return {
-        f"{common.GROUP}_{gateway.PLURAL}.yaml": llmgateway(),
-        f"{common.GROUP}_{policy.PLURAL}.yaml": providerpolicy(),
+        f"{common.GROUP}_{gateway.PLURAL}.yaml": llmgateway(explain=explain),
+        f"{common.GROUP}_{policy.PLURAL}.yaml": providerpolicy(explain=explain),
     }
