@@ -128,7 +128,7 @@ def test_conversion_refuses_a_union_it_cannot_express() -> None:
 
 
 def _spec_field(definition: dict[str, Any], *path: str) -> dict[str, Any]:
-    node = _schema(definition)["properties"]["spec"]
+    node: dict[str, Any] = _schema(definition)["properties"]["spec"]
     for name in path:
         node = node["properties"][name]
     return node
