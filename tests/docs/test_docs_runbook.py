@@ -150,9 +150,9 @@ class Kube:
         kubectl = binaries.ensure("kubectl")
         return {"PATH": f"{kubectl.parent}:/usr/bin:/bin", "KUBECONFIG": str(self.kubeconfig)}
 
-    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> str:
         proc = local_cluster.run_kubectl(
-            self.kubeconfig, "-n", self.namespace, *args, input=input, check=check
+            self.kubeconfig, "-n", self.namespace, *args, input=input, check=check, timeout=timeout
         )
         return proc.stdout + proc.stderr
 
@@ -161,7 +161,7 @@ class Kube:
 
     def wait_reason(self, ref: str, type_: str, reason: str) -> None:
         jsonpath = f'jsonpath={{.status.conditions[?(@.type=="{type_}")].reason}}={reason}'
-        self.kubectl("wait", ref, f"--for={jsonpath}", f"--timeout={WAIT}s")
+        self.kubectl("wait", ref, f"--for={jsonpath}", f"--timeout={WAIT}s", timeout=WAIT + 10)
 
     def shell(self, command: str, **names: str) -> str:
         """A command from the runbook, its placeholders (NS, GW, NAME, KEY, ...) filled in, run by bash."""
