@@ -8,9 +8,11 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 .PHONY: test unit demo lint bench-proxy bench-operator binaries generate cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml
+	@echo "make: setting up $(VENV): a virtualenv with llmgw and its proxy, operator and dev dependencies"
+	@echo "make: (pip install -e '.[proxy,operator,dev]', about a minute; redone only when pyproject.toml changes)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[proxy,operator,dev]'
+	$(PY) -m pip install --progress-bar off -e '.[proxy,operator,dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -52,6 +54,17 @@ lint: $(STAMP)
 			[ ! -e $$i ] || dirname $$i; done); \
 	done
 	$(VENV)/bin/lint-imports
+
+# A local control plane on loopback that outlives make; `eval "$$(.venv/bin/llmgw-dev env)"`
+# then puts kubectl and helm on PATH and points KUBECONFIG at it.
+CLUSTER ?= $(or $(LLMGW_CLUSTER),llmgw)
+
+cluster-up: $(STAMP) binaries
+	$(VENV)/bin/llmgw-dev cluster up --name $(CLUSTER)
+	@echo 'make: cluster $(CLUSTER) is up; for kubectl, helm and KUBECONFIG: eval "$$($(VENV)/bin/llmgw-dev env --name $(CLUSTER))"'
+
+cluster-down: $(STAMP)
+	$(VENV)/bin/llmgw-dev cluster down --name $(CLUSTER)
 
 demo: $(STAMP) binaries
 	$(VENV)/bin/llmgw-dev demo

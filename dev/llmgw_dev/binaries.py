@@ -268,7 +268,13 @@ def build(tool: Tool) -> None:
         tool.bin_dir.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{tool.name}-", dir=tool.bin_dir.parent))
         try:
-            for binary, pkg in tool.binaries.items():
+            for i, (binary, pkg) in enumerate(tool.binaries.items(), start=1):
+                print(
+                    f"  {tool.name}: compiling {binary} ({i}/{len(tool.binaries)}, "
+                    f"{time.monotonic() - started:.0f}s so far)",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 _go(
                     [
                         "build",
@@ -324,11 +330,38 @@ def kwok_stages() -> Path:
     return target
 
 
+ROUGH_MINUTES = {"kubernetes": 10, "etcd": 2, "helm": 2, "kwok": 1, "kubeconform": 1}
+"""A first build's rough length on two cores, to say up front what is coming (not a bound)."""
+
+
+def plan(missing: list[Tool]) -> list[str]:
+    """What a build of ``missing`` will do and roughly how long it takes, before it starts."""
+    if not missing:
+        return []
+    minutes = sum(ROUGH_MINUTES.get(t.name, 2) for t in missing)
+    lines = [
+        f"Building {len(missing)} pinned tool(s) from their Go modules with `go` into "
+        f"{cache_root() / 'bin'}: roughly {minutes} minutes on two cores, once; later runs reuse the cache.",
+    ]
+    for i, tool in enumerate(missing, start=1):
+        what, rough = ", ".join(tool.binaries), ROUGH_MINUTES.get(tool.name, 2)
+        lines.append(f"  {i}/{len(missing)} {tool.name} {tool.version} ({what}): ~{rough} min")
+    return lines
+
+
 def ensure_all(names: list[str] | None = None) -> dict[str, Path]:
     result: dict[str, Path] = {}
-    for tool in tools().values():
-        if names and tool.name not in names:
-            continue
+    wanted = [t for t in tools().values() if not names or t.name in names]
+    missing = [t for t in wanted if any(find(b) is None for b in t.binaries)]
+    for line in plan(missing):
+        print(line, file=sys.stderr, flush=True)
+    for tool in wanted:
+        if tool in missing:
+            print(
+                f"[{missing.index(tool) + 1}/{len(missing)}] {tool.name} {tool.version}: building",
+                file=sys.stderr,
+                flush=True,
+            )
         for binary in tool.binaries:
             result[binary] = ensure(binary)
         if tool.name == "kwok":

@@ -1,13 +1,19 @@
-"""`llmgw-dev`: the developer's entry point (cluster, binaries, generate, demo)."""
+"""`llmgw-dev`: the developer's entry point (cluster, env, sidecar, binaries, generate, demo)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 import time
+from pathlib import Path
 
-from llmgw_dev import binaries, cluster
+from llmgw_dev import binaries, cluster, sidecar
+
+DEFAULT_CLUSTER = os.environ.get("LLMGW_CLUSTER", "llmgw")
+"""The cluster a command means when it is given no --name (`make cluster-up` starts this one)."""
 
 
 def _cluster_up(args: argparse.Namespace) -> int:
@@ -52,6 +58,43 @@ def _cluster_status(args: argparse.Namespace) -> int:
     return 0 if ready and all(alive.values()) else 1
 
 
+def _env(args: argparse.Namespace) -> int:
+    """Shell lines that put kubectl, helm and this venv's commands on PATH and name the cluster."""
+    dirs = [str(Path(sys.executable).parent)]
+    for tool in ("kubectl", "helm"):
+        found = binaries.find(tool)
+        if found is None:
+            print(f"# {tool} is not built yet: run `make binaries` (or `make cluster-up`)", file=sys.stderr)
+        elif str(found.parent) not in dirs:
+            dirs.append(str(found.parent))
+    print(f'export PATH={shlex.quote(":".join(dirs))}:"$PATH"')
+    try:
+        c = cluster.Cluster.load(args.name)
+    except cluster.ClusterError:
+        print(f"# no cluster named {args.name} is up: `make cluster-up` starts one", file=sys.stderr)
+        return 0
+    print(f"export KUBECONFIG={shlex.quote(str(c.kubeconfig))}")
+    return 0
+
+
+def _sidecar(args: argparse.Namespace) -> int:
+    kubeconfig = args.kubeconfig or os.environ.get("KUBECONFIG")
+    if not kubeconfig:
+        print("llmgw-dev sidecar: set KUBECONFIG or pass --kubeconfig", file=sys.stderr)
+        return 2
+    try:
+        return sidecar.main(
+            args.gateway,
+            Path(kubeconfig),
+            port=args.port,
+            admin_port=args.admin_port,
+            sync_period=args.sync_period,
+        )
+    except sidecar.SidecarError as e:
+        print(f"llmgw-dev sidecar: {e}", file=sys.stderr)
+        return 1
+
+
 def _binaries_build(args: argparse.Namespace) -> int:
     for name, path in binaries.ensure_all(args.tools or None).items():
         print(f"{name}\t{path}")
@@ -79,19 +122,80 @@ def build_parser() -> argparse.ArgumentParser:
     cl = sub.add_parser("cluster", help="a local control plane on loopback").add_subparsers(
         dest="action", required=True
     )
-    up = cl.add_parser("up", help="start one; prints the kubeconfig path")
-    up.add_argument("--name", default="llmgw")
-    up.add_argument("--nodes", type=int, default=cluster.FAKE_NODES)
+    name_help = "the cluster's name (default: $LLMGW_CLUSTER, else llmgw; now %(default)s)"
+    up = cl.add_parser(
+        "up",
+        help="start one; prints the kubeconfig path",
+        description="Start etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok on "
+        "loopback ports (about 20 s; the first run builds the binaries, see `binaries build`). Prints "
+        "the kubeconfig path. kwok fakes the nodes: pods are scheduled and reported running, but no "
+        "container runs.",
+    )
+    up.add_argument("--name", default=DEFAULT_CLUSTER, help=name_help)
+    up.add_argument(
+        "--nodes", type=int, default=cluster.FAKE_NODES, help="fake nodes to create (default: %(default)s)"
+    )
     up.set_defaults(func=_cluster_up)
-    for action, func in (("down", _cluster_down), ("status", _cluster_status)):
-        p = cl.add_parser(action)
-        p.add_argument("--name", default="llmgw")
-        p.set_defaults(func=func)
+    down = cl.add_parser(
+        "down",
+        help="stop one and remove its data",
+        description="Stop exactly the processes `up` started for this cluster (by pid and start time), "
+        "then delete its data folder and kubeconfig.",
+    )
+    down.add_argument("--name", default=DEFAULT_CLUSTER, help=name_help)
+    down.set_defaults(func=_cluster_down)
+    status = cl.add_parser(
+        "status",
+        help="print its state as JSON; exit 0 when it is up",
+        description="Print the cluster's kubeconfig, API server URL, whether the API server answers "
+        "/readyz and which of its processes are alive. Exit 0 when every process is alive and the API "
+        "server ready, 1 otherwise.",
+    )
+    status.add_argument("--name", default=DEFAULT_CLUSTER, help=name_help)
+    status.set_defaults(func=_cluster_status)
+
+    env = sub.add_parser(
+        "env",
+        help="shell exports: kubectl, helm and llmgw-* on PATH, KUBECONFIG of a local cluster",
+        description="Print `export` lines for a shell: PATH gains this virtualenv's bin folder and the "
+        "folders of the pinned kubectl and helm in the binaries cache; KUBECONFIG names the kubeconfig "
+        'of the local cluster --name, when it is up. Use: eval "$(.venv/bin/llmgw-dev env)"',
+    )
+    env.add_argument("--name", default=DEFAULT_CLUSTER, help=name_help)
+    env.set_defaults(func=_env)
+
+    sc = sub.add_parser(
+        "sidecar",
+        help="run the real sidecar here on what the operator rendered for a gateway",
+        description="Run llmgw-proxy on this machine with the ConfigMap and Secret the operator rendered "
+        "for a gateway, mounted where the gateway's Deployment mounts them (as kubelet would, in a "
+        "private mount namespace). Prints the URL to call on stdout once the sidecar listens, then "
+        "copies changes of the ConfigMap and Secret into its volumes every --sync-period seconds "
+        "until Ctrl-C. For the local control plane, whose kwok nodes run no containers.",
+    )
+    sc.add_argument("--gateway", required=True, metavar="NAMESPACE/NAME", help="the LLMGateway")
+    sc.add_argument("--kubeconfig", help="default: $KUBECONFIG")
+    sc.add_argument("--port", type=int, help="API port, 0 for any (default: the gateway's, 8080 unless set)")
+    sc.add_argument("--admin-port", type=int, help="admin port, 0 for any (default: the gateway's, 9090)")
+    sc.add_argument(
+        "--sync-period",
+        type=float,
+        default=sidecar.SYNC_PERIOD,
+        metavar="S",
+        help="seconds between copies of the ConfigMap and Secret into the volumes (default: %(default)s)",
+    )
+    sc.set_defaults(func=_sidecar)
 
     bn = sub.add_parser("binaries", help="find or build the pinned external binaries").add_subparsers(
         dest="action", required=True
     )
-    b = bn.add_parser("build")
+    b = bn.add_parser(
+        "build",
+        help="build what is missing",
+        description="Find each pinned binary (KUBEBUILDER_ASSETS, PATH at the pinned version, the cache) "
+        "or build it from its Go module into the cache. Prints a plan first; a first build of all of "
+        "them takes about fifteen minutes on two cores.",
+    )
     b.add_argument("tools", nargs="*", help=f"subset of {', '.join(binaries.tools())}")
     b.set_defaults(func=_binaries_build)
 

@@ -14,7 +14,6 @@ Everything started is stopped, in reverse order. Any failed check exits 1.
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import json
 import os
@@ -29,7 +28,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from llmgw_dev import binaries, cluster, processes
+from llmgw_dev import binaries, cluster, processes, sidecar
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "demo"
@@ -102,45 +101,8 @@ def process(name: str, argv: list[str], log: Path, env: dict[str, str] | None = 
     show(f"stopped {name} (exit {proc.returncode})")
 
 
-class Kubelet:
-    """Writes a volume the way kubelet does: a timestamped dir, ..data swapped atomically."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True)
-
-    def write(self, files: dict[str, bytes]) -> None:
-        stamp = datetime.datetime.now(datetime.UTC).strftime("..%Y_%m_%d_%H_%M_%S.%f")
-        target = self.root / stamp
-        target.mkdir()
-        for name, data in files.items():
-            (target / name).write_bytes(data)
-            (target / name).chmod(0o444)
-            link = self.root / name
-            if not link.is_symlink():
-                link.symlink_to(Path("..data") / name)
-        tmp = self.root / "..data_tmp"
-        tmp.symlink_to(stamp)
-        tmp.rename(self.root / "..data")
-
-
 def kubectl(kubeconfig: Path, *args: str, input: str | None = None) -> str:
     return cluster.run_kubectl(kubeconfig, *args, input=input, timeout=120).stdout
-
-
-def rendered(kubeconfig: Path) -> tuple[dict[str, bytes], dict[str, bytes]]:
-    """The ConfigMap and Secret the operator rendered for the gateway, as file contents."""
-    import base64
-
-    cm = json.loads(
-        kubectl(kubeconfig, "-n", NAMESPACE, "get", "configmap", f"{GATEWAY}-proxy-config", "-o", "json")
-    )
-    secret = json.loads(
-        kubectl(kubeconfig, "-n", NAMESPACE, "get", "secret", f"{GATEWAY}-provider-keys", "-o", "json")
-    )
-    config_files = {k: v.encode() for k, v in cm["data"].items()}
-    key_files = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-    return config_files, key_files
 
 
 def service_account_kubeconfig(c: cluster.Cluster, work: Path) -> Path:
@@ -274,31 +236,19 @@ def run(work: Path) -> None:
         for port in (PROXY_PORT, ADMIN_PORT):
             if not port_free(port):
                 raise DemoError(f"port {port} (sidecar) is taken")
-        config_files, key_files = rendered(kc)
-        config_vol, keys_vol = Kubelet(work / "volumes" / "config"), Kubelet(work / "volumes" / "keys")
-        config_vol.write(config_files)
-        keys_vol.write(key_files)
-        show(f"config files {sorted(config_files)}, key files {sorted(key_files)} (values not shown)")
-        upper, scratch = work / "etc-upper", work / "etc-work"
-        upper.mkdir()
-        scratch.mkdir()
-        proxy = shutil.which("llmgw-proxy", path=str(Path(sys.executable).parent)) or "llmgw-proxy"
-        mount_script = (
-            f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={scratch} /etc"
-            " && mkdir -p /etc/llmgw/config /etc/llmgw/keys"
-            f" && mount --bind {config_vol.root} /etc/llmgw/config"
-            f" && mount --bind {keys_vol.root} /etc/llmgw/keys"
-            f" && exec {proxy} --config /etc/llmgw/config/proxy.yaml --reload-interval 0.5"
+        sc = stack.enter_context(
+            sidecar.running(kc, NAMESPACE, GATEWAY, work, port=PROXY_PORT, admin_port=ADMIN_PORT)
         )
-        stack.enter_context(
-            process("the sidecar", ["unshare", "--mount", "sh", "-c", mount_script], work / "sidecar.log")
-        )
+        stack.callback(show, "stopped the sidecar")
+        for mount in sc.volumes:
+            files = sorted(sc.seen[mount])
+            show(f"{mount.kind} {mount.name} at {mount.path}: files {files} (values not shown)")
         eventually(
             "the sidecar's /readyz", lambda: http_get(f"http://127.0.0.1:{ADMIN_PORT}/readyz")[0] == 200, 30
         )
         check(True, f"sidecar ready: API on 127.0.0.1:{PROXY_PORT}, admin on :{ADMIN_PORT}")
 
-        talk(kc, config_vol)
+        talk(kc, sc)
 
         step("kubectl get llmgw,providerpolicies")
         print(kubectl(kc, "-n", NAMESPACE, "get", "llmgw,providerpolicies", "-o", "wide"))
@@ -308,7 +258,7 @@ def run(work: Path) -> None:
         step("Stop everything this demo started")
 
 
-def talk(kc: Path, config_vol: Kubelet) -> None:
+def talk(kc: Path, sc: sidecar.Running) -> None:
     import openai
 
     client = openai.OpenAI(
@@ -365,13 +315,15 @@ def talk(kc: Path, config_vol: Kubelet) -> None:
         "spec": {"rateLimit": {"requestsPerMinute": 2, "requestBurst": 2, "maxWait": 0, "scope": "perPod"}}
     }
     generation = metric("llmgw_config_generation", "") or 0.0
-    old_config, _ = rendered(kc)
     for policy in PROVIDERS:
         kubectl(
             kc, "-n", NAMESPACE, "patch", "providerpolicy", policy, "--type", "merge", "-p", json.dumps(tight)
         )
-    eventually("the operator to re-render the ConfigMap", lambda: rendered(kc)[0] != old_config)
-    config_vol.write(rendered(kc)[0])
+    # As kubelet would: the re-rendered ConfigMap is copied into the sidecar's volume.
+    eventually(
+        "the operator to re-render the ConfigMap",
+        lambda: f"configmap/{GATEWAY}-proxy-config" in sidecar.sync(kc, NAMESPACE, sc),
+    )
     eventually(
         "the sidecar to load the new config",
         lambda: (metric("llmgw_config_generation", "") or 0.0) > generation,

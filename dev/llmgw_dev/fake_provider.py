@@ -283,12 +283,43 @@ def _error(status: int, retry_after: float | None, message: str | None = None) -
     return web.json_response(body, status=status, headers=headers)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Run the fake OpenAI-compatible provider.")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--no-record", action="store_true", help="do not keep received requests (load tests)")
-    args = parser.parse_args()
+CONTROL_HELP = """\
+control API, on the same port:
+  POST   /_control            plan faults, taken in order by the next requests:
+                              {"faults": [{"status": 429, "retryAfter": 2, "times": 3}]}
+                              a fault has any of: status, retryAfter (s), reset (drop the
+                              connection), stall (s before headers), stallMidStream (s),
+                              chunkDelay (s between stream chunks), latency (s),
+                              times (default 1; 0 = every request from now on)
+  GET    /_control/requests   the requests received, oldest first (path, headers, body)
+  DELETE /_control            clear the faults and the recorded requests
+
+It serves /v1/chat/completions (streaming too), /v1/completions, /v1/embeddings,
+GET /v1/models and Azure's /openai/deployments/{deployment}/{endpoint}, with any key.
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m llmgw_dev.fake_provider",
+        description="Run the fake OpenAI-compatible provider on loopback; it answers every question "
+        "the same way and fails on demand.",
+        epilog=CONTROL_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8000,
+        help="port to listen on, 0 for any (default: %(default)s; the samples' policies use 18080 and 18081)",
+    )
+    p.add_argument("--no-record", action="store_true", help="do not keep received requests (load tests)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     fake = FakeProvider(record=not args.no_record)
 
     async def serve() -> None:

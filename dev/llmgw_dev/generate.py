@@ -97,7 +97,7 @@ def crds_reference() -> str:
         "API group `llmgateway.io`, version `v1alpha1`, namespaced. "
         "Cross-field rules are enforced by the API server (CEL) and again by the operator.\n\n"
     )
-    for definition in crd.all_definitions().values():
+    for definition in crd.all_definitions(explain=False).values():
         names = definition["spec"]["names"]
         version = definition["spec"]["versions"][0]
         schema = version["schema"]["openAPIV3Schema"]

@@ -58,12 +58,13 @@ class Reconciler:
             spec = gateway.LLMGatewaySpec.model_validate(body.get("spec") or {})
         except pydantic.ValidationError as e:
             invalid = Verdict(FALSE, "InvalidSpec", common.explain(e))
-            await self._gateway_status(body, invalid, invalid, None)
+            # The children are left as they were, so the status counts the pods they still run.
+            await self._gateway_status(body, invalid, invalid, await self._own_deployment(body))
             return
 
         observed = await self._observe_policies(namespace, spec.policy_names())
         secrets = await self._observe_secrets(namespace, observed.values())
-        resolution = resolve.gateway_policies(spec, observed, secrets)
+        resolution = resolve.gateway_policies(spec, observed, secrets, namespace)
         live = await self._observe_children(name, namespace)
         uid = meta["uid"]
         live_deployment = live.get("Deployment")
@@ -133,6 +134,11 @@ class Reconciler:
             TRUE, "Applied", "ConfigMap, Secret, Deployment" + (", HPA" if kids.hpa else "") + " applied"
         )
         await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+
+    async def _own_deployment(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
+        meta = body["metadata"]
+        live = await self.client.get("Deployment", meta["namespace"], names.deployment(meta["name"]))
+        return live if live is not None and ownership.controlled_by(live, meta["uid"]) else None
 
     async def _observe_children(self, name: str, namespace: str) -> dict[str, dict[str, Any]]:
         """Every live object under a child's name, by kind, whoever controls it."""

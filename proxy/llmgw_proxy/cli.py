@@ -1,6 +1,6 @@
 """``llmgw-proxy``: run the sidecar from a compiled config file, or in quick mode.
 
-    llmgw-proxy --config /etc/llmgw/config.yaml
+    llmgw-proxy --config /etc/llmgw/config/proxy.yaml
     llmgw-proxy --upstream https://api.openai.com/v1 --api-key-file key.txt [--port 8080]
 
 Quick mode routes every model ('*') to one OpenAI-compatible upstream.

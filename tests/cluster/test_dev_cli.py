@@ -67,3 +67,53 @@ def test_a_second_cluster_runs_side_by_side_and_down_stops_exactly_its_processes
     again = llmgw_dev("cluster", "status", "--name", name, env=env)
     assert again.returncode != 0
     assert "no cluster named" in again.stderr
+
+
+def test_make_cluster_up_starts_one_that_env_points_kubectl_at_and_make_cluster_down_stops_it(
+    cluster: ClusterHandle,
+) -> None:
+    if cluster.kind != "local":
+        pytest.skip("tests the local control plane tool; the session cluster is not local")
+    root = Path(__file__).resolve().parents[2]
+    name = f"make-{os.getpid()}"
+
+    def make(target: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["make", target, f"CLUSTER={name}"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+
+    up = make("cluster-up")
+    assert up.returncode == 0, up.stdout + up.stderr
+    try:
+        status = llmgw_dev("cluster", "status", "--name", name, env=dict(os.environ))
+        assert status.returncode == 0, status.stdout + status.stderr
+        kubeconfig = json.loads(status.stdout)["kubeconfig"]
+        # What the README tells a newcomer to run: kubectl from the exports, on this cluster.
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"} | {"PATH": "/usr/bin:/bin"}
+        shell = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f'eval "$({sys.executable} -m llmgw_dev.cli env --name {name})"; '
+                'echo "$KUBECONFIG"; kubectl get nodes -o name',
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+            check=False,
+        )
+        assert shell.returncode == 0, shell.stderr
+        lines = shell.stdout.splitlines()
+        assert lines[0] == kubeconfig
+        assert lines[1:] and all(line.startswith("node/kwok-node-") for line in lines[1:])
+    finally:
+        down = make("cluster-down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    again = llmgw_dev("cluster", "status", "--name", name, env=dict(os.environ))
+    assert again.returncode != 0 and "no cluster named" in again.stderr

@@ -241,3 +241,43 @@ def missing_named_paths(page: Path, root: Path = ROOT) -> list[str]:
 def _defined_functions(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(), str(path))
     return {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)}
+
+
+# -- the commands a page shows ------------------------------------------------------------------
+
+_MARKER = re.compile(r"^<!--\s*quickstart:\s*(.*?)\s*-->\s*$")
+_FENCE_OPEN = re.compile(r"^```(\w*)\s*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Block:
+    """A fenced code block: its language, its text, its first line and the marker comment above it."""
+
+    language: str
+    code: str
+    line: int
+    marker: str = ""
+
+
+def code_blocks(text: str) -> list[Block]:
+    """Fenced blocks in page order; ``marker`` is a ``<!-- quickstart: ... -->`` comment just above."""
+    blocks: list[Block] = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        opened = _FENCE_OPEN.match(lines[i])
+        if opened is None:
+            i += 1
+            continue
+        start = i
+        i += 1
+        body = []
+        while i < len(lines) and not lines[i].startswith("```"):
+            body.append(lines[i])
+            i += 1
+        above = _MARKER.match(lines[start - 1]) if start > 0 else None
+        blocks.append(
+            Block(opened.group(1), "\n".join(body) + "\n", start + 1, above.group(1) if above else "")
+        )
+        i += 1
+    return blocks

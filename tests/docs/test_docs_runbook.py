@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import docskit
 import pytest
+import yaml
+from clusterkit import ClusterHandle
 
+from llmgw_dev import binaries
+from llmgw_dev import cluster as local_cluster
 from llmgw_operator.render import conditions
 
 RUNBOOK = docskit.ROOT / "docs" / "runbook.md"
@@ -101,3 +115,484 @@ def test_reads_reasons_from_a_loop_over_a_literal_table() -> None:
 def test_refuses_a_reason_it_cannot_read(source: str) -> None:
     with pytest.raises(docskit.UnreadableReason):
         docskit.verdict_reasons(source)
+
+
+# -- each reason, caused with kubectl, seen where the runbook looks, cleared by its fix ----------
+#
+# A real operator process watches namespaces named rbk-*; each case makes its own namespace from
+# the samples, causes its reason, runs the runbook's own commands (read out of the page, with the
+# page's placeholders filled in) and checks they show it, then applies the documented fix and
+# waits for the condition to clear.
+
+SAMPLES = docskit.ROOT / "samples"
+CRDS = docskit.ROOT / "crds"
+POLICY_CRD = CRDS / "llmgateway.io_providerpolicies.yaml"
+PREFIX = "rbk-"
+GW = "chat"
+SECRET = "llm-provider-keys"
+WAIT = 90  # seconds for the operator to act on a change (the NameConflict backoff included)
+
+# Reasons no kubectl command can cause on demand: transient states the operator passes through
+# between two watch events, or a bug. Each says why; the guard below keeps this list honest.
+NOT_CAUSED = {
+    "DeploymentNotFound": "only between the Deployment's deletion and the pass that recreates it",
+    "RolloutPending": "only until kube-controller-manager observes a new template (milliseconds here)",
+    "RenderFailed": "the CRD and the proxy config disagreeing: a bug, not a state a user can reach",
+}
+
+
+@dataclasses.dataclass
+class Kube:
+    kubeconfig: Path
+    namespace: str
+
+    def env(self) -> dict[str, str]:
+        kubectl = binaries.ensure("kubectl")
+        return {"PATH": f"{kubectl.parent}:/usr/bin:/bin", "KUBECONFIG": str(self.kubeconfig)}
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> str:
+        proc = local_cluster.run_kubectl(
+            self.kubeconfig, "-n", self.namespace, *args, input=input, check=check, timeout=timeout
+        )
+        return proc.stdout + proc.stderr
+
+    def apply(self, *documents: dict[str, Any]) -> None:
+        self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in documents))
+
+    def wait_reason(self, ref: str, type_: str, reason: str) -> None:
+        jsonpath = f'jsonpath={{.status.conditions[?(@.type=="{type_}")].reason}}={reason}'
+        self.kubectl("wait", ref, f"--for={jsonpath}", f"--timeout={WAIT}s", timeout=WAIT + 10)
+
+    def shell(self, command: str, **names: str) -> str:
+        """A command from the runbook, its placeholders (NS, GW, NAME, KEY, ...) filled in, run by bash."""
+        filled = re.sub(r"\bNS\b", self.namespace, command.replace("\\|", "|"))
+        filled = re.sub(r"\bGW\b", GW, filled)
+        for placeholder, value in names.items():
+            filled = re.sub(rf"\b{placeholder}\b", value, filled)
+        proc = subprocess.run(
+            ["bash", "-c", filled], capture_output=True, text=True, timeout=60, env=self.env(), check=False
+        )
+        return proc.stdout + proc.stderr
+
+
+def samples() -> dict[str, dict[str, Any]]:
+    return {
+        (d := yaml.safe_load(p.read_text()))["metadata"]["name"]: d for p in sorted(SAMPLES.glob("*.yaml"))
+    }
+
+
+def section(heading: str) -> str:
+    """The runbook's text under ``heading`` (a ``## `` or ``### `` line), up to the next heading."""
+    text = RUNBOOK.read_text()
+    start = text.index(heading + "\n")
+    following = re.search(r"^#{2,3} ", text[start + len(heading) :], re.MULTILINE)
+    return text[start : start + len(heading) + (following.start() if following else len(text))]
+
+
+def row(condition_type: str, reason: str) -> str:
+    """The runbook table row of ``reason`` under the condition's heading, as one string."""
+    for table in docskit.tables(section(f"### `{condition_type}`")):
+        for cells in table.rows:
+            if f"`{reason}`" == cells[0]:
+                return " | ".join(cells)
+    raise AssertionError(f"docs/runbook.md has no row for {condition_type} {reason}")
+
+
+def documented(condition_type: str, reason: str, command: str) -> str:
+    """``command`` as the row writes it (as inline code); fails when the row does not say it."""
+    spans = [s.replace("\\|", "|") for s in re.findall(r"`([^`]+)`", row(condition_type, reason))]
+    assert command in spans, f"the runbook's {condition_type} {reason} row does not say `{command}`"
+    return command
+
+
+def first_look(kube: Kube) -> str:
+    """The output of the runbook's First look commands, as an SRE runs them."""
+    block = next(b for b in docskit.code_blocks(section("## First look")) if b.language == "sh")
+    return "\n".join(kube.shell(line.split("  #")[0]) for line in block.code.splitlines() if line.strip())
+
+
+@pytest.fixture(scope="module")
+def operator(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    cluster.kubectl("apply", "-f", str(CRDS))
+    cluster.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "crd/llmgateways.llmgateway.io",
+        "crd/providerpolicies.llmgateway.io",
+        "--timeout=60s",
+    )
+    log = tmp_path_factory.mktemp("runbook") / "operator.log"
+    env = os.environ | {"KUBECONFIG": str(cluster.kubeconfig), "LLMGW_PROXY_IMAGE": "llmgw-proxy:runbook"}
+    argv = [sys.executable, "-m", "llmgw_operator.cli", "--standalone", "-n", f"{PREFIX}*"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while "llmgw-operator started" not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text(errors="replace")
+            time.sleep(0.1)  # polling the operator's log for its start line: nothing to await
+        yield log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+def kube(cluster: ClusterHandle, operator: Path) -> Iterator[Kube]:
+    name = f"{PREFIX}{secrets.token_hex(4)}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield Kube(cluster.kubeconfig, name)
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def apply_samples(kube: Kube, *, without: tuple[str, ...] = (), **specs: dict[str, Any]) -> dict[str, Any]:
+    documents = samples()
+    for name, spec in specs.items():
+        documents[name]["spec"] |= spec
+    kube.apply(*(d for name, d in documents.items() if name not in without))
+    return documents
+
+
+def wait_available(kube: Kube) -> None:
+    kube.wait_reason(f"llmgw/{GW}", "Ready", "Available")
+
+
+CAUSED: set[str] = set()
+
+
+def caused(*reasons: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Marks a test as the one that causes ``reasons``; the guard checks every reason has one."""
+    CAUSED.update(reasons)
+
+    def mark(test: Callable[..., None]) -> Callable[..., None]:
+        marked: Callable[..., None] = pytest.mark.cluster(test)
+        return marked
+
+    return mark
+
+
+def test_every_reason_in_the_runbook_is_caused_by_a_test_or_says_why_not() -> None:
+    reasons = first_column(RUNBOOK.read_text(), "Reason")
+    assert sorted(reasons - CAUSED - set(NOT_CAUSED)) == []
+    assert CAUSED.isdisjoint(NOT_CAUSED)
+    assert set(NOT_CAUSED) <= reasons
+
+
+@caused("Resolved", "Applied", "Available", "Valid", "SecretFound", "NoSecretNeeded")
+def test_a_healthy_gateway_shows_every_good_reason_where_the_runbook_looks(kube: Kube) -> None:
+    apply_samples(kube)
+    wait_available(kube)
+    kube.wait_reason("llmpp/primary", "SecretResolved", "SecretFound")
+    seen = first_look(kube)
+    for shown in ("PoliciesResolved=True Resolved", "Reconciled=True Applied", "Ready=True Available"):
+        assert shown in seen
+    wide = kube.shell("kubectl -n NS get llmpp -o wide")
+    for name, secret in (("primary", "SecretFound"), ("fallback", "NoSecretNeeded")):
+        shown = rf"^{name}\s+openai-compatible\s+True\s+Valid\s+True\s+{secret}"
+        assert re.search(shown, wide, re.M), wide
+
+
+@caused("PolicyNotFound", "PoliciesUnresolved")
+def test_policy_not_found(kube: Kube) -> None:
+    documents = apply_samples(kube, without=("primary",))
+    kube.wait_reason(f"llmgw/{GW}", "PoliciesResolved", "PolicyNotFound")
+    seen = first_look(kube)
+    missing = f"ProviderPolicy not found in namespace {kube.namespace}: primary"
+    assert f"PoliciesResolved=False PolicyNotFound: {missing}" in seen
+    assert "Reconciled=False PoliciesUnresolved" in seen and "Ready=False PoliciesUnresolved" in seen
+    listed = kube.shell(documented("PoliciesResolved", "PolicyNotFound", "kubectl -n NS get llmpp"))
+    assert "fallback" in listed and "primary" not in listed
+
+    kube.apply(documents["primary"])  # the fix: create it
+    wait_available(kube)
+
+
+@caused("SecretNotFound")
+def test_secret_not_found(kube: Kube) -> None:
+    documents = apply_samples(kube, without=(SECRET,))
+    kube.wait_reason(f"llmgw/{GW}", "PoliciesResolved", "SecretNotFound")
+    kube.wait_reason("llmpp/primary", "SecretResolved", "SecretNotFound")
+    seen = first_look(kube)
+    assert "PoliciesResolved=False SecretNotFound" in seen and SECRET in seen
+    assert re.search(r"^(?:\S+/)?primary\s+\S+\s+True\s+Valid\s+False\s+SecretNotFound", seen, re.M), seen
+    looked = kube.shell(
+        documented("PoliciesResolved", "SecretNotFound", "kubectl -n NS get secret NAME"), NAME=SECRET
+    )
+    assert "not found" in looked
+
+    kube.apply(documents[SECRET])
+    wait_available(kube)
+    kube.wait_reason("llmpp/primary", "SecretResolved", "SecretFound")
+
+
+@caused("SecretNotMarked")
+def test_secret_not_marked(kube: Kube) -> None:
+    unmarked = samples()[SECRET]
+    del unmarked["metadata"]["labels"]
+    kube.apply(unmarked)
+    apply_samples(kube, without=(SECRET,))
+    kube.wait_reason(f"llmgw/{GW}", "PoliciesResolved", "SecretNotMarked")
+    kube.wait_reason("llmpp/primary", "SecretResolved", "SecretNotMarked")
+    seen = first_look(kube)
+    assert "PoliciesResolved=False SecretNotMarked" in seen
+    assert re.search(r"^(?:\S+/)?primary\s+\S+\s+True\s+Valid\s+False\s+SecretNotMarked", seen, re.M), seen
+
+    fix = "kubectl -n NS label secret NAME llmgateway.io/provider-key=true"
+    kube.shell(documented("PoliciesResolved", "SecretNotMarked", fix), NAME=SECRET)
+    wait_available(kube)
+    kube.wait_reason("llmpp/primary", "SecretResolved", "SecretFound")
+
+
+@caused("SecretKeyMissing")
+def test_secret_key_missing(kube: Kube) -> None:
+    wrong = samples()[SECRET]
+    wrong["stringData"] = {"other": "sk-not-the-key-asked-for"}
+    kube.apply(wrong)
+    apply_samples(kube, without=(SECRET,))
+    kube.wait_reason(f"llmgw/{GW}", "PoliciesResolved", "SecretKeyMissing")
+    kube.wait_reason("llmpp/primary", "SecretResolved", "SecretKeyMissing")
+    assert "PoliciesResolved=False SecretKeyMissing" in first_look(kube)
+    described = kube.shell(
+        documented("PoliciesResolved", "SecretKeyMissing", "kubectl -n NS describe secret NAME"), NAME=SECRET
+    )
+    assert "other:" in described and "primary:" not in described
+    assert "sk-not-the-key-asked-for" not in described
+
+    kube.kubectl("patch", f"secret/{SECRET}", "--type", "merge", "-p", '{"stringData": {"primary": "sk-x"}}')
+    wait_available(kube)
+
+
+@caused("InvalidKey")
+def test_invalid_key(kube: Kube, tmp_path: Path) -> None:
+    broken = samples()[SECRET]
+    broken["stringData"] = {"primary": "sk-half\nsk-other-half"}
+    kube.apply(broken)
+    apply_samples(kube, without=(SECRET,))
+    kube.wait_reason(f"llmgw/{GW}", "PoliciesResolved", "InvalidKey")
+    kube.wait_reason("llmpp/primary", "SecretResolved", "InvalidKey")
+    seen = first_look(kube)
+    assert "PoliciesResolved=False InvalidKey" in seen and "sk-half" not in seen
+
+    # The fix as written: a clean file, then the Secret written again with its label kept.
+    (tmp_path / "key.txt").write_text("sk-clean-key\r\n")
+    clean = documented("PoliciesResolved", "InvalidKey", "tr -d '\\r\\n' < key.txt > clean.txt")
+    write = documented(
+        "PoliciesResolved",
+        "InvalidKey",
+        "kubectl -n NS create secret generic NAME --from-file=KEY=clean.txt --dry-run=client -o yaml "
+        "| kubectl label --local -f - llmgateway.io/provider-key=true -o yaml | kubectl apply -f -",
+    )
+    out = kube.shell(f"cd {tmp_path} && {clean} && {write}", NAME=SECRET, KEY="primary")
+    assert "configured" in out, out
+    wait_available(kube)
+    kube.wait_reason("llmpp/primary", "SecretResolved", "SecretFound")
+
+
+@caused("ModelNotAllowed")
+def test_model_not_allowed(kube: Kube) -> None:
+    apply_samples(kube, primary={"models": ["some-other-model"]})
+    kube.wait_reason(f"llmgw/{GW}", "PoliciesResolved", "ModelNotAllowed")
+    assert (
+        "PoliciesResolved=False ModelNotAllowed: model not in the policy's models: gpt-4o-mini via primary"
+        in first_look(kube)
+    )
+
+    # The fix: add the model to the policy's models.
+    kube.kubectl(
+        "patch",
+        "llmpp/primary",
+        "--type",
+        "merge",
+        "-p",
+        '{"spec": {"models": ["some-other-model", "gpt-4o-mini"]}}',
+    )
+    wait_available(kube)
+
+
+@caused("InvalidSpec")
+def test_invalid_spec(kube: Kube) -> None:
+    template = samples()[GW]["spec"]["template"]
+    template["spec"]["containers"][0]["name"] = "llmgw-proxy"
+    apply_samples(kube, chat={"template": template})
+    kube.wait_reason(f"llmgw/{GW}", "Ready", "InvalidSpec")
+    seen = first_look(kube)
+    for type_ in ("PoliciesResolved", "Reconciled", "Ready"):
+        assert f"{type_}=False InvalidSpec: " in seen
+    assert "the container name llmgw-proxy is reserved" in seen
+
+    template["spec"]["containers"][0]["name"] = "app"  # the fix: the field the message names
+    kube.kubectl(
+        "patch", f"llmgw/{GW}", "--type", "merge", "-p", json.dumps({"spec": {"template": template}})
+    )
+    wait_available(kube)
+
+
+@caused("PodTemplateRefused", "NotReconciled")
+def test_pod_template_refused(kube: Kube) -> None:
+    template = samples()[GW]["spec"]["template"]
+    template["spec"]["hostPID"] = True
+    apply_samples(kube, chat={"template": template})
+    kube.wait_reason(f"llmgw/{GW}", "Reconciled", "PodTemplateRefused")
+    seen = first_look(kube)
+    assert "Reconciled=False PodTemplateRefused: nothing applied: template.spec.hostPID" in seen
+    assert "Ready=False NotReconciled" in seen
+    assert "PodTemplateRefused" in kube.shell(
+        "kubectl -n NS get events --field-selector involvedObject.name=GW"
+    )
+
+    kube.kubectl(
+        "patch",
+        f"llmgw/{GW}",
+        "--type",
+        "json",
+        "-p",
+        '[{"op": "remove", "path": "/spec/template/spec/hostPID"}]',
+    )
+    wait_available(kube)
+
+
+@caused("NameConflict")
+def test_name_conflict(kube: Kube) -> None:
+    kube.kubectl("create", "configmap", f"{GW}-proxy-config", "--from-literal=made=by-hand")
+    apply_samples(kube)
+    kube.wait_reason(f"llmgw/{GW}", "Reconciled", "NameConflict")
+    seen = first_look(kube)
+    assert "Reconciled=False NameConflict" in seen and f"ConfigMap {GW}-proxy-config" in seen
+
+    kube.kubectl("delete", "configmap", f"{GW}-proxy-config")  # the fix: remove the object
+    wait_available(kube)
+
+
+@caused("ScaledToZero")
+def test_scaled_to_zero(kube: Kube) -> None:
+    apply_samples(kube, chat={"replicas": 0})
+    kube.wait_reason(f"llmgw/{GW}", "Ready", "ScaledToZero")
+    assert re.search(rf"^llmgateway\S*/{GW}\s+False\s+ScaledToZero\s+0", first_look(kube), re.M)
+
+    kube.kubectl("patch", f"llmgw/{GW}", "--type", "merge", "-p", '{"spec": {"replicas": 2}}')
+    wait_available(kube)
+
+
+UNSCHEDULABLE = {"nodeSelector": {"llmgateway.io/no-such-node": "true"}}
+
+
+@caused("RolloutInProgress")
+def test_rollout_in_progress(kube: Kube) -> None:
+    apply_samples(kube)
+    wait_available(kube)
+    template = samples()[GW]["spec"]["template"]
+    template["spec"] |= UNSCHEDULABLE  # the new pods can never be scheduled: the rollout stalls
+    kube.kubectl(
+        "patch", f"llmgw/{GW}", "--type", "merge", "-p", json.dumps({"spec": {"template": template}})
+    )
+    kube.wait_reason(f"llmgw/{GW}", "Ready", "RolloutInProgress")
+    assert "Ready=False RolloutInProgress" in first_look(kube)
+    status = kube.shell(
+        documented("Ready", "RolloutInProgress", "kubectl -n NS rollout status deploy/GW --watch=false")
+    )
+    assert "new replicas have been updated" in status
+    pods = kube.shell(
+        documented("Ready", "RolloutInProgress", "kubectl -n NS get pods -l llmgateway.io/gateway=GW")
+    )
+    assert "Pending" in pods
+
+    kube.kubectl(
+        "patch",
+        f"llmgw/{GW}",
+        "--type",
+        "json",
+        "-p",
+        '[{"op": "remove", "path": "/spec/template/spec/nodeSelector"}]',
+    )
+    wait_available(kube)
+
+
+@caused("ReplicasUnavailable")
+def test_replicas_unavailable(kube: Kube) -> None:
+    template = samples()[GW]["spec"]["template"]
+    template["spec"] |= UNSCHEDULABLE
+    apply_samples(kube, chat={"template": template})
+    kube.wait_reason(f"llmgw/{GW}", "Ready", "ReplicasUnavailable")
+    assert "Ready=False ReplicasUnavailable: 0 of 2 pods are available" in first_look(kube)
+    pods = kube.shell(
+        documented("Ready", "ReplicasUnavailable", "kubectl -n NS get pods -l llmgateway.io/gateway=GW")
+    )
+    assert pods.count("Pending") == 2
+
+    kube.kubectl(
+        "patch",
+        f"llmgw/{GW}",
+        "--type",
+        "json",
+        "-p",
+        '[{"op": "remove", "path": "/spec/template/spec/nodeSelector"}]',
+    )
+    wait_available(kube)
+
+
+@caused("PolicyInvalid", "Invalid")
+def test_policy_invalid_after_a_crd_that_lags_the_operator(kube: Kube, cluster: ClusterHandle) -> None:
+    # Every rule of the operator's model has a CEL twin in the CRD, so only an installed CRD older
+    # than the operator lets such a policy in, as the runbook says. Stand one in: drop the rules.
+    rules = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/x-kubernetes-validations"
+    cluster.kubectl(
+        "patch",
+        "crd/providerpolicies.llmgateway.io",
+        "--type",
+        "json",
+        "-p",
+        json.dumps([{"op": "remove", "path": rules}]),
+    )
+    try:
+        apply_samples(kube, primary={"provider": "azure-openai"})
+        kube.wait_reason("llmpp/primary", "Accepted", "Invalid")
+        kube.wait_reason(f"llmgw/{GW}", "PoliciesResolved", "PolicyInvalid")
+        kube.wait_reason("llmpp/primary", "SecretResolved", "PolicyInvalid")
+        seen = first_look(kube)
+        assert "PoliciesResolved=False PolicyInvalid" in seen
+        assert re.search(
+            r"^(?:\S+/)?primary\s+azure-openai\s+False\s+Invalid\s+Unknown\s+PolicyInvalid", seen, re.M
+        ), seen
+        policy = kube.shell(
+            documented("PoliciesResolved", "PolicyInvalid", "kubectl -n NS get llmpp NAME -o yaml"),
+            NAME="primary",
+        )
+        assert "apiVersion is required when provider is azure-openai" in policy
+        installed = kube.shell(
+            documented("Accepted", "Invalid", "kubectl get crd providerpolicies.llmgateway.io -o yaml")
+        )
+        # The clue: the installed CRD lacks the rules the operator's model has.
+        spec_schema = yaml.safe_load(installed)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+        assert "x-kubernetes-validations" not in spec_schema["properties"]["spec"]
+    finally:
+        cluster.kubectl("apply", "-f", str(POLICY_CRD))  # the fix's first half: the CRD that matches
+    kube.kubectl("patch", "llmpp/primary", "--type", "merge", "-p", '{"spec": {"apiVersion": "2024-06-01"}}')
+    kube.wait_reason("llmpp/primary", "Accepted", "Valid")
+    wait_available(kube)
+
+
+@pytest.mark.cluster
+def test_the_rbac_check_answers_yes_for_the_charts_service_account(cluster: ClusterHandle) -> None:
+    release, system = "llmgw", f"{PREFIX}system-{secrets.token_hex(3)}"
+    cluster.helm(
+        "install",
+        release,
+        str(docskit.ROOT / "helm" / "llmgw"),
+        "-n",
+        system,
+        "--create-namespace",
+        "--skip-crds",
+    )
+    try:
+        block = next(
+            b for b in docskit.code_blocks(section("## The operator is not acting")) if b.language == "sh"
+        )
+        line = next(x for x in block.code.splitlines() if "auth can-i" in x)
+        kube = Kube(cluster.kubeconfig, "default")
+        answer = kube.shell(line.replace("llmgw-system", system)).strip()
+        assert answer == "yes", line
+    finally:
+        cluster.helm("uninstall", release, "-n", system, check=False)
+        cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel
@@ -12,6 +13,7 @@ CATEGORIES = ("llm",)
 
 _READY = '.status.conditions[?(@.type=="Ready")]'
 _ACCEPTED = '.status.conditions[?(@.type=="Accepted")]'
+_SECRET_RESOLVED = '.status.conditions[?(@.type=="SecretResolved")]'  # noqa: S105 (a JSONPath)
 
 
 def _column(name: str, type_: str, path: str, description: str, priority: int = 0) -> dict[str, Any]:
@@ -24,9 +26,59 @@ def _column(name: str, type_: str, path: str, description: str, priority: int = 
 _AGE = _column("Age", "date", ".metadata.creationTimestamp", "Time since the object was created.")
 
 
+def _literal(value: Any) -> str | None:
+    """A default as a reader types it, or None for one not worth a sentence (empty, or an object)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int | str):
+        return str(value)
+    if isinstance(value, list) and value and all(isinstance(v, str | int) for v in value):
+        return ", ".join(str(v) for v in value)
+    return None
+
+
+def _named(name: str, message: str) -> bool:
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", message) is not None
+
+
+def explained(node: dict[str, Any], inherited: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``node`` with each description also saying its default and the rules that involve it.
+
+    `kubectl explain` prints a field's description and type only: a default or a
+    CEL rule in the schema is invisible there. ``inherited`` are the messages of
+    the parent object's rules that name this field (a cross-field rule such as
+    Azure needing apiVersion sits on the object, not on the field).
+    """
+    out = dict(node)
+    own = tuple(str(r["message"]) for r in out.get("x-kubernetes-validations", []))
+    sentences = []
+    default = _literal(out["default"]) if "default" in out else None
+    if default is not None:
+        sentences.append(f"Default: {default}.")
+    sentences += [f"Rule: {m}." for m in (*own, *inherited)]
+    if sentences and "description" in out:
+        out["description"] = " ".join([out["description"], *sentences])
+    if "properties" in out:
+        out["properties"] = {
+            name: explained(sub, tuple(m for m in own if _named(name, m)))
+            for name, sub in out["properties"].items()
+        }
+    for key in ("items", "additionalProperties"):
+        if isinstance(out.get(key), dict):
+            out[key] = explained(out[key])
+    return out
+
+
 def _object_schema(
-    description: str, spec: type[BaseModel], status: type[BaseModel], *rules: dict[str, str]
+    description: str,
+    spec: type[BaseModel],
+    status: type[BaseModel],
+    *rules: dict[str, str],
+    explain: bool = True,
 ) -> dict[str, Any]:
+    spec_schema = structural.convert(spec.model_json_schema(by_alias=True))
     schema: dict[str, Any] = {
         "type": "object",
         "description": description,
@@ -37,7 +89,7 @@ def _object_schema(
             },
             "kind": {"type": "string", "description": "REST resource this object represents."},
             "metadata": {"type": "object"},
-            "spec": structural.convert(spec.model_json_schema(by_alias=True)),
+            "spec": spec_schema if not explain else explained(spec_schema),
             "status": structural.convert(status.model_json_schema(by_alias=True)),
         },
         "required": ["spec"],
@@ -85,7 +137,7 @@ def _definition(
     }
 
 
-def llmgateway() -> dict[str, Any]:
+def llmgateway(*, explain: bool = True) -> dict[str, Any]:
     return _definition(
         kind=gateway.KIND,
         plural=gateway.PLURAL,
@@ -97,6 +149,7 @@ def llmgateway() -> dict[str, Any]:
             gateway.LLMGatewaySpec,
             gateway.LLMGatewayStatus,
             gateway.NAME_RULE,
+            explain=explain,
         ),
         columns=[
             _column("Ready", "string", f"{_READY}.status", "Whether the gateway serves its current config."),
@@ -108,7 +161,7 @@ def llmgateway() -> dict[str, Any]:
     )
 
 
-def providerpolicy() -> dict[str, Any]:
+def providerpolicy(*, explain: bool = True) -> dict[str, Any]:
     return _definition(
         kind=policy.KIND,
         plural=policy.PLURAL,
@@ -118,20 +171,39 @@ def providerpolicy() -> dict[str, Any]:
             "One upstream LLM provider: where it is, which key to use and how the sidecar treats it.",
             policy.ProviderPolicySpec,
             policy.ProviderPolicyStatus,
+            explain=explain,
         ),
         columns=[
             _column("Provider", "string", ".spec.provider", "Kind of provider."),
             _column("Accepted", "string", f"{_ACCEPTED}.status", "Whether the policy is valid."),
             _column("Reason", "string", f"{_ACCEPTED}.reason", "Why it is or is not accepted."),
+            # A valid policy whose key Secret is missing is still unusable: show it beside Accepted.
+            _column(
+                "SecretResolved",
+                "string",
+                f"{_SECRET_RESOLVED}.status",
+                "Whether the key Secret exists, is marked as a provider key and holds a usable key.",
+            ),
+            _column(
+                "SecretReason",
+                "string",
+                f"{_SECRET_RESOLVED}.reason",
+                "Why the key Secret is or is not resolved.",
+                priority=1,
+            ),
             _column("URL", "string", ".spec.baseURL", "Base URL of the provider.", priority=1),
             _AGE,
         ],
     )
 
 
-def all_definitions() -> dict[str, dict[str, Any]]:
-    """File name (as kubebuilder names them) to CRD."""
+def all_definitions(*, explain: bool = True) -> dict[str, dict[str, Any]]:
+    """File name (as kubebuilder names them) to CRD.
+
+    ``explain=False`` leaves defaults and rules out of the descriptions, for the
+    reference page, which shows them in columns and lists of their own.
+    """
     return {
-        f"{common.GROUP}_{gateway.PLURAL}.yaml": llmgateway(),
-        f"{common.GROUP}_{policy.PLURAL}.yaml": providerpolicy(),
+        f"{common.GROUP}_{gateway.PLURAL}.yaml": llmgateway(explain=explain),
+        f"{common.GROUP}_{policy.PLURAL}.yaml": providerpolicy(explain=explain),
     }

@@ -118,6 +118,9 @@ def replica_counts(deployment: Mapping[str, Any] | None) -> tuple[int, int]:
 
 def gateway_ready(policies: Verdict, reconciled: Verdict, deployment: Mapping[str, Any] | None) -> Verdict:
     """Ready means serving the current config: resolved policies, applied children, an available rollout."""
+    if policies.reason == "InvalidSpec":
+        # The operator's model refused the gateway itself; its policies were never looked at.
+        return Verdict(FALSE, "InvalidSpec", policies.message)
     if policies.status != TRUE:
         return Verdict(FALSE, "PoliciesUnresolved", policies.message)
     if reconciled.status != TRUE:

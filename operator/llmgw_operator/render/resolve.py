@@ -104,8 +104,13 @@ def gateway_policies(
     spec: gateway.LLMGatewaySpec,
     policies: Mapping[str, Observed],
     secrets: Mapping[str, ObservedSecret],
+    namespace: str = "the gateway's namespace",
 ) -> Resolution:
-    """Resolve every policy the routes name; the first kind of problem found names all its cases."""
+    """Resolve every policy the routes name; the first kind of problem found names all its cases.
+
+    ``namespace`` is where the policies were looked for: a missing policy is
+    often one created in another namespace, so the message says which.
+    """
     missing, invalid, no_secret, unmarked, no_key, bad_key, disallowed = [], [], [], [], [], [], []
     resolved: dict[str, policy.ProviderPolicySpec] = {}
     keys: dict[str, bytes] = {}
@@ -135,7 +140,7 @@ def gateway_policies(
                 f"{model} via {name}" for model in _models_used(spec, name) if model not in allowed
             ]
     for reason, what, found in (
-        ("PolicyNotFound", "ProviderPolicy not found", missing),
+        ("PolicyNotFound", f"ProviderPolicy not found in namespace {namespace}", missing),
         ("PolicyInvalid", "ProviderPolicy invalid", invalid),
         ("SecretNotFound", "API key Secret not found for", no_secret),
         ("SecretNotMarked", "API key Secret not marked as a provider key for", unmarked),

@@ -10,6 +10,7 @@ import datetime
 import json
 import pathlib
 import secrets
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -108,3 +109,28 @@ def test_the_category_lists_both_kinds(cluster: ClusterHandle, namespace: str) -
     listed = cluster.kubectl("get", "llm", "-n", namespace, "-o", "name").stdout.split()
     assert "llmgateway.llmgateway.io/chat" in listed
     assert "providerpolicy.llmgateway.io/primary" in listed
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("providerpolicy.spec.rateLimit.scope", "Default: shared."),
+        ("providerpolicy.spec.rateLimit.maxWait", "Default: 0."),
+        ("providerpolicy.spec.apiVersion", "Rule: apiVersion is required when provider is azure-openai."),
+        ("llmgateway.spec.replicas", "Rule: replicas and autoscaling are mutually exclusive."),
+    ],
+)
+def test_kubectl_explain_shows_defaults_and_cross_field_rules(
+    cluster: ClusterHandle, namespace: str, field: str, says: str
+) -> None:
+    # The API server publishes a new CRD schema to OpenAPI a moment after it is Established.
+    def shown() -> str:
+        proc = cluster.kubectl("explain", field, check=False)
+        return " ".join(proc.stdout.split()) if proc.returncode == 0 else ""
+
+    deadline = time.monotonic() + 30
+    text = shown()
+    while says not in text and time.monotonic() < deadline:
+        time.sleep(0.5)  # polling the API server's OpenAPI publication: there is no watch for it
+        text = shown()
+    assert says in text

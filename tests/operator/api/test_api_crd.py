@@ -122,3 +122,56 @@ def test_problems_names_what_is_not_structural(schema: dict[str, Any], problem: 
 def test_conversion_refuses_a_union_it_cannot_express() -> None:
     with pytest.raises(structural.NotStructural, match="anyOf"):
         structural.convert({"anyOf": [{"type": "string"}, {"type": "integer"}]})
+
+
+# -- what `kubectl explain` shows ----------------------------------------------------------------
+
+
+def _spec_field(definition: dict[str, Any], *path: str) -> dict[str, Any]:
+    node: dict[str, Any] = _schema(definition)["properties"]["spec"]
+    for name in path:
+        node = node["properties"][name]
+    return node
+
+
+@pytest.mark.parametrize(
+    ("path", "says"),
+    [
+        (("rateLimit", "scope"), "Default: shared."),
+        (("rateLimit", "maxWait"), "Default: 0."),
+        (("apiVersion",), "Rule: apiVersion is required when provider is azure-openai."),
+        (("provider",), "Rule: apiVersion is required when provider is azure-openai."),
+        (("apiKeySecretRef",), "Rule: apiKeySecretRef is required unless provider is openai-compatible."),
+    ],
+)
+def test_policy_descriptions_say_the_default_and_the_rules_that_involve_the_field(
+    path: tuple[str, ...], says: str
+) -> None:
+    assert says in _spec_field(crd.providerpolicy(), *path)["description"]
+
+
+@pytest.mark.parametrize("definition", DEFINITIONS)
+def test_every_scalar_default_is_in_its_description(definition: dict[str, Any]) -> None:
+    for node in _walk(_schema(definition)["properties"]["spec"]):
+        default = node.get("default")
+        if isinstance(default, bool | int | float | str):
+            assert "Default: " in node["description"], node
+
+
+@pytest.mark.parametrize("definition", DEFINITIONS)
+def test_every_rule_message_reaches_a_description(definition: dict[str, Any]) -> None:
+    spec = _schema(definition)["properties"]["spec"]
+    for node in _walk(spec):
+        for rule in node.get("x-kubernetes-validations", []):
+            assert f"Rule: {rule['message']}." in node["description"]
+
+
+def test_a_field_named_in_a_rule_is_matched_as_a_whole_name() -> None:
+    assert crd._named("apiVersion", "apiVersion is required")
+    assert not crd._named("port", "proxy.adminPort and proxy.portal differ")
+    assert not crd._named("port", "proxy.port must differ")  # a path names a nested field, not this one
+
+
+def test_the_reference_page_keeps_defaults_and_rules_in_their_own_columns() -> None:
+    plain = _spec_field(crd.providerpolicy(explain=False), "rateLimit", "scope")["description"]
+    assert "Default:" not in plain

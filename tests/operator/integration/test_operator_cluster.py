@@ -350,6 +350,8 @@ def test_a_missing_policy_is_named_until_it_is_created(ns: Namespace) -> None:
     wait_reason(ns, f"llmgw/{GW}", "PoliciesResolved", "PolicyNotFound")
     resolved = ns.condition(f"llmgw/{GW}", "PoliciesResolved")
     assert resolved is not None and "primary" in resolved["message"]
+    # Policies are looked up in the gateway's namespace only: the message says which one.
+    assert f"namespace {ns.name}" in resolved["message"]
     ready = ns.condition(f"llmgw/{GW}", "Ready")
     assert ready is not None and ready["status"] == "False"
 
@@ -373,6 +375,48 @@ def test_a_gateway_only_pydantic_refuses_is_not_accepted_and_named(ns: Namespace
         assert (condition["status"], condition["reason"]) == ("False", "InvalidSpec")
         assert "the container name llmgw-proxy is reserved" in condition["message"]
     assert not ns.exists(f"deployment/{GW}")
+
+
+def test_a_ready_gateway_made_invalid_says_so_and_still_counts_its_serving_pods(ns: Namespace) -> None:
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    settled_ready(ns)
+    versions = ns.resource_versions(*CHILDREN)
+    template = copy.deepcopy(operatorkit.samples()[GW]["spec"]["template"])
+    template["spec"]["containers"][0]["name"] = "llmgw-proxy"
+
+    ns.patch(f"llmgw/{GW}", {"spec": {"template": template}})
+
+    wait_reason(ns, f"llmgw/{GW}", "Ready", "InvalidSpec")
+    ready = ns.condition(f"llmgw/{GW}", "Ready")
+    assert ready is not None and ready["status"] == "False"
+    assert "the container name llmgw-proxy is reserved" in ready["message"]
+    # The policies are fine; only the gateway is refused. And the Deployment,
+    # left as it was, still serves its pods: the status counts them.
+    status = ns.get(f"llmgw/{GW}")["status"]
+    deployment = ns.get(f"deployment/{GW}")["status"]
+    assert (status["replicas"], status["readyReplicas"]) == (
+        deployment["replicas"],
+        deployment["readyReplicas"],
+    )
+    assert status["replicas"] == operatorkit.samples()[GW]["spec"]["replicas"]
+    columns = ns.kubectl("get", f"llmgw/{GW}", "--no-headers", "-o", "wide").split()
+    assert columns[1:4] == ["False", "InvalidSpec", str(status["replicas"])]
+    assert ns.resource_versions(*CHILDREN) == versions
+
+
+def test_get_llmpp_shows_a_missing_key_secret_beside_accepted(ns: Namespace) -> None:
+    apply_samples(ns, without=("llm-provider-keys",))
+    wait_reason(ns, "providerpolicy/primary", "SecretResolved", "SecretNotFound")
+
+    header, row = ns.kubectl("get", "llmpp/primary", "-o", "wide").splitlines()
+    shown = dict(zip(header.split(), row.split(), strict=False))
+    assert (shown["ACCEPTED"], shown["SECRETRESOLVED"]) == ("True", "False")
+    assert "SecretNotFound" in row
+
+    ns.apply(operatorkit.samples()["llm-provider-keys"])
+    ns.wait("providerpolicy/primary", "condition=SecretResolved")
+    header, row = ns.kubectl("get", "llmpp/primary").splitlines()
+    assert dict(zip(header.split(), row.split(), strict=False))["SECRETRESOLVED"] == "True"
 
 
 # -- deletion and restarts ---------------------------------------------------------------

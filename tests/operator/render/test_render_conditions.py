@@ -137,6 +137,17 @@ def test_a_gateway_is_not_ready_while_its_policies_are_unresolved() -> None:
     assert all(c["observedGeneration"] == 4 for c in out)
 
 
+def test_an_invalid_gateway_is_not_ready_for_its_own_reason_not_its_policies() -> None:
+    invalid = Verdict(FALSE, "InvalidSpec", "spec.template: the container name llmgw-proxy is reserved")
+    out = conditions.gateway_conditions(
+        [], generation=2, now=T0, policies=invalid, reconciled=invalid, deployment=_deployment()
+    )
+    ready = conditions.find(out, conditions.READY)
+    assert ready is not None
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert "llmgw-proxy is reserved" in ready["message"]
+
+
 def test_a_gateway_is_ready_when_everything_is() -> None:
     out = conditions.gateway_conditions(
         [],

@@ -67,6 +67,13 @@ def test_names_what_is_missing(
     assert KEY.decode() not in verdict.message
 
 
+def test_a_missing_policy_names_the_namespace_it_was_looked_for_in() -> None:
+    policies = {"primary": renderkit.policy_spec()}
+    verdict = resolve.gateway_policies(renderkit.gateway_spec(), policies, SECRETS, "team-a").verdict
+    assert verdict.reason == "PolicyNotFound"
+    assert "namespace team-a" in verdict.message and "fallback" in verdict.message
+
+
 def test_an_allowed_model_resolves() -> None:
     policies = renderkit.policies() | {
         "fallback": renderkit.policy_spec(apiKeySecretRef=None, models=["llama3"])
