@@ -7,10 +7,12 @@ import asyncio
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 
 import kopf
 
 import llmgw_operator
+from llmgw_operator import poll
 from llmgw_operator.render import pod_rules
 
 PRIORITY_RANGE = 1_000_000
@@ -73,11 +75,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pods.add_argument("--allow-host-namespaces", action="store_true", help="allow hostPID and hostIPC")
     pods.add_argument("--allow-host-path", action="store_true", help="allow hostPath volumes")
+    plane = parser.add_argument_group(
+        "data plane", "How the gateways' sidecars are asked for their GET /status reports."
+    )
+    plane.add_argument(
+        "--data-plane-period",
+        metavar="SECONDS",
+        type=_positive(3600),
+        default=15.0,
+        help="poll every gateway's ready pods this often (default 15)",
+    )
+    plane.add_argument(
+        "--data-plane-timeout",
+        metavar="SECONDS",
+        type=_positive(60),
+        default=2.0,
+        help="a pod that has not answered in this time is unreporting (default 2)",
+    )
+    plane.add_argument(
+        "--data-plane-concurrency",
+        metavar="N",
+        type=int,
+        choices=range(1, 1025),
+        default=64,
+        help="requests in flight at once, across all gateways (1-1024, default 64)",
+    )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("--verbose", action="store_true")
     verbosity.add_argument("--debug", action="store_true")
     verbosity.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _positive(most: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not 0 < value <= most:
+            raise argparse.ArgumentTypeError(f"must be more than 0 and at most {most:g}")
+        return value
+
+    return parse
 
 
 def rules_of(args: argparse.Namespace) -> pod_rules.Rules:
@@ -86,6 +123,14 @@ def rules_of(args: argparse.Namespace) -> pod_rules.Rules:
         privileged=args.allow_privileged,
         host_namespaces=args.allow_host_namespaces,
         host_path=args.allow_host_path,
+    )
+
+
+def polling_of(args: argparse.Namespace) -> poll.Settings:
+    return poll.Settings(
+        period=args.data_plane_period,
+        timeout=args.data_plane_timeout,
+        concurrency=args.data_plane_concurrency,
     )
 
 
@@ -105,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 standalone=not args.peering,
                 **({"peering_name": args.peering} if args.peering else {}),
                 priority=peering_priority(args),
-                memo=kopf.Memo(pod_rules=rules_of(args)),
+                memo=kopf.Memo(pod_rules=rules_of(args), polling=polling_of(args)),
             )
         )
     except KeyboardInterrupt:

@@ -12,6 +12,8 @@ in ``references`` (not kopf indexes: see there why).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable, Hashable
@@ -20,7 +22,7 @@ from typing import Any, cast
 import kopf
 
 import llmgw_operator
-from llmgw_operator import kube, reconcile, references, workqueue
+from llmgw_operator import kube, poll, reconcile, references, sidecars, workqueue
 from llmgw_operator.api import common, gateway, policy
 from llmgw_operator.render import names, pod_rules
 
@@ -62,8 +64,21 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
     memo["gateways_by_policy"] = references.References()
     memo["policies_by_secret"] = references.References()
-    memo["gateways"] = workqueue.WorkQueue(_fresh_pass(client, "LLMGateway", reconciler.gateway))
-    memo["policies"] = workqueue.WorkQueue(_fresh_pass(client, "ProviderPolicy", reconciler.policy))
+    memo["gateways"] = gateways = workqueue.WorkQueue(_fresh_pass(client, "LLMGateway", reconciler.gateway))
+    memo["policies"] = policies = workqueue.WorkQueue(
+        _fresh_pass(client, "ProviderPolicy", reconciler.policy)
+    )
+    polling: poll.Settings = memo.get("polling") or poll.Settings()
+    memo["fetcher"] = fetcher = sidecars.Fetcher(timeout=polling.timeout, concurrency=polling.concurrency)
+    memo["poller"] = poller = poll.Poller(
+        client,
+        fetcher,
+        reconciler.data_plane,
+        period=polling.period,
+        on_gateway=gateways.trigger,
+        on_policy=policies.trigger,
+    )
+    memo["polling_task"] = asyncio.create_task(poller.run(), name="data-plane poller")
     logger.info(
         "llmgw-operator started (version %s, API server 1.%d, native sidecars %s, pod rules %s)",
         llmgw_operator.__version__,
@@ -89,6 +104,11 @@ def _fresh_pass(
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    if "polling_task" in memo:
+        memo["polling_task"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await memo["polling_task"]
+        await memo["fetcher"].close()
     for queue in ("gateways", "policies"):
         if queue in memo:
             await memo[queue].stop()
@@ -103,12 +123,19 @@ async def gateway_changed(
 ) -> None:
     queue: workqueue.WorkQueue = memo["gateways"]
     by_policy: references.References = memo["gateways_by_policy"]
+    poller: poll.Poller = memo["poller"]
+    named = by_policy.names_of(namespace, name)
     if event["type"] == "DELETED":
         by_policy.drop(namespace, name)
         queue.forget((namespace, name))  # children go with it: owner references and the GC
+        poller.forget((str(namespace), name))
     else:
         by_policy.set(namespace, name, references.policies_of(spec))
+        named |= by_policy.names_of(namespace, name)
         queue.trigger((namespace, name))
+        poller.track((str(namespace), name), poll.admin_port_of(spec))
+    for policy_name in named:  # ProviderPolicy.status.gateways lists the gateways using it
+        memo["policies"].trigger((namespace, policy_name))
 
 
 @kopf.on.event(*POLICIES)
@@ -155,3 +182,12 @@ async def child_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.M
     owner = labels.get(names.GATEWAY_LABEL)
     if owner:
         memo["gateways"].trigger((namespace, owner))
+
+
+# A Deployment's status moves as its pods turn ready: poll them soon, not a period later.
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
+async def deployment_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    owner = labels.get(names.GATEWAY_LABEL)
+    poller: poll.Poller = memo["poller"]
+    if owner and (str(namespace), owner) in poller.targets:
+        poller.soon((str(namespace), owner))

@@ -26,6 +26,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "ConfigMap": ("/api/v1", "configmaps"),
     "Secret": ("/api/v1", "secrets"),
     "Event": ("/api/v1", "events"),
+    "Pod": ("/api/v1", "pods"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "LLMGateway": ("/apis/llmgateway.io/v1alpha1", "llmgateways"),
@@ -144,6 +145,15 @@ class Client:
             if e.status == 404:
                 return None
             raise
+
+    async def list(
+        self, kind: str, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in ``namespace`` (matching ``label_selector``), in one request."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        result = await asyncio.to_thread(self._call, "GET", self._path(kind, namespace), query=query)
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
 
     async def apply(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
         """Server-side apply unless ``live`` already holds it. True when a write was made."""

@@ -18,9 +18,9 @@ from typing import Any
 
 import pydantic
 
-from llmgw_operator import kube
+from llmgw_operator import kube, references
 from llmgw_operator.api import common, gateway, policy
-from llmgw_operator.render import children, conditions, names, ownership, pod_rules, resolve
+from llmgw_operator.render import children, conditions, dataplane, names, ownership, pod_rules, resolve
 from llmgw_operator.render.conditions import FALSE, TRUE, UNKNOWN, Verdict
 
 logger = logging.getLogger(__name__)
@@ -48,6 +48,9 @@ class Reconciler:
     native_sidecar: bool = True
     pod_rules: pod_rules.Rules = dataclasses.field(default_factory=pod_rules.Rules)
     now: Now = _utcnow
+    # What the sidecars last reported (the poller fills it): ProvidersHealthy, ConfigApplied,
+    # status.providers and status.config. Before a gateway's first poll they are left as they are.
+    data_plane: dataplane.Store = dataclasses.field(default_factory=dataplane.Store)
 
     # -- LLMGateway -----------------------------------------------------------------
 
@@ -198,7 +201,25 @@ class Reconciler:
                 deployment=deployment,
             ),
         }
+        self._data_plane_status(meta["namespace"], meta["name"], old, new, generation)
         await self._write_status("LLMGateway", body, old, new)
+
+    def _data_plane_status(
+        self, namespace: str, name: str, old: Mapping[str, Any], new: dict[str, Any], generation: int
+    ) -> None:
+        obs = self.data_plane.observations.get((namespace, name))
+        if obs is None:
+            return
+        now = self.now()
+        for type_, verdict in (
+            (conditions.PROVIDERS_HEALTHY, dataplane.providers_verdict(obs)),
+            (conditions.CONFIG_APPLIED, dataplane.config_verdict(obs)),
+        ):
+            new["conditions"] = conditions.set_condition(
+                new["conditions"], type_, verdict, generation=generation, now=now
+            )
+        new["providers"] = dataplane.provider_status(obs, old.get("providers") or [], now)
+        new["config"] = dataplane.config_status(obs)
 
     # -- ProviderPolicy -------------------------------------------------------------
 
@@ -225,7 +246,22 @@ class Reconciler:
                 secret=secret,
             ),
         }
+        await self._policy_usage(meta["namespace"], meta["name"], new)
         await self._write_status("ProviderPolicy", body, old, new)
+
+    async def _policy_usage(self, namespace: str, name: str, new: dict[str, Any]) -> None:
+        """``gateways`` from the API (so a restart never writes a half-known list), and
+        ``breakerOpenPods`` once one of them was polled."""
+        users = []
+        for gw in await self.client.list("LLMGateway", namespace):
+            spec = gw.get("spec")
+            if isinstance(spec, Mapping) and name in references.policies_of(spec):
+                users.append(str(gw["metadata"]["name"]))
+        users.sort()
+        new["gateways"] = users[: policy.MAX_GATEWAYS]
+        open_pods = self.data_plane.breaker_open_pods(namespace, name, users)
+        if open_pods is not None:
+            new["breakerOpenPods"] = open_pods
 
     # -- shared ---------------------------------------------------------------------
 
@@ -239,6 +275,13 @@ class Reconciler:
         before = {c["type"]: c for c in old.get("conditions") or []}
         for condition in new["conditions"]:
             prior = before.get(condition["type"])
+            if condition["type"] in (conditions.PROVIDERS_HEALTHY, conditions.CONFIG_APPLIED):
+                event = conditions.data_plane_event(prior, condition)
+                if event is not None:
+                    await self.client.event(
+                        body, type_=event[0], reason=event[1], message=condition["message"]
+                    )
+                continue
             if prior is not None and (prior["status"], prior["reason"]) == (
                 condition["status"],
                 condition["reason"],

@@ -158,7 +158,14 @@ def test_defaults_watch_the_whole_cluster_with_one_standalone_replica(render: Re
     assert deployment["metadata"]["namespace"] == NAMESPACE
     assert deployment["spec"]["replicas"] == 1
     assert container["image"] == f"ghcr.io/llmgw/llmgw-operator:{VERSION}"
-    assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--standalone"]
+    assert container["args"] == [
+        "--all-namespaces",
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--data-plane-period=15",
+        "--data-plane-timeout=2",
+        "--data-plane-concurrency=64",
+        "--standalone",
+    ]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     assert container["ports"] == [{"name": "liveness", "containerPort": 8080, "protocol": "TCP"}]
     assert env_of(container)["LLMGW_PROXY_IMAGE"] == f"ghcr.io/llmgw/llmgw-proxy:{VERSION}"
@@ -197,6 +204,15 @@ def test_a_digest_pins_the_image_over_the_tag(render: Render) -> None:
     assert env_of(container)["LLMGW_PROXY_IMAGE"] == "ghcr.io/llmgw/llmgw-proxy:1.2.3"
 
 
+def test_data_plane_polling_reaches_the_operator_as_flags(render: Render) -> None:
+    args = operator_container(render({"dataPlane": {"period": 5, "timeout": 0.5, "concurrency": 8}}))["args"]
+    assert [a for a in args if "data-plane" in a] == [
+        "--data-plane-period=5",
+        "--data-plane-timeout=0.5",
+        "--data-plane-concurrency=8",
+    ]
+
+
 def test_gateway_pod_rules_reach_the_operator_as_flags(render: Render) -> None:
     assert not [a for a in operator_container(render({}))["args"] if "allow" in a]
     pods = {
@@ -219,13 +235,17 @@ def test_gateway_pod_rules_reach_the_operator_as_flags(render: Render) -> None:
 
 
 @pytest.mark.parametrize("values", COMBINATIONS)
-def test_rbac_never_grants_wildcards_or_pods(render: Render, values: dict[str, Any]) -> None:
+def test_rbac_never_grants_wildcards_or_more_than_listing_pods(
+    render: Render, values: dict[str, Any]
+) -> None:
     docs = render(values)
     for role in of_kind(docs, "ClusterRole") + of_kind(docs, "Role"):
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[field], f"{role['kind']} {role['metadata']['name']}: {rule}"
-            assert not {"pods", "pods/exec", "nodes"} & set(rule["resources"])
+            assert not {"pods/exec", "nodes"} & set(rule["resources"])
+            if "pods" in rule["resources"]:  # listed to poll the ready ones' GET /status
+                assert (rule["resources"], rule["verbs"]) == (["pods"], ["list"])
 
 
 def test_cluster_wide_install_binds_one_cluster_role(render: Render) -> None:
@@ -233,6 +253,7 @@ def test_cluster_wide_install_binds_one_cluster_role(render: Render) -> None:
     role = one(docs, "ClusterRole")
     rules = role["rules"]
     assert rules_granting(rules, "namespaces") == {"list", "watch"}
+    assert rules_granting(rules, "pods") == {"list"}
     assert rules_granting(rules, "customresourcedefinitions") == {"get", "list", "watch"}
     assert rules_granting(rules, "llmgateways") == {"get", "list", "watch"}
     assert rules_granting(rules, "llmgateways/status") == {"patch"}
