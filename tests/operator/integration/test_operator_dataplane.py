@@ -132,7 +132,8 @@ def test_an_open_breaker_turns_providers_healthy_false_and_recovery_turns_it_bac
     def recovered() -> bool:
         for sidecar in kubelet.sidecars.values():
             sidecar.chat()
-        return ns.condition(f"llmgw/{GW}", "ProvidersHealthy")["status"] == "True"  # type: ignore[index]
+        condition = ns.condition(f"llmgw/{GW}", "ProvidersHealthy") or {}
+        return bool(condition.get("status") == "True")
 
     eventually(recovered, WITHIN, "ProvidersHealthy=True again")
     assert "ProviderRecovered" in reasons(ns)
