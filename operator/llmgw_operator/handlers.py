@@ -64,10 +64,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
     memo["gateways_by_policy"] = references.References()
     memo["policies_by_secret"] = references.References()
-    memo["gateways"] = gateways = workqueue.WorkQueue(_fresh_pass(client, "LLMGateway", reconciler.gateway))
-    memo["policies"] = policies = workqueue.WorkQueue(
-        _fresh_pass(client, "ProviderPolicy", reconciler.policy)
-    )
+    memo["gateways"] = workqueue.WorkQueue(_fresh_pass(client, "LLMGateway", reconciler.gateway))
+    memo["policies"] = workqueue.WorkQueue(_fresh_pass(client, "ProviderPolicy", reconciler.policy))
     polling: poll.Settings = memo.get("polling") or poll.Settings()
     memo["fetcher"] = fetcher = sidecars.Fetcher(timeout=polling.timeout, concurrency=polling.concurrency)
     memo["poller"] = poller = poll.Poller(
@@ -75,8 +73,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         fetcher,
         reconciler.data_plane,
         period=polling.period,
-        on_gateway=gateways.trigger,
-        on_policy=policies.trigger,
+        on_change=lambda key: _data_plane_changed(memo, key),
     )
     memo["polling_task"] = asyncio.create_task(poller.run(), name="data-plane poller")
     logger.info(
@@ -86,6 +83,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         minor >= NATIVE_SIDECAR_MINOR,
         reconciler.pod_rules,
     )
+
+
+def _data_plane_changed(memo: kopf.Memo, key: tuple[str, str]) -> None:
+    """A gateway's pods reported something new: its status and its policies' status follow."""
+    namespace, name = key
+    memo["gateways"].trigger(key)
+    by_policy: references.References = memo["gateways_by_policy"]
+    for policy_name in by_policy.names_of(namespace, name):
+        memo["policies"].trigger((namespace, policy_name))
 
 
 def _fresh_pass(

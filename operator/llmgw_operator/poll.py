@@ -4,10 +4,10 @@ For each gateway it knows (``track``), one round lists the gateway's pods,
 reads its ConfigMap for the rendered config's hash, asks every ready pod with
 an IP for its report (``sidecars.Fetcher``: bounded concurrency, short
 timeout) and aggregates the answers (``render.dataplane``). Only a changed
-observation goes further: it is stored and the gateway's work queue is
-triggered, and the reconcile pass writes the status, so the status has one
-writer and a steady data plane causes no write at all. Policies whose
-breaker-open pod count changed are triggered the same way.
+observation goes further: it is stored and ``on_change`` triggers the work
+queues of the gateway and of the policies it uses, whose passes write the
+status, so the status has one writer and a steady data plane causes no write
+at all.
 
 Besides the period, ``soon`` asks for a round of one gateway shortly (its
 Deployment changed: pods may have become ready).
@@ -67,15 +67,13 @@ class Poller:
         store: dataplane.Store,
         *,
         period: float,
-        on_gateway: Callable[[Key], None],
-        on_policy: Callable[[Key], None],
+        on_change: Callable[[Key], None],
     ) -> None:
         self.client = client
         self.fetcher = fetcher
         self.store = store
         self.period = period
-        self.on_gateway = on_gateway
-        self.on_policy = on_policy
+        self.on_change = on_change
         self.targets: dict[Key, int] = {}  # gateway -> its admin port
         self._rendered: dict[Key, tuple[str, str | None]] = {}  # ConfigMap resourceVersion, hash
         self._soon: set[Key] = set()
@@ -137,13 +135,8 @@ class Poller:
         observation = dataplane.aggregate(rendered, reports)
         if key not in self.targets or self.store.observations.get(key) == observation:
             return
-        before = self.store.open_by_policy(namespace)
         self.store.observations[key] = observation
-        after = self.store.open_by_policy(namespace)
-        self.on_gateway(key)
-        for policy in sorted(set(before) | set(after)):
-            if before.get(policy) != after.get(policy):
-                self.on_policy((namespace, policy))
+        self.on_change(key)
 
     async def _rendered_hash(self, key: Key) -> str | None:
         """The hash of the config in the gateway's ConfigMap (what its pods should run)."""

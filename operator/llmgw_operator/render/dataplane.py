@@ -215,12 +215,3 @@ class Store:
         if not found:
             return None
         return sum(p.open for obs in found for p in obs.providers if p.name == policy)
-
-    def open_by_policy(self, namespace: str) -> dict[str, int]:
-        """Breaker-open pods per provider (policy) name across the namespace's polled gateways."""
-        out: dict[str, int] = {}
-        for (ns, _), obs in self.observations.items():
-            if ns == namespace:
-                for p in obs.providers:
-                    out[p.name] = out.get(p.name, 0) + p.open
-        return out

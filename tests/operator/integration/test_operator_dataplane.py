@@ -90,7 +90,8 @@ def deploy(
     )
     for pod, ip in kubelet.wait_pods(replicas)[:serve]:
         kubelet.start(pod, ip)
-    ns.wait(f"llmgw/{GW}", "condition=ProvidersHealthy", timeout=WITHIN + 30)
+    ns.wait(f"llmgw/{GW}", f"jsonpath={{.status.config.upToDate}}={serve}", timeout=WITHIN + 30)
+    ns.wait(f"llmgw/{GW}", "condition=ProvidersHealthy", timeout=WITHIN)
     ns.wait(f"llmgw/{GW}", "condition=ConfigApplied", timeout=WITHIN)
 
 

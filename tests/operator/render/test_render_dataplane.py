@@ -131,16 +131,16 @@ def test_events_only_on_the_transitions_an_sre_acts_on() -> None:
     )
 
 
-def test_the_store_counts_open_breakers_per_policy_across_a_namespaces_gateways() -> None:
+def test_the_store_counts_open_breakers_per_policy_across_the_gateways_using_it() -> None:
     store = dataplane.Store()
     assert store.breaker_open_pods("ns", "a", ["g1"]) is None
     store.observations[("ns", "g1")] = dataplane.aggregate(HASH, pods(report(a=OPEN), report(a=OPEN)))
     store.observations[("ns", "g2")] = dataplane.aggregate(HASH, pods(report(a=OPEN, b=HEALTHY)))
     store.observations[("other", "g1")] = dataplane.aggregate(HASH, pods(report(a=OPEN)))
     assert store.breaker_open_pods("ns", "a", ["g1", "g2"]) == 3
-    assert store.open_by_policy("ns") == {"a": 3, "b": 0}
+    assert store.breaker_open_pods("ns", "b", ["g1", "g2"]) == 0
     store.forget(("ns", "g1"))
-    assert store.open_by_policy("ns") == {"a": 1, "b": 0}
+    assert store.breaker_open_pods("ns", "a", ["g1", "g2"]) == 1
 
 
 provider_reports = st.fixed_dictionaries(
