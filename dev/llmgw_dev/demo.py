@@ -45,6 +45,9 @@ class DemoError(RuntimeError):
     pass
 
 
+OPERATOR_ARGV = (sys.executable, "-m", "llmgw_operator.cli")
+
+
 def step(title: str) -> None:
     print(f"\n\033[1m== {title}\033[0m", flush=True)
 
@@ -239,7 +242,7 @@ def run(work: Path) -> None:
         stack.enter_context(
             process(
                 "the operator",
-                [sys.executable, "-m", "llmgw_operator.cli", "--all-namespaces", "--standalone"],
+                [*OPERATOR_ARGV, "--all-namespaces", "--standalone", "--metrics-port=0"],
                 work / "operator.log",
                 env,
             )

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import os
 import sys
+import urllib.parse
 from collections.abc import Callable
 
 import kopf
@@ -75,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pods.add_argument("--allow-host-namespaces", action="store_true", help="allow hostPID and hostIPC")
     pods.add_argument("--allow-host-path", action="store_true", help="allow hostPath volumes")
+    parser.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=int,
+        choices=range(0, 65536),
+        default=8080,
+        help="serve /metrics (Prometheus) and /readyz on this port, all interfaces (0: none; default 8080)",
+    )
     plane = parser.add_argument_group(
         "data plane", "How the gateways' sidecars are asked for their GET /status reports."
     )
@@ -135,7 +144,12 @@ def polling_of(args: argparse.Namespace) -> poll.Settings:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.liveness and args.metrics_port and urllib.parse.urlsplit(args.liveness).port == args.metrics_port:
+        parser.error(
+            f"--liveness and --metrics-port both name port {args.metrics_port}: give one another port"
+        )
     kopf.configure(debug=args.debug, verbose=args.verbose, quiet=args.quiet)
     from llmgw_operator import handlers  # registers the handlers with kopf's default registry
 
@@ -150,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
                 standalone=not args.peering,
                 **({"peering_name": args.peering} if args.peering else {}),
                 priority=peering_priority(args),
-                memo=kopf.Memo(pod_rules=rules_of(args), polling=polling_of(args)),
+                memo=kopf.Memo(
+                    pod_rules=rules_of(args),
+                    polling=polling_of(args),
+                    metrics_port=args.metrics_port,
+                    namespaces=tuple(args.namespace),
+                ),
             )
         )
     except KeyboardInterrupt:

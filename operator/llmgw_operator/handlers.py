@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
 import os
 from collections.abc import Awaitable, Callable, Hashable
@@ -22,7 +23,7 @@ from typing import Any, cast
 import kopf
 
 import llmgw_operator
-from llmgw_operator import kube, poll, reconcile, references, sidecars, workqueue
+from llmgw_operator import kube, metrics, poll, reconcile, references, sidecars, workqueue
 from llmgw_operator.api import common, gateway, policy
 from llmgw_operator.render import names, pod_rules
 
@@ -54,6 +55,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     ):
         settings.watching.label_selectors[resource] = names.MANAGED_SELECTOR
     client = kube.Client.from_environment()
+    client.metrics = m = metrics.Metrics()
     minor = await client.server_minor()
     memo["reconciler"] = reconciler = reconcile.Reconciler(
         client,
@@ -64,8 +66,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
     memo["gateways_by_policy"] = references.References()
     memo["policies_by_secret"] = references.References()
-    memo["gateways"] = workqueue.WorkQueue(_fresh_pass(client, "LLMGateway", reconciler.gateway))
-    memo["policies"] = workqueue.WorkQueue(_fresh_pass(client, "ProviderPolicy", reconciler.policy))
+    memo["gateways"] = workqueue.WorkQueue(
+        _fresh_pass(client, "LLMGateway", reconciler.gateway), name="llmgateway", metrics=m
+    )
+    memo["policies"] = workqueue.WorkQueue(
+        _fresh_pass(client, "ProviderPolicy", reconciler.policy), name="providerpolicy", metrics=m
+    )
     polling: poll.Settings = memo.get("polling") or poll.Settings()
     memo["fetcher"] = fetcher = sidecars.Fetcher(timeout=polling.timeout, concurrency=polling.concurrency)
     memo["poller"] = poller = poll.Poller(
@@ -75,7 +81,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         period=polling.period,
         on_change=lambda key: _data_plane_changed(memo, key),
     )
+    fetcher.metrics = poller.metrics = m
     memo["polling_task"] = asyncio.create_task(poller.run(), name="data-plane poller")
+    poll.register_gauges(m, reconciler.data_plane, reconciler.gateway_states)
+    ready = asyncio.Event()
+    port = memo.get("metrics_port")
+    if port:
+        memo["metrics_server"] = server = metrics.Server(m, ready.is_set, "0.0.0.0", port)
+        await server.start()
+    memo["priming_task"] = asyncio.create_task(
+        _prime(client, memo, memo.get("namespaces") or (), ready), name="first listing"
+    )
     logger.info(
         "llmgw-operator started (version %s, API server 1.%d, native sidecars %s, pod rules %s)",
         llmgw_operator.__version__,
@@ -108,8 +124,60 @@ def _fresh_pass(
     return one_pass
 
 
+async def _prime(
+    client: kube.Client, memo: kopf.Memo, patterns: tuple[str, ...], ready: asyncio.Event
+) -> None:
+    """Readiness: list each watched kind once, and wait until every object listed had a pass.
+
+    The gateways' passes read their children (ConfigMaps, Secrets, Deployments,
+    HPAs) and the policies' passes their Secrets, so once both kinds are
+    through, everything the watches would have delivered has been looked at.
+    """
+    delay = 1.0
+    for kind, queue_name in (("ProviderPolicy", "policies"), ("LLMGateway", "gateways")):
+        queue: workqueue.WorkQueue = memo[queue_name]
+        while True:
+            try:
+                keys = await _watched(client, kind, patterns)
+                break
+            except kube.ApiError as e:
+                logger.warning("listing %s for readiness failed (%s); retrying in %.0fs", kind, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        since = dict(queue.attempts)
+        for key in keys:
+            queue.trigger(key)
+        await queue.attempted(keys, since)
+    logger.info("first listing processed: ready")
+    ready.set()
+
+
+async def _watched(client: kube.Client, kind: str, patterns: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(namespace, name) of every object of ``kind`` in the namespaces the operator watches."""
+    if not patterns:
+        items = await client.list_all(kind)
+    else:
+        items = []
+        for namespace in await client.namespaces():
+            if _matches(namespace, patterns):
+                items.extend(await client.list_objects(kind, namespace))
+    return sorted((str(i["metadata"]["namespace"]), str(i["metadata"]["name"])) for i in items)
+
+
+def _matches(namespace: str, patterns: tuple[str, ...]) -> bool:
+    """kopf's namespace patterns: globs, and ``!glob`` to exclude."""
+    excluded = any(fnmatch.fnmatchcase(namespace, p[1:]) for p in patterns if p.startswith("!"))
+    included = any(fnmatch.fnmatchcase(namespace, p) for p in patterns if not p.startswith("!"))
+    return included and not excluded
+
+
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for task in ("priming_task",):
+        if task in memo:
+            memo[task].cancel()
+    if "metrics_server" in memo:
+        await memo["metrics_server"].stop()
     if "polling_task" in memo:
         memo["polling_task"].cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -135,6 +203,7 @@ async def gateway_changed(
         by_policy.drop(namespace, name)
         queue.forget((namespace, name))  # children go with it: owner references and the GC
         poller.forget((str(namespace), name))
+        memo["reconciler"].gateway_states.pop((namespace, name), None)
     else:
         by_policy.set(namespace, name, references.policies_of(spec))
         named |= by_policy.names_of(namespace, name)

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from llmgw_operator import kube, sidecars
+from llmgw_operator import metrics as metrics_
 from llmgw_operator.api import gateway
 from llmgw_operator.render import dataplane, names
 from llmgw_proxy import config
@@ -79,6 +80,7 @@ class Poller:
         self._soon: set[Key] = set()
         self._wake = asyncio.Event()
         self.rounds = 0
+        self.metrics: metrics_.Metrics | None = None
 
     def track(self, key: Key, admin_port: int) -> None:
         if self.targets.get(key) != admin_port:
@@ -106,8 +108,11 @@ class Poller:
             if loop.time() >= next_round:
                 self._soon.clear()
                 self._wake.clear()
+                timer = metrics_.Timer()
                 await self.poll(list(self.targets))
                 self.rounds += 1
+                if self.metrics is not None:
+                    self.metrics.poll_round.observe(timer.elapsed())
                 next_round = loop.time() + self.period
             elif self._wake.is_set():
                 await asyncio.sleep(SOON_DELAY)  # gather a rollout's burst of events into one round
@@ -127,7 +132,7 @@ class Poller:
         port = self.targets.get(key)
         if port is None:
             return
-        pods = await self.client.list("Pod", namespace, f"{names.GATEWAY_LABEL}={name}")
+        pods = await self.client.list_objects("Pod", namespace, f"{names.GATEWAY_LABEL}={name}")
         rendered = await self._rendered_hash(key)
         ready = ready_pod_ips(pods)
         answers = await asyncio.gather(*(self.fetcher.status(ip, port) for _, ip in ready))
@@ -167,3 +172,55 @@ def admin_port_of(spec: Mapping[str, Any]) -> int:
     proxy = spec.get("proxy") if isinstance(spec.get("proxy"), Mapping) else {}
     port = proxy.get("adminPort") if isinstance(proxy, Mapping) else None
     return port if isinstance(port, int) else gateway.Proxy().admin_port
+
+
+def pod_samples(store: dataplane.Store) -> list[tuple[tuple[str, ...], float]]:
+    """``llmgw_operator_dataplane_pods{namespace,gateway,state}`` from the latest observations."""
+    out: list[tuple[tuple[str, ...], float]] = []
+    for (namespace, name), obs in sorted(store.observations.items()):
+        for state, n in (
+            ("up_to_date", obs.up_to_date),
+            ("outdated", obs.outdated),
+            ("unreporting", obs.unreporting),
+        ):
+            out.append(((namespace, name, state), float(n)))
+    return out
+
+
+def provider_samples(store: dataplane.Store) -> list[tuple[tuple[str, ...], float]]:
+    """``llmgw_operator_dataplane_provider_pods{namespace,gateway,provider,state}``."""
+    out: list[tuple[tuple[str, ...], float]] = []
+    for (namespace, name), obs in sorted(store.observations.items()):
+        for p in obs.providers:
+            for state, n in (
+                ("reporting", p.reporting),
+                ("breaker_open", p.open),
+                ("half_open", p.half_open),
+                ("paused", p.paused),
+            ):
+                out.append(((namespace, name, p.name, state), float(n)))
+    return out
+
+
+def register_gauges(
+    m: metrics_.Metrics, store: dataplane.Store, gateway_states: Mapping[Key, Mapping[str, str]]
+) -> None:
+    """The operator's state gauges, read at scrape time: gateways by condition, data-plane pod counts."""
+    m.gauge(
+        "llmgw_operator_gateways",
+        "LLMGateways by condition type and status, as last computed.",
+        ["condition", "status"],
+        lambda: metrics_.count_by(gateway_states),
+    )
+    m.gauge(
+        "llmgw_operator_dataplane_pods",
+        "Ready pods of each gateway at the last poll: up_to_date, outdated (another config), unreporting.",
+        ["namespace", "gateway", "state"],
+        lambda: pod_samples(store),
+    )
+    m.gauge(
+        "llmgw_operator_dataplane_provider_pods",
+        "Reporting pods of each gateway per provider and state: reporting, breaker_open, half_open, paused.",
+        ["namespace", "gateway", "provider", "state"],
+        lambda: provider_samples(store),
+    )

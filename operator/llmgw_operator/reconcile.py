@@ -14,7 +14,7 @@ import dataclasses
 import datetime
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 
@@ -30,6 +30,11 @@ Now = Callable[[], datetime.datetime]
 
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def refused_by_api(error: kube.ApiError) -> bool:
+    """A 4xx that names a problem with what was sent, not a conflict, a throttle or a missing object."""
+    return 400 <= error.status < 500 and error.status not in (404, 409, 429)
 
 
 class NameConflict(RuntimeError):
@@ -51,6 +56,8 @@ class Reconciler:
     # What the sidecars last reported (the poller fills it): ProvidersHealthy, ConfigApplied,
     # status.providers and status.config. Before a gateway's first poll they are left as they are.
     data_plane: dataplane.Store = dataclasses.field(default_factory=dataplane.Store)
+    # Each gateway's conditions as last computed, {type: status}: the operator's metrics count them.
+    gateway_states: dict[tuple[str, str], dict[str, str]] = dataclasses.field(default_factory=dict)
 
     # -- LLMGateway -----------------------------------------------------------------
 
@@ -122,8 +129,19 @@ class Reconciler:
 
         changed = []
         for manifest in kids.manifests():
-            if await self.client.apply(ownership.adopt(manifest, body), live.get(manifest["kind"])):
-                changed.append(manifest["kind"])
+            try:
+                if await self.client.apply(ownership.adopt(manifest, body), live.get(manifest["kind"])):
+                    changed.append(manifest["kind"])
+            except kube.ApiError as e:
+                if not refused_by_api(e):
+                    raise
+                # The API refused the object (e.g. a pod template it rejects): say so in the status,
+                # then fail the pass so the queue retries with backoff (RBAC may be fixed meanwhile).
+                reconciled = Verdict(
+                    FALSE, "ApplyRefused", f"the API refused the {manifest['kind']}: {e.message}"
+                )
+                await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+                raise
         hpa = live.get("HorizontalPodAutoscaler")
         if kids.hpa is None and hpa is not None and ownership.controlled_by(hpa, uid):
             await self.client.delete("HorizontalPodAutoscaler", namespace, names.hpa(name))
@@ -202,6 +220,8 @@ class Reconciler:
             ),
         }
         self._data_plane_status(meta["namespace"], meta["name"], old, new, generation)
+        written = cast(list[dict[str, Any]], new["conditions"])
+        self.gateway_states[(meta["namespace"], meta["name"])] = {c["type"]: c["status"] for c in written}
         await self._write_status("LLMGateway", body, old, new)
 
     def _data_plane_status(
@@ -253,7 +273,7 @@ class Reconciler:
         """``gateways`` from the API (so a restart never writes a half-known list), and
         ``breakerOpenPods`` once one of them was polled."""
         users = []
-        for gw in await self.client.list("LLMGateway", namespace):
+        for gw in await self.client.list_objects("LLMGateway", namespace):
             spec = gw.get("spec")
             if isinstance(spec, Mapping) and name in references.policies_of(spec):
                 users.append(str(gw["metadata"]["name"]))

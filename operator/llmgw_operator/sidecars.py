@@ -16,7 +16,8 @@ import logging
 import aiohttp
 import pydantic
 
-from llmgw_proxy import status
+from llmgw_operator import metrics as metrics_
+from llmgw_proxy.status import SidecarStatus
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class Fetcher:
         self.concurrency = concurrency
         self._gate = asyncio.Semaphore(concurrency)
         self._session: aiohttp.ClientSession | None = None
+        self.metrics: metrics_.Metrics | None = None
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -45,8 +47,14 @@ class Fetcher:
         if self._session is not None:
             await self._session.close()
 
-    async def status(self, ip: str, port: int) -> status.SidecarStatus | None:
+    async def status(self, ip: str, port: int) -> SidecarStatus | None:
         """The pod's report, or None when it gave none in time."""
+        report = await self._status(ip, port)
+        if self.metrics is not None:
+            self.metrics.polls.labels("ok" if report is not None else "unreporting").inc()
+        return report
+
+    async def _status(self, ip: str, port: int) -> SidecarStatus | None:
         try:
             host = f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else ip
         except ValueError:
@@ -64,7 +72,7 @@ class Fetcher:
                 logger.debug("no report from %s: %s", url, type(e).__name__)
                 return None
         try:
-            return status.SidecarStatus.model_validate_json(body)
+            return SidecarStatus.model_validate_json(body)
         except pydantic.ValidationError:
             logger.debug("no report from %s: not a status document", url)
             return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from clusterkit import ClusterHandle
 from dataplanekit import FakeProviderProcess, Kubelet, ensure_node, pod_template
 from operatorkit import Namespace, OperatorProcess, eventually
+from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.cluster
 
@@ -100,7 +102,10 @@ def reasons(ns: Namespace) -> list[str]:
 
 
 def test_an_open_breaker_turns_providers_healthy_false_and_recovery_turns_it_back(
-    ns: Namespace, kubelet: Kubelet, providers: dict[str, FakeProviderProcess]
+    ns: Namespace,
+    kubelet: Kubelet,
+    providers: dict[str, FakeProviderProcess],
+    operator_process: OperatorProcess,
 ) -> None:
     deploy(ns, kubelet, providers, replicas=2, serve=2)
     assert "ProviderUnhealthy" not in reasons(ns)
@@ -126,6 +131,15 @@ def test_an_open_breaker_turns_providers_healthy_false_and_recovery_turns_it_bac
         "the policy's breakerOpenPods",
     )
     assert policy_status["gateways"] == [GW]
+    url = f"http://127.0.0.1:{operator_process.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as scraped:
+        families = {f.name: f for f in text_string_to_metric_families(scraped.read().decode())}
+    open_pods = {
+        s.labels["state"]: s.value
+        for s in families["llmgw_operator_dataplane_provider_pods"].samples
+        if s.labels["namespace"] == ns.name and s.labels["provider"] == "primary"
+    }
+    assert open_pods == {"reporting": 2, "breaker_open": 2, "half_open": 0, "paused": 0}
 
     providers["primary"].clear()
 
