@@ -120,6 +120,7 @@ def test_ready_only_after_the_first_listing_has_had_its_passes(
         text = second.text()[: ready_line.start()]
         assert f"/namespaces/{ns.name}/llmgateways/{GW} " in text  # the gateway's pass came first
         assert f"/namespaces/{ns.name}/providerpolicies/primary " in text
+
         def answered() -> str | None:
             status, body = get(f"http://127.0.0.1:{second.metrics_port}/readyz")
             return body if status == 200 else None
