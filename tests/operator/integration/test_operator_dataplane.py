@@ -201,3 +201,23 @@ def test_an_unreachable_pod_is_unreporting_and_does_not_flip_health(
     assert (condition["status"], condition["reason"]) == ("True", "Healthy")
     assert condition["message"] == "2 pods report every provider healthy; 1 pod did not report"
     assert json.dumps(ns.get(f"llmgw/{GW}")["status"]).count("BreakerOpen") == 0
+
+
+def test_a_steady_data_plane_causes_no_writes(
+    ns: Namespace,
+    kubelet: Kubelet,
+    providers: dict[str, FakeProviderProcess],
+    operator_process: OperatorProcess,
+) -> None:
+    deploy(ns, kubelet, providers, replicas=2, serve=2)
+    policy_ready = "jsonpath={.status.breakerOpenPods}=0"
+    for name in ("primary", "fallback"):
+        ns.wait(f"providerpolicy/{name}", policy_ready, timeout=WITHIN)
+    for sidecar in kubelet.sidecars.values():
+        assert sidecar.chat() == 200  # traffic moves buckets and timestamps, not the counts
+    polls = rf"GET /api/v1/namespaces/{ns.name}/pods\?labelSelector"
+    start = operator_process.wait_for_log(polls, operator_process.offset(), timeout=WITHIN).end()
+    offset = start
+    for _ in range(2):  # two more poll rounds of this gateway, each seen in the operator's log
+        offset = operator_process.wait_for_log(polls, offset, timeout=WITHIN).end()
+    assert operator_process.writes_since(start, ns.name) == []
