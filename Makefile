@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test unit demo lint bench-proxy bench-operator binaries generate cluster-up cluster-down clean
+.PHONY: test unit demo lint bench-proxy bench-operator bench-dataplane binaries generate cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml
 	@echo "make: setting up $(VENV): a virtualenv with llmgw and its proxy, operator and dev dependencies"
@@ -79,6 +79,10 @@ bench-proxy: $(STAMP)
 
 bench-operator: $(STAMP) binaries
 	$(PY) -m llmgw_dev.bench_operator $(BENCH_ARGS)
+
+# The data-plane poller against 1,000 loopback /status servers: time per round, CPU, memory.
+bench-dataplane: $(STAMP)
+	$(PY) -m llmgw_dev.bench_dataplane $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

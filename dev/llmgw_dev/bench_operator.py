@@ -121,7 +121,7 @@ def request_counts(c: cluster.Cluster) -> dict[tuple[str, str, str], float]:
 def operator(c: cluster.Cluster) -> Iterator[subprocess.Popen[bytes]]:
     log = c.data_dir / "logs" / "operator.log"
     env = os.environ | {"KUBECONFIG": str(c.kubeconfig), "LLMGW_PROXY_IMAGE": PROXY_IMAGE}
-    argv = [sys.executable, "-m", "llmgw_operator.cli", "--standalone", "-n", NAMESPACE]
+    argv = [sys.executable, "-m", "llmgw_operator.cli", "--standalone", "-n", NAMESPACE, "--metrics-port=0"]
     with processes.running(argv, log, env) as proc:
         deadline = time.monotonic() + 60
         while "llmgw-operator started" not in log.read_text(errors="replace"):

@@ -9,6 +9,11 @@ namespace over an overlay of /etc, so the host is untouched); 7. the openai
 client: an answer, a stream, a cache hit, the breaker opening with fallback,
 a policy edit hot-reloaded, and a 429 from the local limit; 8. the status.
 Everything started is stopped, in reverse order. Any failed check exits 1.
+
+The gateway's pods sit on a fake node whose pod IPs are loopback addresses,
+so the operator polls the sidecar's GET /status through the pods' IPs, as in
+a cluster: ProvidersHealthy turns False while the breaker is open and True
+once it closes.
 """
 
 from __future__ import annotations
@@ -42,6 +47,9 @@ MODEL = "gpt-4o-mini"
 
 class DemoError(RuntimeError):
     pass
+
+
+OPERATOR_ARGV = (sys.executable, "-m", "llmgw_operator.cli")
 
 
 def step(title: str) -> None:
@@ -201,7 +209,14 @@ def run(work: Path) -> None:
         stack.enter_context(
             process(
                 "the operator",
-                [sys.executable, "-m", "llmgw_operator.cli", "--all-namespaces", "--standalone"],
+                # A short data-plane period, so the status follows the breaker within seconds.
+                [
+                    *OPERATOR_ARGV,
+                    "--all-namespaces",
+                    "--standalone",
+                    "--metrics-port=0",
+                    "--data-plane-period=2",
+                ],
                 work / "operator.log",
                 env,
             )
@@ -222,6 +237,10 @@ def run(work: Path) -> None:
             url = f"http://127.0.0.1:{port}/v1/models"
             eventually(f"fake provider {name}", functools.partial(answers_ok, url))
         show(f"primary on :{PROVIDERS['primary']}, fallback on :{PROVIDERS['fallback']}")
+
+        step("A fake node whose pod IPs are loopback addresses, so the operator can reach the sidecar")
+        loopback_node(kc)
+        show(f"node {LOOPBACK_NODE} (podCIDR {LOOPBACK_CIDR}); the other fake nodes cordoned")
 
         step("kubectl apply the samples: a provider-key Secret, two ProviderPolicies, an LLMGateway")
         kubectl(kc, "create", "namespace", NAMESPACE)
@@ -256,6 +275,40 @@ def run(work: Path) -> None:
         for cond in gw["status"]["conditions"]:
             show(f"{cond['type']}={cond['status']} ({cond['reason']}): {cond['message']}")
         step("Stop everything this demo started")
+
+
+LOOPBACK_NODE, LOOPBACK_CIDR = "kwok-loopback", "127.0.100.0/24"
+
+
+def loopback_node(kc: Path) -> None:
+    """kwok gives a pod the next address of its node's podCIDR: with one inside 127.0.0.0/8, the
+    gateway's pod IPs reach the sidecar this demo runs (its admin port listens on every address),
+    and the operator polls GET /status there exactly as it would in a cluster."""
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": LOOPBACK_NODE,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {"type": "kwok", "kubernetes.io/hostname": LOOPBACK_NODE, "kubernetes.io/os": "linux"},
+        },
+        "spec": {"podCIDR": LOOPBACK_CIDR, "podCIDRs": [LOOPBACK_CIDR]},
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+        },
+    }
+    kubectl(kc, "apply", "-f", "-", input=json.dumps(node))
+    kubectl(kc, "wait", "--for=condition=Ready", f"node/{LOOPBACK_NODE}", "--timeout=60s")
+    for name in kubectl(kc, "get", "nodes", "-o", "name").split():
+        if name != f"node/{LOOPBACK_NODE}":
+            kubectl(kc, "cordon", name)
+
+
+def providers_condition(kc: Path) -> dict[str, Any]:
+    gw = json.loads(kubectl(kc, "-n", NAMESPACE, "get", "llmgw", GATEWAY, "-o", "json"))
+    found: dict[str, Any] = next(c for c in gw["status"]["conditions"] if c["type"] == "ProvidersHealthy")
+    return found
 
 
 def talk(kc: Path, sc: sidecar.Running) -> None:
@@ -309,6 +362,44 @@ def talk(kc: Path, sc: sidecar.Running) -> None:
     client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "one more"}])
     _, recorded = http_get(f"http://127.0.0.1:{PROVIDERS['primary']}/_control/requests")
     check(len(json.loads(recorded)) == before, "with the breaker open, the primary gets no traffic")
+    step("The operator polls the pods' /status: the gateway's status says the breaker is open")
+    kubectl(
+        kc,
+        "-n",
+        NAMESPACE,
+        "wait",
+        "--for=condition=ProvidersHealthy=false",
+        f"llmgw/{GATEWAY}",
+        "--timeout=60s",
+    )
+    print(kubectl(kc, "-n", NAMESPACE, "get", "llmgw", GATEWAY))
+    condition = providers_condition(kc)
+    show(f"ProvidersHealthy={condition['status']} ({condition['reason']}): {condition['message']}")
+    check(
+        condition["reason"] == "BreakerOpen" and "primary" in condition["message"],
+        "the CR names the provider",
+    )
+
+    step("The primary recovers: after the open duration a probe closes the breaker, and the CR follows")
+    http_delete(f"http://127.0.0.1:{PROVIDERS['primary']}/_control")
+
+    def primary_serves() -> bool:
+        time.sleep(0.5)  # one question every half second until the breaker lets a probe through
+        try:
+            raw = client.chat.completions.with_raw_response.create(
+                model=MODEL, messages=[{"role": "user", "content": "are you back?"}]
+            )
+        except openai.APIStatusError:
+            return False
+        return raw.headers.get("x-llmgw-provider") == "primary"
+
+    eventually("the primary to serve again", primary_serves, 60)
+    kubectl(
+        kc, "-n", NAMESPACE, "wait", "--for=condition=ProvidersHealthy", f"llmgw/{GATEWAY}", "--timeout=60s"
+    )
+    condition = providers_condition(kc)
+    show(f"ProvidersHealthy={condition['status']} ({condition['reason']}): {condition['message']}")
+    check(condition["status"] == "True", "the CR says the providers are healthy again")
 
     step("Tighten both policies' limits with kubectl; the sidecar hot-reloads the new config")
     tight = {

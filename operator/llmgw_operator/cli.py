@@ -7,10 +7,13 @@ import asyncio
 import hashlib
 import os
 import sys
+import urllib.parse
+from collections.abc import Callable
 
 import kopf
 
 import llmgw_operator
+from llmgw_operator import poll
 from llmgw_operator.render import pod_rules
 
 PRIORITY_RANGE = 1_000_000
@@ -73,11 +76,54 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pods.add_argument("--allow-host-namespaces", action="store_true", help="allow hostPID and hostIPC")
     pods.add_argument("--allow-host-path", action="store_true", help="allow hostPath volumes")
+    parser.add_argument(
+        "--metrics-port",
+        metavar="PORT",
+        type=int,
+        choices=range(0, 65536),
+        default=8080,
+        help="serve /metrics (Prometheus) and /readyz on this port, all interfaces (0: none; default 8080)",
+    )
+    plane = parser.add_argument_group(
+        "data plane", "How the gateways' sidecars are asked for their GET /status reports."
+    )
+    plane.add_argument(
+        "--data-plane-period",
+        metavar="SECONDS",
+        type=_positive(3600),
+        default=15.0,
+        help="poll every gateway's ready pods this often (default 15)",
+    )
+    plane.add_argument(
+        "--data-plane-timeout",
+        metavar="SECONDS",
+        type=_positive(60),
+        default=2.0,
+        help="a pod that has not answered in this time is unreporting (default 2)",
+    )
+    plane.add_argument(
+        "--data-plane-concurrency",
+        metavar="N",
+        type=int,
+        choices=range(1, 1025),
+        default=64,
+        help="requests in flight at once, across all gateways (1-1024, default 64)",
+    )
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("--verbose", action="store_true")
     verbosity.add_argument("--debug", action="store_true")
     verbosity.add_argument("--quiet", action="store_true")
     return parser
+
+
+def _positive(most: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not 0 < value <= most:
+            raise argparse.ArgumentTypeError(f"must be more than 0 and at most {most:g}")
+        return value
+
+    return parse
 
 
 def rules_of(args: argparse.Namespace) -> pod_rules.Rules:
@@ -89,8 +135,21 @@ def rules_of(args: argparse.Namespace) -> pod_rules.Rules:
     )
 
 
+def polling_of(args: argparse.Namespace) -> poll.Settings:
+    return poll.Settings(
+        period=args.data_plane_period,
+        timeout=args.data_plane_timeout,
+        concurrency=args.data_plane_concurrency,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.liveness and args.metrics_port and urllib.parse.urlsplit(args.liveness).port == args.metrics_port:
+        parser.error(
+            f"--liveness and --metrics-port both name port {args.metrics_port}: give one another port"
+        )
     kopf.configure(debug=args.debug, verbose=args.verbose, quiet=args.quiet)
     from llmgw_operator import handlers  # registers the handlers with kopf's default registry
 
@@ -105,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
                 standalone=not args.peering,
                 **({"peering_name": args.peering} if args.peering else {}),
                 priority=peering_priority(args),
-                memo=kopf.Memo(pod_rules=rules_of(args)),
+                memo=kopf.Memo(
+                    pod_rules=rules_of(args),
+                    polling=polling_of(args),
+                    metrics_port=args.metrics_port,
+                    namespaces=tuple(args.namespace),
+                ),
             )
         )
     except KeyboardInterrupt:

@@ -12,6 +12,9 @@ in ``references`` (not kopf indexes: see there why).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fnmatch
 import logging
 import os
 from collections.abc import Awaitable, Callable, Hashable
@@ -20,7 +23,7 @@ from typing import Any, cast
 import kopf
 
 import llmgw_operator
-from llmgw_operator import kube, reconcile, references, workqueue
+from llmgw_operator import kube, metrics, poll, reconcile, references, sidecars, workqueue
 from llmgw_operator.api import common, gateway, policy
 from llmgw_operator.render import names, pod_rules
 
@@ -52,6 +55,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     ):
         settings.watching.label_selectors[resource] = names.MANAGED_SELECTOR
     client = kube.Client.from_environment()
+    client.metrics = m = metrics.Metrics()
     minor = await client.server_minor()
     memo["reconciler"] = reconciler = reconcile.Reconciler(
         client,
@@ -62,8 +66,32 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
     memo["gateways_by_policy"] = references.References()
     memo["policies_by_secret"] = references.References()
-    memo["gateways"] = workqueue.WorkQueue(_fresh_pass(client, "LLMGateway", reconciler.gateway))
-    memo["policies"] = workqueue.WorkQueue(_fresh_pass(client, "ProviderPolicy", reconciler.policy))
+    memo["gateways"] = workqueue.WorkQueue(
+        _fresh_pass(client, "LLMGateway", reconciler.gateway), name="llmgateway", metrics=m
+    )
+    memo["policies"] = workqueue.WorkQueue(
+        _fresh_pass(client, "ProviderPolicy", reconciler.policy), name="providerpolicy", metrics=m
+    )
+    polling: poll.Settings = memo.get("polling") or poll.Settings()
+    memo["fetcher"] = fetcher = sidecars.Fetcher(timeout=polling.timeout, concurrency=polling.concurrency)
+    memo["poller"] = poller = poll.Poller(
+        client,
+        fetcher,
+        reconciler.data_plane,
+        period=polling.period,
+        on_change=lambda key: _data_plane_changed(memo, key),
+    )
+    fetcher.metrics = poller.metrics = m
+    memo["polling_task"] = asyncio.create_task(poller.run(), name="data-plane poller")
+    poll.register_gauges(m, reconciler.data_plane, reconciler.gateway_states)
+    ready = asyncio.Event()
+    port = memo.get("metrics_port")
+    if port:
+        memo["metrics_server"] = server = metrics.Server(m, ready.is_set, "0.0.0.0", port)
+        await server.start()
+    memo["priming_task"] = asyncio.create_task(
+        _prime(client, memo, memo.get("namespaces") or (), ready), name="first listing"
+    )
     logger.info(
         "llmgw-operator started (version %s, API server 1.%d, native sidecars %s, pod rules %s)",
         llmgw_operator.__version__,
@@ -71,6 +99,15 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         minor >= NATIVE_SIDECAR_MINOR,
         reconciler.pod_rules,
     )
+
+
+def _data_plane_changed(memo: kopf.Memo, key: tuple[str, str]) -> None:
+    """A gateway's pods reported something new: its status and its policies' status follow."""
+    namespace, name = key
+    memo["gateways"].trigger(key)
+    by_policy: references.References = memo["gateways_by_policy"]
+    for policy_name in by_policy.names_of(namespace, name):
+        memo["policies"].trigger((namespace, policy_name))
 
 
 def _fresh_pass(
@@ -87,8 +124,65 @@ def _fresh_pass(
     return one_pass
 
 
+async def _prime(
+    client: kube.Client, memo: kopf.Memo, patterns: tuple[str, ...], ready: asyncio.Event
+) -> None:
+    """Readiness: list each watched kind once, and wait until every object listed had a pass.
+
+    The gateways' passes read their children (ConfigMaps, Secrets, Deployments,
+    HPAs) and the policies' passes their Secrets, so once both kinds are
+    through, everything the watches would have delivered has been looked at.
+    """
+    delay = 1.0
+    for kind, queue_name in (("ProviderPolicy", "policies"), ("LLMGateway", "gateways")):
+        queue: workqueue.WorkQueue = memo[queue_name]
+        while True:
+            try:
+                keys = await _watched(client, kind, patterns)
+                break
+            except kube.ApiError as e:
+                logger.warning("listing %s for readiness failed (%s); retrying in %.0fs", kind, e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        since = dict(queue.attempts)
+        for key in keys:
+            queue.trigger(key)
+        await queue.attempted(keys, since)
+    logger.info("first listing processed: ready")
+    ready.set()
+
+
+async def _watched(client: kube.Client, kind: str, patterns: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(namespace, name) of every object of ``kind`` in the namespaces the operator watches."""
+    if not patterns:
+        items = await client.list_all(kind)
+    else:
+        items = []
+        for namespace in await client.namespaces():
+            if _matches(namespace, patterns):
+                items.extend(await client.list_objects(kind, namespace))
+    return sorted((str(i["metadata"]["namespace"]), str(i["metadata"]["name"])) for i in items)
+
+
+def _matches(namespace: str, patterns: tuple[str, ...]) -> bool:
+    """kopf's namespace patterns: globs, and ``!glob`` to exclude."""
+    excluded = any(fnmatch.fnmatchcase(namespace, p[1:]) for p in patterns if p.startswith("!"))
+    included = any(fnmatch.fnmatchcase(namespace, p) for p in patterns if not p.startswith("!"))
+    return included and not excluded
+
+
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for task in ("priming_task",):
+        if task in memo:
+            memo[task].cancel()
+    if "metrics_server" in memo:
+        await memo["metrics_server"].stop()
+    if "polling_task" in memo:
+        memo["polling_task"].cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await memo["polling_task"]
+        await memo["fetcher"].close()
     for queue in ("gateways", "policies"):
         if queue in memo:
             await memo[queue].stop()
@@ -103,12 +197,20 @@ async def gateway_changed(
 ) -> None:
     queue: workqueue.WorkQueue = memo["gateways"]
     by_policy: references.References = memo["gateways_by_policy"]
+    poller: poll.Poller = memo["poller"]
+    named = by_policy.names_of(namespace, name)
     if event["type"] == "DELETED":
         by_policy.drop(namespace, name)
         queue.forget((namespace, name))  # children go with it: owner references and the GC
+        poller.forget((str(namespace), name))
+        memo["reconciler"].gateway_states.pop((namespace, name), None)
     else:
         by_policy.set(namespace, name, references.policies_of(spec))
+        named |= by_policy.names_of(namespace, name)
         queue.trigger((namespace, name))
+        poller.track((str(namespace), name), poll.admin_port_of(spec))
+    for policy_name in named:  # ProviderPolicy.status.gateways lists the gateways using it
+        memo["policies"].trigger((namespace, policy_name))
 
 
 @kopf.on.event(*POLICIES)
@@ -155,3 +257,12 @@ async def child_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.M
     owner = labels.get(names.GATEWAY_LABEL)
     if owner:
         memo["gateways"].trigger((namespace, owner))
+
+
+# A Deployment's status moves as its pods turn ready: poll them soon, not a period later.
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
+async def deployment_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    owner = labels.get(names.GATEWAY_LABEL)
+    poller: poll.Poller = memo["poller"]
+    if owner and (str(namespace), owner) in poller.targets:
+        poller.soon((str(namespace), owner))

@@ -19,6 +19,8 @@ from typing import Any
 
 import kubernetes
 
+from llmgw_operator import metrics as metrics_
+
 FIELD_MANAGER = "llmgw-operator"
 
 # kind -> (api prefix, plural); the only kinds the operator reads or writes.
@@ -26,6 +28,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "ConfigMap": ("/api/v1", "configmaps"),
     "Secret": ("/api/v1", "secrets"),
     "Event": ("/api/v1", "events"),
+    "Pod": ("/api/v1", "pods"),
     "Deployment": ("/apis/apps/v1", "deployments"),
     "HorizontalPodAutoscaler": ("/apis/autoscaling/v2", "horizontalpodautoscalers"),
     "LLMGateway": ("/apis/llmgateway.io/v1alpha1", "llmgateways"),
@@ -37,6 +40,7 @@ class ApiError(RuntimeError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
+        self.message = reason
 
 
 def contains(live: Any, desired: Any) -> bool:
@@ -88,6 +92,24 @@ class Client:
     def __init__(self, api: kubernetes.client.ApiClient) -> None:
         self._api = api
         self.writes = 0  # for the steady-state benchmark and tests
+        self.metrics: metrics_.Metrics | None = None
+
+    def _wrote(self, verb: str, kind: str) -> None:
+        if kind != "Event":  # ``writes`` counts changes to objects, as it always has
+            self.writes += 1
+        if self.metrics is not None:
+            self.metrics.api_writes.labels(verb, kind).inc()
+
+    async def namespaces(self) -> list[str]:
+        result = await asyncio.to_thread(self._call, "GET", "/api/v1/namespaces")
+        return sorted(str(n["metadata"]["name"]) for n in result.get("items") or [])
+
+    async def list_all(self, kind: str) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in every namespace, in one request."""
+        prefix, plural = RESOURCES[kind]
+        result = await asyncio.to_thread(self._call, "GET", f"{prefix}/{plural}")
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
 
     @classmethod
     def from_environment(cls) -> Client:
@@ -145,6 +167,15 @@ class Client:
                 return None
             raise
 
+    async def list_objects(
+        self, kind: str, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in ``namespace`` (matching ``label_selector``), in one request."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        result = await asyncio.to_thread(self._call, "GET", self._path(kind, namespace), query=query)
+        items: list[dict[str, Any]] = result.get("items") or []
+        return items
+
     async def apply(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
         """Server-side apply unless ``live`` already holds it. True when a write was made."""
         if (
@@ -154,7 +185,7 @@ class Client:
         ):
             return False
         meta = manifest["metadata"]
-        self.writes += 1
+        self._wrote("apply", manifest["kind"])
         await asyncio.to_thread(
             self._call,
             "PATCH",
@@ -167,7 +198,7 @@ class Client:
 
     async def delete(self, kind: str, namespace: str, name: str) -> bool:
         try:
-            self.writes += 1
+            self._wrote("delete", kind)
             await asyncio.to_thread(self._call, "DELETE", self._path(kind, namespace, name))
         except ApiError as e:
             if e.status == 404:
@@ -176,7 +207,7 @@ class Client:
         return True
 
     async def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self.writes += 1
+        self._wrote("patch", kind + "/status")
         await asyncio.to_thread(
             self._call,
             "PATCH",
@@ -210,6 +241,7 @@ class Client:
             "reportingComponent": FIELD_MANAGER,
             "reportingInstance": FIELD_MANAGER,
         }
+        self._wrote("create", "Event")
         try:
             await asyncio.to_thread(self._call, "POST", self._path("Event", meta["namespace"]), body)
         except ApiError:

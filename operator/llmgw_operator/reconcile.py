@@ -14,13 +14,13 @@ import dataclasses
 import datetime
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import pydantic
 
-from llmgw_operator import kube
+from llmgw_operator import kube, references
 from llmgw_operator.api import common, gateway, policy
-from llmgw_operator.render import children, conditions, names, ownership, pod_rules, resolve
+from llmgw_operator.render import children, conditions, dataplane, names, ownership, pod_rules, resolve
 from llmgw_operator.render.conditions import FALSE, TRUE, UNKNOWN, Verdict
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,11 @@ Now = Callable[[], datetime.datetime]
 
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def refused_by_api(error: kube.ApiError) -> bool:
+    """A 4xx that names a problem with what was sent, not a conflict, a throttle or a missing object."""
+    return 400 <= error.status < 500 and error.status not in (404, 409, 429)
 
 
 class NameConflict(RuntimeError):
@@ -48,6 +53,11 @@ class Reconciler:
     native_sidecar: bool = True
     pod_rules: pod_rules.Rules = dataclasses.field(default_factory=pod_rules.Rules)
     now: Now = _utcnow
+    # What the sidecars last reported (the poller fills it): ProvidersHealthy, ConfigApplied,
+    # status.providers and status.config. Before a gateway's first poll they are left as they are.
+    data_plane: dataplane.Store = dataclasses.field(default_factory=dataplane.Store)
+    # Each gateway's conditions as last computed, {type: status}: the operator's metrics count them.
+    gateway_states: dict[tuple[str, str], dict[str, str]] = dataclasses.field(default_factory=dict)
 
     # -- LLMGateway -----------------------------------------------------------------
 
@@ -120,8 +130,19 @@ class Reconciler:
 
         changed = []
         for manifest in kids.manifests():
-            if await self.client.apply(ownership.adopt(manifest, body), live.get(manifest["kind"])):
-                changed.append(manifest["kind"])
+            try:
+                if await self.client.apply(ownership.adopt(manifest, body), live.get(manifest["kind"])):
+                    changed.append(manifest["kind"])
+            except kube.ApiError as e:
+                if not refused_by_api(e):
+                    raise
+                # The API refused the object (e.g. a pod template it rejects): say so in the status,
+                # then fail the pass so the queue retries with backoff (RBAC may be fixed meanwhile).
+                reconciled = Verdict(
+                    FALSE, "ApplyRefused", f"the API refused the {manifest['kind']}: {e.message}"
+                )
+                await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+                raise
         hpa = live.get("HorizontalPodAutoscaler")
         if kids.hpa is None and hpa is not None and ownership.controlled_by(hpa, uid):
             await self.client.delete("HorizontalPodAutoscaler", namespace, names.hpa(name))
@@ -204,7 +225,27 @@ class Reconciler:
                 deployment=deployment,
             ),
         }
+        self._data_plane_status(meta["namespace"], meta["name"], old, new, generation)
+        written = cast(list[dict[str, Any]], new["conditions"])
+        self.gateway_states[(meta["namespace"], meta["name"])] = {c["type"]: c["status"] for c in written}
         await self._write_status("LLMGateway", body, old, new)
+
+    def _data_plane_status(
+        self, namespace: str, name: str, old: Mapping[str, Any], new: dict[str, Any], generation: int
+    ) -> None:
+        obs = self.data_plane.observations.get((namespace, name))
+        if obs is None:
+            return
+        now = self.now()
+        for type_, verdict in (
+            (conditions.PROVIDERS_HEALTHY, dataplane.providers_verdict(obs)),
+            (conditions.CONFIG_APPLIED, dataplane.config_verdict(obs)),
+        ):
+            new["conditions"] = conditions.set_condition(
+                new["conditions"], type_, verdict, generation=generation, now=now
+            )
+        new["providers"] = dataplane.provider_status(obs, old.get("providers") or [], now)
+        new["config"] = dataplane.config_status(obs)
 
     # -- ProviderPolicy -------------------------------------------------------------
 
@@ -231,7 +272,22 @@ class Reconciler:
                 secret=secret,
             ),
         }
+        await self._policy_usage(meta["namespace"], meta["name"], new)
         await self._write_status("ProviderPolicy", body, old, new)
+
+    async def _policy_usage(self, namespace: str, name: str, new: dict[str, Any]) -> None:
+        """``gateways`` from the API (so a restart never writes a half-known list), and
+        ``breakerOpenPods`` once one of them was polled."""
+        users = []
+        for gw in await self.client.list_objects("LLMGateway", namespace):
+            spec = gw.get("spec")
+            if isinstance(spec, Mapping) and name in references.policies_of(spec):
+                users.append(str(gw["metadata"]["name"]))
+        users.sort()
+        new["gateways"] = users[: policy.MAX_GATEWAYS]
+        open_pods = self.data_plane.breaker_open_pods(namespace, name, users)
+        if open_pods is not None:
+            new["breakerOpenPods"] = open_pods
 
     # -- shared ---------------------------------------------------------------------
 
@@ -245,6 +301,13 @@ class Reconciler:
         before = {c["type"]: c for c in old.get("conditions") or []}
         for condition in new["conditions"]:
             prior = before.get(condition["type"])
+            if condition["type"] in (conditions.PROVIDERS_HEALTHY, conditions.CONFIG_APPLIED):
+                event = conditions.data_plane_event(prior, condition)
+                if event is not None:
+                    await self.client.event(
+                        body, type_=event[0], reason=event[1], message=condition["message"]
+                    )
+                continue
             if prior is not None and (prior["status"], prior["reason"]) == (
                 condition["status"],
                 condition["reason"],

@@ -39,6 +39,10 @@ class References:
         else:
             self._names.pop((namespace, name), None)
 
+    def names_of(self, namespace: str | None, name: str) -> frozenset[str]:
+        """What ``name`` named in its latest spec."""
+        return self._names.get((namespace, name), frozenset())
+
     def drop(self, namespace: str | None, name: str) -> None:
         self.set(namespace, name, ())
 

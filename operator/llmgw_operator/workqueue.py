@@ -11,7 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Hashable
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+
+from llmgw_operator import metrics as metrics_
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +22,18 @@ Work = Callable[[Hashable], Awaitable[None]]
 
 
 class WorkQueue:
-    def __init__(self, work: Work, *, base_delay: float = 0.5, max_delay: float = 60.0) -> None:
+    """``name`` and ``metrics`` (both optional) make it report as controller-runtime's queues do:
+    ``name`` is the ``controller`` and ``name`` label of its series."""
+
+    def __init__(
+        self,
+        work: Work,
+        *,
+        base_delay: float = 0.5,
+        max_delay: float = 60.0,
+        name: str = "",
+        metrics: metrics_.Metrics | None = None,
+    ) -> None:
         self._work = work
         self._base = base_delay
         self._max = max_delay
@@ -27,9 +41,44 @@ class WorkQueue:
         self._tasks: dict[Hashable, asyncio.Task[None]] = {}
         self._idle = asyncio.Event()
         self._idle.set()
+        self.name = name
+        self.metrics = metrics
+        self._queued_at: dict[Hashable, float] = {}  # when a waiting key was first triggered
+        self.attempts: dict[Hashable, int] = {}  # passes tried per key, for ``attempted``
+        self._progress = asyncio.Event()
+        if metrics is not None:
+            # Every series of this queue exists from the start, 0 until it happens (alerts need that).
+            for result in ("success", "error"):
+                metrics.reconciles.labels(name, result)
+            metrics.reconcile_errors.labels(name)
+            metrics.queue_retries.labels(name)
+            metrics.queue_adds.labels(name)
+            metrics.gauge(
+                "workqueue_depth",
+                "Keys waiting for a reconcile pass.",
+                ["name"],
+                lambda: [((name,), float(self.depth()))],
+            )
+
+    def depth(self) -> int:
+        return sum(1 for event in self._dirty.values() if event.is_set())
+
+    async def attempted(self, keys: Iterable[Hashable], since: dict[Hashable, int]) -> None:
+        """Return once each of ``keys`` has had a pass tried since ``since`` (a copy of ``attempts``)."""
+        waiting = set(keys)
+        while True:
+            waiting = {k for k in waiting if self.attempts.get(k, 0) <= since.get(k, 0) and k in self._dirty}
+            if not waiting:
+                return
+            self._progress.clear()
+            await self._progress.wait()
 
     def trigger(self, key: Hashable) -> None:
         event = self._dirty.setdefault(key, asyncio.Event())
+        if not event.is_set():
+            self._queued_at.setdefault(key, time.monotonic())
+            if self.metrics is not None:
+                self.metrics.queue_adds.labels(self.name).inc()
         event.set()
         if key not in self._tasks:
             self._idle.clear()
@@ -38,6 +87,9 @@ class WorkQueue:
     def forget(self, key: Hashable) -> None:
         """The object is gone: finish any pass in flight, then schedule no more."""
         event = self._dirty.pop(key, None)
+        self.attempts.pop(key, None)
+        self._queued_at.pop(key, None)
+        self._progress.set()  # ``attempted`` no longer waits for it
         if event is not None:
             # Wakes a retry backoff, which then finds the key gone and ends
             # (clearing it would leave the task asleep for up to max_delay).
@@ -54,12 +106,17 @@ class WorkQueue:
                 if event is None or not event.is_set():
                     return
                 event.clear()
+                started = time.monotonic()
+                waited = started - self._queued_at.pop(key, started)
+                result = "success"
                 try:
                     await self._work(key)
                     failures = 0
                 except asyncio.CancelledError:
                     raise
                 except Exception as e:
+                    result = "error"
+                    self._note(key, waited, started, result)
                     failures += 1
                     delay = min(self._max, self._base * 2 ** (failures - 1))
                     logger.warning("reconcile of %s failed (%s); retrying in %.1fs", key, e, delay)
@@ -68,10 +125,27 @@ class WorkQueue:
                         await asyncio.wait_for(event.wait(), timeout=delay)
                     if key in self._dirty:
                         self._dirty[key].set()
+                        if self.metrics is not None:
+                            self.metrics.queue_retries.labels(self.name).inc()
+                    continue
+                self._note(key, waited, started, result)
         finally:
             self._tasks.pop(key, None)
             if not self._tasks:
                 self._idle.set()
+
+    def _note(self, key: Hashable, waited: float, started: float, result: str) -> None:
+        """One pass tried: its metrics, and a wake-up for ``attempted``."""
+        if key in self._dirty:
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+        self._progress.set()
+        m = self.metrics
+        if m is not None:
+            m.queue_wait.labels(self.name).observe(waited)
+            m.reconcile_time.labels(self.name).observe(time.monotonic() - started)
+            m.reconciles.labels(self.name, result).inc()
+            if result == "error":
+                m.reconcile_errors.labels(self.name).inc()
 
     async def stop(self) -> None:
         for task in list(self._tasks.values()):

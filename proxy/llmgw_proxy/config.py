@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
+import json
 from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -405,6 +407,23 @@ class ProxyConfig(_Model):
             if route.model == "*":
                 wildcard = route
         return wildcard
+
+
+def canonical(cfg: ProxyConfig) -> dict[str, object]:
+    """The document both sides can produce from a config: ``version`` plus every field that is
+    not at its default, in JSON types. The operator's ConfigMap holds exactly this (as YAML)."""
+    return {"version": cfg.version, **cfg.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
+
+
+HASH_LENGTH = 16
+
+
+def digest(cfg: ProxyConfig) -> str:
+    """The config's hash: SHA-256 of its canonical document as compact, key-sorted JSON, cut to
+    ``HASH_LENGTH`` hex digits. The sidecar reports it for the config it serves and the operator
+    computes it for the config it rendered; equal configs hash equal whatever their YAML layout."""
+    text = json.dumps(canonical(cfg), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:HASH_LENGTH]
 
 
 def parse(data: object) -> ProxyConfig:

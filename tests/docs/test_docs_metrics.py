@@ -1,4 +1,4 @@
-"""docs/metrics.md lists exactly the metrics the sidecar exports."""
+"""docs/metrics.md lists exactly the metrics the sidecar exports, and those the operator exports."""
 
 from __future__ import annotations
 
@@ -7,10 +7,22 @@ import time
 import docskit
 import prometheus_client
 
+from llmgw_operator import metrics as operator_metrics
+from llmgw_operator import poll, workqueue
+from llmgw_operator.render import dataplane
 from llmgw_proxy.runtime import state
 from llmgw_proxy.telemetry import metrics
 
 METRICS_PAGE = docskit.ROOT / "docs" / "metrics.md"
+OPERATOR_HEADING = "## Operator metrics"
+
+
+def sidecar_part() -> str:
+    return METRICS_PAGE.read_text().split(OPERATOR_HEADING)[0]
+
+
+def operator_part() -> str:
+    return METRICS_PAGE.read_text().split(OPERATOR_HEADING)[1]
 
 
 def exported_names(registry: prometheus_client.CollectorRegistry) -> set[str]:
@@ -35,13 +47,24 @@ def _registry() -> prometheus_client.CollectorRegistry:
 
 
 def test_every_exported_metric_is_documented() -> None:
-    missing = exported_names(_registry()) - documented_names(METRICS_PAGE.read_text())
+    missing = exported_names(_registry()) - documented_names(sidecar_part())
     assert sorted(missing) == [], "add these to docs/metrics.md"
 
 
 def test_every_documented_metric_is_exported() -> None:
-    stale = documented_names(METRICS_PAGE.read_text()) - exported_names(_registry())
+    stale = documented_names(sidecar_part()) - exported_names(_registry())
     assert sorted(stale) == [], "docs/metrics.md lists metrics the sidecar does not export"
+
+
+async def _work(key: object) -> None:
+    return None
+
+
+async def test_the_operator_section_lists_exactly_what_the_operator_exports() -> None:
+    m = operator_metrics.Metrics()
+    workqueue.WorkQueue(_work, name="llmgateway", metrics=m)  # as handlers.start makes its queues
+    poll.register_gauges(m, dataplane.Store(), {})
+    assert documented_names(operator_part()) == exported_names(m.registry)
 
 
 def test_counters_are_named_as_scraped() -> None:

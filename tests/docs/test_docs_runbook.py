@@ -28,6 +28,7 @@ REASON_SOURCES = [
     docskit.ROOT / "operator/llmgw_operator/render/conditions.py",
     docskit.ROOT / "operator/llmgw_operator/render/resolve.py",
     docskit.ROOT / "operator/llmgw_operator/reconcile.py",
+    docskit.ROOT / "operator/llmgw_operator/render/dataplane.py",
 ]
 RULES = docskit.ROOT / "helm/llmgw/templates/prometheusrule.yaml"
 CONDITION_TYPES = [
@@ -36,6 +37,8 @@ CONDITION_TYPES = [
     conditions.POLICIES_RESOLVED,
     conditions.ACCEPTED,
     conditions.SECRET_RESOLVED,
+    conditions.PROVIDERS_HEALTHY,
+    conditions.CONFIG_APPLIED,
 ]
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmgw_operator import workqueue
+from llmgw_operator import metrics, workqueue
 
 # A deadline for awaiting what must happen; reaching it fails the test.
 DEADLINE = 5.0
@@ -218,3 +218,26 @@ def test_any_interleaving_runs_a_pass_after_every_trigger_and_never_two_at_once(
         assert set(started) == set(last_trigger)
 
     asyncio.run(scenario())
+
+
+async def test_reports_passes_by_result_and_waits_for_each_listed_key_to_be_tried() -> None:
+    m = metrics.Metrics()
+    work = Recorder(fail_first=1)
+    queue = workqueue.WorkQueue(work, base_delay=0.01, name="llmgateway", metrics=m)
+    since = dict(queue.attempts)
+    for key in ("a", "b"):
+        queue.trigger(key)
+    await asyncio.wait_for(queue.attempted(["a", "b"], since), DEADLINE)
+    await asyncio.wait_for(queue.idle(), DEADLINE)
+
+    def sample(metric: str, **labels: str) -> float:
+        return m.registry.get_sample_value(metric, labels) or 0.0
+
+    assert sample("controller_runtime_reconcile_total", controller="llmgateway", result="error") == 1
+    assert sample("controller_runtime_reconcile_total", controller="llmgateway", result="success") == 2
+    assert sample("controller_runtime_reconcile_errors_total", controller="llmgateway") == 1
+    assert sample("workqueue_retries_total", name="llmgateway") == 1
+    assert sample("workqueue_adds_total", name="llmgateway") == 2
+    assert sample("workqueue_queue_duration_seconds_count", name="llmgateway") == 3
+    assert sample("workqueue_depth", name="llmgateway") == 0
+    await queue.stop()

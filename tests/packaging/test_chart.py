@@ -158,9 +158,21 @@ def test_defaults_watch_the_whole_cluster_with_one_standalone_replica(render: Re
     assert deployment["metadata"]["namespace"] == NAMESPACE
     assert deployment["spec"]["replicas"] == 1
     assert container["image"] == f"ghcr.io/llmgw/llmgw-operator:{VERSION}"
-    assert container["args"] == ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz", "--standalone"]
+    assert container["args"] == [
+        "--all-namespaces",
+        "--liveness=http://0.0.0.0:8080/healthz",
+        "--metrics-port=8081",
+        "--data-plane-period=15",
+        "--data-plane-timeout=2",
+        "--data-plane-concurrency=64",
+        "--standalone",
+    ]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
-    assert container["ports"] == [{"name": "liveness", "containerPort": 8080, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "liveness", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8081, "protocol": "TCP"},
+    ]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert env_of(container)["LLMGW_PROXY_IMAGE"] == f"ghcr.io/llmgw/llmgw-proxy:{VERSION}"
     assert "LLMGW_PEERING_PRIORITY_FROM_POD_NAME" not in env_of(container)
     assert not of_kind(docs, "PodDisruptionBudget")
@@ -197,6 +209,15 @@ def test_a_digest_pins_the_image_over_the_tag(render: Render) -> None:
     assert env_of(container)["LLMGW_PROXY_IMAGE"] == "ghcr.io/llmgw/llmgw-proxy:1.2.3"
 
 
+def test_data_plane_polling_reaches_the_operator_as_flags(render: Render) -> None:
+    args = operator_container(render({"dataPlane": {"period": 5, "timeout": 0.5, "concurrency": 8}}))["args"]
+    assert [a for a in args if "data-plane" in a] == [
+        "--data-plane-period=5",
+        "--data-plane-timeout=0.5",
+        "--data-plane-concurrency=8",
+    ]
+
+
 def test_gateway_pod_rules_reach_the_operator_as_flags(render: Render) -> None:
     assert not [a for a in operator_container(render({}))["args"] if "allow" in a]
     pods = {
@@ -219,13 +240,17 @@ def test_gateway_pod_rules_reach_the_operator_as_flags(render: Render) -> None:
 
 
 @pytest.mark.parametrize("values", COMBINATIONS)
-def test_rbac_never_grants_wildcards_or_pods(render: Render, values: dict[str, Any]) -> None:
+def test_rbac_never_grants_wildcards_or_more_than_listing_pods(
+    render: Render, values: dict[str, Any]
+) -> None:
     docs = render(values)
     for role in of_kind(docs, "ClusterRole") + of_kind(docs, "Role"):
         for rule in role["rules"]:
             for field in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[field], f"{role['kind']} {role['metadata']['name']}: {rule}"
-            assert not {"pods", "pods/exec", "nodes"} & set(rule["resources"])
+            assert not {"pods/exec", "nodes"} & set(rule["resources"])
+            if "pods" in rule["resources"]:  # listed to poll the ready ones' GET /status
+                assert (rule["resources"], rule["verbs"]) == (["pods"], ["list"])
 
 
 def test_cluster_wide_install_binds_one_cluster_role(render: Render) -> None:
@@ -233,6 +258,7 @@ def test_cluster_wide_install_binds_one_cluster_role(render: Render) -> None:
     role = one(docs, "ClusterRole")
     rules = role["rules"]
     assert rules_granting(rules, "namespaces") == {"list", "watch"}
+    assert rules_granting(rules, "pods") == {"list"}
     assert rules_granting(rules, "customresourcedefinitions") == {"get", "list", "watch"}
     assert rules_granting(rules, "llmgateways") == {"get", "list", "watch"}
     assert rules_granting(rules, "llmgateways/status") == {"patch"}
@@ -343,11 +369,49 @@ def test_pod_monitor_scrapes_every_sidecars_admin_port(render: Render) -> None:
     assert scoped["spec"]["namespaceSelector"] == {"matchNames": ["team-a"]}
 
 
+# The operator's series the alerts query; tests/operator/integration/test_operator_metrics.py
+# scrapes a running operator and finds each of them.
+OPERATOR_METRICS = {
+    "controller_runtime_reconcile_errors_total",
+    "controller_runtime_reconcile_total",
+    "workqueue_depth",
+    "llmgw_operator_dataplane_provider_pods",
+    "llmgw_operator_dataplane_pods",
+}
+
+
+def test_operator_alerts_cover_reconcile_errors_a_stuck_queue_providers_and_config(render: Render) -> None:
+    rule = one(render({"monitoring": {"prometheusRule": {"enabled": True}}}), "PrometheusRule")
+    group = next(g for g in rule["spec"]["groups"] if g["name"] == "llmgw.operator")
+    alerts = {r["alert"]: r for r in group["rules"]}
+    assert set(alerts) == {
+        "LLMGatewayOperatorReconcileErrors",
+        "LLMGatewayOperatorQueueStuck",
+        "LLMGatewayProvidersUnhealthy",
+        "LLMGatewayConfigNotApplied",
+    }
+    assert alerts["LLMGatewayProvidersUnhealthy"]["expr"].rstrip().endswith("> 0.5")
+    queried = set(
+        re.findall(r"\b(?:llmgw_operator|controller_runtime|workqueue)_[a-z_]+\b", json.dumps(group))
+    )
+    assert queried == OPERATOR_METRICS
+
+
+def test_operator_pod_monitor_scrapes_the_metrics_port(render: Render) -> None:
+    monitor = one(render({"monitoring": {"operatorPodMonitor": {"enabled": True}}}), "PodMonitor")
+    assert monitor["spec"]["podMetricsEndpoints"] == [
+        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+    ]
+    operator = one(render({}), "Deployment")
+    assert monitor["spec"]["selector"]["matchLabels"] == operator["spec"]["selector"]["matchLabels"]
+
+
 def test_alerts_cover_errors_breakers_rate_limits_and_latency(render: Render) -> None:
     rule = one(
         render({"monitoring": {"prometheusRule": {"enabled": True, "errorRatio": 0.2}}}), "PrometheusRule"
     )
-    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    sidecar = next(g for g in rule["spec"]["groups"] if g["name"] == "llmgw.sidecar")
+    alerts = {r["alert"]: r for r in sidecar["rules"]}
     assert set(alerts) == {
         "LLMGatewayHighErrorRatio",
         "LLMGatewayCircuitBreakerOpen",
@@ -360,7 +424,7 @@ def test_alerts_cover_errors_breakers_rate_limits_and_latency(render: Render) ->
         assert alert["for"] == "10m"
         # Prometheus, not Helm, fills these in.
         assert "{{ $labels." in alert["annotations"]["description"]
-    assert _queried_metrics(json.dumps(rule)) <= PROXY_METRICS
+    assert _queried_metrics(json.dumps(sidecar)) <= PROXY_METRICS
 
 
 def test_dashboard_is_a_grafana_config_map_over_the_proxy_metrics(render: Render) -> None:

@@ -173,9 +173,11 @@ def _operator_command_line(release: Release, kubeconfig: Path, pod: str) -> tupl
     for item in container["env"]:
         value = item.get("value")
         env[item["name"]] = value if value is not None else fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
-    # The pod listens on 0.0.0.0:8080; a local process takes a free loopback port.
+    # The pod listens on 0.0.0.0:8080 and :8081; a local process takes free ports.
     liveness = f"--liveness=http://127.0.0.1:{_free_port()}/healthz"
+    metrics = f"--metrics-port={_free_port()}"
     args = [re.sub(r"^--liveness=.*", liveness, arg) for arg in container["args"]]
+    args = [re.sub(r"^--metrics-port=.*", metrics, arg) for arg in args]
     return [str(Path(sys.executable).with_name("llmgw-operator")), *args], env
 
 

@@ -46,7 +46,7 @@ async def drive_every_outcome(
             proxy.url + "/v1/chat/completions", data=body, headers={"Content-Type": "application/json"}
         ) as resp:
             seen.append(str(resp.headers).encode() + await resp.read())
-    for path in ("/metrics", "/readyz", "/healthz"):
+    for path in ("/metrics", "/readyz", "/healthz", "/status"):
         async with http.get(proxy.admin_url + path) as resp:
             seen.append(await resp.read())
     return seen

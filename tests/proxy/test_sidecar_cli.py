@@ -237,3 +237,37 @@ async def test_starts_not_ready_on_a_key_that_is_not_utf8_and_turns_ready_when_i
     await sidecar.until_ready(http)
     assert sidecar.proc.returncode is None
     assert not any("Traceback" in json.dumps(line) for line in sidecar.lines)
+
+
+async def test_status_over_a_real_socket_never_holds_the_key_or_the_refused_file(
+    run_sidecar: RunSidecar,
+    upstream: str,
+    key_file: pathlib.Path,
+    http: aiohttp.ClientSession,
+    fake: fake_provider.FakeProvider,
+    secret: str,
+) -> None:
+    sidecar = await run_sidecar("--upstream", upstream, "--api-key-file", str(key_file))
+    await sidecar.until_ready(http)
+    fake.plan(fake_provider.Fault(status=500, times=5))  # past the retries
+    async with openai.AsyncOpenAI(base_url=await sidecar.api(), api_key="caller", max_retries=0) as client:
+        with pytest.raises(openai.InternalServerError):
+            await client.chat.completions.create(model="m", messages=MESSAGES)
+    # The next key is refused (a space inside it): its bytes must not show either.
+    await asyncio.to_thread(key_file.write_text, "sk-next key-material-0123456789\n")
+    admin = (await sidecar.line_with("admin"))["admin"]
+    deadline = time.monotonic() + 10
+    while True:
+        reader, writer = await asyncio.open_connection(*admin.rsplit(":", 1))
+        writer.write(f"GET /status HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n".encode())
+        raw = await reader.read()
+        writer.close()
+        if b'"lastReloadError"' in raw:
+            break
+        assert time.monotonic() < deadline, raw
+        await asyncio.sleep(0.02)
+    assert raw.startswith(b"HTTP/1.1 200")
+    assert b'"reasonCode":"key_invalid_character"' in raw
+    assert b'"lastFailureKind"' not in raw  # no breaker configured: only what the policy has
+    for leak in (secret, "key-material", "sk-next", str(key_file)):
+        assert leak.encode() not in raw

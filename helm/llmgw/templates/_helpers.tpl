@@ -81,6 +81,10 @@ app.kubernetes.io/part-of: llmgw
 {{- end }}
 {{- end }}
 - --liveness=http://0.0.0.0:{{ .Values.liveness.port }}/healthz
+- --metrics-port={{ .Values.metrics.port }}
+- --data-plane-period={{ .Values.dataPlane.period }}
+- --data-plane-timeout={{ .Values.dataPlane.timeout }}
+- --data-plane-concurrency={{ .Values.dataPlane.concurrency }}
 {{- if include "llmgw.peeringEnabled" . }}
 - --peering={{ include "llmgw.peeringName" . }}
 {{- else }}

@@ -6,7 +6,8 @@ Least privilege for the operator: exactly what its code calls.
   object when it is missing, hence create + patch; ConfigMaps, Secrets,
   Deployments and HPAs are watched (Secrets for key rotation, children to put
   back hand edits). Only an HPA is ever deleted, when autoscaling is removed.
-- Events are posted on condition transitions. Pods are never touched.
+- Events are posted on condition transitions. Pods are only listed, by
+  gateway label, to poll the ready ones' GET /status (never watched or written).
 */}}
 {{- define "llmgw.namespacedRules" -}}
 - apiGroups: ["llmgateway.io"]
@@ -27,6 +28,9 @@ Least privilege for the operator: exactly what its code calls.
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list"]
 {{- end -}}
 
 {{- define "llmgw.clusterRules" -}}

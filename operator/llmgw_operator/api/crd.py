@@ -14,6 +14,7 @@ CATEGORIES = ("llm",)
 _READY = '.status.conditions[?(@.type=="Ready")]'
 _ACCEPTED = '.status.conditions[?(@.type=="Accepted")]'
 _SECRET_RESOLVED = '.status.conditions[?(@.type=="SecretResolved")]'  # noqa: S105 (a JSONPath)
+_PROVIDERS = '.status.conditions[?(@.type=="ProvidersHealthy")]'
 
 
 def _column(name: str, type_: str, path: str, description: str, priority: int = 0) -> dict[str, Any]:
@@ -154,6 +155,7 @@ def llmgateway(*, explain: bool = True) -> dict[str, Any]:
         columns=[
             _column("Ready", "string", f"{_READY}.status", "Whether the gateway serves its current config."),
             _column("Reason", "string", f"{_READY}.reason", "Why it is or is not ready."),
+            _column("Providers", "string", f"{_PROVIDERS}.reason", "Provider health as the pods report it."),
             _column("Replicas", "integer", ".status.replicas", "Pods of the gateway."),
             _column("Available", "integer", ".status.readyReplicas", "Ready pods.", priority=1),
             _AGE,

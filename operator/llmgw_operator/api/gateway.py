@@ -271,13 +271,55 @@ class LLMGatewaySpec(common.Model):
         return tuple(sorted({t.policy for r in self.routes for t in r.targets}))
 
 
+MAX_PROVIDERS = 256  # as many as one sidecar report may hold (llmgw_proxy.status.MAX_PROVIDERS)
+
+
+class ProviderHealth(common.Model):
+    """One provider as the gateway's ready pods report it (their ``GET /status``)."""
+
+    name: str = Field(max_length=253, description="The provider (the ProviderPolicy's name).")
+    pods_reporting: int = Field(default=0, ge=0, description="Ready pods whose report names the provider.")
+    breaker_open: int = Field(default=0, ge=0, description="Pods where its circuit breaker is open.")
+    half_open: int = Field(default=0, ge=0, description="Pods where its breaker is half-open (probing).")
+    paused: int = Field(default=0, ge=0, description="Pods where an upstream 429 pauses it.")
+    last_transition_time: str | None = Field(
+        default=None, description="When the provider last turned healthy in every pod, or unhealthy in one."
+    )
+
+
+class ConfigRollout(common.Model):
+    """Which config the gateway's ready pods run, compared with the one the operator rendered."""
+
+    hash: str | None = Field(
+        default=None, max_length=64, description="Hash of the rendered config (the sidecar's configHash)."
+    )
+    up_to_date: int = Field(default=0, ge=0, description="Reporting pods that run the rendered config.")
+    outdated: int = Field(
+        default=0,
+        ge=0,
+        description="Reporting pods that run another config (a reload not yet done, or refused).",
+    )
+    unreporting: int = Field(
+        default=0, ge=0, description="Ready pods that did not answer the last poll of their /status."
+    )
+
+
 class LLMGatewayStatus(common.Model):
-    """Written by the operator: Ready, Reconciled and PoliciesResolved, plus pod counts."""
+    """Written by the operator: Ready, Reconciled and PoliciesResolved, plus pod counts.
+
+    ProvidersHealthy, ConfigApplied, ``providers`` and ``config`` come from the
+    sidecars' own reports, which the operator polls (see docs/runbook.md)."""
 
     observed_generation: int = Field(default=0, ge=0, description="metadata.generation last acted on.")
     replicas: int = Field(default=0, ge=0, description="Pods of the gateway's Deployment.")
     ready_replicas: int = Field(default=0, ge=0, description="Ready pods of the gateway's Deployment.")
     conditions: common.Conditions = ()
+    providers: tuple[ProviderHealth, ...] = Field(
+        default=(), max_length=MAX_PROVIDERS, description="Each provider's health across the ready pods."
+    )
+    config: ConfigRollout | None = Field(
+        default=None, description="The rendered config's rollout to the pods."
+    )
 
 
 class LLMGateway(common.Model):

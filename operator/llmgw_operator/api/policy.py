@@ -325,11 +325,22 @@ class ProviderPolicySpec(common.Model):
         return self
 
 
+MAX_GATEWAYS = 256
+
+
 class ProviderPolicyStatus(common.Model):
-    """Written by the operator: Accepted and SecretResolved."""
+    """Written by the operator: Accepted and SecretResolved, and where the policy is in use."""
 
     observed_generation: int = Field(default=0, ge=0, description="metadata.generation last acted on.")
     conditions: common.Conditions = ()
+    gateways: tuple[str, ...] | None = Field(
+        default=None,
+        max_length=MAX_GATEWAYS,
+        description="LLMGateways of the namespace whose routes use the policy (sorted; the first 256).",
+    )
+    breaker_open_pods: int | None = Field(
+        default=None, ge=0, description="Pods of those gateways that report the provider's breaker open."
+    )
 
 
 class ProviderPolicy(common.Model):

@@ -24,6 +24,9 @@ RECONCILED = "Reconciled"
 POLICIES_RESOLVED = "PoliciesResolved"
 ACCEPTED = "Accepted"
 SECRET_RESOLVED = "SecretResolved"  # noqa: S105 (a condition type)
+# From the sidecars' reports (render.dataplane), not from the objects the operator applies.
+PROVIDERS_HEALTHY = "ProvidersHealthy"
+CONFIG_APPLIED = "ConfigApplied"
 
 # A message names what a resource author wrote (container, volume, ServiceAccount names
 # that the CRD does not bound); cut well below the CRD's 32768 so a crafted template
@@ -162,3 +165,28 @@ def policy_conditions(
     """A ProviderPolicy's Accepted and SecretResolved conditions."""
     out = set_condition(existing, ACCEPTED, accepted, generation=generation, now=now)
     return set_condition(out, SECRET_RESOLVED, secret, generation=generation, now=now)
+
+
+def data_plane_event(prior: Mapping[str, Any] | None, condition: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(Event type, reason) for a ProvidersHealthy or ConfigApplied change, or None for no Event.
+
+    Only transitions an SRE acts on: a provider turning unhealthy (or unhealthy for
+    another reason), recovering from that, and a refused reload. A first True, a
+    reload still pending and Unknown (no reports) post nothing, so a poll never
+    becomes an Event stream.
+    """
+    status, reason = condition.get("status"), condition.get("reason")
+    was = (prior.get("status"), prior.get("reason")) if prior is not None else (None, None)
+    if (status, reason) == was:
+        return None
+    if condition.get("type") == PROVIDERS_HEALTHY:
+        if status == FALSE:
+            return "Warning", "ProviderUnhealthy"
+        if status == TRUE and was[0] == FALSE:
+            return "Normal", "ProviderRecovered"
+    elif condition.get("type") == CONFIG_APPLIED:
+        if status == FALSE and reason == "ReloadRefused":
+            return "Warning", "ConfigNotApplied"
+        if status == TRUE and was[1] == "ReloadRefused":
+            return "Normal", "ConfigApplied"
+    return None

@@ -21,10 +21,7 @@ def serialise(document: config.ProxyConfig) -> str:
     (pinned images, pods mid-rollout) reading configs from a newer operator.
     The flip side: within one config version a default never changes.
     """
-    data = {
-        "version": document.version,
-        **document.model_dump(mode="json", by_alias=True, exclude_defaults=True),
-    }
+    data = config.canonical(document)
     return HEADER + yaml.safe_dump(data, sort_keys=True, default_flow_style=False, allow_unicode=True)
 
 

@@ -89,14 +89,22 @@ class Breaker:
         self.opened_at = 0.0
         self._probes = 0
         self._probe_successes = 0
+        self.since = clock()  # when the state last changed: what a status report shows
+        self.last_failure: tuple[config.FailureKind, float] | None = None  # (kind, clock time)
 
     def add_listener(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
     @property
+    def consecutive_failures(self) -> int:
+        """Failures in a row counted in the current state (the closed state's streak)."""
+        return self._streak
+
+    @property
     def state(self) -> State:
         if self._state is State.OPEN and self._clock() >= self.opened_at + self.open_for:
             self._move(State.HALF_OPEN, "open duration elapsed")
+            self.since = self.opened_at + self.open_for  # when it happened, not when it was seen
         return self._state
 
     def retry_after(self) -> float:
@@ -115,7 +123,11 @@ class Breaker:
             return Ticket(self._generation, probe=True)
         return None
 
-    def record(self, ticket: Ticket, outcome: Outcome) -> None:
+    def record(self, ticket: Ticket, outcome: Outcome, kind: config.FailureKind | None = None) -> None:
+        """Count ``outcome`` for ``ticket``; ``kind`` says what a failure was, for status reports."""
+        if outcome is Outcome.FAILURE:
+            # Noted whatever state it counts in: a late failure is still the provider's latest.
+            self.last_failure = (kind or config.FailureKind.SERVER_ERROR, self._clock())
         if ticket is self._ticket:
             # Only the closed state hands out its generation's ticket, and any move replaces it:
             # this outcome belongs to the closed state that is still current, with no state
@@ -132,7 +144,7 @@ class Breaker:
 
     def record_status(self, ticket: Ticket, status: int) -> None:
         """``record`` for an upstream answer with this HTTP status, classified by the policy."""
-        self.record(ticket, classify(self.policy, status=status))
+        self.record(ticket, classify(self.policy, status=status), config.FailureKind.SERVER_ERROR)
 
     def _record_probe(self, outcome: Outcome) -> None:
         if outcome is Outcome.FAILURE:
@@ -175,6 +187,7 @@ class Breaker:
 
     def _move(self, new: State, reason: str) -> None:
         old, self._state = self._state, new
+        self.since = self._clock()
         self._generation += 1
         self._ticket = Ticket(self._generation, probe=False)
         self._streak = self._probes = self._probe_successes = self._failures_in_window = 0

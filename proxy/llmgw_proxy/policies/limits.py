@@ -223,6 +223,16 @@ class ProviderLimiter:
             bucket.book(amount, start)
         return Reservation(plan, tokens, start - now, self._clock)
 
+    def remaining_share(self) -> float | None:
+        """The tightest bucket's level as a share of its burst, 0 in debt; None without buckets."""
+        now = self._clock()
+        groups = [self._provider] if self._provider is not None else []
+        groups.extend(self._models.values())
+        present = [b for g in groups for b in (g.requests, g.tokens) if b is not None]
+        if not present:
+            return None
+        return max(0.0, min(b.level(now) / b.burst for b in present))
+
     def headers(self, model: str) -> Headers:
         now = self._clock()
         groups = self._groups(model)

@@ -128,6 +128,7 @@ class Snapshot:
     config: config.ProxyConfig
     providers: dict[str, ProviderState]
     keys: dict[str, keys.Key | None]
+    config_hash: str  # config.digest of ``config``, computed once per reload for status reports
 
 
 class Live:
@@ -155,7 +156,8 @@ class Live:
         """Build the next snapshot from ``cfg``, carrying over provider state, and serve it."""
         previous = self.snapshot
         generation = previous.generation + 1 if previous else 1
-        self.snapshot = Snapshot(generation, cfg, self._carry_over(previous, cfg), loaded_keys)
+        providers = self._carry_over(previous, cfg)
+        self.snapshot = Snapshot(generation, cfg, providers, loaded_keys, config.digest(cfg))
         self.cache.bounds = cfg.cache
         self.last_error = self.last_error_reason = None
         return self.snapshot

@@ -1,4 +1,4 @@
-"""Admin listener: liveness, readiness and Prometheus metrics.
+"""Admin listener: liveness, readiness, Prometheus metrics and the status report.
 
 Readiness means "config and keys loaded and not draining"; it never reflects
 upstream health, so an unhealthy provider cannot pull the pod out of its Service.
@@ -7,14 +7,21 @@ A refused reload shows in the body either way: as the reason a sidecar is not
 ready, or as ``lastReloadError`` next to a ready sidecar's older generation.
 ``reasonCode`` is a bounded, stable code (``reload.REASONS``, ``draining``,
 ``not_loaded``) for whoever reports it on; ``reason`` is the sentence for people.
+
+``/status`` is the report the operator aggregates into the gateway's status
+(``status.SidecarStatus``, see ``runtime.report``); it answers 200 whether or
+not the sidecar is ready, since a sidecar that refuses its config is exactly
+what the operator must hear about.
 """
 
 from __future__ import annotations
 
+import time
+
 import prometheus_client
 from aiohttp import web
 
-from llmgw_proxy.runtime import state
+from llmgw_proxy.runtime import report, state
 from llmgw_proxy.telemetry import metrics
 
 LIVE = web.AppKey("live", state.Live)
@@ -28,6 +35,7 @@ def build(live: state.Live, metrics_: metrics.Metrics) -> web.Application:
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/status", _status)
     return app
 
 
@@ -55,3 +63,10 @@ async def _readyz(request: web.Request) -> web.Response:
 async def _metrics(request: web.Request) -> web.Response:
     body = request.app[METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+
+
+async def _status(request: web.Request) -> web.Response:
+    document = report.build(request.app[LIVE], time.time())
+    return web.Response(
+        body=document.model_dump_json(by_alias=True, exclude_none=True), content_type="application/json"
+    )

@@ -117,7 +117,7 @@ class Hold:
         elif self._failure is not None and not self._failure.local:
             timed_out = self._failure.status == 504
             kind = config.FailureKind.TIMEOUT if timed_out else config.FailureKind.CONNECTION
-            gate.record(ticket, breaker.classify(gate.policy, failure=kind))
+            gate.record(ticket, breaker.classify(gate.policy, failure=kind), kind)
         else:
             gate.record(ticket, breaker.Outcome.IGNORED)
 

@@ -9,6 +9,7 @@ import os
 import pathlib
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -56,6 +57,13 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 class OperatorProcess:
     """`llmgw-operator --standalone --verbose` as a child process, its log in a file."""
 
@@ -67,6 +75,7 @@ class OperatorProcess:
         self.namespaces = namespaces
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
+        self.metrics_port = free_port()  # not 8080: other operators may run on this machine
 
     def start(self) -> None:
         env = os.environ | {"KUBECONFIG": str(self.kubeconfig), "LLMGW_PROXY_IMAGE": PROXY_IMAGE}
@@ -78,6 +87,7 @@ class OperatorProcess:
             "--verbose",
             "-n",
             self.namespaces,
+            f"--metrics-port={self.metrics_port}",
             *self.extra_args,
         ]
         offset = self.offset()  # a restart appends to the same log: look only past the old run

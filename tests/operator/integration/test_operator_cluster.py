@@ -82,10 +82,20 @@ def nudge_and_watch_quiet(
     return before, after
 
 
+def wait_data_plane(ns: Namespace, pods: int = 2) -> None:
+    """The first poll of the gateway's ready pods is in its status and its policies'. kwok's pods
+    here run nothing behind their IPs, so the poll finds them unreporting."""
+    ns.wait(f"llmgw/{GW}", f"jsonpath={{.status.config.unreporting}}={pods}", timeout=60)
+    for name in ("primary", "fallback"):
+        ns.wait(f"providerpolicy/{name}", "jsonpath={.status.breakerOpenPods}=0", timeout=60)
+
+
 def settled_ready(ns: Namespace) -> None:
-    """Ready, and the Deployment controller done writing the rollout's last status."""
+    """Ready, the Deployment controller done writing the rollout's last status, and the data
+    plane's first poll written."""
     wait_ready(ns)
     ns.kubectl("rollout", "status", f"deployment/{GW}", "--timeout=60s")
+    wait_data_plane(ns)
 
 
 # -- creation ----------------------------------------------------------------------
@@ -128,14 +138,19 @@ def test_applying_the_samples_makes_the_gateway_ready_with_owned_children(ns: Na
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
 
+    wait_data_plane(ns)
     status = ns.get(f"llmgw/{GW}")["status"]
     assert status["observedGeneration"] == gateway["metadata"]["generation"]
     assert status["readyReplicas"] == 2
-    assert {c["type"]: c["status"] for c in status["conditions"]} == {
-        "PoliciesResolved": "True",
-        "Reconciled": "True",
-        "Ready": "True",
+    # kwok's pods here have IPs nothing listens on: the data-plane conditions say no pod reported.
+    assert {c["type"]: (c["status"], c["reason"]) for c in status["conditions"]} == {
+        "PoliciesResolved": ("True", "Resolved"),
+        "Reconciled": ("True", "Applied"),
+        "Ready": ("True", "Available"),
+        "ProvidersHealthy": ("Unknown", "NoReports"),
+        "ConfigApplied": ("Unknown", "NoReports"),
     }
+    assert status["config"]["unreporting"] == 2
     # Events are posted right after the status patch that made the transition.
     eventually(
         lambda: {e["reason"] for e in ns.events("LLMGateway", GW)} >= {"Resolved", "Applied", "Available"},

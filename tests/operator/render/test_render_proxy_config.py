@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from llmgw_operator.api import gateway, policy
-from llmgw_operator.render import proxy_config
+from llmgw_operator.render import configmap, proxy_config
 from llmgw_proxy import config
 
 
@@ -219,3 +219,23 @@ def test_the_gateway_total_covers_the_shared_quota(requests: int, replicas: int)
     limit = compiled.providers["p"].rate_limit
     assert limit is not None and limit.requests_per_minute is not None
     assert requests <= limit.requests_per_minute * replicas < requests + replicas
+
+
+@given(st.integers(min_value=1, max_value=20), st.sampled_from(["debug", "info", "warning"]))
+def test_the_sidecar_hashes_the_configmap_it_reads_as_the_operator_hashes_what_it_rendered(
+    replicas: int, level: str
+) -> None:
+    spec = renderkit.gateway_spec(proxy={"logLevel": level})
+    compiled = proxy_config.compile_config(spec, renderkit.policies(), replicas=replicas)
+    text = configmap.serialise(compiled)
+    assert config.digest(config.parse(yaml.safe_load(text))) == config.digest(compiled)
+
+
+def test_the_config_hash_ignores_defaults_written_out_and_sees_any_change() -> None:
+    doc = {
+        "providers": {"p": {"baseUrl": "http://x/v1"}},
+        "routes": [{"model": "*", "targets": [{"provider": "p"}]}],
+    }
+    spelled = {**doc, "version": 1, "maxAttempts": 5, "admin": {"port": 9090}}
+    assert config.digest(config.parse(doc)) == config.digest(config.parse(spelled))
+    assert config.digest(config.parse(doc)) != config.digest(config.parse({**doc, "maxAttempts": 4}))

@@ -317,3 +317,36 @@ def test_recording_a_status_is_recording_its_classified_outcome(
             by_outcome.open_for,
             by_outcome.retry_after(),
         )
+
+
+def test_reports_since_when_its_streak_and_the_last_failure(clock: FakeClock) -> None:
+    b, _ = make(clock, consecutive_failures=3, open_duration=10)
+    assert (b.since, b.consecutive_failures, b.last_failure) == (1000.0, 0, None)
+    clock.step(1)
+    ticket = b.acquire()
+    assert ticket is not None
+    b.record(ticket, F, config.FailureKind.TIMEOUT)
+    assert (b.consecutive_failures, b.last_failure) == (1, (config.FailureKind.TIMEOUT, 1001.0))
+    clock.step(1)
+    ticket = b.acquire()
+    assert ticket is not None
+    b.record_status(ticket, 503)
+    assert (b.consecutive_failures, b.last_failure) == (2, (config.FailureKind.SERVER_ERROR, 1002.0))
+    clock.step(1)
+    run(b, F)
+    assert (b.state, b.since) == (State.OPEN, 1003.0)
+    clock.step(25)  # read long after the open duration: the move happened at 1013, not now
+    assert (b.state, b.since) == (State.HALF_OPEN, 1013.0)
+
+
+@given(st.lists(st.sampled_from([S, F, IGN]), max_size=40))
+def test_the_streak_it_reports_never_reaches_the_limit_while_closed(outcomes: list[Outcome]) -> None:
+    clock = FakeClock()
+    b, _ = make(clock, consecutive_failures=4)
+    for outcome in outcomes:
+        ticket = b.acquire()
+        if ticket is None:
+            break
+        b.record(ticket, outcome)
+        if b.state is State.CLOSED:
+            assert 0 <= b.consecutive_failures < 4

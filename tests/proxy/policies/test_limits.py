@@ -252,3 +252,17 @@ def test_parallel_requests_never_commit_more_than_the_rate_since_start_plus_burs
                 settled += actual
             else:
                 reservation.cancel()
+
+
+def test_remaining_share_is_the_tightest_bucket_and_never_negative(clock: FakeClock) -> None:
+    assert limiter(clock).remaining_share() is None
+    lim = limiter(
+        clock,
+        provider=config.RateLimit(requests_per_minute=10, tokens_per_minute=1000),
+        models={"big": config.RateLimit(requests_per_minute=4)},
+    )
+    assert lim.remaining_share() == 1.0
+    admitted(lim.acquire("big", 100)).settle(100)
+    assert lim.remaining_share() == 0.75  # the model's 4-request bucket is the tightest
+    admitted(lim.acquire("small", 100)).settle(1500)  # used more than reserved: token debt
+    assert lim.remaining_share() == 0.0

@@ -1,0 +1,226 @@
+"""The data-plane poller: every period, each gateway's ready pods' ``/status``, aggregated.
+
+For each gateway it knows (``track``), one round lists the gateway's pods,
+reads its ConfigMap for the rendered config's hash, asks every ready pod with
+an IP for its report (``sidecars.Fetcher``: bounded concurrency, short
+timeout) and aggregates the answers (``render.dataplane``). Only a changed
+observation goes further: it is stored and ``on_change`` triggers the work
+queues of the gateway and of the policies it uses, whose passes write the
+status, so the status has one writer and a steady data plane causes no write
+at all.
+
+Besides the period, ``soon`` asks for a round of one gateway shortly (its
+Deployment changed: pods may have become ready).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import yaml
+
+from llmgw_operator import kube, sidecars
+from llmgw_operator import metrics as metrics_
+from llmgw_operator.api import gateway
+from llmgw_operator.render import dataplane, names
+from llmgw_proxy import config
+
+logger = logging.getLogger(__name__)
+
+Key = dataplane.Key
+SOON_DELAY = 1.0
+"""Seconds a ``soon`` waits before polling, so one rollout's burst of events makes one round."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """How the data plane is polled (``--data-plane-*`` flags; docs/security.md states the bounds)."""
+
+    period: float = 15.0
+    timeout: float = 2.0
+    concurrency: int = 64
+
+
+def ready_pod_ips(pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(name, IP) of each pod that is Ready, has an IP and is not being deleted."""
+    out = []
+    for pod in pods:
+        meta, st = pod.get("metadata") or {}, pod.get("status") or {}
+        ip = st.get("podIP")
+        ready = any(
+            c.get("type") == "Ready" and c.get("status") == "True" for c in st.get("conditions") or []
+        )
+        if ready and ip and not meta.get("deletionTimestamp"):
+            out.append((str(meta.get("name")), str(ip)))
+    return sorted(out)
+
+
+class Poller:
+    def __init__(
+        self,
+        client: kube.Client,
+        fetcher: sidecars.Fetcher,
+        store: dataplane.Store,
+        *,
+        period: float,
+        on_change: Callable[[Key], None],
+    ) -> None:
+        self.client = client
+        self.fetcher = fetcher
+        self.store = store
+        self.period = period
+        self.on_change = on_change
+        self.targets: dict[Key, int] = {}  # gateway -> its admin port
+        self._rendered: dict[Key, tuple[str, str | None]] = {}  # ConfigMap resourceVersion, hash
+        self._soon: set[Key] = set()
+        self._wake = asyncio.Event()
+        self.rounds = 0
+        self.metrics: metrics_.Metrics | None = None
+
+    def track(self, key: Key, admin_port: int) -> None:
+        if self.targets.get(key) != admin_port:
+            self.targets[key] = admin_port
+            self.soon(key)
+
+    def forget(self, key: Key) -> None:
+        self.targets.pop(key, None)
+        self._rendered.pop(key, None)
+        self._soon.discard(key)
+        self.store.forget(key)
+
+    def soon(self, key: Key) -> None:
+        self._soon.add(key)
+        self._wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_round = loop.time()
+        while True:
+            timeout = next_round - loop.time()
+            if timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            if loop.time() >= next_round:
+                self._soon.clear()
+                self._wake.clear()
+                timer = metrics_.Timer()
+                await self.poll(list(self.targets))
+                self.rounds += 1
+                if self.metrics is not None:
+                    self.metrics.poll_round.observe(timer.elapsed())
+                next_round = loop.time() + self.period
+            elif self._wake.is_set():
+                await asyncio.sleep(SOON_DELAY)  # gather a rollout's burst of events into one round
+                self._wake.clear()
+                keys, self._soon = sorted(self._soon), set()
+                await self.poll([k for k in keys if k in self.targets])
+
+    async def poll(self, keys: list[Key]) -> None:
+        """One round over ``keys``, concurrently (the fetcher bounds the requests in flight)."""
+        results = await asyncio.gather(*(self.poll_gateway(k) for k in keys), return_exceptions=True)
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, Exception):
+                logger.warning("polling the pods of gateway %s/%s failed: %s", *key, result)
+
+    async def poll_gateway(self, key: Key) -> None:
+        namespace, name = key
+        port = self.targets.get(key)
+        if port is None:
+            return
+        pods = await self.client.list_objects("Pod", namespace, f"{names.GATEWAY_LABEL}={name}")
+        rendered = await self._rendered_hash(key)
+        ready = ready_pod_ips(pods)
+        answers = await asyncio.gather(*(self.fetcher.status(ip, port) for _, ip in ready))
+        reports = [dataplane.PodReport(pod, answer) for (pod, _), answer in zip(ready, answers, strict=True)]
+        observation = dataplane.aggregate(rendered, reports)
+        if key not in self.targets or self.store.observations.get(key) == observation:
+            return
+        self.store.observations[key] = observation
+        self.on_change(key)
+
+    async def _rendered_hash(self, key: Key) -> str | None:
+        """The hash of the config in the gateway's ConfigMap (what its pods should run)."""
+        namespace, name = key
+        found = await self.client.get("ConfigMap", namespace, names.config_map(name))
+        if found is None:
+            return None
+        version = str(found.get("metadata", {}).get("resourceVersion", ""))
+        cached = self._rendered.get(key)
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        rendered = _hash_of((found.get("data") or {}).get(names.CONFIG_KEY))
+        self._rendered[key] = (version, rendered)
+        return rendered
+
+
+def _hash_of(text: object) -> str | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return config.digest(config.parse(yaml.safe_load(text)))
+    except (yaml.YAMLError, ValueError):  # pydantic's ValidationError is a ValueError
+        return None
+
+
+def admin_port_of(spec: Mapping[str, Any]) -> int:
+    """The admin port a gateway spec gives its sidecars (the model's default when unset)."""
+    proxy = spec.get("proxy") if isinstance(spec.get("proxy"), Mapping) else {}
+    port = proxy.get("adminPort") if isinstance(proxy, Mapping) else None
+    return port if isinstance(port, int) else gateway.Proxy().admin_port
+
+
+def pod_samples(store: dataplane.Store) -> list[tuple[tuple[str, ...], float]]:
+    """``llmgw_operator_dataplane_pods{namespace,gateway,state}`` from the latest observations."""
+    out: list[tuple[tuple[str, ...], float]] = []
+    for (namespace, name), obs in sorted(store.observations.items()):
+        for state, n in (
+            ("up_to_date", obs.up_to_date),
+            ("outdated", obs.outdated),
+            ("unreporting", obs.unreporting),
+        ):
+            out.append(((namespace, name, state), float(n)))
+    return out
+
+
+def provider_samples(store: dataplane.Store) -> list[tuple[tuple[str, ...], float]]:
+    """``llmgw_operator_dataplane_provider_pods{namespace,gateway,provider,state}``."""
+    out: list[tuple[tuple[str, ...], float]] = []
+    for (namespace, name), obs in sorted(store.observations.items()):
+        for p in obs.providers:
+            for state, n in (
+                ("reporting", p.reporting),
+                ("breaker_open", p.open),
+                ("half_open", p.half_open),
+                ("paused", p.paused),
+            ):
+                out.append(((namespace, name, p.name, state), float(n)))
+    return out
+
+
+def register_gauges(
+    m: metrics_.Metrics, store: dataplane.Store, gateway_states: Mapping[Key, Mapping[str, str]]
+) -> None:
+    """The operator's state gauges, read at scrape time: gateways by condition, data-plane pod counts."""
+    m.gauge(
+        "llmgw_operator_gateways",
+        "LLMGateways by condition type and status, as last computed.",
+        ["condition", "status"],
+        lambda: metrics_.count_by(gateway_states),
+    )
+    m.gauge(
+        "llmgw_operator_dataplane_pods",
+        "Ready pods of each gateway at the last poll: up_to_date, outdated (another config), unreporting.",
+        ["namespace", "gateway", "state"],
+        lambda: pod_samples(store),
+    )
+    m.gauge(
+        "llmgw_operator_dataplane_provider_pods",
+        "Reporting pods of each gateway per provider and state: reporting, breaker_open, half_open, paused.",
+        ["namespace", "gateway", "provider", "state"],
+        lambda: provider_samples(store),
+    )

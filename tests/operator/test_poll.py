@@ -1,0 +1,71 @@
+"""The poller's thin parts: which pods it asks, and what a bad or slow answer counts as."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from aiohttp.pytest_plugin import AiohttpServer
+
+from llmgw_operator import poll, sidecars
+from llmgw_proxy import status
+
+
+def pod(name: str, ip: str | None, ready: bool = True, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    st: dict[str, Any] = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    if ip:
+        st["podIP"] = ip
+    return {"metadata": meta, "status": st}
+
+
+def test_only_ready_pods_with_an_ip_that_are_not_being_deleted_are_asked() -> None:
+    pods = [
+        pod("b", "10.0.0.2"),
+        pod("a", "10.0.0.1"),
+        pod("no-ip", None),
+        pod("unready", "10.0.0.3", ready=False),
+        pod("going", "10.0.0.4", deleting=True),
+        {"metadata": {"name": "bare"}},
+    ]
+    assert poll.ready_pod_ips(pods) == [("a", "10.0.0.1"), ("b", "10.0.0.2")]
+
+
+def test_the_admin_port_comes_from_the_spec_or_the_models_default() -> None:
+    assert poll.admin_port_of({"proxy": {"adminPort": 19090}}) == 19090
+    assert poll.admin_port_of({}) == 9090
+    assert poll.admin_port_of({"proxy": "garbage"}) == 9090
+
+
+async def test_a_report_a_slow_answer_garbage_and_an_oversized_body(aiohttp_server: AiohttpServer) -> None:
+    good = status.SidecarStatus(ready=True, generation=1, config_hash="0123456789abcdef")
+
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(body=good.model_dump_json(by_alias=True), content_type="application/json")
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return await ok(request)
+
+    async def garbage(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"ready": "perhaps"}', content_type="application/json")
+
+    async def huge(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * (sidecars.MAX_REPORT_BYTES + 10))
+
+    fetcher = sidecars.Fetcher(timeout=0.5, concurrency=4)
+    try:
+        answers = []
+        for handler in (ok, slow, garbage, huge):
+            app = web.Application()
+            app.router.add_get("/status", handler)
+            server = await aiohttp_server(app)
+            assert server.port is not None
+            answers.append(await fetcher.status("127.0.0.1", server.port))
+        assert answers == [good, None, None, None]
+        assert await fetcher.status("not-an-ip", 1) is None
+    finally:
+        await fetcher.close()
