@@ -35,3 +35,14 @@ class ClusterHandle:
         return self.kubectl(
             "config", "view", "--minify", "-o", "jsonpath={.clusters[0].cluster.server}"
         ).stdout
+
+
+def printed_row(table: str) -> dict[str, str]:
+    """The one row of a ``kubectl get`` table by column name, read at the header's offsets, so
+    an empty cell (a printer column whose JSONPath finds nothing) keeps the others in place."""
+    header, row = table.rstrip("\n").splitlines()
+    names, starts = header.split(), []
+    for name in names:
+        starts.append(header.index(name, starts[-1] + 1 if starts else 0))
+    ends = [*starts[1:], None]
+    return {name: row[a:b].strip() for name, a, b in zip(names, starts, ends, strict=True)}

@@ -16,6 +16,7 @@ from typing import Any
 
 import operatorkit
 import pytest
+from clusterkit import printed_row
 from operatorkit import Namespace, OperatorProcess, eventually
 
 from llmgw_proxy import config
@@ -414,8 +415,12 @@ def test_a_ready_gateway_made_invalid_says_so_and_still_counts_its_serving_pods(
         deployment["readyReplicas"],
     )
     assert status["replicas"] == operatorkit.samples()[GW]["spec"]["replicas"]
-    columns = ns.kubectl("get", f"llmgw/{GW}", "--no-headers", "-o", "wide").split()
-    assert columns[1:4] == ["False", "InvalidSpec", str(status["replicas"])]
+    shown = printed_row(ns.kubectl("get", f"llmgw/{GW}", "-o", "wide"))
+    assert [shown["READY"], shown["REASON"], shown["REPLICAS"]] == [
+        "False",
+        "InvalidSpec",
+        str(status["replicas"]),
+    ]
     assert ns.resource_versions(*CHILDREN) == versions
 
 
