@@ -43,15 +43,21 @@ class ApiError(RuntimeError):
         self.message = reason
 
 
+_EMPTY = ({}, [])
+
+
 def contains(live: Any, desired: Any) -> bool:
     """Every field of ``desired`` is present in ``live`` with the same value.
 
     Lists must match element-wise (order matters in Kubernetes lists we render).
-    The server may add defaults; those do not count as differences.
+    The server may add defaults; those do not count as differences. An empty
+    map or list matches an absent field: the server omits them (a keys Secret
+    of a gateway whose policies need no key has no ``data``), and without this
+    every pass would write the object again.
     """
     if isinstance(desired, Mapping):
         return isinstance(live, Mapping) and all(
-            k in live and contains(live[k], v) for k, v in desired.items()
+            contains(live[k], v) if k in live else v in _EMPTY for k, v in desired.items()
         )
     if isinstance(desired, list):
         return (

@@ -74,6 +74,16 @@ async def test_does_not_write_a_child_the_live_object_already_holds() -> None:
     assert client.writes == 0
 
 
+async def test_does_not_write_an_empty_map_the_server_omits() -> None:
+    client = RecordingClient()
+    # A gateway whose policies need no key: its keys Secret is applied with no entries, and
+    # the API server stores it without a data field at all.
+    live = live_secret({}, {})
+    del live["data"]
+    assert await client.apply({**SECRET, "data": {}}, live) is False
+    assert client.calls == []
+
+
 async def test_writes_a_child_whose_earlier_apply_held_a_field_it_no_longer_has() -> None:
     client = RecordingClient()
     # The live object holds every desired field; only ownership shows b must go.
