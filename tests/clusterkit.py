@@ -41,7 +41,7 @@ def printed_row(table: str) -> dict[str, str]:
     """The one row of a ``kubectl get`` table by column name, read at the header's offsets, so
     an empty cell (a printer column whose JSONPath finds nothing) keeps the others in place."""
     header, row = table.rstrip("\n").splitlines()
-    names, starts = header.split(), []
+    names, starts = header.split(), list[int]()
     for name in names:
         starts.append(header.index(name, starts[-1] + 1 if starts else 0))
     ends = [*starts[1:], None]
