@@ -43,7 +43,7 @@ class ApiError(RuntimeError):
         self.message = reason
 
 
-_EMPTY = ({}, [])
+_EMPTY: tuple[object, ...] = ({}, [])
 
 
 def contains(live: Any, desired: Any) -> bool:
