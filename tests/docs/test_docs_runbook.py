@@ -134,6 +134,7 @@ PREFIX = "rbk-"
 GW = "chat"
 SECRET = "llm-provider-keys"
 WAIT = 90  # seconds for the operator to act on a change (the NameConflict backoff included)
+PERIOD = 1.0  # the operator's --data-plane-period
 
 # Reasons no kubectl command can cause on demand: transient states the operator passes through
 # between two watch events, or a bug. Each says why; the guard below keeps this list honest.
@@ -226,7 +227,13 @@ def operator(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -
     )
     log = tmp_path_factory.mktemp("runbook") / "operator.log"
     env = os.environ | {"KUBECONFIG": str(cluster.kubeconfig), "LLMGW_PROXY_IMAGE": "llmgw-proxy:runbook"}
-    argv = [sys.executable, "-m", "llmgw_operator.cli", "--standalone", "-n", f"{PREFIX}*"]
+    # Polling the data plane every second (15 s by default), with a short timeout for pods that
+    # nothing answers behind (kwok's pods, unless a test runs a sidecar on their IP).
+    argv = [
+        sys.executable, "-m", "llmgw_operator.cli", "--standalone", "-n", f"{PREFIX}*",
+        f"--data-plane-period={PERIOD}", "--data-plane-timeout=1",
+        "--metrics-port=0",  # none: 0.0.0.0:8080 may be any other operator's on this machine
+    ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
@@ -472,7 +479,10 @@ def test_name_conflict(kube: Kube) -> None:
 def test_scaled_to_zero(kube: Kube) -> None:
     apply_samples(kube, chat={"replicas": 0})
     kube.wait_reason(f"llmgw/{GW}", "Ready", "ScaledToZero")
-    assert re.search(rf"^llmgateway\S*/{GW}\s+False\s+ScaledToZero\s+0", first_look(kube), re.M)
+    # No pod to ask either: the PROVIDERS column, between REASON and REPLICAS, says so once polled.
+    kube.wait_reason(f"llmgw/{GW}", "ProvidersHealthy", "NoReadyPods")
+    shown = rf"^llmgateway\S*/{GW}\s+False\s+ScaledToZero\s+NoReadyPods\s+0\s"
+    assert re.search(shown, first_look(kube), re.M)
 
     kube.kubectl("patch", f"llmgw/{GW}", "--type", "merge", "-p", '{"spec": {"replicas": 2}}')
     wait_available(kube)
