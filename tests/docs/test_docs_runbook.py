@@ -609,3 +609,22 @@ def test_the_rbac_check_answers_yes_for_the_charts_service_account(cluster: Clus
     finally:
         cluster.helm("uninstall", release, "-n", system, check=False)
         cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)
+
+
+@caused("ApplyRefused")
+def test_apply_refused(kube: Kube) -> None:
+    template = samples()[GW]["spec"]["template"]
+    # The operator's model and the CRD take any label map; the API refuses this value in a Deployment.
+    template["metadata"]["labels"]["tier"] = "not a valid label value!"
+    apply_samples(kube, chat={"template": template})
+    kube.wait_reason(f"llmgw/{GW}", "Reconciled", "ApplyRefused")
+    seen = first_look(kube)
+    assert "Reconciled=False ApplyRefused: the API refused the Deployment: " in seen
+    assert "Invalid value" in seen  # the API's own message
+    assert "Ready=False NotReconciled" in seen
+
+    template["metadata"]["labels"]["tier"] = "web"  # the fix: spec.template
+    kube.kubectl(
+        "patch", f"llmgw/{GW}", "--type", "merge", "-p", json.dumps({"spec": {"template": template}})
+    )
+    wait_available(kube)
