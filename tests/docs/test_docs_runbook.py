@@ -152,7 +152,9 @@ class Kube:
 
     def env(self) -> dict[str, str]:
         kubectl = binaries.ensure("kubectl")
-        return {"PATH": f"{kubectl.parent}:/usr/bin:/bin", "KUBECONFIG": str(self.kubeconfig)}
+        # HOME for kubectl's cache: without one it writes .kube/ into the working directory.
+        home = str(self.kubeconfig.parent)
+        return {"PATH": f"{kubectl.parent}:/usr/bin:/bin", "KUBECONFIG": str(self.kubeconfig), "HOME": home}
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> str:
         proc = local_cluster.run_kubectl(
