@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from llmgw_dev import binaries
 from llmgw_dev import cluster as local_cluster
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,3 +51,16 @@ def printed_row(table: str) -> dict[str, str]:
         starts.append(header.index(name, starts[-1] + 1 if starts else 0))
     ends = [*starts[1:], None]
     return {name: row[a:b].strip() for name, a, b in zip(names, starts, ends, strict=True)}
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 30, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; the deadline turns silence into a failure."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while True:
+        last = check()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+        time.sleep(0.1)  # polling interval of a deadline-bounded poll, not a wait for presence

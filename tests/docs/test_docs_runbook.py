@@ -17,7 +17,8 @@ from typing import Any
 import docskit
 import pytest
 import yaml
-from clusterkit import ClusterHandle
+from clusterkit import ClusterHandle, eventually
+from dataplanekit import FakeProviderProcess, Kubelet, ensure_node, pod_template
 
 from llmgw_dev import binaries
 from llmgw_dev import cluster as local_cluster
@@ -134,6 +135,7 @@ PREFIX = "rbk-"
 GW = "chat"
 SECRET = "llm-provider-keys"
 WAIT = 90  # seconds for the operator to act on a change (the NameConflict backoff included)
+PERIOD = 1.0  # the operator's --data-plane-period
 
 # Reasons no kubectl command can cause on demand: transient states the operator passes through
 # between two watch events, or a bug. Each says why; the guard below keeps this list honest.
@@ -151,7 +153,9 @@ class Kube:
 
     def env(self) -> dict[str, str]:
         kubectl = binaries.ensure("kubectl")
-        return {"PATH": f"{kubectl.parent}:/usr/bin:/bin", "KUBECONFIG": str(self.kubeconfig)}
+        # HOME for kubectl's cache: without one it writes .kube/ into the working directory.
+        home = str(self.kubeconfig.parent)
+        return {"PATH": f"{kubectl.parent}:/usr/bin:/bin", "KUBECONFIG": str(self.kubeconfig), "HOME": home}
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60) -> str:
         proc = local_cluster.run_kubectl(
@@ -161,6 +165,24 @@ class Kube:
 
     def apply(self, *documents: dict[str, Any]) -> None:
         self.kubectl("apply", "-f", "-", input="\n---\n".join(json.dumps(d) for d in documents))
+
+    def get(self, ref: str, *extra: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.kubectl("get", ref, "-o", "json", *extra))
+        return found
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        conditions = self.get(f"llmgw/{GW}").get("status", {}).get("conditions") or []
+        return next((c for c in conditions if c["type"] == type_), {})
+
+    def events(self) -> list[dict[str, Any]]:
+        selector = f"involvedObject.kind=LLMGateway,involvedObject.name={GW}"
+        items: list[dict[str, Any]] = self.get("events", "--field-selector", selector)["items"]
+        return items
+
+    def wait_up_to_date(self, pods: int) -> None:
+        """Until ``pods`` sidecars report the rendered config (each pod's first report counts)."""
+        jsonpath = f"jsonpath={{.status.config.upToDate}}={pods}"
+        self.kubectl("wait", f"llmgw/{GW}", f"--for={jsonpath}", f"--timeout={WAIT}s", timeout=WAIT + 10)
 
     def wait_reason(self, ref: str, type_: str, reason: str) -> None:
         jsonpath = f'jsonpath={{.status.conditions[?(@.type=="{type_}")].reason}}={reason}'
@@ -226,7 +248,13 @@ def operator(cluster: ClusterHandle, tmp_path_factory: pytest.TempPathFactory) -
     )
     log = tmp_path_factory.mktemp("runbook") / "operator.log"
     env = os.environ | {"KUBECONFIG": str(cluster.kubeconfig), "LLMGW_PROXY_IMAGE": "llmgw-proxy:runbook"}
-    argv = [sys.executable, "-m", "llmgw_operator.cli", "--standalone", "-n", f"{PREFIX}*"]
+    # Polling the data plane every second (15 s by default), with a short timeout for pods that
+    # nothing answers behind (kwok's pods, unless a test runs a sidecar on their IP).
+    argv = [
+        sys.executable, "-m", "llmgw_operator.cli", "--standalone", "-n", f"{PREFIX}*",
+        f"--data-plane-period={PERIOD}", "--data-plane-timeout=1",
+        "--metrics-port=0",  # none: 0.0.0.0:8080 may be any other operator's on this machine
+    ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
@@ -472,7 +500,10 @@ def test_name_conflict(kube: Kube) -> None:
 def test_scaled_to_zero(kube: Kube) -> None:
     apply_samples(kube, chat={"replicas": 0})
     kube.wait_reason(f"llmgw/{GW}", "Ready", "ScaledToZero")
-    assert re.search(rf"^llmgateway\S*/{GW}\s+False\s+ScaledToZero\s+0", first_look(kube), re.M)
+    # No pod to ask either: the PROVIDERS column, between REASON and REPLICAS, says so once polled.
+    kube.wait_reason(f"llmgw/{GW}", "ProvidersHealthy", "NoReadyPods")
+    shown = rf"^llmgateway\S*/{GW}\s+False\s+ScaledToZero\s+NoReadyPods\s+0\s"
+    assert re.search(shown, first_look(kube), re.M)
 
     kube.kubectl("patch", f"llmgw/{GW}", "--type", "merge", "-p", '{"spec": {"replicas": 2}}')
     wait_available(kube)
@@ -599,3 +630,241 @@ def test_the_rbac_check_answers_yes_for_the_charts_service_account(cluster: Clus
     finally:
         cluster.helm("uninstall", release, "-n", system, check=False)
         cluster.kubectl("delete", "namespace", system, "--wait=false", check=False)
+
+
+@caused("ApplyRefused")
+def test_apply_refused(kube: Kube) -> None:
+    template = samples()[GW]["spec"]["template"]
+    # The operator's model and the CRD take any label map; the API refuses this value in a Deployment.
+    template["metadata"]["labels"]["tier"] = "not a valid label value!"
+    apply_samples(kube, chat={"template": template})
+    kube.wait_reason(f"llmgw/{GW}", "Reconciled", "ApplyRefused")
+    seen = first_look(kube)
+    assert "Reconciled=False ApplyRefused: the API refused the Deployment: " in seen
+    assert "Invalid value" in seen  # the API's own message
+    assert "Ready=False NotReconciled" in seen
+
+    template["metadata"]["labels"]["tier"] = "web"  # the fix: spec.template
+    kube.kubectl(
+        "patch", f"llmgw/{GW}", "--type", "merge", "-p", json.dumps({"spec": {"template": template}})
+    )
+    wait_available(kube)
+
+
+# -- the data plane: real sidecars behind the pods' IPs --------------------------------------------
+#
+# ProvidersHealthy and ConfigApplied come from the sidecars' own reports. As in the operator's
+# data-plane tests (tests/dataplanekit.py), the gateway's pods land on a fake node whose pod IPs
+# are loopback addresses, and a real sidecar runs on each pod's IP with the config the operator
+# rendered, in front of fake providers that fail on demand. This node and CIDR are this file's
+# own, so its pods never share an IP with the data-plane tests' pods in the same session.
+
+NODE = "kwok-runbook"
+POD_CIDR = "127.0.101.0/24"
+ADMIN_PORT = 9090  # the sample's: what the runbook's `port-forward pod/POD 9090:9090` reaches
+
+
+@pytest.fixture(scope="module")
+def providers() -> Iterator[dict[str, FakeProviderProcess]]:
+    started = {"primary": FakeProviderProcess(), "fallback": FakeProviderProcess()}
+    yield started
+    for fake in started.values():
+        fake.stop()
+
+
+@pytest.fixture
+def kubelet(kube: Kube, cluster: ClusterHandle, tmp_path: Path) -> Iterator[Kubelet]:
+    ensure_node(cluster, NODE, POD_CIDR)
+    kit = Kubelet(kube, tmp_path, GW, ADMIN_PORT, POD_CIDR)
+    yield kit
+    kit.stop()
+
+
+def data_plane_samples(providers: dict[str, FakeProviderProcess]) -> dict[str, dict[str, Any]]:
+    """The samples, their pods on the loopback node and their policies pointed at the fakes.
+
+    The primary goes without its key: in a pod the key file is at /etc/llmgw/keys, where no
+    process here can have one, and the config names that path.
+    """
+    documents = samples()
+    primary = documents["primary"]["spec"]
+    del primary["apiKeySecretRef"], primary["cache"]  # a cached answer would spare the provider
+    primary |= {
+        "baseURL": providers["primary"].url + "/v1",
+        "retry": {"attempts": 1},
+        # Open at the first failure, and long enough for the checks to see it open, not half-open.
+        "circuitBreaker": {"consecutiveFailures": 1, "openDuration": 10, "maxOpenDuration": 10},
+    }
+    documents["fallback"]["spec"]["baseURL"] = providers["fallback"].url + "/v1"
+    pinned = pod_template(NODE)["spec"]
+    documents[GW]["spec"]["template"]["spec"] |= {
+        "nodeSelector": pinned["nodeSelector"],
+        "tolerations": pinned["tolerations"],
+    }
+    del documents[SECRET]
+    return documents
+
+
+def deploy_data_plane(kube: Kube, kubelet: Kubelet, providers: dict[str, FakeProviderProcess]) -> None:
+    """The samples with a sidecar behind each pod; every provider healthy, every pod up to date."""
+    for fake in providers.values():
+        fake.clear()
+    kube.apply(*data_plane_samples(providers).values())
+    wait_available(kube)
+    for pod, ip in kubelet.wait_pods(2):
+        kubelet.start(pod, ip)
+    kube.wait_up_to_date(2)
+    kube.wait_reason(f"llmgw/{GW}", "ProvidersHealthy", "Healthy")
+    kube.wait_reason(f"llmgw/{GW}", "ConfigApplied", "Applied")
+
+
+def event_reasons(kube: Kube) -> list[str]:
+    return [e["reason"] for e in kube.events()]
+
+
+@caused("NotRendered", "NoReadyPods")
+def test_a_gateway_that_never_resolved_has_no_config_and_no_pods_to_ask(kube: Kube) -> None:
+    documents = apply_samples(kube, without=("primary",))
+    kube.wait_reason(f"llmgw/{GW}", "ConfigApplied", "NotRendered")
+    kube.wait_reason(f"llmgw/{GW}", "ProvidersHealthy", "NoReadyPods")
+    seen = first_look(kube)
+    assert "ConfigApplied=Unknown NotRendered: the gateway has no rendered config yet" in seen
+    assert "ProvidersHealthy=Unknown NoReadyPods: no ready pod to ask" in seen
+    assert "PoliciesResolved=False PolicyNotFound" in seen  # where "See PoliciesResolved" leads
+    assert "Ready=False PoliciesUnresolved" in seen  # where "See Ready" leads
+    assert f"configmap/{GW}-proxy-config" not in seen
+
+    kube.apply(documents["primary"])  # the fix of PoliciesResolved: the config is rendered, pods start
+    wait_available(kube)
+    # Both move on. The sample's pods run on kwok's default nodes, where nothing answers behind
+    # their IPs: the next reason is NoReports (see the next test for that one).
+    kube.wait_reason(f"llmgw/{GW}", "ConfigApplied", "NoReports")
+    kube.wait_reason(f"llmgw/{GW}", "ProvidersHealthy", "NoReports")
+
+
+@caused("NoReports", "Healthy")
+def test_no_reports_until_the_admin_port_answers(
+    kube: Kube, kubelet: Kubelet, providers: dict[str, FakeProviderProcess]
+) -> None:
+    kube.apply(*data_plane_samples(providers).values())  # ready pods; nothing listens on their admin port
+    wait_available(kube)
+    kube.wait_reason(f"llmgw/{GW}", "ProvidersHealthy", "NoReports")
+    kube.wait_reason(f"llmgw/{GW}", "ConfigApplied", "NoReports")
+    seen = first_look(kube)
+    for type_ in ("ProvidersHealthy", "ConfigApplied"):
+        assert f"{type_}=Unknown NoReports: none of the 2 pods answered GET /status" in seen
+    assert re.search(rf"^llmgateway\S*/{GW}\s+True\s+Available\s+NoReports\s", seen, re.M), seen
+
+    # The row's check: `port-forward pod/POD 9090:9090` makes the pod's admin port 127.0.0.1:9090.
+    # kwok runs no kubelet to forward to, so the curl goes to what it forwards to: POD_IP:9090.
+    documented("ProvidersHealthy", "NoReports", "kubectl -n NS port-forward pod/POD 9090:9090")
+    curl = documented("ProvidersHealthy", "NoReports", "curl -s 127.0.0.1:9090/status")
+    pods = kubelet.wait_pods(2)
+    for _, ip in pods:
+        assert kube.shell(curl.replace("127.0.0.1", ip)) == ""  # nothing answers
+
+    for pod, ip in pods:  # the fix: the admin port answers
+        kubelet.start(pod, ip)
+    kube.wait_up_to_date(2)
+    kube.wait_reason(f"llmgw/{GW}", "ProvidersHealthy", "Healthy")
+    kube.wait_reason(f"llmgw/{GW}", "ConfigApplied", "Applied")
+    seen = first_look(kube)
+    assert "ProvidersHealthy=True Healthy: 2 pods report every provider healthy" in seen
+    rendered = kube.get(f"llmgw/{GW}")["status"]["config"]["hash"]
+    assert f"ConfigApplied=True Applied: 2 pods run config {rendered}" in seen
+    assert re.search(rf"^llmgateway\S*/{GW}\s+True\s+Available\s+Healthy\s", seen, re.M), seen
+    report = json.loads(kube.shell(curl.replace("127.0.0.1", pods[0][1])))
+    assert report["configHash"] == rendered
+
+
+@caused("BreakerOpen")
+def test_breaker_open(kube: Kube, kubelet: Kubelet, providers: dict[str, FakeProviderProcess]) -> None:
+    deploy_data_plane(kube, kubelet, providers)
+    providers["primary"].plan({"status": 500, "times": 0})
+    for sidecar in kubelet.sidecars.values():
+        assert sidecar.chat() == 200  # the fallback answers; the primary's breaker opens
+
+    waits = section("### `ProvidersHealthy`")
+    wait = "kubectl -n NS wait --for=condition=ProvidersHealthy=false llmgw/GW"
+    assert f"`{wait}`" in waits, "the section's wait for trouble"
+    assert "condition met" in kube.shell(wait + f" --timeout={WAIT}s")
+    assert kube.condition("ProvidersHealthy")["reason"] == "BreakerOpen"
+    seen = first_look(kube)
+    assert "ProvidersHealthy=False BreakerOpen: primary: breaker open in 2 of 2 pods" in seen
+    assert re.search(rf"^llmgateway\S*/{GW}\s+True\s+Available\s+BreakerOpen\s", seen, re.M), seen
+    assert re.search(r"Warning\s+ProviderUnhealthy", seen), seen
+    # The policy's status follows the gateway's in a pass of its own.
+    kube.kubectl("wait", "llmpp/primary", "--for=jsonpath={.status.breakerOpenPods}=2", f"--timeout={WAIT}s")
+    columns = (
+        "kubectl -n NS get llmpp -o custom-columns=POLICY:.metadata.name,BREAKER-OPEN:.status.breakerOpenPods"
+    )
+    per_policy = kube.shell(documented("ProvidersHealthy", "BreakerOpen", columns))
+    assert re.search(r"^primary\s+2$", per_policy, re.M), per_policy
+    assert re.search(r"^fallback\s+0$", per_policy, re.M), per_policy
+
+    # The provider is well again: its breaker half-opens after openDuration (10 s), and the next
+    # request is the probe that closes it.
+    providers["primary"].clear()
+
+    def recovered() -> bool:
+        for sidecar in kubelet.sidecars.values():
+            sidecar.chat()
+        return bool(kube.condition("ProvidersHealthy").get("reason") == "Healthy")
+
+    eventually(recovered, WAIT, "ProvidersHealthy=True Healthy again")
+    assert re.search(r"Normal\s+ProviderRecovered", first_look(kube))
+
+
+@caused("RateLimited")
+def test_rate_limited(kube: Kube, kubelet: Kubelet, providers: dict[str, FakeProviderProcess]) -> None:
+    deploy_data_plane(kube, kubelet, providers)
+    # The provider's quota runs out: a 429 whose Retry-After pauses the primary in each pod.
+    providers["primary"].plan({"status": 429, "retryAfter": 15, "times": 0})
+    for sidecar in kubelet.sidecars.values():
+        assert sidecar.chat() == 200  # the fallback answers
+    kube.wait_reason(f"llmgw/{GW}", "ProvidersHealthy", "RateLimited")
+    seen = first_look(kube)
+    assert "ProvidersHealthy=False RateLimited: primary: paused by a 429 in 2 of 2 pods" in seen
+    assert "BreakerOpen" not in seen
+
+    providers["primary"].clear()  # the quota is back; the pause ends with its Retry-After
+    kube.wait_reason(f"llmgw/{GW}", "ProvidersHealthy", "Healthy")
+
+
+@caused("ReloadPending", "ReloadRefused")
+def test_reload_pending_then_refused(
+    kube: Kube, kubelet: Kubelet, providers: dict[str, FakeProviderProcess], tmp_path: Path
+) -> None:
+    deploy_data_plane(kube, kubelet, providers)
+    kube.kubectl("patch", "llmpp/fallback", "--type", "merge", "-p", '{"spec": {"timeouts": {"total": 90}}}')
+    # The ConfigMap holds the new config; kubelet (this test) has not handed it to the pods yet.
+    kube.wait_reason(f"llmgw/{GW}", "ConfigApplied", "ReloadPending")
+    rendered = kube.get(f"llmgw/{GW}")["status"]["config"]["hash"]
+    seen = first_look(kube)
+    assert f"ConfigApplied=False ReloadPending: 2 of 2 pods run an older config than {rendered}" in seen
+    assert "ConfigNotApplied" not in event_reasons(kube)  # "No Event"
+
+    # One pod gets the config; the other refuses it. In a cluster that is a sidecar image older
+    # than the operator (a pinned spec.proxy.image) meeting a config it cannot read; here the
+    # sidecar meets a config version it does not read, which it refuses the same way.
+    good, bad = sorted(kubelet.sidecars)
+    kubelet.publish(good)
+    kubelet.publish(bad, re.sub(r"^version: 1$", "version: 2", kubelet.rendered(), flags=re.M))
+    kube.wait_reason(f"llmgw/{GW}", "ConfigApplied", "ReloadRefused")
+    seen = first_look(kube)
+    assert (
+        f"ConfigApplied=False ReloadRefused: 1 of 2 pods run an older config than {rendered}; "
+        "reload refused: config_invalid in 1 pod" in seen
+    )
+    assert re.search(r"Warning\s+ConfigNotApplied", seen), seen
+    # kwok keeps no container logs: the row's grep reads the sidecar's own stderr, which is what
+    # `kubectl logs` would show.
+    logs = "kubectl -n NS logs POD -c llmgw-proxy | grep 'reload refused'"
+    grep = documented("ConfigApplied", "ReloadRefused", logs).split("|", 1)[1]
+    stderr = tmp_path / "sidecar.log"
+    stderr.write_text("".join(json.dumps(line) + "\n" for line in kubelet.sidecars[bad].lines))
+    refused = kube.shell(f"cat {stderr} |{grep}")
+    assert "config_invalid" in refused and "version 2 is not supported" in refused, refused
+
+    kubelet.publish(bad)  # the fix: a sidecar that reads the operator's config
+    kube.wait_reason(f"llmgw/{GW}", "ConfigApplied", "Applied")

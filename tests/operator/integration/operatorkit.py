@@ -12,12 +12,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from clusterkit import ClusterHandle
+from clusterkit import eventually as eventually  # re-exported: the folder's tests import it from here
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 SAMPLES = ROOT / "samples"
@@ -27,21 +26,6 @@ SAMPLE_KEY = "sk-sample-not-a-real-key"
 # Namespaces the operator under test watches (a glob, so kopf discovers new
 # ones); other folders' tests share the cluster and must not be reconciled.
 NAMESPACE_PREFIX = "opit-"
-
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T | None], timeout: float = 30, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; the deadline turns silence into a failure."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while True:
-        last = check()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
-        time.sleep(0.1)  # polling interval of a deadline-bounded poll, not a wait for presence
 
 
 def samples() -> dict[str, dict[str, Any]]:

@@ -7,6 +7,10 @@ starts a real ``llmgw-proxy`` on the pod's IP and the gateway's admin port,
 with the config the operator rendered into the ConfigMap, as a kubelet mount
 would. The operator reaches it the way it reaches any pod: pod IP and admin
 port. Other tests' pods never land on that node: it is tainted.
+
+A folder of its own tests/ so that every test folder can import it (the operator's
+integration tests and the runbook's). A test file that runs alongside another one on the
+same cluster can take a node and podCIDR of its own, so their pod IPs never meet.
 """
 
 from __future__ import annotations
@@ -21,29 +25,34 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
-from clusterkit import ClusterHandle
-from operatorkit import Namespace, eventually
+from clusterkit import ClusterHandle, eventually
 
 NODE = "kwok-dataplane"
 POD_CIDR = "127.0.100.0/24"
 TAINT_KEY = "llmgateway.io/dataplane-test"
 
 
-def ensure_node(cluster: ClusterHandle) -> None:
-    """The fake node with a loopback podCIDR (podCIDR is immutable: created once per cluster)."""
-    node = {
+class Getter(Protocol):
+    """kubectl bound to a namespace, as each test folder has one (operatorkit.Namespace, ...)."""
+
+    def get(self, ref: str, *extra: str) -> dict[str, Any]: ...
+
+
+def ensure_node(cluster: ClusterHandle, node: str = NODE, pod_cidr: str = POD_CIDR) -> None:
+    """A fake node with a loopback podCIDR (podCIDR is immutable: created once per cluster)."""
+    manifest = {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
-            "name": NODE,
+            "name": node,
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"type": "kwok", "kubernetes.io/hostname": NODE, "kubernetes.io/os": "linux"},
+            "labels": {"type": "kwok", "kubernetes.io/hostname": node, "kubernetes.io/os": "linux"},
         },
         "spec": {
-            "podCIDR": POD_CIDR,
-            "podCIDRs": [POD_CIDR],
+            "podCIDR": pod_cidr,
+            "podCIDRs": [pod_cidr],
             "taints": [{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
         },
         "status": {
@@ -51,16 +60,16 @@ def ensure_node(cluster: ClusterHandle) -> None:
             "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
         },
     }
-    cluster.kubectl("apply", "-f", "-", input=json.dumps(node))
-    cluster.kubectl("wait", "--for=condition=Ready", f"node/{NODE}", "--timeout=60s")
+    cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    cluster.kubectl("wait", "--for=condition=Ready", f"node/{node}", "--timeout=60s")
 
 
-def pod_template() -> dict[str, Any]:
-    """An application pod template pinned to the loopback node."""
+def pod_template(node: str = NODE) -> dict[str, Any]:
+    """An application pod template pinned to a loopback node."""
     return {
         "metadata": {"labels": {"app": "chat"}},
         "spec": {
-            "nodeSelector": {"kubernetes.io/hostname": NODE},
+            "nodeSelector": {"kubernetes.io/hostname": node},
             "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
             "containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "infinity"]}],
         },
@@ -135,8 +144,11 @@ class Sidecar:
 class Kubelet:
     """Starts a real sidecar for each ready gateway pod on the loopback node, as kubelet would."""
 
-    def __init__(self, ns: Namespace, root: pathlib.Path, gateway: str, admin_port: int) -> None:
+    def __init__(
+        self, ns: Getter, root: pathlib.Path, gateway: str, admin_port: int, pod_cidr: str = POD_CIDR
+    ) -> None:
         self.ns = ns
+        self.pod_cidr = pod_cidr
         self.root = root
         self.gateway = gateway
         self.admin_port = admin_port
@@ -149,7 +161,7 @@ class Kubelet:
         out = []
         for pod in items:
             ip = (pod.get("status") or {}).get("podIP")
-            if ip and ipaddress.ip_address(ip) in ipaddress.ip_network(POD_CIDR):
+            if ip and ipaddress.ip_address(ip) in ipaddress.ip_network(self.pod_cidr):
                 out.append((pod["metadata"]["name"], ip))
         return sorted(out)
 
