@@ -29,6 +29,8 @@ from typing import IO, Any, Protocol
 
 from clusterkit import ClusterHandle, eventually
 
+from llmgw_dev import cluster as local_cluster
+
 NODE = "kwok-dataplane"
 POD_CIDR = "127.0.100.0/24"
 TAINT_KEY = "llmgateway.io/dataplane-test"
@@ -42,24 +44,8 @@ class Getter(Protocol):
 
 def ensure_node(cluster: ClusterHandle, node: str = NODE, pod_cidr: str = POD_CIDR) -> None:
     """A fake node with a loopback podCIDR (podCIDR is immutable: created once per cluster)."""
-    manifest = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": node,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"type": "kwok", "kubernetes.io/hostname": node, "kubernetes.io/os": "linux"},
-        },
-        "spec": {
-            "podCIDR": pod_cidr,
-            "podCIDRs": [pod_cidr],
-            "taints": [{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
-        },
-        "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-        },
-    }
+    taint = {"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}
+    manifest = local_cluster.fake_node(node, pod_cidr=pod_cidr, taints=[taint])
     cluster.kubectl("apply", "-f", "-", input=json.dumps(manifest))
     cluster.kubectl("wait", "--for=condition=Ready", f"node/{node}", "--timeout=60s")
 

@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from llmgw_dev import binaries
 
@@ -227,30 +228,42 @@ def _write_kubeconfig(cluster: Cluster) -> None:
     cluster.kubeconfig.chmod(0o600)
 
 
+def fake_node(
+    name: str,
+    *,
+    zone: str | None = None,
+    pod_cidr: str | None = None,
+    taints: list[dict[str, str]] | None = None,
+) -> dict[str, Any]:
+    """A node kwok manages (its annotation selects it). With a ``pod_cidr`` inside 127.0.0.0/8,
+    kwok hands its pods loopback addresses, so a process on this machine can stand behind a pod
+    IP (the demo's sidecar, the data-plane tests' sidecars)."""
+    labels = {"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}
+    if zone is not None:
+        labels |= {"kubernetes.io/arch": "amd64", "topology.kubernetes.io/zone": zone}
+    spec: dict[str, Any] = {}
+    if pod_cidr is not None:
+        spec |= {"podCIDR": pod_cidr, "podCIDRs": [pod_cidr]}
+    if taints:
+        spec["taints"] = taints
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": labels,
+        },
+        "spec": spec,
+        "status": {
+            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+        },
+    }
+
+
 def _fake_nodes_manifest(count: int) -> str:
-    nodes = []
-    for i in range(count):
-        nodes.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": f"kwok-node-{i}",
-                    "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                    "labels": {
-                        "type": "kwok",
-                        "kubernetes.io/hostname": f"kwok-node-{i}",
-                        "kubernetes.io/os": "linux",
-                        "kubernetes.io/arch": "amd64",
-                        "topology.kubernetes.io/zone": f"zone-{i % 3}",
-                    },
-                },
-                "status": {
-                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                },
-            }
-        )
+    nodes = [fake_node(f"kwok-node-{i}", zone=f"zone-{i % 3}") for i in range(count)]
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": nodes})
 
 

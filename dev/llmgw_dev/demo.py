@@ -284,20 +284,7 @@ def loopback_node(kc: Path) -> None:
     """kwok gives a pod the next address of its node's podCIDR: with one inside 127.0.0.0/8, the
     gateway's pod IPs reach the sidecar this demo runs (its admin port listens on every address),
     and the operator polls GET /status there exactly as it would in a cluster."""
-    node = {
-        "apiVersion": "v1",
-        "kind": "Node",
-        "metadata": {
-            "name": LOOPBACK_NODE,
-            "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-            "labels": {"type": "kwok", "kubernetes.io/hostname": LOOPBACK_NODE, "kubernetes.io/os": "linux"},
-        },
-        "spec": {"podCIDR": LOOPBACK_CIDR, "podCIDRs": [LOOPBACK_CIDR]},
-        "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-        },
-    }
+    node = cluster.fake_node(LOOPBACK_NODE, pod_cidr=LOOPBACK_CIDR)
     kubectl(kc, "apply", "-f", "-", input=json.dumps(node))
     kubectl(kc, "wait", "--for=condition=Ready", f"node/{LOOPBACK_NODE}", "--timeout=60s")
     for name in kubectl(kc, "get", "nodes", "-o", "name").split():
