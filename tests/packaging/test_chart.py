@@ -492,3 +492,17 @@ def test_kubeconform_with_these_schemas_refuses_an_unknown_field(
     )
     assert proc.returncode == 1
     assert "terminationGracePeriodSecondz" in proc.stdout
+
+
+def test_every_alert_names_only_labels_its_query_keeps(render: Render) -> None:
+    # Each rule's result carries the labels of its leftmost aggregation (the other sides only
+    # match or filter it), so a description may name only those; any other renders empty.
+    rule = one(render({"monitoring": {"prometheusRule": {"enabled": True}}}), "PrometheusRule")
+    for group in rule["spec"]["groups"]:
+        for alert in group["rules"]:
+            lines = alert["expr"].splitlines()
+            query = "\n".join(line for line in lines if not line.lstrip().startswith("#"))
+            kept = re.search(r"\bby \(([^)]*)\)", query)
+            assert kept is not None, alert["alert"]
+            named = set(re.findall(r"\$labels\.(\w+)", json.dumps(alert["annotations"])))
+            assert named <= {label.strip() for label in kept.group(1).split(",")}, alert["alert"]
