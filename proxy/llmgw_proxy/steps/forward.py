@@ -58,6 +58,13 @@ def url_for(provider: config.Provider, base_url: str, endpoint: str, model: str)
     return f"{base_url}/{endpoint}"
 
 
+def _hop_by_hop(connection: str | None) -> frozenset[str]:
+    """The header names a Connection value declares hop-by-hop (none for a plain keep-alive)."""
+    if connection is None or connection in _PLAIN_CONNECTION:
+        return frozenset()
+    return frozenset(name.strip().lower() for name in connection.split(","))
+
+
 def request_headers(
     incoming: CIMultiDictProxy[str],
     key: keys.Key | None,
@@ -65,9 +72,8 @@ def request_headers(
     allowed: tuple[str, ...] = config.FORWARDED_HEADERS,
 ) -> CIMultiDict[str]:
     headers: CIMultiDict[str] = CIMultiDict()
-    hop = incoming.get("Connection")
     # Headers the caller's Connection names are hop-by-hop: they end here, even allow-listed.
-    named = () if hop is None or hop in _PLAIN_CONNECTION else {t.strip().lower() for t in hop.split(",")}
+    named = _hop_by_hop(incoming.get("Connection"))
     for name in allowed:
         if name in incoming and name not in named:  # most allowed names are absent: one lookup
             for value in incoming.getall(name):
@@ -79,10 +85,8 @@ def request_headers(
 
 
 def response_headers(incoming: Mapping[str, str], provider: str, request_id: str) -> CIMultiDict[str]:
-    hop = incoming.get("Connection")  # both transports look names up in any case
-    drop = _DROP_RESPONSE
-    if hop is not None and hop not in _PLAIN_CONNECTION:
-        drop = drop | {name.strip().lower() for name in hop.split(",")}
+    named = _hop_by_hop(incoming.get("Connection"))  # both transports look names up in any case
+    drop = _DROP_RESPONSE | named if named else _DROP_RESPONSE
     headers: CIMultiDict[str] = CIMultiDict()
     for name, value in incoming.items():
         lower = name.lower()
