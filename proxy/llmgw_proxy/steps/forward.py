@@ -8,11 +8,19 @@ organization or project, proxy and hop-by-hop headers stay behind, and the
 provider's key is added. A streamed answer is written on as
 each chunk arrives; a failure after the headers went out ends the stream with
 an in-band OpenAI error event, which the ``openai`` client raises as APIError.
+
+A stream goes out to the caller only once its first event with data has
+arrived (``timeouts.firstEvent`` after its headers): until then a stall, a
+failure or an error event in its place fails the try, which the attempt loop
+retries or moves to the next target as if the provider had failed outright.
+After it, a silence of ``timeouts.streamIdle`` ends the stream. Every try is
+bounded by what is left of the request's deadline (``Call.deadline``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -26,7 +34,7 @@ from opentelemetry import trace
 from llmgw_proxy import config, errors, upstream
 from llmgw_proxy.runtime import keys
 from llmgw_proxy.steps.call import Call, Next
-from llmgw_proxy.upstream import sse
+from llmgw_proxy.upstream import sse, stream_watch
 
 _DROP_RESPONSE = config.HOP_BY_HOP | frozenset(
     {
@@ -159,7 +167,9 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
     sent = loop.time()
     try:
         resp = await call.services.transport.send(
-            upstream.Request("POST", url, headers, body, state.timeouts, state.limits)
+            upstream.Request(
+                "POST", url, headers, body, _within(state.timeouts, call.deadline - sent), state.limits
+            )
         )
         call.upstream_duration = loop.time() - sent
         call.status = resp.status
@@ -188,6 +198,11 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
         if span is not None:
             span.set_attribute("error.type", type(exc).__name__)
         raise failure from None
+    except errors.ProxyError as failure:  # the stream failed before the caller saw any of it
+        call.status = failure.status
+        if span is not None:
+            span.set_attribute("error.type", failure.code or "upstream_error")
+        raise
     finally:
         if span is not None:
             if call.usage:
@@ -197,9 +212,45 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
             span.end()
 
 
+def _within(timeouts: upstream.Timeouts, left: float) -> upstream.Timeouts:
+    """The provider's timeouts, with ``total`` cut to what is left of the request's deadline."""
+    if left >= timeouts.total:
+        return timeouts
+    return dataclasses.replace(timeouts, total=max(left, 0.001))
+
+
+def _error_instead_of_content(call: Call, error: dict[str, Any]) -> errors.ProxyError:
+    provider = call.provider.name if call.provider is not None else ""
+    code = error.get("code") or error.get("type")
+    message = error.get("message")
+    detail = f": {message[:500]}" if isinstance(message, str) else ""
+    return errors.ProxyError(
+        502,
+        f"Provider {provider!r} sent an error event instead of its first event{detail}",
+        type="server_error",
+        code=code if isinstance(code, str) and code else "upstream_error",
+    )
+
+
 async def _relay_stream(
     call: Call, resp: upstream.Response, headers: CIMultiDict[str], strip_usage: bool
 ) -> web.StreamResponse:
+    assert call.provider is not None
+    bounds = call.provider.limits
+    timeouts = call.provider.provider.timeouts
+    # Nothing reaches the caller before the first event: until then the try can still fail over.
+    chunks = resp.chunks()
+    try:
+        first = await stream_watch.first_event(chunks, timeouts.first_event, bounds.max_event_bytes)
+    except upstream.UpstreamError:
+        resp.close()
+        raise
+    error = first.error()
+    if error is not None:
+        resp.close()
+        raise _error_instead_of_content(call, error)
+    loop = asyncio.get_running_loop()
+    call.first_event_at = loop.time()
     out = web.StreamResponse(status=resp.status, headers=headers)
     # The plain reader when the stream goes through untouched; the filter when the sidecar
     # added a usage chunk, or needs the text (no usage chunk may come) or the bytes (a hook).
@@ -207,8 +258,6 @@ async def _relay_stream(
     filtered = strip_usage or call.wants_usage or keep
     reader: sse.UsageReader | sse.StreamFilter
     if filtered:
-        assert call.provider is not None
-        bounds = call.provider.limits
         reader = sse.StreamFilter(
             strip_usage, call.wants_usage, keep, bounds.max_event_bytes, bounds.max_response_bytes
         )
@@ -216,20 +265,36 @@ async def _relay_stream(
         reader = sse.UsageReader()
     complete = False
     at_boundary = True  # what went out so far ends with a whole event
+    watch: stream_watch.IdleWatch | None = None
     try:
         await out.prepare(call.request)
+        watch = stream_watch.IdleWatch(timeouts.stream_idle)
         try:
-            async for chunk in resp.chunks():
-                if filtered:
-                    assert isinstance(reader, sse.StreamFilter)
-                    chunk = reader.filter(chunk)
-                    if not chunk:
-                        continue
-                else:
-                    assert isinstance(reader, sse.UsageReader)
-                    reader.feed(chunk)
-                await out.write(chunk)
-                at_boundary = chunk.endswith(sse.EVENT_ENDS)
+            try:
+                chunk = bytes(first.held)
+                while True:
+                    if filtered:
+                        assert isinstance(reader, sse.StreamFilter)
+                        chunk = reader.filter(chunk)
+                    else:
+                        assert isinstance(reader, sse.UsageReader)
+                        reader.feed(chunk)
+                    if chunk:
+                        await out.write(chunk)
+                        call.chunks += 1
+                        at_boundary = chunk.endswith(sse.EVENT_ENDS)
+                    watch.waiting()
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    watch.busy()
+            except asyncio.CancelledError:
+                if not watch.timed_out():
+                    raise
+                raise upstream.TimedOut("stream_idle") from None
+            watch.close()
+            call.last_chunk_at = loop.time()
             if filtered:
                 assert isinstance(reader, sse.StreamFilter)
                 rest = reader.finish()
@@ -246,6 +311,8 @@ async def _relay_stream(
     except ConnectionResetError:
         call.status = 499  # the caller left mid-stream; closing resp below cancels the upstream read
     finally:
+        if watch is not None:
+            watch.close()
         resp.close()
         call.usage = reader.usage
         if isinstance(reader, sse.StreamFilter):
