@@ -23,7 +23,7 @@ from aiohttp import web
 
 from llmgw_proxy import config, errors, upstream
 from llmgw_proxy.runtime import state
-from llmgw_proxy.telemetry import metrics, tracing
+from llmgw_proxy.telemetry import genai, metrics, tracing
 
 
 @dataclasses.dataclass(slots=True)
@@ -78,6 +78,7 @@ class Call:
     first_event_at: float | None = None  # loop time a stream's first event went to the caller
     last_chunk_at: float | None = None  # loop time a complete stream's last chunk went out
     chunks: int = 0  # stream chunks written to the caller
+    facts: genai.ResponseFacts | None = None  # the answer's id, model, finish reasons (telemetry on)
 
 
 Next = Callable[[Call], Awaitable[web.StreamResponse]]

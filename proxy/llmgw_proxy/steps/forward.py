@@ -34,6 +34,7 @@ from opentelemetry import trace
 from llmgw_proxy import config, errors, upstream
 from llmgw_proxy.runtime import keys
 from llmgw_proxy.steps.call import Call, Next
+from llmgw_proxy.telemetry import genai
 from llmgw_proxy.upstream import sse, stream_watch
 
 _DROP_RESPONSE = config.HOP_BY_HOP | frozenset(
@@ -158,11 +159,16 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
 
     tracing = call.services.tracing
     span = None
-    if tracing.enabled:
-        span = tracing.client_span(
-            call.span, call.endpoint, provider.kind.value, upstream_model, state.base_url
+    attributes: dict[str, Any] | None = None
+    if tracing.enabled or tracing.metrics is not None:
+        attributes = tracing.call_attributes(
+            call.endpoint, provider.kind.value, upstream_model, state.base_url
         )
-        tracing.propagate(span, headers)
+        call.facts = genai.ResponseFacts()
+        if tracing.enabled:
+            span = tracing.client_span(call.span, attributes, call.body)
+            tracing.propagate(span, headers)
+    error_type: str | None = None
     loop = asyncio.get_running_loop()
     sent = loop.time()
     try:
@@ -189,27 +195,76 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
         if resp.status == 200:
             if _USAGE in data:
                 call.usage = _usage_of(data)
+            if call.facts is not None:
+                call.facts.read_json(data)
             for hook in call.answer_hooks:
                 hook(False, data)
         return web.Response(status=resp.status, body=data, headers=out_headers)
     except upstream.UpstreamError as exc:
         failure = _failure(call, exc)
         call.status = failure.status
-        if span is not None:
-            span.set_attribute("error.type", type(exc).__name__)
+        error_type = type(exc).__name__
         raise failure from None
     except errors.ProxyError as failure:  # the stream failed before the caller saw any of it
         call.status = failure.status
-        if span is not None:
-            span.set_attribute("error.type", failure.code or "upstream_error")
+        error_type = failure.code or "upstream_error"
         raise
     finally:
-        if span is not None:
-            if call.usage:
-                _set_usage(span, call.usage)
-            if call.status:
-                span.set_attribute("http.response.status_code", call.status)
-            span.end()
+        if call.first_event_at is not None:
+            _observe_stream(call, span)
+        if attributes is not None:
+            if error_type is None and call.broken is not None:
+                error_type = call.broken.code or "upstream_error"
+            elif error_type is None and call.status >= 400:
+                error_type = str(call.status)
+            _observe_call(call, span, attributes, loop.time() - sent, error_type)
+
+
+def _observe_stream(call: Call, span: trace.Span | None) -> None:
+    """Time to first token (the first event relayed, from the request's arrival) and per chunk."""
+    assert call.first_event_at is not None and call.provider is not None
+    first = call.first_event_at - call.started
+    per_chunk = None
+    if call.last_chunk_at is not None and call.chunks > 1:
+        per_chunk = (call.last_chunk_at - call.first_event_at) / (call.chunks - 1)
+    route = call.route.model if call.route is not None else ""
+    call.services.metrics.observe_stream(route, call.provider.name, first, per_chunk)
+    if span is not None:
+        span.set_attribute("gen_ai.response.time_to_first_chunk", first)
+    if call.span is not None:
+        call.span.set_attribute("gen_ai.response.time_to_first_chunk", first)
+
+
+def _observe_call(
+    call: Call, span: trace.Span | None, attributes: dict[str, Any], duration: float, error_type: str | None
+) -> None:
+    """End the provider call's span; record it in the GenAI client metrics."""
+    facts = call.facts.attributes() if call.facts is not None else {}
+    usage = call.usage or {}
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    prompt = prompt if isinstance(prompt, int) else None
+    completion = completion if isinstance(completion, int) else None
+    if span is not None:
+        span.set_attributes(facts)
+        if prompt is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", prompt)
+        if completion is not None:
+            span.set_attribute("gen_ai.usage.output_tokens", completion)
+        if call.status:
+            span.set_attribute("http.response.status_code", call.status)
+        if error_type is not None:
+            span.set_attribute("error.type", error_type)
+            span.set_status(trace.StatusCode.ERROR)
+        span.end()
+    recorder = call.services.tracing.metrics
+    if recorder is not None:
+        labels = dict(attributes)
+        if "gen_ai.response.model" in facts:
+            labels["gen_ai.response.model"] = facts["gen_ai.response.model"]
+        if error_type is not None:
+            labels["error.type"] = error_type
+        first = call.first_event_at - call.started if call.first_event_at is not None else None
+        recorder.record(labels, duration, prompt, completion, first)
 
 
 def _within(timeouts: upstream.Timeouts, left: float) -> upstream.Timeouts:
@@ -251,6 +306,9 @@ async def _relay_stream(
         raise _error_instead_of_content(call, error)
     loop = asyncio.get_running_loop()
     call.first_event_at = loop.time()
+    facts = call.facts
+    if facts is not None and first.data is not None:
+        facts.read_json(first.data)
     out = web.StreamResponse(status=resp.status, headers=headers)
     # The plain reader when the stream goes through untouched; the filter when the sidecar
     # added a usage chunk, or needs the text (no usage chunk may come) or the bytes (a hook).
@@ -283,6 +341,8 @@ async def _relay_stream(
                         await out.write(chunk)
                         call.chunks += 1
                         at_boundary = chunk.endswith(sse.EVENT_ENDS)
+                        if facts is not None:
+                            facts.read_chunk(chunk)
                     watch.waiting()
                     try:
                         chunk = await chunks.__anext__()
@@ -344,13 +404,3 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
     except (ValueError, AttributeError, RecursionError):
         return None
     return usage if isinstance(usage, dict) else None
-
-
-def _set_usage(span: trace.Span, usage: dict[str, Any]) -> None:
-    for src, dst in (
-        ("prompt_tokens", "gen_ai.usage.input_tokens"),
-        ("completion_tokens", "gen_ai.usage.output_tokens"),
-    ):
-        value = usage.get(src)
-        if isinstance(value, int):
-            span.set_attribute(dst, value)
