@@ -132,3 +132,25 @@ async def test_an_unlisted_error_code_is_answered_as_is(
         await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES)
     assert caught.value.code == "context_length_exceeded"
     assert len(pair.fallback.requests) == 0
+
+
+async def test_a_wait_for_capacity_past_the_deadline_sends_nothing_and_blames_no_provider(
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path
+) -> None:
+    # One request per second, and up to 2 s of waiting for it: the second request's wait
+    # outlasts its 0.5 s total. It must not go out with no time left and fail the breaker.
+    primary = {
+        "timeouts": {"connect": 1, "firstByte": 1, "total": 0.5},
+        "rateLimit": {"requestsPerMinute": 60, "requestBurst": 1, "maxWait": 2},
+        "circuitBreaker": {"consecutiveFailures": 1, "openDuration": 30},
+    }
+    doc = pair.doc(key_file, primary=primary)
+    doc["routes"] = [{"model": "*", "targets": [{"provider": "primary"}]}]
+    proxy = await start_proxy(doc)
+    client = proxy.async_client()
+    await client.chat.completions.create(model="m", messages=MESSAGES)
+    with pytest.raises(openai.InternalServerError) as caught:
+        await client.chat.completions.create(model="m", messages=MESSAGES)
+    assert caught.value.status_code == 504
+    assert len(pair.primary.requests) == 1
+    assert proxy.sample("llmgw_breaker_state", provider="primary") == 0

@@ -195,6 +195,9 @@ async def _try(
             return None
         if hold.wait > 0:
             await asyncio.sleep(hold.wait)
+            if asyncio.get_running_loop().time() >= call.deadline:
+                outcome.out_of_time(current.name)
+                return None  # the wait for capacity took what was left: nothing is sent
         if retry:
             metrics_ = call.services.metrics
             metrics_.count(metrics_.retries, (current.name,))
