@@ -6,10 +6,12 @@ import pathlib
 from typing import TYPE_CHECKING, Any
 
 import openai
+import pydantic
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
 from llmgw_dev import fake_provider
+from llmgw_proxy import config
 
 if TYPE_CHECKING:
     from conftest import Pair, StartProxy
@@ -154,3 +156,33 @@ async def test_a_wait_for_capacity_past_the_deadline_sends_nothing_and_blames_no
     assert caught.value.status_code == 504
     assert len(pair.primary.requests) == 1
     assert proxy.sample("llmgw_breaker_state", provider="primary") == 0
+
+
+async def test_an_error_event_in_place_of_the_first_event_is_a_breaker_failure(
+    start_proxy: StartProxy, pair: Pair, key_file: pathlib.Path
+) -> None:
+    doc = pair.doc(key_file, primary={"circuitBreaker": {"consecutiveFailures": 1, "openDuration": 30}})
+    proxy = await start_proxy(doc)
+    pair.primary.plan(fake_provider.Fault(error_event=True))
+    stream = await proxy.async_client().chat.completions.create(model="m", messages=MESSAGES, stream=True)
+    async for _ in stream:
+        pass
+    assert proxy.sample("llmgw_breaker_state", provider="primary") == 2
+
+
+@pytest.mark.parametrize(
+    "codes",
+    [
+        pytest.param(["context length"], id="space"),
+        pytest.param(["x" * 65], id="too-long"),
+        pytest.param([""], id="empty"),
+        pytest.param([f"code{i}" for i in range(33)], id="too-many"),
+    ],
+)
+def test_the_config_refuses_error_codes_it_could_not_match_or_bound(codes: list[str]) -> None:
+    doc = {
+        "providers": {"p": {"baseUrl": "http://127.0.0.1:1/v1", "retry": {"fallbackOnErrorCodes": codes}}},
+        "routes": [{"model": "*", "targets": [{"provider": "p"}]}],
+    }
+    with pytest.raises(pydantic.ValidationError, match="fallbackOnErrorCodes"):
+        config.parse(doc)
