@@ -15,6 +15,10 @@ fault is a JSON object (or ``Fault``) with any of:
 - ``reset`` (bool): drop the connection without answering
 - ``stall`` (s): wait before sending headers
 - ``stallMidStream`` (s): for streams, wait after the first chunk
+- ``stallFirstEvent`` (s): for streams, wait after the headers, before the first event
+- ``resetFirstEvent`` (bool): for streams, drop the connection after the headers
+- ``errorEvent`` (bool): for streams, send an in-band error event as the first event
+- ``code`` (str): the error body's ``code`` for a ``status`` fault (default: the status)
 - ``chunkDelay`` (s): for streams, wait between chunks
 - ``latency`` (s): wait before answering (like ``stall``, but meant for load tests)
 - ``times`` (int, default 1; 0 = every request from now on)
@@ -61,6 +65,10 @@ class Fault:
     chunk_delay: float = 0.0
     latency: float = 0.0
     times: int = 1
+    stall_first_event: float = 0.0
+    reset_first_event: bool = False
+    error_event: bool = False
+    code: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fault:
@@ -73,6 +81,10 @@ class Fault:
             "chunkDelay": "chunk_delay",
             "latency": "latency",
             "times": "times",
+            "stallFirstEvent": "stall_first_event",
+            "resetFirstEvent": "reset_first_event",
+            "errorEvent": "error_event",
+            "code": "code",
         }
         unknown = set(data) - set(names)
         if unknown:
@@ -156,7 +168,7 @@ class FakeProvider:
             if fault.stall or fault.latency:
                 await asyncio.sleep(fault.stall + fault.latency)
             if fault.status is not None and fault.status >= 400:
-                return _error(fault.status, fault.retry_after)
+                return _error(fault.status, fault.retry_after, code=fault.code)
             if not isinstance(body, dict) or "model" not in body:
                 return _error(400, None, "the fake provider needs a JSON body with a model")
             model = str(request.match_info.get("deployment") or body["model"])
@@ -207,7 +219,20 @@ class FakeProvider:
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
-        await response.prepare(request)
+        await response.prepare(request)  # a StreamResponse sends its headers here
+        if fault.reset_first_event:
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError
+        if fault.stall_first_event:
+            await asyncio.sleep(fault.stall_first_event)
+        if fault.error_event:
+            error = {
+                "error": {"message": "fake in-band failure", "type": "server_error", "code": "overloaded"}
+            }
+            await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+            await response.write_eof()
+            return response
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         created = int(time.time())
@@ -272,12 +297,18 @@ class FakeProvider:
         return web.json_response([dataclasses.asdict(r) for r in self.requests])
 
 
-def _error(status: int, retry_after: float | None, message: str | None = None) -> web.Response:
+def _error(
+    status: int, retry_after: float | None, message: str | None = None, code: str | None = None
+) -> web.Response:
     kind = (
         "rate_limit_error" if status == 429 else "server_error" if status >= 500 else "invalid_request_error"
     )
     body = {
-        "error": {"message": message or f"fake provider failure {status}", "type": kind, "code": str(status)}
+        "error": {
+            "message": message or f"fake provider failure {status}",
+            "type": kind,
+            "code": code or str(status),
+        }
     }
     headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
     return web.json_response(body, status=status, headers=headers)
@@ -290,6 +321,9 @@ control API, on the same port:
                               a fault has any of: status, retryAfter (s), reset (drop the
                               connection), stall (s before headers), stallMidStream (s),
                               chunkDelay (s between stream chunks), latency (s),
+                              stallFirstEvent (s after a stream's headers),
+                              resetFirstEvent (drop it after the headers), errorEvent
+                              (an error event first), code (the error's code),
                               times (default 1; 0 = every request from now on)
   GET    /_control/requests   the requests received, oldest first (path, headers, body)
   DELETE /_control            clear the faults and the recorded requests

@@ -23,6 +23,8 @@ CONFIG_VERSION: Literal[1] = 1
 MiB = 1024 * 1024
 
 Seconds = Annotated[float, Field(gt=0, le=3600)]
+ErrorCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+MAX_FALLBACK_CODES = 32
 
 OTHER_MODEL = "other"
 """The metric label of a model name the config does not write (see ``ProxyConfig.model_names``)."""
@@ -180,11 +182,25 @@ class AdminListener(_Model):
 
 
 class Timeouts(_Model):
-    """Upstream timeouts. ``total`` bounds the whole request including retries."""
+    """Upstream timeouts. ``total`` bounds the whole request, retries and fallbacks included."""
 
     connect: Seconds = 5.0
     first_byte: Seconds = Field(60.0, description="Until the upstream's response headers arrive.")
-    total: Seconds = 300.0
+    first_event: Seconds = Field(
+        60.0,
+        description="From a stream's response headers until its first event with data; a stream that "
+        "stays silent that long falls back like a failed request.",
+    )
+    stream_idle: Seconds = Field(
+        60.0,
+        description="Longest silence of a stream after its first event; then the stream ends with an "
+        "error event.",
+    )
+    total: Seconds = Field(
+        300.0,
+        description="From the request's arrival until the provider's answer ends, retries and earlier "
+        "targets' tries included.",
+    )
 
 
 class RateLimit(_Model):
@@ -244,6 +260,13 @@ class Retry(_Model):
         1.0, ge=0, le=1000, description="Retries per second allowed whatever the ratio says."
     )
     budget_window: Seconds = Field(10.0, description="Seconds over which the retry budget counts.")
+    fallback_on_error_codes: tuple[ErrorCode, ...] = Field(
+        (),
+        max_length=MAX_FALLBACK_CODES,
+        description="Error codes (the error object's code or type) of a 4xx answer that send the "
+        "request to the route's next target instead of answering it, e.g. context_length_exceeded "
+        "or content_filter. 429, 5xx, timeouts and open breakers move on regardless.",
+    )
 
 
 class CacheMode(enum.StrEnum):

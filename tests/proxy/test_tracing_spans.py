@@ -57,7 +57,7 @@ async def test_records_server_and_client_spans_with_usage(
     server, client_span = spans[trace.SpanKind.SERVER], spans[trace.SpanKind.CLIENT]
     assert server.name == client_span.name == "chat m"
     assert client_span.parent is not None and client_span.parent.span_id == server.context.span_id
-    assert attributes(client_span)["gen_ai.system"] == "openai"
+    assert attributes(client_span)["gen_ai.provider.name"] == "openai"
     for span in (server, client_span):
         assert attributes(span)["gen_ai.request.model"] == "m"
         assert attributes(span)["gen_ai.usage.input_tokens"] == 3

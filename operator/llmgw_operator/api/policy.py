@@ -24,6 +24,7 @@ Seconds = Annotated[float, Field(gt=0, le=3600)]
 MODEL_NAME_MAX = 253
 ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_MAX)]
 # A header name is an RFC 9110 token; which ones may be forwarded is the proxy config's rule.
+ErrorCode = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 HeaderName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
 FORWARD_RULE = "self.all(h, !h.matches('(?i)^(proxy-.*|" + "|".join(sorted(config.NEVER_FORWARDED)) + ")$'))"
 FORWARD_MESSAGE = "forwardHeaders may not name a credential, proxy or hop-by-hop header"
@@ -161,16 +162,37 @@ class Retry(common.Model):
         default=1.0, ge=0, le=1000, description="Retries per second allowed whatever the ratio says."
     )
     budget_window: Seconds = Field(default=10.0, description="Seconds over which the retry budget counts.")
+    fallback_on_error_codes: tuple[ErrorCode, ...] = Field(
+        default=(),
+        max_length=32,
+        description="Error codes (the error object's code or type) of a 4xx answer that send the "
+        "request to the route's next target instead of answering it, e.g. context_length_exceeded "
+        "or content_filter. 429, 5xx, timeouts and open breakers move on regardless.",
+    )
 
 
 class Timeouts(common.Model):
-    """Upstream timeouts in seconds. ``total`` bounds the whole request including retries."""
+    """Upstream timeouts in seconds. ``total`` bounds the whole request, retries and fallbacks included."""
 
     connect: Seconds = Field(default=5.0, description="Seconds to open the connection.")
     first_byte: Seconds = Field(
         default=60.0, description="Seconds until the upstream's response headers arrive."
     )
-    total: Seconds = Field(default=300.0, description="Seconds for the whole request, retries included.")
+    first_event: Seconds = Field(
+        default=60.0,
+        description="Seconds from a stream's response headers until its first event with data; a "
+        "stream that stays silent that long falls back like a failed request.",
+    )
+    stream_idle: Seconds = Field(
+        default=60.0,
+        description="Longest silence in seconds of a stream after its first event; then the stream "
+        "ends with an error event.",
+    )
+    total: Seconds = Field(
+        default=300.0,
+        description="Seconds from the request's arrival until the provider's answer ends, retries and "
+        "earlier targets' tries included.",
+    )
 
 
 class CachePolicy(common.Model):

@@ -12,6 +12,7 @@ import asyncio
 import logging
 
 from aiohttp import web
+from opentelemetry import trace
 
 from llmgw_proxy import errors
 from llmgw_proxy.steps.call import Call, Next
@@ -94,4 +95,9 @@ def _record(call: Call) -> None:
             span.set_attribute("gen_ai.usage.input_tokens", prompt)
         if completion is not None:
             span.set_attribute("gen_ai.usage.output_tokens", completion)
+        # A server span fails on a 5xx (a 4xx is the caller's), or a stream cut after its start.
+        if call.broken is not None or call.status >= 500:
+            code = call.broken.code if call.broken is not None else None
+            span.set_attribute("error.type", code or str(call.status))
+            span.set_status(trace.StatusCode.ERROR)
         span.end()

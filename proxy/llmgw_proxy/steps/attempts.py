@@ -10,11 +10,22 @@ After an answer:
 - 2xx, or anything already sent to the client (a started stream): done;
 - 429 from the upstream: the provider is paused for its Retry-After (not a
   breaker failure) and the next target is tried;
-- any other 4xx but 408: the same request would fail anywhere; answered as is;
+- any other 4xx but 408: the same request would fail anywhere; answered as is,
+  unless its error code (or type) is one of the provider's
+  ``retry.fallbackOnErrorCodes`` (e.g. ``context_length_exceeded``): then the
+  next target, no retry;
+- a stream that stalls (``timeouts.firstEvent``), fails or sends an error
+  event before its first event: a failure like a timeout or a lost connection
+  (``forward`` sends the caller nothing before that event);
 - 5xx, 408, timeouts, connection failures: retried on the same target with
   backoff (``retry.attempts`` tries, within ``timeouts.total`` of the request's
   start) while the provider's retry budget allows, then the next target;
 - no pooled connection came free (a local 503): the next target, no retry.
+
+``timeouts.total`` bounds the whole request: a target's tries (and the waits
+between them) must end within its provider's ``total`` of the request's
+arrival, whatever earlier targets took; a target whose deadline has passed
+is not tried. ``forward`` cuts each try's own ``total`` to what is left.
 
 Two bounds keep one request from multiplying into many upstream calls: the
 request sends at most ``maxAttempts`` tries in all (targets and retries
@@ -35,6 +46,7 @@ then the last upstream answer or failure as it was.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 
@@ -78,6 +90,11 @@ class _Outcome:
         else:
             self.failure, self.response = None, result
 
+    def out_of_time(self, provider: str) -> None:
+        """A target was not tried: the request's deadline for it had passed."""
+        if self.failure is None and self.response is None:
+            self.failure = errors.upstream_timeout(provider, "total")
+
     def final(self) -> web.StreamResponse:
         if self.limited:
             headers = self.limit_headers.as_dict() if self.limit_headers is not None else {}
@@ -94,11 +111,16 @@ async def attempt_targets(call: Call, next_step: Next) -> web.StreamResponse:
     metrics_ = call.services.metrics
     outcome = _Outcome()
     previous = ""
+    loop = asyncio.get_running_loop()
     for target in call.targets:  # the route's targets that may serve the model
         current = call.snapshot.providers[target.provider]
         if call.attempts >= call.snapshot.config.max_attempts:
             metrics_.count(metrics_.retries_denied, (current.name, "max_attempts"))
             break
+        call.deadline = call.started + current.provider.timeouts.total
+        if loop.time() >= call.deadline:
+            outcome.out_of_time(current.name)
+            continue
         if previous:
             metrics_.count(metrics_.fallbacks, (call.route.model, previous, current.name))
         previous = current.name
@@ -112,7 +134,7 @@ async def _serve_from(
     call: Call, next_step: Next, target: config.Target, current: state.ProviderState, outcome: _Outcome
 ) -> web.StreamResponse | None:
     """Tries on one target, retried with backoff: the answer to give, or None for the next target."""
-    deadline = call.started + current.provider.timeouts.total
+    deadline = call.deadline
     loop = asyncio.get_running_loop()
     tries = 0
     while True:
@@ -135,6 +157,8 @@ async def _serve_from(
                 _pause(call, current, retry_after)
                 return None
             if not backoff.retryable(status):
+                if status < 500 and _moves_on(result, current.provider.retry.fallback_on_error_codes):
+                    return None
                 return result if status < 500 else None
         wait_for = backoff.delay(
             current.provider.retry, tries, _RNG, retry_after=retry_after, time_left=deadline - loop.time()
@@ -171,6 +195,9 @@ async def _try(
             return None
         if hold.wait > 0:
             await asyncio.sleep(hold.wait)
+            if asyncio.get_running_loop().time() >= call.deadline:
+                outcome.out_of_time(current.name)
+                return None  # the wait for capacity took what was left: nothing is sent
         if retry:
             metrics_ = call.services.metrics
             metrics_.count(metrics_.retries, (current.name,))
@@ -179,6 +206,7 @@ async def _try(
             current.budget.request()
         call.target, call.provider, call.wants_usage = target, current, hold.reservation is not None
         call.usage, call.status, call.stream_text, call.broken = None, 0, "", None
+        call.first_event_at, call.last_chunk_at, call.chunks = None, None, 0
         hold.sent = True
         try:
             answer = await next_step(call)
@@ -190,6 +218,19 @@ async def _try(
         else:
             hold.answered(answer.status)
         return answer
+
+
+def _moves_on(answer: web.StreamResponse, codes: tuple[str, ...]) -> bool:
+    """The 4xx answer's error code or type is one the provider's policy sends to the next target."""
+    if not codes or not isinstance(answer, web.Response) or not isinstance(answer.body, bytes):
+        return False
+    try:
+        error = json.loads(answer.body).get("error")
+    except (ValueError, AttributeError, RecursionError):
+        return False
+    if not isinstance(error, dict):
+        return False
+    return error.get("code") in codes or error.get("type") in codes
 
 
 def _retry_denied(call: Call, current: state.ProviderState) -> str:

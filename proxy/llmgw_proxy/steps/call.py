@@ -15,6 +15,7 @@ all of its behaviour.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from aiohttp import web
 
 from llmgw_proxy import config, errors, upstream
 from llmgw_proxy.runtime import state
-from llmgw_proxy.telemetry import metrics, tracing
+from llmgw_proxy.telemetry import genai, metrics, tracing
 
 
 @dataclasses.dataclass(slots=True)
@@ -67,12 +68,17 @@ class Call:
     provider: state.ProviderState | None = None
     attempts: int = 0
     wants_usage: bool = False
+    deadline: float = math.inf  # loop time by which the target's answer must have ended (timeouts.total)
     # forward: what the upstream answered.
     status: int = 0
     upstream_duration: float | None = None
     usage: dict[str, Any] | None = None
     stream_text: str = ""  # a stream's completion text, kept only when wants_usage (to estimate usage)
     broken: errors.ProxyError | None = None  # the upstream failed a stream after its headers went out
+    first_event_at: float | None = None  # loop time a stream's first event went to the caller
+    last_chunk_at: float | None = None  # loop time a complete stream's last chunk went out
+    chunks: int = 0  # stream chunks written to the caller
+    facts: genai.ResponseFacts | None = None  # the answer's id, model, finish reasons (telemetry on)
 
 
 Next = Callable[[Call], Awaitable[web.StreamResponse]]

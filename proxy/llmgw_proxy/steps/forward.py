@@ -8,11 +8,19 @@ organization or project, proxy and hop-by-hop headers stay behind, and the
 provider's key is added. A streamed answer is written on as
 each chunk arrives; a failure after the headers went out ends the stream with
 an in-band OpenAI error event, which the ``openai`` client raises as APIError.
+
+A stream goes out to the caller only once its first event with data has
+arrived (``timeouts.firstEvent`` after its headers): until then a stall, a
+failure or an error event in its place fails the try, which the attempt loop
+retries or moves to the next target as if the provider had failed outright.
+After it, a silence of ``timeouts.streamIdle`` ends the stream. Every try is
+bounded by what is left of the request's deadline (``Call.deadline``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 from collections.abc import Mapping
@@ -26,7 +34,8 @@ from opentelemetry import trace
 from llmgw_proxy import config, errors, upstream
 from llmgw_proxy.runtime import keys
 from llmgw_proxy.steps.call import Call, Next
-from llmgw_proxy.upstream import sse
+from llmgw_proxy.telemetry import genai
+from llmgw_proxy.upstream import sse, stream_watch
 
 _DROP_RESPONSE = config.HOP_BY_HOP | frozenset(
     {
@@ -150,16 +159,23 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
 
     tracing = call.services.tracing
     span = None
-    if tracing.enabled:
-        span = tracing.client_span(
-            call.span, call.endpoint, provider.kind.value, upstream_model, state.base_url
+    attributes: dict[str, Any] | None = None
+    if tracing.enabled or tracing.metrics is not None:
+        attributes = tracing.call_attributes(
+            call.endpoint, provider.kind.value, upstream_model, state.base_url
         )
-        tracing.propagate(span, headers)
+        call.facts = genai.ResponseFacts()
+        if tracing.enabled:
+            span = tracing.client_span(call.span, attributes, call.body)
+            tracing.propagate(span, headers)
+    error_type: str | None = None
     loop = asyncio.get_running_loop()
     sent = loop.time()
     try:
         resp = await call.services.transport.send(
-            upstream.Request("POST", url, headers, body, state.timeouts, state.limits)
+            upstream.Request(
+                "POST", url, headers, body, _within(state.timeouts, call.deadline - sent), state.limits
+            )
         )
         call.upstream_duration = loop.time() - sent
         call.status = resp.status
@@ -179,27 +195,120 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
         if resp.status == 200:
             if _USAGE in data:
                 call.usage = _usage_of(data)
+            if call.facts is not None:
+                call.facts.read_json(data)
             for hook in call.answer_hooks:
                 hook(False, data)
         return web.Response(status=resp.status, body=data, headers=out_headers)
     except upstream.UpstreamError as exc:
         failure = _failure(call, exc)
         call.status = failure.status
-        if span is not None:
-            span.set_attribute("error.type", type(exc).__name__)
+        error_type = type(exc).__name__
         raise failure from None
+    except errors.ProxyError as failure:  # the stream failed before the caller saw any of it
+        call.status = failure.status
+        error_type = failure.code or "upstream_error"
+        raise
     finally:
-        if span is not None:
-            if call.usage:
-                _set_usage(span, call.usage)
-            if call.status:
-                span.set_attribute("http.response.status_code", call.status)
-            span.end()
+        if call.first_event_at is not None:
+            _observe_stream(call, span)
+        if attributes is not None:
+            if error_type is None and call.broken is not None:
+                error_type = call.broken.code or "upstream_error"
+            elif error_type is None and call.status >= 400:
+                error_type = str(call.status)
+            _observe_call(call, span, attributes, loop.time() - sent, error_type)
+
+
+def _observe_stream(call: Call, span: trace.Span | None) -> None:
+    """Time to first token (the first event relayed, from the request's arrival) and per chunk."""
+    assert call.first_event_at is not None and call.provider is not None
+    first = call.first_event_at - call.started
+    per_chunk = None
+    if call.last_chunk_at is not None and call.chunks > 1:
+        per_chunk = (call.last_chunk_at - call.first_event_at) / (call.chunks - 1)
+    route = call.route.model if call.route is not None else ""
+    call.services.metrics.observe_stream(route, call.provider.name, first, per_chunk)
+    if span is not None:
+        span.set_attribute("gen_ai.response.time_to_first_chunk", first)
+    if call.span is not None:
+        call.span.set_attribute("gen_ai.response.time_to_first_chunk", first)
+
+
+def _observe_call(
+    call: Call, span: trace.Span | None, attributes: dict[str, Any], duration: float, error_type: str | None
+) -> None:
+    """End the provider call's span; record it in the GenAI client metrics."""
+    facts = call.facts.attributes() if call.facts is not None else {}
+    usage = call.usage or {}
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    prompt = prompt if isinstance(prompt, int) else None
+    completion = completion if isinstance(completion, int) else None
+    if span is not None:
+        span.set_attributes(facts)
+        if prompt is not None:
+            span.set_attribute("gen_ai.usage.input_tokens", prompt)
+        if completion is not None:
+            span.set_attribute("gen_ai.usage.output_tokens", completion)
+        if call.status:
+            span.set_attribute("http.response.status_code", call.status)
+        if error_type is not None:
+            span.set_attribute("error.type", error_type)
+            span.set_status(trace.StatusCode.ERROR)
+        span.end()
+    recorder = call.services.tracing.metrics
+    if recorder is not None:
+        labels = dict(attributes)
+        if "gen_ai.response.model" in facts:
+            labels["gen_ai.response.model"] = facts["gen_ai.response.model"]
+        if error_type is not None:
+            labels["error.type"] = error_type
+        first = call.first_event_at - call.started if call.first_event_at is not None else None
+        recorder.record(labels, duration, prompt, completion, first)
+
+
+def _within(timeouts: upstream.Timeouts, left: float) -> upstream.Timeouts:
+    """The provider's timeouts, with ``total`` cut to what is left of the request's deadline."""
+    if left >= timeouts.total:
+        return timeouts
+    return dataclasses.replace(timeouts, total=max(left, 0.001))
+
+
+def _error_instead_of_content(call: Call, error: dict[str, Any]) -> errors.ProxyError:
+    provider = call.provider.name if call.provider is not None else ""
+    code = error.get("code") or error.get("type")
+    message = error.get("message")
+    detail = f": {message[:500]}" if isinstance(message, str) else ""
+    return errors.ProxyError(
+        502,
+        f"Provider {provider!r} sent an error event instead of its first event{detail}",
+        type="server_error",
+        code=code if isinstance(code, str) and code else "upstream_error",
+    )
 
 
 async def _relay_stream(
     call: Call, resp: upstream.Response, headers: CIMultiDict[str], strip_usage: bool
 ) -> web.StreamResponse:
+    assert call.provider is not None
+    bounds = call.provider.limits
+    timeouts = call.provider.provider.timeouts
+    # Nothing reaches the caller before the first event: until then the try can still fail over.
+    chunks = resp.chunks()
+    try:
+        first = await stream_watch.first_event(chunks, timeouts.first_event, bounds.max_event_bytes)
+    except upstream.UpstreamError:
+        resp.close()
+        raise
+    error = first.error()
+    if error is not None:
+        resp.close()
+        raise _error_instead_of_content(call, error)
+    loop = asyncio.get_running_loop()
+    call.first_event_at = loop.time()
+    facts = call.facts
+    if facts is not None and first.data is not None:
+        facts.read_json(first.data)
     out = web.StreamResponse(status=resp.status, headers=headers)
     # The plain reader when the stream goes through untouched; the filter when the sidecar
     # added a usage chunk, or needs the text (no usage chunk may come) or the bytes (a hook).
@@ -207,8 +316,6 @@ async def _relay_stream(
     filtered = strip_usage or call.wants_usage or keep
     reader: sse.UsageReader | sse.StreamFilter
     if filtered:
-        assert call.provider is not None
-        bounds = call.provider.limits
         reader = sse.StreamFilter(
             strip_usage, call.wants_usage, keep, bounds.max_event_bytes, bounds.max_response_bytes
         )
@@ -216,20 +323,38 @@ async def _relay_stream(
         reader = sse.UsageReader()
     complete = False
     at_boundary = True  # what went out so far ends with a whole event
+    watch: stream_watch.IdleWatch | None = None
     try:
         await out.prepare(call.request)
+        watch = stream_watch.IdleWatch(timeouts.stream_idle)
         try:
-            async for chunk in resp.chunks():
-                if filtered:
-                    assert isinstance(reader, sse.StreamFilter)
-                    chunk = reader.filter(chunk)
-                    if not chunk:
-                        continue
-                else:
-                    assert isinstance(reader, sse.UsageReader)
-                    reader.feed(chunk)
-                await out.write(chunk)
-                at_boundary = chunk.endswith(sse.EVENT_ENDS)
+            try:
+                chunk = bytes(first.held)
+                while True:
+                    if filtered:
+                        assert isinstance(reader, sse.StreamFilter)
+                        chunk = reader.filter(chunk)
+                    else:
+                        assert isinstance(reader, sse.UsageReader)
+                        reader.feed(chunk)
+                    if chunk:
+                        await out.write(chunk)
+                        call.chunks += 1
+                        at_boundary = chunk.endswith(sse.EVENT_ENDS)
+                        if facts is not None:
+                            facts.read_chunk(chunk)
+                    watch.waiting()
+                    try:
+                        chunk = await chunks.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    watch.busy()
+            except asyncio.CancelledError:
+                if not watch.timed_out():
+                    raise
+                raise upstream.TimedOut("stream_idle") from None
+            watch.close()
+            call.last_chunk_at = loop.time()
             if filtered:
                 assert isinstance(reader, sse.StreamFilter)
                 rest = reader.finish()
@@ -246,6 +371,8 @@ async def _relay_stream(
     except ConnectionResetError:
         call.status = 499  # the caller left mid-stream; closing resp below cancels the upstream read
     finally:
+        if watch is not None:
+            watch.close()
         resp.close()
         call.usage = reader.usage
         if isinstance(reader, sse.StreamFilter):
@@ -277,13 +404,3 @@ def _usage_of(data: bytes) -> dict[str, Any] | None:
     except (ValueError, AttributeError, RecursionError):
         return None
     return usage if isinstance(usage, dict) else None
-
-
-def _set_usage(span: trace.Span, usage: dict[str, Any]) -> None:
-    for src, dst in (
-        ("prompt_tokens", "gen_ai.usage.input_tokens"),
-        ("completion_tokens", "gen_ai.usage.output_tokens"),
-    ):
-        value = usage.get(src)
-        if isinstance(value, int):
-            span.set_attribute(dst, value)

@@ -61,6 +61,8 @@ class Metrics:
         self.requests: dict[tuple[str, str, str, str], int] = {}
         self.request_duration: dict[tuple[str, str, str], _Histogram] = {}
         self.upstream_duration: dict[tuple[str, str], _Histogram] = {}
+        self.time_to_first_token: dict[tuple[str, str], _Histogram] = {}
+        self.time_per_chunk: dict[tuple[str, str], _Histogram] = {}
         self.tokens: dict[tuple[str, str, str, str], int] = {}
         self.in_flight = 0
         # Policy counters, by label tuple (names in _COUNTERS).
@@ -103,6 +105,19 @@ class Metrics:
         if completion_tokens:
             tkey = ("completion", route, provider, model)
             self.tokens[tkey] = self.tokens.get(tkey, 0) + completion_tokens
+
+    def observe_stream(self, route: str, provider: str, first: float, per_chunk: float | None) -> None:
+        """A stream's time to its first event (from the request's arrival) and mean gap between chunks."""
+        key = (route, provider)
+        hist = self.time_to_first_token.get(key)
+        if hist is None:
+            hist = self.time_to_first_token[key] = _Histogram()
+        hist.observe(first)
+        if per_chunk is not None:
+            hist = self.time_per_chunk.get(key)
+            if hist is None:
+                hist = self.time_per_chunk[key] = _Histogram()
+            hist.observe(per_chunk)
 
     @staticmethod
     def count(table: dict[tuple[str, ...], int], key: tuple[str, ...]) -> None:
@@ -185,6 +200,22 @@ class _Collector:
         for key2, hist in list(m.upstream_duration.items()):
             upstream.add_metric(key2, hist.buckets(), hist.sum)
         yield upstream
+        for attr, name, doc in (
+            (
+                "time_to_first_token",
+                "llmgw_time_to_first_token_seconds",
+                "Time from request received to a stream's first event sent (retries and fallbacks included).",
+            ),
+            (
+                "time_per_chunk",
+                "llmgw_time_per_output_chunk_seconds",
+                "Mean time between the chunks of one complete stream after its first.",
+            ),
+        ):
+            stream_family = core.HistogramMetricFamily(name, doc, labels=["route", "provider"])
+            for key2, hist in list(getattr(m, attr).items()):
+                stream_family.add_metric(key2, hist.buckets(), hist.sum)
+            yield stream_family
         yield core.GaugeMetricFamily("llmgw_in_flight_requests", "Requests being handled.", value=m.in_flight)
         remaining = core.GaugeMetricFamily(
             "llmgw_ratelimit_remaining",

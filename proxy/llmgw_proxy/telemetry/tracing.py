@@ -2,6 +2,9 @@
 
 When ``OTEL_EXPORTER_OTLP_ENDPOINT`` is unset, ``Tracing.enabled`` is False and
 the request path skips every span call: no context objects, no attribute dicts.
+The GenAI client metrics (``genai.ClientMetrics``) are exported over OTLP too
+when ``OTEL_METRICS_EXPORTER=otlp`` asks for them (off by default: the
+sidecar's Prometheus metrics cover the same calls).
 
 When it is on, the trace goes on across the sidecar: a ``traceparent`` from the
 application is the server span's parent, and the provider gets the client
@@ -11,24 +14,35 @@ span's (W3C Trace Context), so an application's trace shows the provider call.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import metrics, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-SYSTEM = {"openai": "openai", "azure-openai": "az.ai.openai", "openai-compatible": "openai"}
+from llmgw_proxy.telemetry import genai
+
 OPERATION = {"chat/completions": "chat", "completions": "text_completion", "embeddings": "embeddings"}
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class Tracing:
-    def __init__(self, provider: trace.TracerProvider | None) -> None:
+    def __init__(
+        self,
+        provider: trace.TracerProvider | None,
+        meter_provider: metrics.MeterProvider | None = None,
+        *,
+        legacy_system: bool = False,
+    ) -> None:
         self.provider = provider
         self.enabled = provider is not None
         self.tracer: trace.Tracer | None = provider.get_tracer("llmgw_proxy") if provider else None
+        self.meter_provider = meter_provider
+        self.metrics = genai.ClientMetrics(meter_provider) if meter_provider is not None else None
+        self.legacy_system = legacy_system  # also write gen_ai.system (OTEL_SEMCONV_STABILITY_OPT_IN)
 
     def server_span(self, endpoint: str, model: str, incoming: Any) -> Any:
         assert self.tracer is not None
@@ -40,19 +54,26 @@ class Tracing:
             attributes={"gen_ai.operation.name": op, "gen_ai.request.model": model},
         )
 
-    def client_span(self, parent: Any, endpoint: str, system: str, model: str, address: str) -> Any:
+    def call_attributes(self, endpoint: str, kind: str, model: str, base_url: str) -> dict[str, Any]:
+        """What names one provider call, in its span and its metrics."""
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": OPERATION.get(endpoint, endpoint),
+            "gen_ai.provider.name": genai.provider_name(kind),
+            "gen_ai.request.model": model,
+            **dict(genai.server_attributes(base_url)),
+        }
+        if self.legacy_system:
+            attributes["gen_ai.system"] = genai.LEGACY_SYSTEM.get(kind, kind)
+        return attributes
+
+    def client_span(self, parent: Any, attributes: dict[str, Any], body: Mapping[str, Any]) -> Any:
+        """The span of one provider call, with the ``gen_ai.request.*`` parameters ``body`` set."""
         assert self.tracer is not None
-        op = OPERATION.get(endpoint, endpoint)
         return self.tracer.start_span(
-            f"{op} {model}",
+            f"{attributes['gen_ai.operation.name']} {attributes['gen_ai.request.model']}",
             context=trace.set_span_in_context(parent),
             kind=trace.SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": op,
-                "gen_ai.system": SYSTEM.get(system, system),
-                "gen_ai.request.model": model,
-                "server.address": address,
-            },
+            attributes={**attributes, **genai.request_attributes(body)},
         )
 
     @staticmethod
@@ -63,14 +84,25 @@ class Tracing:
     def shutdown(self) -> None:
         if isinstance(self.provider, TracerProvider):
             self.provider.shutdown()
+        shutdown = getattr(self.meter_provider, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
 
 
-def from_environment() -> Tracing:
-    if not os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+def from_environment(environ: Mapping[str, str] = os.environ) -> Tracing:
+    if not environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         return Tracing(None)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    name = os.environ.get("OTEL_SERVICE_NAME", "llmgw-proxy")
-    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    resource = Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME", "llmgw-proxy")})
+    provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return Tracing(provider)
+    meter_provider = None
+    if environ.get("OTEL_METRICS_EXPORTER", "").strip() == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        reader = PeriodicExportingMetricReader(OTLPMetricExporter())
+        meter_provider = MeterProvider(metric_readers=[reader], resource=resource)
+    return Tracing(provider, meter_provider, legacy_system=genai.legacy_opted_in(environ))

@@ -58,7 +58,7 @@ def test_policy_settings_map_field_by_field() -> None:
     spec = renderkit.policy_spec(
         provider="azure-openai",
         apiVersion="2024-06-01",
-        timeouts={"connect": 2, "firstByte": 7, "total": 30},
+        timeouts={"connect": 2, "firstByte": 7, "firstEvent": 8, "streamIdle": 9, "total": 30},
         retry={
             "attempts": 4,
             "baseBackoff": 0.5,
@@ -68,6 +68,7 @@ def test_policy_settings_map_field_by_field() -> None:
             "budgetRatio": 0.5,
             "budgetMinPerSecond": 3,
             "budgetWindow": 20,
+            "fallbackOnErrorCodes": ["context_length_exceeded", "content_filter"],
         },
         circuitBreaker={"consecutiveFailures": 3, "failureRatio": 0.5, "openDuration": 5, "failOn": ["5xx"]},
         cache={"enabled": True, "ttl": 60, "mode": "all"},
@@ -80,7 +81,9 @@ def test_policy_settings_map_field_by_field() -> None:
     provider = compiled.providers["p"]
     assert provider.kind is config.ProviderKind.AZURE_OPENAI
     assert provider.api_version == "2024-06-01"
-    assert provider.timeouts == config.Timeouts(connect=2, first_byte=7, total=30)
+    assert provider.timeouts == config.Timeouts(
+        connect=2, first_byte=7, first_event=8, stream_idle=9, total=30
+    )
     assert provider.retry == config.Retry(
         attempts=4,
         base_backoff=0.5,
@@ -90,6 +93,7 @@ def test_policy_settings_map_field_by_field() -> None:
         budget_ratio=0.5,
         budget_min_per_second=3,
         budget_window=20,
+        fallback_on_error_codes=("context_length_exceeded", "content_filter"),
     )
     assert provider.circuit_breaker == config.CircuitBreaker.model_validate(
         {"consecutiveFailures": 3, "failureRatio": 0.5, "openDuration": 5, "failOn": ["5xx"]}
