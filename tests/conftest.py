@@ -12,7 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +107,8 @@ def promtool() -> Path:
     return promkit.binary("promtool")
 
 
-StartPrometheus = Callable[[list[dict[str, Any]]], promkit.Prometheus]
-
-
 @pytest.fixture
-def start_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartPrometheus]:
+def start_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[promkit.StartPrometheus]:
     """Start Prometheus on a free loopback port with the given scrape jobs (promkit.scrape_job);
     every one started is stopped after the test."""
     started: list[promkit.Prometheus] = []

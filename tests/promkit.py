@@ -158,3 +158,7 @@ class Prometheus:
     def series_names(self) -> set[str]:
         names: list[str] = self.api("label/__name__/values")
         return set(names)
+
+
+StartPrometheus = Callable[[list[dict[str, Any]]], Prometheus]
+"""The type of the `start_prometheus` fixture (tests/conftest.py)."""

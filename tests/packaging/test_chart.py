@@ -343,6 +343,11 @@ PROXY_METRICS = {
     "llmgw_breaker_state",
     "llmgw_ratelimit_rejections_total",
     "llmgw_ratelimit_remaining",
+    "llmgw_tokens_total",
+    "llmgw_cache_lookups_total",
+    "llmgw_in_flight_requests",
+    "llmgw_config_reload_failures_total",
+    "llmgw_config_generation",
 }
 
 
