@@ -405,7 +405,7 @@ def test_operator_alerts_cover_reconcile_errors_a_stuck_queue_providers_and_conf
 def test_operator_pod_monitor_scrapes_the_metrics_port(render: Render) -> None:
     monitor = one(render({"monitoring": {"operatorPodMonitor": {"enabled": True}}}), "PodMonitor")
     assert monitor["spec"]["podMetricsEndpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}
     ]
     operator = one(render({}), "Deployment")
     assert monitor["spec"]["selector"]["matchLabels"] == operator["spec"]["selector"]["matchLabels"]
