@@ -18,6 +18,7 @@ from typing import Any
 
 import promkit
 import pytest
+import tracekit
 from clusterkit import ClusterHandle
 
 from llmgw_dev import binaries
@@ -122,3 +123,14 @@ def start_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[promk
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tracekit.Jaeger]:
+    """Jaeger v2 on free loopback ports (the pinned binary, built once into the cache)."""
+    store = tracekit.Jaeger(binaries.ensure("jaeger"), tmp_path_factory.mktemp("jaeger"))
+    try:
+        store.start()
+        yield store
+    finally:
+        store.stop()
