@@ -341,7 +341,7 @@ def kwok_stages() -> Path:
     return target
 
 
-ROUGH_MINUTES = {"kubernetes": 10, "etcd": 2, "helm": 2, "kwok": 1, "kubeconform": 1, "jaeger": 8}
+ROUGH_MINUTES = {"kubernetes": 10, "etcd": 2, "helm": 2, "kwok": 1, "kubeconform": 1, "jaeger": 12}
 """A first build's rough length on two cores, to say up front what is coming (not a bound)."""
 
 
