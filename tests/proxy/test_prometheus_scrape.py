@@ -25,11 +25,10 @@ METRICS_PAGE = ROOT / "docs" / "metrics.md"
 # Labels the Prometheus Operator gives a PodMonitor's target; the dashboard groups by some.
 TARGET_LABELS = {"namespace": "team-a", "pod": "chat-7d9f-abcde", "container": "llmgw-proxy"}
 # Documented series a sidecar exports only after an event this load does not cause; their own
-# tests cause them (test_upstream_faults.py, test_http1.py, test_policies_retries.py).
+# tests cause them (test_upstream_faults.py, test_http1.py).
 NOT_CAUSED_HERE = {
     "llmgw_upstream_bound_violations_total",
     "llmgw_upstream_pool_exhausted_total",
-    "llmgw_retries_denied_total",
 }
 # Bounds of the load: rounds of a few requests until every check holds.
 MAX_ROUNDS = 200
@@ -67,11 +66,22 @@ def config(pair: Pair, key_file: pathlib.Path) -> dict[str, Any]:
         "rateLimit": {"requestsPerMinute": 1, "requestBurst": 1, "maxWait": 0},
     }
     doc["routes"].insert(0, {"model": "limited", "targets": [{"provider": "limited"}]})
+    # A route whose first target refuses connections (nothing listens on port 1) and may retry
+    # more often than a request's maxAttempts (5) allows: the fallback is never tried, the
+    # caller gets a 502.
+    doc["providers"]["down"] = {
+        **doc["providers"]["fallback"],
+        "baseUrl": "http://127.0.0.1:1/v1",
+        "retry": {"attempts": 10, "budgetMinPerSecond": 100},
+    }
+    capped = {"model": "capped", "targets": [{"provider": "down"}, {"provider": "fallback"}]}
+    doc["routes"].insert(0, capped)
     return doc
 
 
 async def one_round(client: openai.AsyncOpenAI) -> None:
-    """Cacheable asks (a miss, then hits), a stream with usage, and one to the limited route."""
+    """Cacheable asks (a miss, then hits), a stream with usage, one to the limited route and one to
+    the capped route."""
     for _ in range(2):
         await client.chat.completions.create(model="m", messages=ASK, temperature=0)
     stream = await client.chat.completions.create(
@@ -83,6 +93,12 @@ async def one_round(client: openai.AsyncOpenAI) -> None:
         await client.chat.completions.create(model="limited", messages=ASK)
     except openai.APIStatusError as e:
         assert e.status_code == 429, e
+    try:
+        await client.chat.completions.create(model="capped", messages=ASK)
+    except openai.APIStatusError as e:
+        assert e.status_code == 502, e
+    else:
+        raise AssertionError("the capped route answered without its fallback")
 
 
 async def test_prometheus_scrapes_the_documented_series_and_every_dashboard_query_has_numbers(
@@ -127,12 +143,18 @@ async def test_prometheus_scrapes_the_documented_series_and_every_dashboard_quer
             break
     assert not missing, f"documented series Prometheus never scraped: {sorted(missing)}"
     assert not empty, f"dashboard queries without numbers: {empty}"
+    # A provider that served callers without a 5xx has a ratio of 0, not a gap in the panel.
+    ratio = promkit.dashboard_expr(queries["Error ratio (5xx) by provider / A"])
+    served = f"sum by (provider) (rate(llmgw_requests_total[{promkit.RATE_INTERVAL}])) > 0"
+    hidden = await asyncio.to_thread(prometheus.query, f"({served}) unless on (provider) ({ratio})")
+    assert hidden == [], "providers with traffic missing from the error ratio panel"
     # The events above really happened, as Prometheus saw them.
     for expr in (
         'llmgw_breaker_transitions_total{provider="primary",to="open"}',
         'llmgw_fallbacks_total{from="primary",to="fallback"}',
         'llmgw_ratelimit_rejections_total{provider="limited",kind="requests"}',
         'llmgw_cache_lookups_total{result="hit"}',
+        'llmgw_retries_denied_total{provider="fallback",reason="max_attempts"}',
     ):
         result = await asyncio.to_thread(prometheus.query, expr)
         assert result and float(result[0]["value"][1]) >= 1, expr
