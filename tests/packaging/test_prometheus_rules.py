@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import Render
 
+# As tests/packaging/conftest.py's `render` fixture: values in, the chart's objects out.
+Render = Callable[[dict[str, Any]], list[dict[str, Any]]]
 UNIT_TESTS = Path(__file__).with_name("promrules")
 ALERT_FILES = sorted(UNIT_TESTS.glob("*.yaml"))
 
