@@ -1,6 +1,7 @@
 """A real Prometheus (Debian's) scrapes a real sidecar: the target is up, the series docs/metrics.md
-documents arrive, and every query of the chart's Grafana dashboard returns numbers after a short
-load, so a renamed metric or a label a panel groups by that the sidecar never sets shows here."""
+documents arrive, every query of the chart's Grafana dashboard returns numbers after a short load,
+and the chart's sidecar alerts find data carrying every label their descriptions name. A renamed
+metric, or a label a panel or alert relies on that the sidecar never sets, shows here."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import asyncio
 import json
 import pathlib
 import re
+import subprocess
 from typing import TYPE_CHECKING, Any
 
 import openai
 import promkit
+import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
-from llmgw_dev import fake_provider
+from llmgw_dev import binaries, fake_provider
 
 if TYPE_CHECKING:
     from conftest import Pair, StartProxy
@@ -49,6 +52,29 @@ def dashboard_queries() -> dict[str, str]:
         for panel in dashboard["panels"]
         for target in panel["targets"]
     }
+
+
+def sidecar_alerts() -> list[dict[str, Any]]:
+    """The chart's alerts over the sidecars' metrics, rendered by the pinned helm."""
+    proc = subprocess.run(
+        [
+            str(binaries.ensure("helm")),
+            "template",
+            "r",
+            str(ROOT / "helm" / "llmgw"),
+            "--set",
+            "monitoring.prometheusRule.enabled=true",
+            "--show-only",
+            "templates/prometheusrule.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    groups = yaml.safe_load(proc.stdout)["spec"]["groups"]
+    rules: list[dict[str, Any]] = next(g for g in groups if g["name"] == "llmgw.sidecar")["rules"]
+    return rules
 
 
 def config(pair: Pair, key_file: pathlib.Path) -> dict[str, Any]:
@@ -158,3 +184,14 @@ async def test_prometheus_scrapes_the_documented_series_and_every_dashboard_quer
     ):
         result = await asyncio.to_thread(prometheus.query, expr)
         assert result and float(result[0]["value"][1]) >= 1, expr
+
+    # Each sidecar alert's expression without its threshold, on the real series: it has data, and
+    # every label its description names is set (the synthetic series of the promtool tests could
+    # carry a label the sidecar does not export).
+    for alert in await asyncio.to_thread(sidecar_alerts):
+        core = re.sub(r"\s*(>|==)\s*[0-9.]+\s*$", "", alert["expr"].strip())
+        used = set(re.findall(r"\$labels\.(\w+)", alert["annotations"]["description"]))
+        result = await asyncio.to_thread(prometheus.query, core)
+        assert result, f"{alert['alert']}: no data on a loaded sidecar"
+        for sample in result:
+            assert all(sample["metric"].get(label) for label in used), (alert["alert"], sample["metric"])
