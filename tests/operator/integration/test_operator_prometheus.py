@@ -31,8 +31,8 @@ def documented_operator_series() -> set[str]:
     return set(re.findall(r"^\| `([a-z_]+)` \|", operator, flags=re.M))
 
 
-def operator_pod_monitor_endpoint() -> dict[str, Any]:
-    """The chart's operator PodMonitor endpoint, rendered by the pinned helm."""
+def rendered(template: str, enable: str) -> dict[str, Any]:
+    """One template of the chart with ``enable`` set to true, rendered by the pinned helm."""
     proc = subprocess.run(
         [
             str(binaries.ensure("helm")),
@@ -42,18 +42,33 @@ def operator_pod_monitor_endpoint() -> dict[str, Any]:
             "--namespace",
             OPERATOR_NAMESPACE,
             "--set",
-            "monitoring.operatorPodMonitor.enabled=true",
+            f"{enable}=true",
             "--show-only",
-            "templates/operator-podmonitor.yaml",
+            f"templates/{template}",
         ],
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    (endpoint,) = yaml.safe_load(proc.stdout)["spec"]["podMetricsEndpoints"]
+    document: dict[str, Any] = yaml.safe_load(proc.stdout)
+    return document
+
+
+def operator_pod_monitor_endpoint() -> dict[str, Any]:
+    """The chart's operator PodMonitor endpoint."""
+    monitor = rendered("operator-podmonitor.yaml", "monitoring.operatorPodMonitor.enabled")
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
     result: dict[str, Any] = endpoint
     return result
+
+
+def operator_alerts() -> list[dict[str, Any]]:
+    rule = rendered("prometheusrule.yaml", "monitoring.prometheusRule.enabled")
+    rules: list[dict[str, Any]] = next(g for g in rule["spec"]["groups"] if g["name"] == "llmgw.operator")[
+        "rules"
+    ]
+    return rules
 
 
 def test_prometheus_scrapes_the_operator_as_its_pod_monitor_says(
@@ -97,3 +112,14 @@ def test_prometheus_scrapes_the_operator_as_its_pod_monitor_says(
     # The operator's own series carry its pod's namespace.
     depth = prometheus.query('workqueue_depth{name="llmgateway"}')
     assert [s["metric"]["namespace"] for s in depth] == [OPERATOR_NAMESPACE]
+
+    # The operator alerts' expressions without their thresholds, on the real series: every label
+    # a description names is set where there is data, and the per-gateway one has data.
+    with_data = set()
+    for alert in operator_alerts():
+        core = re.sub(r"\s*(>|==)\s*[0-9.]+\s*$", "", alert["expr"].strip())
+        used = set(re.findall(r"\$labels\.(\w+)", alert["annotations"]["description"]))
+        for sample in prometheus.query(core):
+            with_data.add(alert["alert"])
+            assert all(sample["metric"].get(label) for label in used), (alert["alert"], sample["metric"])
+    assert "LLMGatewayConfigNotApplied" in with_data
