@@ -14,8 +14,11 @@ import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import promkit
 import pytest
+import tracekit
 from clusterkit import ClusterHandle
 
 from llmgw_dev import binaries
@@ -33,8 +36,9 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-# Fixtures that fetch or build a pinned binary (tests/packaging/conftest.py has helm and kubeconform).
-BINARY_FIXTURES = frozenset({"cluster", "helm", "kubeconform"})
+# Fixtures that fetch or build a pinned binary (tests/packaging/conftest.py has helm and kubeconform),
+# or need one from Debian (prometheus, promtool; .ci/run installs them) or the trace store.
+BINARY_FIXTURES = frozenset({"cluster", "helm", "kubeconform", "promtool", "start_prometheus", "jaeger"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -97,3 +101,36 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[ClusterHandle]:
             yield ClusterHandle("local", c.kubeconfig)
         finally:
             local_cluster.down(c)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    return promkit.binary("promtool")
+
+
+@pytest.fixture
+def start_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[promkit.StartPrometheus]:
+    """Start Prometheus on a free loopback port with the given scrape jobs (promkit.scrape_job);
+    every one started is stopped after the test."""
+    started: list[promkit.Prometheus] = []
+
+    def start(jobs: list[dict[str, Any]]) -> promkit.Prometheus:
+        server = promkit.Prometheus(tmp_path_factory.mktemp("prometheus"), jobs)
+        started.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tracekit.Jaeger]:
+    """Jaeger v2 on free loopback ports (the pinned binary, built once into the cache)."""
+    store = tracekit.Jaeger(binaries.ensure("jaeger"), tmp_path_factory.mktemp("jaeger"))
+    try:
+        store.start()
+        yield store
+    finally:
+        store.stop()

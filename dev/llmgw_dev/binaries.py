@@ -87,6 +87,7 @@ def tools() -> dict[str, Tool]:
     helm_major = helm.split(".")[0]
     kwok = v["kwok"]["version"]
     kubeconform = v["kubeconform"]["version"]
+    jaeger = v["jaeger"]["version"]
     return {
         "kubernetes": Tool(
             name="kubernetes",
@@ -134,6 +135,16 @@ def tools() -> dict[str, Tool]:
             version=kubeconform,
             binaries={"kubeconform": "github.com/yannh/kubeconform/cmd/kubeconform"},
             version_probe=("-v",),
+        ),
+        "jaeger": Tool(
+            name="jaeger",
+            module="github.com/jaegertracing/jaeger",
+            version=jaeger,
+            binaries={"jaeger": "github.com/jaegertracing/jaeger/cmd/jaeger"},
+            ldflags=(f"-X github.com/jaegertracing/jaeger/internal/version.latestVersion={jaeger}",),
+            # Jaeger's go.mod replaces sarama with an older release; the wrapper module must too.
+            pins={"github.com/Shopify/sarama": "v1.33.0"},
+            version_probe=("version",),
         ),
     }
 
@@ -330,7 +341,7 @@ def kwok_stages() -> Path:
     return target
 
 
-ROUGH_MINUTES = {"kubernetes": 10, "etcd": 2, "helm": 2, "kwok": 1, "kubeconform": 1}
+ROUGH_MINUTES = {"kubernetes": 10, "etcd": 2, "helm": 2, "kwok": 1, "kubeconform": 1, "jaeger": 12}
 """A first build's rough length on two cores, to say up front what is coming (not a bound)."""
 
 

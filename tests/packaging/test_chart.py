@@ -343,6 +343,12 @@ PROXY_METRICS = {
     "llmgw_breaker_state",
     "llmgw_ratelimit_rejections_total",
     "llmgw_ratelimit_remaining",
+    "llmgw_tokens_total",
+    "llmgw_cache_lookups_total",
+    "llmgw_in_flight_requests",
+    "llmgw_config_reload_failures_total",
+    "llmgw_config_generation",
+    "llmgw_time_to_first_token_seconds_bucket",
 }
 
 
@@ -400,7 +406,7 @@ def test_operator_alerts_cover_reconcile_errors_a_stuck_queue_providers_and_conf
 def test_operator_pod_monitor_scrapes_the_metrics_port(render: Render) -> None:
     monitor = one(render({"monitoring": {"operatorPodMonitor": {"enabled": True}}}), "PodMonitor")
     assert monitor["spec"]["podMetricsEndpoints"] == [
-        {"port": "metrics", "path": "/metrics", "interval": "30s"}
+        {"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}
     ]
     operator = one(render({}), "Deployment")
     assert monitor["spec"]["selector"]["matchLabels"] == operator["spec"]["selector"]["matchLabels"]
