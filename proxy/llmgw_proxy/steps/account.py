@@ -14,6 +14,7 @@ import logging
 from aiohttp import web
 
 from llmgw_proxy import errors
+from llmgw_proxy.apis import shapes
 from llmgw_proxy.steps.call import Call, Next
 from llmgw_proxy.telemetry import logs, tracing
 
@@ -32,7 +33,7 @@ async def account(call: Call, next_step: Next) -> web.StreamResponse:
         try:
             response = await next_step(call)
         except errors.ProxyError as exc:
-            response = exc.response()
+            response = shapes.response(call.endpoint, exc)
             response.headers["x-request-id"] = call.request_id
             if call.provider is not None:
                 response.headers["x-llmgw-provider"] = call.provider.name

@@ -43,7 +43,7 @@ AnswerHook = Callable[[bool, bytes], None]
 class Call:
     # Set by pipeline.handler when the request arrives.
     request: web.Request
-    endpoint: str  # "chat/completions", "completions" or "embeddings"
+    endpoint: str  # the path after /v1/: "chat/completions", "responses", "messages", a relayed path...
     services: Services
     snapshot: state.Snapshot
     request_id: str
@@ -73,6 +73,7 @@ class Call:
     usage: dict[str, Any] | None = None
     stream_text: str = ""  # a stream's completion text, kept only when wants_usage (to estimate usage)
     broken: errors.ProxyError | None = None  # the upstream failed a stream after its headers went out
+    response_id: str = ""  # a Responses or Messages answer's id (pins stored responses to their provider)
 
 
 Next = Callable[[Call], Awaitable[web.StreamResponse]]

@@ -1,0 +1,105 @@
+"""Typed event streams, read on the way through: the Responses API's and Anthropic's Messages'.
+
+Both name each event (``event: response.output_text.delta``) and repeat the
+name as the data's ``type``. What the sidecar needs sits in a few of them:
+
+==========================  ==============================  =================================
+Responses                   Anthropic Messages              The sidecar takes
+==========================  ==============================  =================================
+``response.created``        ``message_start``               the response id (pins, logs)
+``response.completed``,     ``message_start`` (input),      ``usage``: settles the token
+``.incomplete``, ``.failed``  ``message_delta`` (output)    reservation, metrics and logs
+``response.output_text.     ``content_block_delta``         the text, to estimate usage when
+delta``                     (``text_delta``)                the stream ends without any
+==========================  ==============================  =================================
+
+``EventReader`` is an ``sse.StreamFilter`` (the same bounds on one event and on
+what is kept for the cache) whose per-event work is the table above; events go
+out as they came, none is dropped or changed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from llmgw_proxy import upstream
+from llmgw_proxy.apis import usage as usage_
+from llmgw_proxy.upstream import sse
+
+TYPED = frozenset({"responses", "messages"})
+"""Endpoints whose streams are typed events, read by ``EventReader``."""
+_USAGE = b'"usage"'
+_DELTA = b"delta"
+_FINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+class EventReader(sse.StreamFilter):
+    __slots__ = ("last_sequence", "response_id")
+
+    def __init__(
+        self,
+        keep: bool,
+        text: bool,
+        max_event_bytes: int = upstream.DEFAULT_LIMITS.max_event_bytes,
+        max_kept_bytes: int = upstream.DEFAULT_LIMITS.max_response_bytes,
+    ) -> None:
+        super().__init__(False, text, keep, max_event_bytes, max_kept_bytes)
+        self.response_id = ""
+        self.last_sequence: int | None = None  # Responses numbers its events; an in-band error goes on
+
+    def _event(self, event: bytes) -> bytes:
+        if _USAGE in event or (self._texts is not None and _DELTA in event):
+            for obj in sse.iter_json([event]):
+                self._read(obj)
+        return event + b"\n\n"
+
+    def _read(self, obj: dict[str, Any]) -> None:
+        kind = obj.get("type")
+        sequence = obj.get("sequence_number")
+        if isinstance(sequence, int):
+            self.last_sequence = sequence
+        if kind == "response.created" or kind in _FINAL:
+            response = obj.get("response")
+            if isinstance(response, dict):
+                if isinstance(response.get("id"), str) and not self.response_id:
+                    self.response_id = response["id"]
+                found = response.get("usage")
+                if kind in _FINAL and isinstance(found, dict):
+                    self.usage = usage_.normalized(found)
+        elif kind == "message_start":
+            message = obj.get("message")
+            if isinstance(message, dict):
+                if isinstance(message.get("id"), str):
+                    self.response_id = message["id"]
+                if isinstance(message.get("usage"), dict):
+                    self.usage = usage_.normalized(usage_.merged(self.usage, message["usage"]))
+        elif kind == "message_delta" and isinstance(obj.get("usage"), dict):
+            self.usage = usage_.normalized(usage_.merged(self.usage, obj["usage"]))
+        elif self._texts is not None:
+            self._text_of(kind, obj)
+
+    def _text_of(self, kind: object, obj: dict[str, Any]) -> None:
+        assert self._texts is not None
+        piece: object = None
+        if kind == "response.output_text.delta":
+            piece = obj.get("delta")
+        elif kind == "content_block_delta":
+            delta = obj.get("delta")
+            if isinstance(delta, dict):
+                piece = delta.get("text") if delta.get("type") == "text_delta" else delta.get("partial_json")
+        if isinstance(piece, str) and self._text_chars < self._max_kept:
+            self._text_chars += len(piece)
+            self._texts.append(piece)
+
+
+def response_id(endpoint: str, data: bytes) -> str:
+    """The id of a plain (JSON) answer to a typed endpoint, or ""."""
+    if endpoint not in TYPED:
+        return ""
+    try:
+        answer = json.loads(data)
+    except (ValueError, RecursionError):
+        return ""
+    found = answer.get("id") if isinstance(answer, dict) else None
+    return found if isinstance(found, str) else ""
