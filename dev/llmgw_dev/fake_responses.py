@@ -64,6 +64,13 @@ class Responses:
         self.fake = fake
         self.stored: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self.uploads: list[dict[str, Any]] = []  # what each multipart request held (sizes, field names)
+        self.arrived = 0  # multipart bytes read so far, across requests: tests see an upload arrive
+        self._arrival = asyncio.Condition()
+
+    async def wait_for_bytes(self, count: int) -> None:
+        """Until ``count`` multipart bytes were read: a relay holding the body back never gets there."""
+        async with self._arrival:
+            await self._arrival.wait_for(lambda: self.arrived >= count)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/responses", self._create)
@@ -195,8 +202,12 @@ class Responses:
                 if not isinstance(part, aiohttp.BodyPartReader) or part.name is None:
                     continue
                 size = 0
-                while chunk := await part.read_chunk(64 * 1024):  # part by part, never the whole body
+                # Small pieces, so what arrived is seen soon (a part reader looks one piece ahead).
+                while chunk := await part.read_chunk(4096):
                     size += len(chunk)
+                    async with self._arrival:
+                        self.arrived += len(chunk)
+                        self._arrival.notify_all()
                     if part.filename is None and size <= 1024:
                         fields[part.name] = fields.get(part.name, "") + chunk.decode("utf-8", "replace")
                 sizes[part.name] = size

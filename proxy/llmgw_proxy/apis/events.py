@@ -35,7 +35,7 @@ _FINAL = frozenset({"response.completed", "response.incomplete", "response.faile
 
 
 class EventReader(sse.StreamFilter):
-    __slots__ = ("last_sequence", "response_id")
+    __slots__ = ("_reported", "last_sequence", "response_id")
 
     def __init__(
         self,
@@ -47,6 +47,7 @@ class EventReader(sse.StreamFilter):
         super().__init__(False, text, keep, max_event_bytes, max_kept_bytes)
         self.response_id = ""
         self.last_sequence: int | None = None  # Responses numbers its events; an in-band error goes on
+        self._reported: dict[str, Any] | None = None  # Anthropic's usage as sent, merged across events
 
     def _event(self, event: bytes) -> bytes:
         if _USAGE in event or (self._texts is not None and _DELTA in event):
@@ -73,11 +74,15 @@ class EventReader(sse.StreamFilter):
                 if isinstance(message.get("id"), str):
                     self.response_id = message["id"]
                 if isinstance(message.get("usage"), dict):
-                    self.usage = usage_.normalized(usage_.merged(self.usage, message["usage"]))
+                    self._merge(message["usage"])
         elif kind == "message_delta" and isinstance(obj.get("usage"), dict):
-            self.usage = usage_.normalized(usage_.merged(self.usage, obj["usage"]))
+            self._merge(obj["usage"])
         elif self._texts is not None:
             self._text_of(kind, obj)
+
+    def _merge(self, reported: dict[str, Any]) -> None:
+        self._reported = usage_.merged(self._reported, reported)
+        self.usage = usage_.normalized(self._reported)
 
     def _text_of(self, kind: object, obj: dict[str, Any]) -> None:
         assert self._texts is not None
