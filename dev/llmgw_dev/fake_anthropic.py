@@ -7,7 +7,8 @@ whose ``usage`` has ``input_tokens`` and ``output_tokens``, and streams the
 events in Anthropic's order: ``message_start`` (the input tokens, output 1),
 ``content_block_start``, a ``ping``, one ``content_block_delta`` per word,
 ``content_block_stop``, ``message_delta`` (the cumulative output tokens) and
-``message_stop``. ``max_tokens`` is required, as there.
+``message_stop``. ``max_tokens`` is required, as there, and cuts the reply
+(one word a token; ``stop_reason`` ``max_tokens``).
 
 Faults are the OpenAI fake's (``fake_provider.Fault``), answered in Anthropic's
 shape; ``status: 529`` is Anthropic's "overloaded". ``GET /v1/models`` lists one model.
@@ -69,14 +70,15 @@ class FakeAnthropic(fake_provider.FakeProvider):
         if not isinstance(body, dict) or "model" not in body or not isinstance(body.get("max_tokens"), int):
             return self.error_answer(400, None, "model and max_tokens are required")
         prompt = self.words(body.get("messages")) + self.words(body.get("system"))
-        words = self.reply.split()
+        words = self.reply.split()[: body["max_tokens"]]  # it stops at max_tokens, one word a token
+        stop = "max_tokens" if len(words) < len(self.reply.split()) else "end_turn"
         message = {
             "id": f"msg_fake{next(_IDS):06d}",
             "type": "message",
             "role": "assistant",
             "model": body["model"],
-            "content": [{"type": "text", "text": self.reply}],
-            "stop_reason": "end_turn",
+            "content": [{"type": "text", "text": " ".join(words)}],
+            "stop_reason": stop,
             "stop_sequence": None,
             "usage": {"input_tokens": prompt, "output_tokens": len(words)},
         }
@@ -117,7 +119,7 @@ class FakeAnthropic(fake_provider.FakeProvider):
             await send("content_block_stop", index=0)
             await send(
                 "message_delta",
-                delta={"stop_reason": "end_turn", "stop_sequence": None},
+                delta={"stop_reason": message["stop_reason"], "stop_sequence": None},
                 usage={"output_tokens": len(words)},
             )
             await send("message_stop")

@@ -6,7 +6,8 @@ streamed, the typed events in OpenAI's order (``response.created``,
 ``response.in_progress``, ``response.output_item.added``,
 ``response.content_part.added``, one ``response.output_text.delta`` per word,
 ``response.output_text.done``, ``response.content_part.done``,
-``response.output_item.done``, ``response.completed`` carrying the usage),
+``response.output_item.done``, ``response.completed`` carrying the usage, or
+``response.incomplete`` when ``max_output_tokens`` cut the reply, one word a token),
 each with its ``sequence_number``. A response is stored unless ``store`` is
 false; a ``previous_response_id`` this fake did not store is a 404 (as at a
 provider that never saw it), and ``GET``/``DELETE /v1/responses/{id}`` read
@@ -103,13 +104,20 @@ class Responses:
 
     def _response(self, body: dict[str, Any]) -> dict[str, Any]:
         prompt = self.fake.words(body.get("input")) + self.fake.words(body.get("instructions"))
-        completion = len(self.fake.reply.split())
+        words = self.fake.reply.split()
+        limit = body.get("max_output_tokens")
+        cut = isinstance(limit, int) and len(words) > limit  # a provider stops at the limit, one word a token
+        if cut:
+            words = words[:limit]
+        text = " ".join(words)
+        completion = len(words)
         rid = f"resp_fake{next(_IDS):06d}"
         return {
             "id": rid,
             "object": "response",
             "created_at": int(time.time()),
-            "status": "completed",
+            "status": "incomplete" if cut else "completed",
+            "incomplete_details": {"reason": "max_output_tokens"} if cut else None,
             "model": body["model"],
             "output": [
                 {
@@ -117,7 +125,7 @@ class Responses:
                     "id": f"msg_{rid}",
                     "status": "completed",
                     "role": "assistant",
-                    "content": [{"type": "output_text", "text": self.fake.reply, "annotations": []}],
+                    "content": [{"type": "output_text", "text": text, "annotations": []}],
                 }
             ],
             "parallel_tool_calls": True,
@@ -156,16 +164,17 @@ class Responses:
             await send("response.in_progress", response=start)
             await send("response.output_item.added", output_index=0, item=empty_item)
             await send("response.content_part.added", part=part, **ids)
-            for i, word in enumerate(self.fake.reply.split()):
+            text = message["content"][0]["text"]
+            for i, word in enumerate(text.split()):
                 await send("response.output_text.delta", delta=(" " if i else "") + word, **ids)
                 if i == 0 and fault.stall_mid_stream:
                     await asyncio.sleep(fault.stall_mid_stream)
                 if fault.chunk_delay:
                     await asyncio.sleep(fault.chunk_delay)
-            await send("response.output_text.done", text=self.fake.reply, **ids)
-            await send("response.content_part.done", part={**part, "text": self.fake.reply}, **ids)
+            await send("response.output_text.done", text=text, **ids)
+            await send("response.content_part.done", part={**part, "text": text}, **ids)
             await send("response.output_item.done", output_index=0, item=message)
-            await send("response.completed", response=response)
+            await send(f"response.{response['status']}", response=response)
             await out.write_eof()
         except (asyncio.CancelledError, ConnectionResetError):
             self.fake.cancelled_streams += 1
