@@ -171,7 +171,7 @@ when its ``endpoints`` is unset. Anything else is relayed, and only when a route
 RELAY_ANY = "*"
 """In a route's ``endpoints``: every OpenAI path the sidecar does not model, relayed."""
 MAX_ROUTE_ENDPOINTS = 32
-_ENDPOINT = re.compile(r"[a-z0-9_.-]+(/[a-z0-9_.-]+)*")
+_ENDPOINT = re.compile(r"[a-z0-9_-][a-z0-9_.-]*(/[a-z0-9_-][a-z0-9_.-]*)*")  # no dot segments
 
 
 def family_of_endpoint(endpoint: str) -> ApiFamily:

@@ -21,6 +21,7 @@ the stored Responses objects (``GET``/``DELETE /v1/responses/{id}``, its
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -33,6 +34,9 @@ from llmgw_proxy.steps.call import Call, Next
 
 RESPONSES = "responses"
 CLIENT_CLOSED = 499
+PATH = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*(/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
+"""What a relayed path may be (after ``/v1/``, decoded): plain segments, no dot segment, nothing a
+provider's server would resolve to a path outside ``/v1/`` or read as a query (``%2e%2e``, ``%3f``)."""
 
 
 def stored_response(endpoint: str) -> str:
@@ -42,6 +46,10 @@ def stored_response(endpoint: str) -> str:
 
 
 async def resolve_relay(call: Call, next_step: Next) -> web.StreamResponse:
+    if PATH.fullmatch(call.endpoint) is None:
+        raise errors.bad_request(
+            "The path after /v1/ must be plain segments of letters, digits, '_.-'", "invalid_path"
+        )
     cfg = call.snapshot.config
     stored = stored_response(call.endpoint)
     served = RESPONSES if stored else call.endpoint

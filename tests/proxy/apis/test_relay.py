@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import openai
 import pytest
+import yarl
 
 from llmgw_dev import fake_provider
 
@@ -167,4 +168,22 @@ async def test_a_modelled_path_with_another_method_is_405_not_relayed(
     proxy = await start_proxy(fakes.doc(key_file, [{**ROUTES[0], "endpoints": ["*"]}]))
     async with http.get(proxy.url + "/v1/chat/completions") as resp:
         assert resp.status == 405
+    assert len(fakes.fakes["openai"].requests) == 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/v1/files/%2e%2e/%2e%2e/admin", id="encoded-dot-segments"),
+        pytest.param("/v1/files/x%3Fpurpose=other", id="encoded-query"),
+        pytest.param("/v1/files//x", id="empty-segment"),
+    ],
+)
+async def test_a_relayed_path_cannot_leave_v1_at_the_provider(
+    start_proxy: StartProxy, fakes: Fakes, key_file: pathlib.Path, http: aiohttp.ClientSession, path: str
+) -> None:
+    proxy = await start_proxy(fakes.doc(key_file, ROUTES))
+    async with http.get(yarl.URL(proxy.url + path, encoded=True)) as resp:
+        assert resp.status == 400
+        assert (await resp.json())["error"]["code"] == "invalid_path"
     assert len(fakes.fakes["openai"].requests) == 0
