@@ -55,7 +55,8 @@ async def test_concurrent_responses_and_messages_streams_stay_within_one_reserva
         final = events[-1]
         assert final.type == "response.incomplete"
         assert final.response.usage is not None
-        return final.response.usage.total_tokens
+        total: int = final.response.usage.total_tokens
+        return total
 
     async def messages_stream() -> int | None:
         try:
@@ -66,7 +67,8 @@ async def test_concurrent_responses_and_messages_streams_stay_within_one_reserva
         except anthropic.RateLimitError:
             return None
         assert message.stop_reason == "max_tokens"
-        return message.usage.input_tokens + message.usage.output_tokens
+        used: int = message.usage.input_tokens + message.usage.output_tokens
+        return used
 
     used = await asyncio.gather(
         *(responses_stream() for _ in range(STREAMS)), *(messages_stream() for _ in range(STREAMS))

@@ -193,7 +193,11 @@ def test_the_config_refuses_a_route_that_mixes_api_families(route: dict[str, obj
 
 
 def test_declared_endpoints_are_normalised_and_decide_what_a_route_serves() -> None:
-    route = {"model": "m", "targets": [{"provider": "o"}], "endpoints": ["responses", "audio/*", "/files/"]}
+    route: dict[str, object] = {
+        "model": "m",
+        "targets": [{"provider": "o"}],
+        "endpoints": ["responses", "audio/*", "/files/"],
+    }
     cfg = config.parse(_doc([route]))
     served = cfg.routes[0]
     assert served.endpoints == ("responses", "audio", "files")
