@@ -193,7 +193,7 @@ def check_endpoints(names: tuple[str, ...]) -> tuple[str, ...]:
         families.add(ApiFamily.OPENAI)
     if len(families) > 1:
         raise ValueError(
-            "endpoints: 'messages' (Anthropic) cannot be served by a route with OpenAI endpoints"
+            "endpoints: 'messages' is Anthropic's, not to be served by a route with OpenAI endpoints"
         )
     return tuple(out)
 

@@ -171,7 +171,7 @@ def _doc(routes: list[dict[str, object]]) -> dict[str, object]:
         ),
         pytest.param(
             {"model": "m", "targets": [{"provider": "a"}], "endpoints": ["messages", "chat/completions"]},
-            "'messages' (Anthropic) cannot be served by a route with OpenAI endpoints",
+            "'messages' is Anthropic's, not to be served by a route with OpenAI endpoints",
             id="families-mixed-in-endpoints",
         ),
         pytest.param(
