@@ -193,7 +193,7 @@ class _Connection(asyncio.Protocol):
         self._field_bytes = 0
         self._framing = 0  # bytes received since the last body byte: a head or trailers that never end
         self._writable: asyncio.Future[None] | None = None  # set while the socket's write buffer is full
-        self._spoiled = False  # an upload was cut short: the connection cannot carry another request
+        self._spoiled = False  # an upload is not all sent: the connection cannot carry another request
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -350,6 +350,9 @@ class _Connection(asyncio.Protocol):
 
     async def upload(self, started: asyncio.Future[Response], body: upstream.Upload) -> Response:
         """Send ``body`` after the head ``start`` wrote, until it ends or the answer comes."""
+        # Until the last byte went out, an answer that ends must not return the connection to the
+        # pool: the rest of this body would be read as the next request.
+        self._spoiled = True
         pump = asyncio.ensure_future(self._pump(body))
         try:
             await asyncio.wait((started, pump), return_when=asyncio.FIRST_COMPLETED)
@@ -361,8 +364,7 @@ class _Connection(asyncio.Protocol):
             return await started
         finally:
             if not pump.done():
-                self._spoiled = True  # answered before the whole body went out
-                pump.cancel()
+                pump.cancel()  # answered before the whole body went out: the connection stays spoiled
 
     async def _pump(self, body: upstream.Upload) -> None:
         chunked = body.length is None
@@ -376,6 +378,7 @@ class _Connection(asyncio.Protocol):
                 await self._writable  # the peer reads slower than the caller sends: wait for it
         if chunked and not self.closed and self.transport is not None:
             self.transport.write(b"0\r\n\r\n")
+        self._spoiled = False  # all of it went out: the connection may serve another request
 
     def resume(self) -> None:
         if self.paused and self.transport is not None:
