@@ -66,7 +66,10 @@ async def resolve_relay(call: Call, next_step: Next) -> web.StreamResponse:
         if found:
             route, target = found[0]
     call.route, call.targets, call.model = route, (target,), target.model or ""
-    return await next_step(call)
+    response = await next_step(call)
+    if stored and call.request.method == "DELETE" and call.status == 200:
+        call.services.live.pins.forget(stored)  # deleted there: nothing is left to pin to
+    return response
 
 
 async def relay(call: Call, next_step: Next) -> web.StreamResponse:

@@ -4,7 +4,8 @@ Why not aiohttp's client: per request it builds a URL, a request object, a
 payload, a writer, a response object, a stream reader and their timers, which
 cost the sidecar about as much CPU as all of its own work. A provider call is
 always the same shape (POST, a bytes body, an answer read whole or relayed
-chunk by chunk), so this client does only that:
+chunk by chunk; a relayed upload's body sent as it arrives, paced by the
+socket's write buffer), so this client does only that:
 
 - one ``asyncio.Protocol`` per connection; the request goes out as one write;
 - connections are kept per origin (scheme, host, port), reused most recent

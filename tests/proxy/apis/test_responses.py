@@ -113,8 +113,10 @@ async def test_a_stored_response_is_pinned_to_the_fallback_that_created_it(
     read = await client.responses.with_raw_response.retrieve(created.id)
     assert read.headers["x-llmgw-provider"] == "openai2"
     assert read.parse().id == created.id
+    assert proxy.live.pins.owner(created.id) == "openai2"
     await client.responses.delete(created.id)
     assert created.id not in fallback.responses.stored
+    assert proxy.live.pins.owner(created.id) is None  # deleted at the provider: forgotten here
     assert [r.path for r in primary.requests] == ["/v1/responses"]  # only the failed first try
 
 
