@@ -15,7 +15,10 @@ delta``                     (``text_delta``)                the stream ends with
 
 ``EventReader`` is an ``sse.StreamFilter`` (the same bounds on one event and on
 what is kept for the cache) whose per-event work is the table above; events go
-out as they came, none is dropped or changed.
+out as they came, none is dropped or changed. An Anthropic stream's usage is
+known only once ``message_delta`` came (``message_start``'s output count is a
+placeholder): one that breaks before is settled on the estimate from its text,
+like a chat stream without a usage chunk.
 """
 
 from __future__ import annotations
@@ -35,7 +38,11 @@ _FINAL = frozenset({"response.completed", "response.incomplete", "response.faile
 
 
 class EventReader(sse.StreamFilter):
-    __slots__ = ("_reported", "last_sequence", "response_id")
+    """Reads a typed stream on the way through. Only events that mention ``"usage"`` are decoded
+    as they pass; text deltas are kept as raw events (bounded like the text) and decoded only if
+    the stream ended without usage, the one case the text is for."""
+
+    __slots__ = ("_deltas", "_reported", "events", "response_id")
 
     def __init__(
         self,
@@ -44,22 +51,34 @@ class EventReader(sse.StreamFilter):
         max_event_bytes: int = upstream.DEFAULT_LIMITS.max_event_bytes,
         max_kept_bytes: int = upstream.DEFAULT_LIMITS.max_response_bytes,
     ) -> None:
-        super().__init__(False, text, keep, max_event_bytes, max_kept_bytes)
+        super().__init__(False, False, keep, max_event_bytes, max_kept_bytes)
         self.response_id = ""
-        self.last_sequence: int | None = None  # Responses numbers its events; an in-band error goes on
+        self.events = 0
+        self._deltas: list[bytes] | None = [] if text else None
         self._reported: dict[str, Any] | None = None  # Anthropic's usage as sent, merged across events
 
+    @property
+    def last_sequence(self) -> int | None:
+        """The Responses ``sequence_number`` of the last event relayed (they count from 0)."""
+        return self.events - 1 if self.events else None
+
+    def text(self) -> str:
+        if self.usage is not None or not self._deltas:
+            return ""  # the usage is known: no estimate needs the text
+        return "".join(p for p in map(_piece, sse.iter_json(self._deltas)) if p)
+
     def _event(self, event: bytes) -> bytes:
-        if _USAGE in event or (self._texts is not None and _DELTA in event):
+        self.events += 1
+        if _USAGE in event:
             for obj in sse.iter_json([event]):
                 self._read(obj)
+        elif self._deltas is not None and _DELTA in event and self._text_chars < self._max_kept:
+            self._text_chars += len(event)
+            self._deltas.append(event)
         return event + b"\n\n"
 
     def _read(self, obj: dict[str, Any]) -> None:
         kind = obj.get("type")
-        sequence = obj.get("sequence_number")
-        if isinstance(sequence, int):
-            self.last_sequence = sequence
         if kind == "response.created" or kind in _FINAL:
             response = obj.get("response")
             if isinstance(response, dict):
@@ -74,28 +93,24 @@ class EventReader(sse.StreamFilter):
                 if isinstance(message.get("id"), str):
                     self.response_id = message["id"]
                 if isinstance(message.get("usage"), dict):
-                    self._merge(message["usage"])
+                    # Its output count is a placeholder: the usage is known only with message_delta's.
+                    self._reported = usage_.merged(self._reported, message["usage"])
         elif kind == "message_delta" and isinstance(obj.get("usage"), dict):
-            self._merge(obj["usage"])
-        elif self._texts is not None:
-            self._text_of(kind, obj)
+            self._reported = usage_.merged(self._reported, obj["usage"])
+            self.usage = usage_.normalized(self._reported)
 
-    def _merge(self, reported: dict[str, Any]) -> None:
-        self._reported = usage_.merged(self._reported, reported)
-        self.usage = usage_.normalized(self._reported)
 
-    def _text_of(self, kind: object, obj: dict[str, Any]) -> None:
-        assert self._texts is not None
-        piece: object = None
-        if kind == "response.output_text.delta":
-            piece = obj.get("delta")
-        elif kind == "content_block_delta":
-            delta = obj.get("delta")
-            if isinstance(delta, dict):
-                piece = delta.get("text") if delta.get("type") == "text_delta" else delta.get("partial_json")
-        if isinstance(piece, str) and self._text_chars < self._max_kept:
-            self._text_chars += len(piece)
-            self._texts.append(piece)
+def _piece(obj: dict[str, Any]) -> str | None:
+    """The text one delta event adds: Responses' output text, Anthropic's text or tool input."""
+    kind = obj.get("type")
+    piece: object = None
+    if kind == "response.output_text.delta":
+        piece = obj.get("delta")
+    elif kind == "content_block_delta":
+        delta = obj.get("delta")
+        if isinstance(delta, dict):
+            piece = delta.get("text") if delta.get("type") == "text_delta" else delta.get("partial_json")
+    return piece if isinstance(piece, str) else None
 
 
 def response_id(endpoint: str, data: bytes) -> str:

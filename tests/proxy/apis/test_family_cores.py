@@ -77,7 +77,7 @@ def _responses_stream() -> bytes:
 @pytest.mark.parametrize(
     ("stream", "expected"),
     [
-        pytest.param(_anthropic_stream(), ("msg_1", 7, 9, 16, None), id="anthropic"),
+        pytest.param(_anthropic_stream(), ("msg_1", 7, 9, 16, 4), id="anthropic"),
         pytest.param(_responses_stream(), ("resp_1", 4, 2, 6, 2), id="responses"),
     ],
 )
@@ -104,9 +104,14 @@ def test_a_typed_stream_yields_its_id_and_usage_however_it_is_cut_and_goes_out_u
 
 
 def test_the_text_of_a_typed_stream_is_kept_for_the_estimate_when_no_usage_comes() -> None:
+    cut_short = _anthropic_stream().split(b"event: message_start")[1].split(b"event: message_delta")[0]
     reader = events.EventReader(keep=False, text=True)
-    reader.filter(_anthropic_stream())
+    reader.filter(b"event: ping\ndata: {}\n\nevent: message_start" + cut_short)  # no usage came
+    assert reader.usage is None
     assert reader.text() == "Hello there"
+    complete = events.EventReader(keep=False, text=True)
+    complete.filter(_anthropic_stream())
+    assert complete.text() == ""  # the usage came: nothing to estimate
 
 
 @pytest.mark.parametrize(
