@@ -14,7 +14,7 @@ from llmgw_dev import demo
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-FIXED_PORTS = (demo.PROXY_PORT, demo.ADMIN_PORT, *demo.PROVIDERS.values())
+FIXED_PORTS = (demo.PROXY_PORT, demo.ADMIN_PORT, *demo.PROVIDERS.values(), demo.ANTHROPIC_PORT)
 
 
 def test_the_demo_runs_every_step_and_stops_everything_it_started(cluster: ClusterHandle) -> None:
@@ -41,6 +41,8 @@ def test_the_demo_runs_every_step_and_stops_everything_it_started(cluster: Clust
         "ok: llmgw/chat is Ready",
         "ok: served by the primary provider",
         "ok: the answer arrived as several chunks",
+        "ok: a Responses API answer",
+        "ok: served by the anthropic policy",
         "ok: answered from the sidecar's cache",
         "ok: every answer came from the fallback",
         "ok: the primary's breaker is open",

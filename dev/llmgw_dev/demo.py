@@ -6,8 +6,9 @@ with the chart's ServiceAccount token (proof that the chart's RBAC suffices);
 Ready; 6. the sidecar run with exactly the ConfigMap and Secret content the
 operator rendered, mounted where kubelet would mount them (a private mount
 namespace over an overlay of /etc, so the host is untouched); 7. the openai
-client: an answer, a stream, a cache hit, the breaker opening with fallback,
-a policy edit hot-reloaded, and a 429 from the local limit; 8. the status.
+client: an answer, a stream, a Responses API call, a cache hit, the breaker
+opening with fallback, a policy edit hot-reloaded, and a 429 from the local
+limit; the anthropic client: one Messages call to an anthropic policy; 8. the status.
 Everything started is stopped, in reverse order. Any failed check exits 1.
 
 The gateway's pods sit on a fake node whose pod IPs are loopback addresses,
@@ -43,6 +44,21 @@ GATEWAY = "chat"
 PROVIDERS = {"primary": 18080, "fallback": 18081}
 PROXY_PORT, ADMIN_PORT = 8080, 9090
 MODEL = "gpt-4o-mini"
+CLAUDE = "claude-sonnet"
+ANTHROPIC_PORT = 18082
+# The demo's Anthropic policy and route, added to the samples' gateway: the samples stay the
+# newcomer's OpenAI-compatible setup. The fake takes any key, so the samples' Secret serves.
+ANTHROPIC_POLICY = {
+    "apiVersion": "llmgateway.io/v1alpha1",
+    "kind": "ProviderPolicy",
+    "metadata": {"name": "anthropic"},
+    "spec": {
+        "provider": "anthropic",
+        "baseURL": f"http://127.0.0.1:{ANTHROPIC_PORT}/v1",
+        "apiKeySecretRef": {"name": "llm-provider-keys", "key": "primary"},
+    },
+}
+CLAUDE_ROUTE = {"model": CLAUDE, "targets": [{"policy": "anthropic"}]}
 
 
 class DemoError(RuntimeError):
@@ -233,10 +249,22 @@ def run(work: Path) -> None:
                     work / f"fake-{name}.log",
                 )
             )
-        for name, port in PROVIDERS.items():
+        if not port_free(ANTHROPIC_PORT):
+            raise DemoError(f"port {ANTHROPIC_PORT} (fake Anthropic provider) is taken")
+        stack.enter_context(
+            process(
+                "fake Anthropic provider",
+                [sys.executable, "-m", "llmgw_dev.fake_anthropic", "--port", str(ANTHROPIC_PORT)],
+                work / "fake-anthropic.log",
+            )
+        )
+        for name, port in [*PROVIDERS.items(), ("anthropic", ANTHROPIC_PORT)]:
             url = f"http://127.0.0.1:{port}/v1/models"
             eventually(f"fake provider {name}", functools.partial(answers_ok, url))
-        show(f"primary on :{PROVIDERS['primary']}, fallback on :{PROVIDERS['fallback']}")
+        show(
+            f"primary on :{PROVIDERS['primary']}, fallback on :{PROVIDERS['fallback']}, "
+            f"anthropic on :{ANTHROPIC_PORT}"
+        )
 
         step("A fake node whose pod IPs are loopback addresses, so the operator can reach the sidecar")
         loopback_node(kc)
@@ -248,6 +276,10 @@ def run(work: Path) -> None:
             show(
                 kubectl(kc, "-n", NAMESPACE, "apply", "-f", str(ROOT / "samples" / f"{sample}.yaml")).strip()
             )
+        show(kubectl(kc, "-n", NAMESPACE, "apply", "-f", "-", input=json.dumps(ANTHROPIC_POLICY)).strip())
+        add_route = [{"op": "add", "path": "/spec/routes/-", "value": CLAUDE_ROUTE}]
+        kubectl(kc, "-n", NAMESPACE, "patch", "llmgw", GATEWAY, "--type", "json", "-p", json.dumps(add_route))
+        show(f"added route {CLAUDE} -> policy anthropic (provider: anthropic)")
         kubectl(kc, "-n", NAMESPACE, "wait", "--for=condition=Ready", f"llmgw/{GATEWAY}", "--timeout=90s")
         check(True, f"llmgw/{GATEWAY} is Ready")
 
@@ -325,6 +357,33 @@ def talk(kc: Path, sc: sidecar.Running) -> None:
     ]
     show(f"{len(chunks)} chunks: {''.join(chunks)!r}")
     check(len(chunks) > 1, "the answer arrived as several chunks")
+
+    step("The Responses API (what the Agents SDK calls), through the same route")
+    raw_response = client.responses.with_raw_response.create(model=MODEL, input="Say hello")
+    response = raw_response.parse()
+    show(
+        f"{response.output_text!r} via {raw_response.headers.get('x-llmgw-provider')}, "
+        f"usage {response.usage.total_tokens if response.usage else None} tokens, id {response.id}"
+    )
+    check(response.status == "completed", "a Responses API answer")
+
+    step("Anthropic's Messages API with the anthropic client, to the anthropic policy")
+    import anthropic
+
+    claude = anthropic.Anthropic(
+        base_url=f"http://127.0.0.1:{PROXY_PORT}", api_key="the-app-has-no-key", max_retries=0
+    )
+    raw_message = claude.messages.with_raw_response.create(
+        model=CLAUDE, max_tokens=64, messages=[{"role": "user", "content": "Say hello"}]
+    )
+    message = raw_message.parse()
+    text = message.content[0].text if message.content and message.content[0].type == "text" else ""
+    show(
+        f"{text!r} via {raw_message.headers.get('x-llmgw-provider')}, "
+        f"usage {message.usage.input_tokens}+{message.usage.output_tokens} tokens"
+    )
+    check(raw_message.headers.get("x-llmgw-provider") == "anthropic", "served by the anthropic policy")
+    claude.close()
 
     step("The same deterministic question again: a cache hit")
     raw = client.chat.completions.with_raw_response.create(**ask)  # type: ignore[call-overload]

@@ -2,6 +2,7 @@
 
 Serves ``/v1/chat/completions`` (streaming too, with
 ``stream_options.include_usage``), ``/v1/completions``, ``/v1/embeddings``,
+the Responses API and relayed endpoints (``fake_responses``),
 ``GET /v1/models`` and the Azure OpenAI form
 ``/openai/deployments/{deployment}/{endpoint}``. Answers carry a realistic
 ``usage`` (whitespace word counts). Every request is recorded (path, query,
@@ -52,6 +53,8 @@ from typing import Any
 
 from aiohttp import web
 
+from llmgw_dev import fake_responses
+
 REPLY = "Hello from the fake provider. It answers every question the same way."
 
 
@@ -101,14 +104,17 @@ class Received:
     body: Any
 
 
-def _words(value: object) -> int:
+def words(value: object) -> int:
     if isinstance(value, str):
         return len(value.split())
     if isinstance(value, list):
-        return sum(_words(v) for v in value)
+        return sum(words(v) for v in value)
     if isinstance(value, dict):
-        return sum(_words(v) for v in value.values())
+        return sum(words(v) for v in value.values())
     return 0
+
+
+_words = words  # the name the module used before words became public
 
 
 class FakeProvider:
@@ -120,6 +126,7 @@ class FakeProvider:
         self.started_streams = 0
         self.finished_streams = 0
         self.cancelled_streams = 0
+        self.responses = fake_responses.Responses(self)
 
     def plan(self, *faults: Fault) -> None:
         self.faults.extend(faults)
@@ -128,7 +135,12 @@ class FakeProvider:
         self.faults.clear()
         self.requests.clear()
 
-    def _next_fault(self) -> Fault | None:
+    words = staticmethod(words)
+
+    def take_fault(self) -> Fault:
+        return self.next_fault() or Fault()
+
+    def next_fault(self) -> Fault | None:
         if not self.faults:
             return None
         fault = self.faults[0]
@@ -144,10 +156,41 @@ class FakeProvider:
             app.router.add_post(f"/v1/{endpoint}", self._handler(endpoint))
             app.router.add_post(f"/openai/deployments/{{deployment}}/{endpoint}", self._handler(endpoint))
         app.router.add_get("/v1/models", self._models)
+        self.responses.routes(app)
         app.router.add_post("/_control", self._control_plan)
         app.router.add_delete("/_control", self._control_clear)
         app.router.add_get("/_control/requests", self._control_requests)
         return app
+
+    async def receive(self, request: web.Request) -> tuple[Any, Fault]:
+        """Read and record a request (a JSON body decoded), and take its fault."""
+        raw = await request.read()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        if self.record:
+            self.requests.append(
+                Received(request.method, request.path, dict(request.query), dict(request.headers), body)
+            )
+        return body, self.next_fault() or Fault()
+
+    async def act(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
+        """Carry out ``fault`` before an answer: the error answer it asks for, or None to answer."""
+        if fault.reset:
+            assert request.transport is not None
+            request.transport.abort()
+            raise asyncio.CancelledError  # the handler ends; nothing is written
+        if fault.stall or fault.latency:
+            await asyncio.sleep(fault.stall + fault.latency)
+        if fault.status is not None and fault.status >= 400:
+            return self.error_answer(fault.status, fault.retry_after)
+        return None
+
+    def error_answer(
+        self, status: int, retry_after: float | None, message: str | None = None
+    ) -> web.Response:
+        return error(status, retry_after, message)
 
     def _handler(self, endpoint: str) -> Any:
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -160,7 +203,7 @@ class FakeProvider:
                 self.requests.append(
                     Received(request.method, request.path, dict(request.query), dict(request.headers), body)
                 )
-            fault = self._next_fault() or Fault()
+            fault = self.next_fault() or Fault()
             if fault.reset:
                 assert request.transport is not None
                 request.transport.abort()
@@ -168,9 +211,9 @@ class FakeProvider:
             if fault.stall or fault.latency:
                 await asyncio.sleep(fault.stall + fault.latency)
             if fault.status is not None and fault.status >= 400:
-                return _error(fault.status, fault.retry_after, code=fault.code)
+                return error(fault.status, fault.retry_after, code=fault.code)
             if not isinstance(body, dict) or "model" not in body:
-                return _error(400, None, "the fake provider needs a JSON body with a model")
+                return error(400, None, "the fake provider needs a JSON body with a model")
             model = str(request.match_info.get("deployment") or body["model"])
             if endpoint == "chat/completions" and body.get("stream") is True:
                 return await self._stream(request, body, model, fault)
@@ -285,7 +328,7 @@ class FakeProvider:
             data = await request.json()
             faults = [Fault.from_json(f) for f in data.get("faults", [])]
         except (ValueError, TypeError, AttributeError) as exc:
-            return _error(400, None, f"bad fault plan: {exc}")
+            return error(400, None, f"bad fault plan: {exc}")
         self.plan(*faults)
         return web.json_response({"pending": len(self.faults)})
 
@@ -297,7 +340,7 @@ class FakeProvider:
         return web.json_response([dataclasses.asdict(r) for r in self.requests])
 
 
-def _error(
+def error(
     status: int, retry_after: float | None, message: str | None = None, code: str | None = None
 ) -> web.Response:
     kind = (
@@ -312,6 +355,9 @@ def _error(
     }
     headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
     return web.json_response(body, status=status, headers=headers)
+
+
+_error = error  # idem
 
 
 CONTROL_HELP = """\
@@ -329,7 +375,10 @@ control API, on the same port:
   DELETE /_control            clear the faults and the recorded requests
 
 It serves /v1/chat/completions (streaming too), /v1/completions, /v1/embeddings,
-GET /v1/models and Azure's /openai/deployments/{deployment}/{endpoint}, with any key.
+/v1/responses (streaming too; GET and DELETE /v1/responses/{id}), audio/transcriptions,
+images/generations, moderations and files, GET /v1/models and Azure's
+/openai/deployments/{deployment}/{endpoint}, with any key. `python -m
+llmgw_dev.fake_anthropic` takes the same options and serves Anthropic's /v1/messages.
 """
 
 
@@ -352,9 +401,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, make: type[FakeProvider] | None = None) -> None:
+    """Run a fake; ``make`` picks which (``fake_anthropic.main`` passes its own)."""
+    make = make or FakeProvider
     args = parser().parse_args(argv)
-    fake = FakeProvider(record=not args.no_record)
+    fake = make(record=not args.no_record)
 
     async def serve() -> None:
         # SIGTERM is how benchmarks and tests stop it: a clean exit, not death by signal. The

@@ -14,6 +14,7 @@ import enum
 import functools
 import hashlib
 import json
+import re
 from typing import Annotated, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -31,6 +32,11 @@ OTHER_MODEL = "other"
 
 FORWARDED_HEADERS = ("content-type", "accept", "user-agent", "openai-beta", "traceparent", "tracestate")
 """Caller headers sent upstream by default; a provider's ``forwardHeaders`` adds to them."""
+ANTHROPIC_HEADERS = ("anthropic-version", "anthropic-beta")
+"""Caller headers an ``anthropic`` provider gets besides ``FORWARDED_HEADERS``: they select the API
+version and beta features the caller's SDK was written for."""
+ANTHROPIC_VERSION = "2023-06-01"
+"""The ``anthropic-version`` an ``anthropic`` provider gets when neither caller nor policy sets one."""
 HOP_BY_HOP = frozenset(
     {
         # RFC 9110 7.6.1: they describe one connection, so they end at the sidecar either way.
@@ -140,6 +146,58 @@ class ProviderKind(enum.StrEnum):
     OPENAI = "openai"
     AZURE_OPENAI = "azure-openai"
     OPENAI_COMPATIBLE = "openai-compatible"
+    ANTHROPIC = "anthropic"
+
+
+class ApiFamily(enum.StrEnum):
+    """The API a provider kind speaks. Requests are relayed natively, never translated, so a route
+    serves one family: an OpenAI-shaped request never reaches an Anthropic target, or the reverse."""
+
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+
+
+FAMILY = {
+    ProviderKind.OPENAI: ApiFamily.OPENAI,
+    ProviderKind.AZURE_OPENAI: ApiFamily.OPENAI,
+    ProviderKind.OPENAI_COMPATIBLE: ApiFamily.OPENAI,
+    ProviderKind.ANTHROPIC: ApiFamily.ANTHROPIC,
+}
+
+MODELLED_ENDPOINTS = {
+    ApiFamily.OPENAI: ("chat/completions", "completions", "embeddings", "responses"),
+    ApiFamily.ANTHROPIC: ("messages",),
+}
+"""The endpoints the sidecar understands (every policy applies), by family: what a route serves
+when its ``endpoints`` is unset. Anything else is relayed, and only when a route declares it."""
+RELAY_ANY = "*"
+"""In a route's ``endpoints``: every OpenAI path the sidecar does not model, relayed."""
+MAX_ROUTE_ENDPOINTS = 32
+_ENDPOINT = re.compile(r"[a-z0-9_-][a-z0-9_.-]*(/[a-z0-9_-][a-z0-9_.-]*)*")  # no dot segments
+
+
+def family_of_endpoint(endpoint: str) -> ApiFamily:
+    """The family whose callers use ``endpoint`` (a path after ``/v1/``): ``messages`` is Anthropic's."""
+    return ApiFamily.ANTHROPIC if endpoint in MODELLED_ENDPOINTS[ApiFamily.ANTHROPIC] else ApiFamily.OPENAI
+
+
+def check_endpoints(names: tuple[str, ...]) -> tuple[str, ...]:
+    """A route's ``endpoints``, normalised (``audio/*`` is ``audio``), or ValueError naming the problem."""
+    out: list[str] = []
+    for name in names:
+        entry = name.strip().strip("/").removesuffix("/*")
+        if entry != RELAY_ANY and _ENDPOINT.fullmatch(entry) is None:
+            raise ValueError(f"endpoints: {name[:64]!r} is not a path after /v1/ (like 'audio' or 'files')")
+        if entry not in out:
+            out.append(entry)
+    families = {family_of_endpoint(e) for e in out if e != RELAY_ANY}
+    if RELAY_ANY in out:
+        families.add(ApiFamily.OPENAI)
+    if len(families) > 1:
+        raise ValueError(
+            "endpoints: 'messages' is Anthropic's, not to be served by a route with OpenAI endpoints"
+        )
+    return tuple(out)
 
 
 class FailureKind(enum.StrEnum):
@@ -340,7 +398,11 @@ class Provider(_Model):
     kind: ProviderKind = ProviderKind.OPENAI_COMPATIBLE
     base_url: str = Field(description="Up to and including /v1, e.g. https://api.openai.com/v1.")
     api_key_file: str | None = Field(None, description="File holding the key; re-read when it changes.")
-    api_version: str | None = Field(None, description="Azure OpenAI api-version query parameter.")
+    api_version: str | None = Field(
+        None,
+        description="Azure OpenAI api-version query parameter; for anthropic, the anthropic-version "
+        "header sent when the caller sends none (default 2023-06-01).",
+    )
     timeouts: Timeouts = Timeouts()
     rate_limit: RateLimit | None = None
     model_rate_limits: dict[str, RateLimit] = Field(
@@ -374,6 +436,29 @@ class Target(_Model):
 class Route(_Model):
     model: str = Field(description="Model name the application asks for; '*' matches any.")
     targets: tuple[Target, ...] = Field(min_length=1, description="Primary first, then fallbacks in order.")
+    endpoints: tuple[str, ...] | None = Field(
+        None,
+        max_length=MAX_ROUTE_ENDPOINTS,
+        description="Paths after /v1/ this route serves: modelled endpoints (chat/completions, "
+        "completions, embeddings, responses; messages for Anthropic) and path prefixes relayed as "
+        "they are (audio, images, moderations, files, batches, ...; '*' for any path not modelled). "
+        "Unset: the modelled endpoints of its providers' API family, nothing relayed.",
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        return None if value is None else check_endpoints(value)
+
+    def serves(self, endpoint: str, family: ApiFamily) -> bool:
+        """The route serves ``endpoint`` (a modelled one, or a relayed path) for a ``family`` route."""
+        if self.endpoints is None:
+            return endpoint in MODELLED_ENDPOINTS[family]
+        if endpoint in self.endpoints:
+            return True
+        if endpoint in MODELLED_ENDPOINTS[family]:
+            return False  # a modelled endpoint is served only when named
+        return RELAY_ANY in self.endpoints or any(endpoint.startswith(e + "/") for e in self.endpoints)
 
 
 class ProxyConfig(_Model):
@@ -392,6 +477,14 @@ class ProxyConfig(_Model):
     providers: dict[str, Provider] = Field(min_length=1)
     routes: tuple[Route, ...] = Field(min_length=1)
     cache: CacheStore = CacheStore()
+    max_pinned_responses: int = Field(
+        10_000,
+        ge=0,
+        le=1_000_000,
+        description="Responses API ids the sidecar remembers with the provider that created them, so "
+        "calls naming one (previous_response_id, GET /v1/responses/{id}) go to that provider; the "
+        "oldest are forgotten first, and a forgotten or unknown id goes to its route's first target.",
+    )
 
     @model_validator(mode="after")
     def _targets_name_known_providers(self) -> ProxyConfig:
@@ -405,7 +498,34 @@ class ProxyConfig(_Model):
                     raise ValueError(
                         f"route {route.model!r}: target provider {target.provider!r} is not in providers"
                     )
+            self._one_family(route)
         return self
+
+    def _one_family(self, route: Route) -> None:
+        kinds = {self.providers[t.provider].kind for t in route.targets}
+        families = {FAMILY[k] for k in kinds}
+        if len(families) > 1:
+            raise ValueError(
+                f"route {route.model!r}: targets mix API families ({', '.join(sorted(families))}); "
+                "a route's providers must all speak the same API"
+            )
+        family = families.pop()
+        for endpoint in route.endpoints or ():
+            if endpoint != RELAY_ANY and family_of_endpoint(endpoint) is not family:
+                raise ValueError(
+                    f"route {route.model!r}: endpoint {endpoint!r} is not served by {family} providers"
+                )
+            relayed = endpoint not in MODELLED_ENDPOINTS[family]
+            if family is ApiFamily.ANTHROPIC and relayed:
+                raise ValueError(f"route {route.model!r}: only 'messages' is served for anthropic providers")
+            if relayed and ProviderKind.AZURE_OPENAI in kinds:
+                raise ValueError(
+                    f"route {route.model!r}: relayed endpoint {endpoint!r} is not supported for "
+                    "azure-openai providers"
+                )
+
+    def family(self, route: Route) -> ApiFamily:
+        return FAMILY[self.providers[route.targets[0].provider].kind]
 
     @functools.cached_property
     def model_names(self) -> frozenset[str]:

@@ -66,6 +66,11 @@ def unknown_model(model: str) -> ProxyError:
     return ProxyError(404, f"The model {model!r} does not exist on this gateway", code="model_not_found")
 
 
+def endpoint_not_served(endpoint: str, model: str | None = None) -> ProxyError:
+    whose = f"The route for model {model!r}" if model is not None else "No route of this gateway"
+    return ProxyError(404, f"{whose} does not serve /v1/{endpoint}", code="endpoint_not_served")
+
+
 def not_ready() -> ProxyError:
     return ProxyError(
         503, "The gateway has no valid configuration loaded yet", type="server_error", code="not_ready"

@@ -7,7 +7,9 @@ it may read or change the call, answer by itself (return a response or raise
 
     account          metrics, the log line, the server span; turns ProxyError into JSON
     parse_body       content type and encoding, size and depth limits, JSON, ``model``, ``stream``
-    resolve_route    ``model`` -> route (404 when none), and the targets whose policy allows it
+    resolve_route    ``model`` -> route (404 when none, or when it does not serve the endpoint),
+                     and the targets whose policy allows it
+    pin              a Responses call naming stored state keeps to the provider holding it
     cache            answer repeat deterministic requests from memory; a hit spends no
                      rate limit quota; a miss registers a hook that stores the answer
     attempt_targets  the allowed targets in order; for each target:
@@ -31,13 +33,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from llmgw_proxy import errors
-from llmgw_proxy.steps import account, attempts, cache, forward, parse, route
+from llmgw_proxy.apis import shapes
+from llmgw_proxy.steps import account, attempts, cache, forward, parse, pin, relay, route
 from llmgw_proxy.steps.call import Call, Next, Services, Step
 
 STEPS: tuple[Step, ...] = (
     account.account,
     parse.parse_body,
     route.resolve_route,
+    pin.pin,
     cache.cache,
     attempts.attempt_targets,
     forward.forward,
@@ -54,17 +58,28 @@ def compose(steps: Sequence[Step]) -> Next:
     return chain
 
 
+RELAY_STEPS: tuple[Step, ...] = (
+    account.account,
+    relay.resolve_relay,
+    relay.relay,
+)
+"""The path of a relayed endpoint (audio, images, files... and stored Responses objects): the
+route that declares it, its breaker and request limit, one exchange with the body streamed."""
+
+
 def handler(
-    services: Services, endpoint: str, steps: Sequence[Step] = STEPS
+    services: Services, endpoint: str | None, steps: Sequence[Step] = STEPS
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The request handler of ``endpoint``; None: the path after ``/v1/`` names it (a relay)."""
     chain = compose(steps)
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        name = endpoint if endpoint is not None else request.match_info["tail"]
         snapshot = services.live.snapshot
         if snapshot is None:
-            return errors.not_ready().response()
+            return shapes.response(name, errors.not_ready())
         request_id = request.headers.get("x-request-id", "")[:128] or os.urandom(12).hex()
-        call = Call(request, endpoint, services, snapshot, request_id, asyncio.get_running_loop().time())
+        call = Call(request, name, services, snapshot, request_id, asyncio.get_running_loop().time())
         return await chain(call)
 
     return handle

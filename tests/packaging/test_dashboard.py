@@ -75,7 +75,8 @@ def test_shows_what_an_sre_of_an_llm_service_looks_for(dashboard: dict[str, Any]
         for histogram in ("llmgw_request_duration_seconds_bucket", "llmgw_upstream_duration_seconds_bucket"):
             query = f"histogram_quantile({quantile}, sum by (le) (rate({histogram}"
             assert query in text, (quantile, histogram)
-        assert f"histogram_quantile({quantile}, sum by (le, route) (rate(llmgw_time_to_first_token_seconds_bucket" in text
+        ttft = "llmgw_time_to_first_token_seconds_bucket"
+        assert f"histogram_quantile({quantile}, sum by (le, route) (rate({ttft}" in text
     for metric in (
         "llmgw_in_flight_requests",
         "llmgw_config_reload_failures_total",

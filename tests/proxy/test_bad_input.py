@@ -50,7 +50,9 @@ def assert_openai_shaped(body: bytes, code: str) -> None:
         pytest.param(
             "/v1/embeddings", {}, b'{"model": "m"}', 415, "unsupported_media_type", id="no-content-type"
         ),
-        pytest.param("/v1/nothing-here", JSON, b"{}", 404, "unknown_url", id="unknown-path"),
+        # Under /v1/ a path is a relayed endpoint, served only when a route declares it.
+        pytest.param("/v1/nothing-here", JSON, b"{}", 404, "endpoint_not_served", id="undeclared-path"),
+        pytest.param("/nothing-here", JSON, b"{}", 404, "unknown_url", id="unknown-path"),
     ],
 )
 async def test_refuses_malformed_input(

@@ -69,7 +69,7 @@ async def test_a_step_wrapping_the_upstream_call_sees_each_attempt(
 
 def test_the_default_path_reads_as_the_documented_list() -> None:
     names = [getattr(step, "__name__", "") for step in pipeline.STEPS]
-    assert names == ["account", "parse_body", "resolve_route", "cache", "attempt_targets", "forward"]
+    assert names == ["account", "parse_body", "resolve_route", "pin", "cache", "attempt_targets", "forward"]
     assert pipeline.__doc__ is not None
     for name in names:
         assert name in pipeline.__doc__

@@ -49,6 +49,7 @@ async def test_the_provider_gets_its_key_not_the_callers_and_the_model_its_targe
 
     async def provider(request: upstream.Request) -> memory.Answer:
         seen.append(request)
+        assert not isinstance(request.body, upstream.Upload)
         model = json.loads(request.body or b"{}")["model"]
         return memory.Answer(200, {"Content-Type": "application/json"}, completion(model, "hello"))
 
@@ -62,6 +63,7 @@ async def test_the_provider_gets_its_key_not_the_callers_and_the_model_its_targe
     assert (request.method, request.url) == ("POST", f"{BASE_URL}/chat/completions")
     assert request.headers["Authorization"] == f"Bearer {secret}"
     assert "caller-key-not-forwarded" not in str(dict(request.headers))
+    assert not isinstance(request.body, upstream.Upload)
     assert json.loads(request.body or b"{}") == {"model": "gpt-4o-mini", "messages": MESSAGES}
     # The provider's config, with total cut to what is left of the request's 5 s deadline.
     assert (request.timeouts.connect, request.timeouts.first_byte) == (2, 2)

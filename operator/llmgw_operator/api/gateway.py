@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from llmgw_operator.api import common
+from llmgw_proxy import config
 
 KIND = "LLMGateway"
 PLURAL = "llmgateways"
@@ -67,6 +68,18 @@ class Target(common.Model):
     )
 
 
+ENDPOINT_PATTERN = r"^(\*|[a-z0-9_-][a-z0-9_.-]*(/[a-z0-9_-][a-z0-9_.-]*)*(/\*)?)$"
+Endpoint = Annotated[str, Field(min_length=1, max_length=128, pattern=ENDPOINT_PATTERN)]
+ENDPOINTS_MESSAGE = "endpoints: 'messages' is Anthropic's, not to be served by a route with OpenAI endpoints"
+# One family per route: CEL sees only this object, so it checks the endpoints a route declares; the
+# kinds of the policies its targets name are checked when the gateway is compiled (RenderFailed).
+ENDPOINTS_RULE = common.cel(
+    "!self.exists(e, e == 'messages' || e.startsWith('messages/')) || "
+    "self.all(e, e == 'messages' || e.startsWith('messages/'))",
+    ENDPOINTS_MESSAGE,
+)
+
+
 class Route(common.Model):
     """A model name the application asks for, and the targets that serve it."""
 
@@ -80,6 +93,28 @@ class Route(common.Model):
         max_length=8,
         description="Primary first, then fallbacks in order.",
     )
+    endpoints: tuple[Endpoint, ...] | None = Field(
+        default=None,
+        max_length=config.MAX_ROUTE_ENDPOINTS,
+        description=(
+            "Paths after /v1/ this route serves: modelled endpoints (chat/completions, completions, "
+            "embeddings, responses; messages for anthropic policies) and path prefixes relayed as "
+            "they are (audio, images, moderations, files, batches...; '*' for any path not modelled). "
+            "Unset: the modelled endpoints of its policies' API family, nothing relayed."
+        ),
+        json_schema_extra={"x-kubernetes-list-type": "set", **common.cel_rules(ENDPOINTS_RULE)},
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _one_family(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        try:
+            config.check_endpoints(value)
+        except ValueError:
+            raise ValueError(ENDPOINTS_MESSAGE) from None
+        return value
 
 
 class Autoscaling(common.Model):

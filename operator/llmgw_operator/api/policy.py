@@ -263,7 +263,10 @@ class ProviderPolicySpec(common.Model):
         )
     )
 
-    provider: config.ProviderKind = Field(description="openai, azure-openai or openai-compatible.")
+    provider: config.ProviderKind = Field(
+        description="openai, azure-openai, openai-compatible (the OpenAI API family) or anthropic "
+        "(Anthropic's Messages API). A route's targets must all be of one family."
+    )
     base_url: str = Field(
         alias="baseURL",
         min_length=1,
@@ -272,7 +275,11 @@ class ProviderPolicySpec(common.Model):
         description="Up to and including /v1, e.g. https://api.openai.com/v1.",
     )
     api_version: str | None = Field(
-        default=None, min_length=1, max_length=64, description="Azure OpenAI api-version query parameter."
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Azure OpenAI api-version query parameter; for anthropic, the anthropic-version "
+        "header sent when the caller sends none (default 2023-06-01).",
     )
     api_key_secret_ref: common.SecretKeyRef | None = Field(
         default=None,

@@ -101,6 +101,7 @@ def compile_config(
             config.Route(
                 model=route.model,
                 targets=tuple(config.Target(provider=t.policy, model=t.model) for t in route.targets),
+                endpoints=route.endpoints,
             )
             for route in spec.routes
         ),

@@ -14,7 +14,10 @@ through the json module with non-ASCII escaped.
 
 Cacheability (``cacheable``): with mode ``all``, every request to a known
 endpoint; with ``deterministic``, embeddings always, and completions when
-``temperature`` is 0 or a ``seed`` is set. ``n`` does not matter: the stored
+``temperature`` is 0 or a ``seed`` is set. A Responses request is cached
+only when it asks the provider to store nothing (``store: false``, which
+it is not by default) and names no stored state (``previous_response_id``,
+``conversation``), whatever the mode. ``n`` does not matter: the stored
 answer holds all ``n`` choices and the key includes ``n``. A missing
 temperature means the provider's default (1 for OpenAI), so not cacheable.
 
@@ -51,7 +54,12 @@ NON_OUTPUT_FIELDS = frozenset(
     }
 )
 
-ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings"})
+ENDPOINTS = frozenset({"chat/completions", "completions", "embeddings", "responses", "messages"})
+SAME_FORM_ONLY = frozenset({"responses", "messages"})
+"""Endpoints whose answers are replayed only in the form they were stored (a typed event stream is
+not rebuilt from a JSON answer, or the reverse): their plain and streamed requests are keyed apart."""
+STATEFUL_FIELDS = ("previous_response_id", "conversation")
+"""Responses fields that make the answer depend on state stored at the provider: never cached."""
 
 
 def key(
@@ -62,6 +70,8 @@ def key(
     ``finite`` says the body is known to hold no NaN or infinity (orjson, which decoded it,
     refuses them), which spares a search of its text for the ``null`` they would be written as.
     """
+    if endpoint in SAME_FORM_ONLY and body.get("stream") is True:
+        endpoint += "+stream"
     # Most bodies carry none of the ignored fields: then the body itself is the request.
     request: object = body
     if not NON_OUTPUT_FIELDS.isdisjoint(body):
@@ -165,6 +175,10 @@ def _number(value: object) -> float | None:
 def cacheable(policy: config.CachePolicy, endpoint: str, body: dict[str, Any]) -> bool:
     if not policy.enabled or endpoint not in ENDPOINTS:
         return False
+    if endpoint == "responses" and (
+        body.get("store") is not False or any(body.get(f) is not None for f in STATEFUL_FIELDS)
+    ):
+        return False  # the provider stores it (store defaults to true) or answers from what it stored
     if policy.mode is config.CacheMode.ALL or endpoint == "embeddings":
         return True
     return _number(body.get("temperature")) == 0.0 or _number(body.get("seed")) is not None

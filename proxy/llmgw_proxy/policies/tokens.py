@@ -13,7 +13,15 @@ The heuristic, documented so operators can size ``defaultMaxTokens``:
   settles as debt);
 - prompts or inputs already given as token ids count one per id;
 - the completion budget: ``max_completion_tokens``, else ``max_tokens``, else
-  the policy's ``defaultMaxTokens``, times ``n`` choices. Embeddings have none.
+  ``max_output_tokens`` (Responses), else the policy's ``defaultMaxTokens``,
+  times ``n`` choices. Embeddings have none;
+- Responses: ``instructions`` plus ``input`` (text, or items counted like chat
+  messages, each item's other fields as JSON text) plus ``tools``;
+- Anthropic Messages: ``system`` plus ``messages`` (content blocks: text, 85 per
+  image, tool use and tool results as JSON text) plus ``tools``; ``max_tokens``
+  is the budget (the API requires it);
+- relayed endpoints (audio, images, files...) reserve no tokens: only their
+  request counts.
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ IMAGE = 85
 CHAT = "chat/completions"
 COMPLETIONS = "completions"
 EMBEDDINGS = "embeddings"
+RESPONSES = "responses"
+MESSAGES = "messages"
+ACCOUNTED = frozenset({CHAT, COMPLETIONS, EMBEDDINGS, RESPONSES, MESSAGES})
+"""Endpoints whose requests reserve tokens; the rest reserve none."""
 
 
 def text(value: str) -> int:
@@ -67,9 +79,38 @@ def _content(content: object) -> int:
         elif isinstance(part, dict):
             if isinstance(part.get("text"), str):
                 total += text(part["text"])
-            elif part.get("type") in ("image_url", "input_image"):
+            elif part.get("type") in ("image_url", "input_image", "image"):
                 total += IMAGE
+            elif part.get("type") == "document" or part.get("type") == "input_file":
+                total += text(json.dumps(part))
+            elif isinstance(part.get("content"), (str, list)):  # an Anthropic tool_result
+                total += _content(part["content"])
+            elif "input" in part:  # an Anthropic tool_use
+                total += text(json.dumps(part["input"]))
     return total
+
+
+def items(value: object) -> int:
+    """A Responses ``input``: text, or a list of items (messages, function calls and outputs)."""
+    if isinstance(value, str):
+        return text(value) + REPLY_PRIMING
+    if not isinstance(value, list):
+        return 0
+    total = REPLY_PRIMING
+    for item in value:
+        total += PER_MESSAGE
+        if not isinstance(item, dict):
+            continue
+        if "content" in item:
+            total += _content(item.get("content"))
+        else:  # function_call (arguments), function_call_output (output), reasoning...
+            total += text(json.dumps(item))
+    return total
+
+
+def _system(value: object) -> int:
+    """Anthropic's ``system``: a string or a list of text blocks."""
+    return _content(value) if isinstance(value, (str, list)) else 0
 
 
 def prompt(value: object) -> int:
@@ -87,6 +128,8 @@ def completion_budget(body: dict[str, Any], default_max_tokens: int) -> int:
     limit = body.get("max_completion_tokens")
     if not isinstance(limit, int) or isinstance(limit, bool):
         limit = body.get("max_tokens")
+    if not isinstance(limit, int) or isinstance(limit, bool):
+        limit = body.get("max_output_tokens")
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         limit = default_max_tokens
     n = body.get("n")
@@ -103,11 +146,20 @@ def asked(endpoint: str, body: dict[str, Any]) -> int:
         return messages(body.get("messages")) + (text(json.dumps(tools)) if tools is not None else 0)
     if endpoint == COMPLETIONS:
         return prompt(body.get("prompt"))
+    tools = body.get("tools")
+    extra = text(json.dumps(tools)) if tools is not None else 0
+    if endpoint == RESPONSES:
+        instructions = body.get("instructions")
+        return items(body.get("input")) + (text(instructions) if isinstance(instructions, str) else 0) + extra
+    if endpoint == MESSAGES:
+        return _system(body.get("system")) + messages(body.get("messages")) + extra
     return text(json.dumps(body))
 
 
 def reservation(endpoint: str, body: dict[str, Any], default_max_tokens: int) -> int:
     """Tokens to reserve before sending: the prompt plus the whole completion budget."""
+    if endpoint not in ACCOUNTED:
+        return 0
     if endpoint == EMBEDDINGS:
         return asked(endpoint, body)
     return asked(endpoint, body) + completion_budget(body, default_max_tokens)

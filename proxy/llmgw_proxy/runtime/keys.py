@@ -79,4 +79,6 @@ def auth_headers(kind: config.ProviderKind, key: Key | None) -> dict[str, str]:
         return {}
     if kind is config.ProviderKind.AZURE_OPENAI:
         return {"api-key": key.reveal()}
+    if kind is config.ProviderKind.ANTHROPIC:
+        return {"x-api-key": key.reveal()}
     return {"Authorization": "Bearer " + key.reveal()}

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 
 from llmgw_proxy import config, upstream
-from llmgw_proxy.policies import breaker, cache_store, clock, limits, retry_budget
+from llmgw_proxy.policies import breaker, cache_store, clock, limits, pins, retry_budget
 from llmgw_proxy.runtime import keys
 
 log = logging.getLogger("llmgw.breaker")
@@ -59,6 +59,8 @@ class ProviderState:
         self.models = frozenset(provider.models) if provider.models is not None else None
         # Caller headers sent upstream: the defaults, then the policy's own.
         self.forward_headers = config.FORWARDED_HEADERS + provider.forward_headers
+        if provider.kind is config.ProviderKind.ANTHROPIC:
+            self.forward_headers += config.ANTHROPIC_HEADERS
         t = provider.timeouts
         self.timeouts = upstream.Timeouts(connect=t.connect, first_byte=t.first_byte, total=t.total)
         self.limits = transport_limits(provider.upstream_limits)
@@ -147,6 +149,8 @@ class Live:
         self.reload_failures: dict[str, int] = {}  # by reason code
         self.breaker_transitions: Transitions = {}
         self.cache = cache_store.MemoryStore(config.CacheStore(), clock_)
+        # Outlives reloads like the cache: a conversation goes on across a config change.
+        self.pins = pins.Pins(config.ProxyConfig.model_fields["max_pinned_responses"].default)
 
     @property
     def ready(self) -> bool:
@@ -159,6 +163,7 @@ class Live:
         providers = self._carry_over(previous, cfg)
         self.snapshot = Snapshot(generation, cfg, providers, loaded_keys, config.digest(cfg))
         self.cache.bounds = cfg.cache
+        self.pins.resize(cfg.max_pinned_responses)
         self.last_error = self.last_error_reason = None
         return self.snapshot
 

@@ -15,6 +15,7 @@ from aiohttp import web
 from opentelemetry import trace
 
 from llmgw_proxy import errors
+from llmgw_proxy.apis import shapes
 from llmgw_proxy.steps.call import Call, Next
 from llmgw_proxy.telemetry import logs, tracing
 
@@ -33,7 +34,7 @@ async def account(call: Call, next_step: Next) -> web.StreamResponse:
         try:
             response = await next_step(call)
         except errors.ProxyError as exc:
-            response = exc.response()
+            response = shapes.response(call.endpoint, exc)
             response.headers["x-request-id"] = call.request_id
             if call.provider is not None:
                 response.headers["x-llmgw-provider"] = call.provider.name
@@ -88,7 +89,7 @@ def _record(call: Call) -> None:
     )
     if call.span is not None:
         span = call.span
-        span.update_name(f"{tracing.OPERATION.get(call.endpoint, call.endpoint)} {call.model}")
+        span.update_name(f"{tracing.operation(call.endpoint)} {call.model}")
         span.set_attribute("gen_ai.request.model", call.model)
         span.set_attribute("http.response.status_code", call.status)
         if prompt is not None:

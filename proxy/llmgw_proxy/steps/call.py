@@ -44,7 +44,7 @@ AnswerHook = Callable[[bool, bytes], None]
 class Call:
     # Set by pipeline.handler when the request arrives.
     request: web.Request
-    endpoint: str  # "chat/completions", "completions" or "embeddings"
+    endpoint: str  # the path after /v1/: "chat/completions", "responses", "messages", a relayed path...
     services: Services
     snapshot: state.Snapshot
     request_id: str
@@ -79,6 +79,7 @@ class Call:
     last_chunk_at: float | None = None  # loop time a complete stream's last chunk went out
     chunks: int = 0  # stream chunks written to the caller
     facts: genai.ResponseFacts | None = None  # the answer's id, model, finish reasons (telemetry on)
+    response_id: str = ""  # a Responses or Messages answer's id (pins stored responses to their provider)
 
 
 Next = Callable[[Call], Awaitable[web.StreamResponse]]

@@ -32,6 +32,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from opentelemetry import trace
 
 from llmgw_proxy import config, errors, upstream
+from llmgw_proxy.apis import events, shapes
+from llmgw_proxy.apis import usage as usage_
 from llmgw_proxy.runtime import keys
 from llmgw_proxy.steps.call import Call, Next
 from llmgw_proxy.telemetry import genai
@@ -57,6 +59,10 @@ _DECODER = json.JSONDecoder()
 
 
 def url_for(provider: config.Provider, base_url: str, endpoint: str, model: str) -> str:
+    if provider.kind is config.ProviderKind.AZURE_OPENAI and endpoint.startswith("responses"):
+        # Azure serves the Responses API per resource, not per deployment.
+        query = f"?{urlencode({'api-version': provider.api_version})}" if provider.api_version else ""
+        return f"{base_url}/openai/{endpoint}{query}"
     if provider.kind is config.ProviderKind.AZURE_OPENAI:
         # resolve_route refuses a caller's name that is no plain segment; quoting also keeps a
         # configured target name from changing the path or the query.
@@ -134,6 +140,9 @@ def _failure(call: Call, exc: upstream.UpstreamError) -> errors.ProxyError:
     return errors.upstream_unreachable(provider)
 
 
+failure = _failure  # relay's name for it: one mapping of transport failures to caller errors
+
+
 async def forward(call: Call, next_step: Next) -> web.StreamResponse:
     assert call.provider is not None and call.target is not None
     state = call.provider
@@ -142,7 +151,12 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
     body = call.raw
     # A step that settles on usage (the rate limiter) needs a stream's usage chunk even when the
     # caller did not ask for one; it is asked for here and taken out again on the way back.
-    ask_usage = call.stream and call.wants_usage and not sse.asks_for_usage(call.body)
+    ask_usage = (
+        call.stream
+        and call.wants_usage
+        and call.endpoint not in events.TYPED  # their streams always carry usage
+        and not sse.asks_for_usage(call.body)
+    )
     if upstream_model != call.model or ask_usage:
         changed = {**call.body, "model": upstream_model}
         if ask_usage:
@@ -156,6 +170,8 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
     headers = request_headers(
         call.request.headers, call.snapshot.keys.get(state.name), provider.kind, state.forward_headers
     )
+    if provider.kind is config.ProviderKind.ANTHROPIC and "anthropic-version" not in headers:
+        headers["anthropic-version"] = provider.api_version or config.ANTHROPIC_VERSION
 
     tracing = call.services.tracing
     span = None
@@ -194,7 +210,8 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
             raise _failure(call, exc) from None
         if resp.status == 200:
             if _USAGE in data:
-                call.usage = _usage_of(data)
+                call.usage = usage_.normalized(_usage_of(data))
+            call.response_id = events.response_id(call.endpoint, data)
             if call.facts is not None:
                 call.facts.read_json(data)
             for hook in call.answer_hooks:
@@ -315,7 +332,10 @@ async def _relay_stream(
     keep = bool(call.answer_hooks)
     filtered = strip_usage or call.wants_usage or keep
     reader: sse.UsageReader | sse.StreamFilter
-    if filtered:
+    if call.endpoint in events.TYPED:
+        filtered = True
+        reader = events.EventReader(keep, call.wants_usage, bounds.max_event_bytes, bounds.max_response_bytes)
+    elif filtered:
         reader = sse.StreamFilter(
             strip_usage, call.wants_usage, keep, bounds.max_event_bytes, bounds.max_response_bytes
         )
@@ -366,7 +386,8 @@ async def _relay_stream(
             call.status, call.broken = failure.status, failure
             # Cut mid-event, the error must still be an event of its own for the client to see it.
             cut = b"" if at_boundary else b"\n\n"
-            await out.write(cut + sse.error_event(failure.message, failure.type, failure.code or ""))
+            sequence = reader.last_sequence if isinstance(reader, events.EventReader) else None
+            await out.write(cut + shapes.stream_event(call.endpoint, failure, sequence))
         await out.write_eof()
     except ConnectionResetError:
         call.status = 499  # the caller left mid-stream; closing resp below cancels the upstream read
@@ -375,6 +396,8 @@ async def _relay_stream(
             watch.close()
         resp.close()
         call.usage = reader.usage
+        if isinstance(reader, events.EventReader):
+            call.response_id = reader.response_id
         if isinstance(reader, sse.StreamFilter):
             call.stream_text = reader.text()
     if complete and call.status == 200 and isinstance(reader, sse.StreamFilter) and reader.kept is not None:

@@ -28,8 +28,8 @@ would fail, so it is refused up front instead of relying on a RecursionError."""
 MAX_MODEL_NAME = 256
 """Characters in ``model``: it becomes a log field and a trace attribute, and may enter a URL."""
 MAX_COUNT = 2**31 - 1
-"""``max_tokens``, ``max_completion_tokens`` and ``n`` past this are no request but an attack on
-the limiter's arithmetic."""
+"""``max_tokens``, ``max_completion_tokens``, ``max_output_tokens`` and ``n`` past this are no
+request but an attack on the limiter's arithmetic."""
 
 _OPENERS = (ord("["), ord("{"))
 # A JSON string, escapes included: removed before counting brackets, which a string may hold.
@@ -155,7 +155,11 @@ def _check_types(body: dict[str, Any]) -> None:
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise errors.bad_request("'stream_options' must be an object", "invalid_type")
-    for name in ("max_tokens", "max_completion_tokens", "n"):
+    previous = body.get("previous_response_id")
+    if previous is not None and not isinstance(previous, str):
+        # It decides which provider the request is pinned to.
+        raise errors.bad_request("'previous_response_id' must be a string", "invalid_type")
+    for name in ("max_tokens", "max_completion_tokens", "max_output_tokens", "n"):
         value = body.get(name)
         if value is None:
             continue

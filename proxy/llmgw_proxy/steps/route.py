@@ -4,7 +4,10 @@ targets of it that may serve this model.
 A target may not serve the model when its provider's ``models`` allow-list
 (the ProviderPolicy's) leaves the upstream model out: a ``*`` route would
 otherwise send any name to any provider. Such a target is skipped, not failed;
-when no target is left the answer is 404 ``model_not_found``. A caller's model
+when no target is left the answer is 404 ``model_not_found``. A route serves only the endpoints
+of its API family it declares (``Route.endpoints``; unset, its family's modelled ones): a
+request to another is 404 ``endpoint_not_served``, so an OpenAI-shaped request never reaches an
+Anthropic provider, or the reverse. A caller's model
 name that would enter an Azure deployment URL must be a plain path segment.
 """
 
@@ -26,6 +29,8 @@ async def resolve_route(call: Call, next_step: Next) -> web.StreamResponse:
     route = call.snapshot.config.route_for(call.model)
     if route is None:
         raise errors.unknown_model(call.model)
+    if not route.serves(call.endpoint, call.snapshot.config.family(route)):
+        raise errors.endpoint_not_served(call.endpoint, call.model)
     call.route = route
     call.targets = allowed_targets(call, route)
     return await next_step(call)

@@ -23,8 +23,18 @@ from opentelemetry import metrics
 
 from llmgw_proxy.upstream import sse
 
-PROVIDER_NAME = {"openai": "openai", "azure-openai": "azure.ai.openai", "openai-compatible": "openai"}
-LEGACY_SYSTEM = {"openai": "openai", "azure-openai": "az.ai.openai", "openai-compatible": "openai"}
+PROVIDER_NAME = {
+    "openai": "openai",
+    "azure-openai": "azure.ai.openai",
+    "openai-compatible": "openai",
+    "anthropic": "anthropic",
+}
+LEGACY_SYSTEM = {
+    "openai": "openai",
+    "azure-openai": "az.ai.openai",
+    "openai-compatible": "openai",
+    "anthropic": "anthropic",
+}
 OPT_IN_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 LEGACY_OPT_IN = "gen_ai/dup"
 

@@ -25,7 +25,21 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from llmgw_proxy.telemetry import genai
 
-OPERATION = {"chat/completions": "chat", "completions": "text_completion", "embeddings": "embeddings"}
+OPERATION = {
+    "chat/completions": "chat",
+    "completions": "text_completion",
+    "embeddings": "embeddings",
+    "responses": "chat",
+    "messages": "chat",
+}
+
+
+def operation(endpoint: str) -> str:
+    """``gen_ai.operation.name`` and the span name's verb. A relayed path is named by its first
+    segment, so ids in paths (``files/file-abc``) never become span names."""
+    return OPERATION.get(endpoint) or endpoint.split("/", 1)[0]
+
+
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -46,7 +60,7 @@ class Tracing:
 
     def server_span(self, endpoint: str, model: str, incoming: Any) -> Any:
         assert self.tracer is not None
-        op = OPERATION.get(endpoint, endpoint)
+        op = operation(endpoint)
         return self.tracer.start_span(
             f"{op} {model}",
             context=_PROPAGATOR.extract(incoming),
@@ -57,7 +71,7 @@ class Tracing:
     def call_attributes(self, endpoint: str, kind: str, model: str, base_url: str) -> dict[str, Any]:
         """What names one provider call, in its span and its metrics."""
         attributes: dict[str, Any] = {
-            "gen_ai.operation.name": OPERATION.get(endpoint, endpoint),
+            "gen_ai.operation.name": operation(endpoint),
             "gen_ai.provider.name": genai.provider_name(kind),
             "gen_ai.request.model": model,
             **dict(genai.server_attributes(base_url)),

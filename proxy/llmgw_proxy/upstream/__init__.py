@@ -19,7 +19,7 @@ capacity, never held against the provider).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Protocol
 
 
@@ -55,12 +55,26 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Upload:
+    """A request body sent on as it arrives (a relayed multipart upload), never held whole.
+
+    ``length`` is its Content-Length; None sends it chunked. It is sent once: a
+    request with an ``Upload`` cannot be retried. Only ``total`` bounds it (its
+    sending takes part of the time before the answer), and an answer that comes
+    before all of it was sent stops the sending and closes the connection after it.
+    """
+
+    chunks: AsyncIterable[bytes]
+    length: int | None
+
+
 @dataclasses.dataclass(slots=True)
 class Request:
     method: str
     url: str
     headers: Mapping[str, str]
-    body: bytes | None
+    body: bytes | Upload | None
     timeouts: Timeouts
     limits: Limits = DEFAULT_LIMITS
 

@@ -4,7 +4,8 @@ Why not aiohttp's client: per request it builds a URL, a request object, a
 payload, a writer, a response object, a stream reader and their timers, which
 cost the sidecar about as much CPU as all of its own work. A provider call is
 always the same shape (POST, a bytes body, an answer read whole or relayed
-chunk by chunk), so this client does only that:
+chunk by chunk; a relayed upload's body sent as it arrives, paced by the
+socket's write buffer), so this client does only that:
 
 - one ``asyncio.Protocol`` per connection; the request goes out as one write;
 - connections are kept per origin (scheme, host, port), reused most recent
@@ -73,10 +74,11 @@ def _split(url: str) -> tuple[tuple[str, str, int], str, str]:
     return (scheme, host, port), target, host_header
 
 
-def encode_head(method: str, target: str, host: str, headers: Any, length: int) -> bytes:
+def encode_head(method: str, target: str, host: str, headers: Any, length: int | None) -> bytes:
     lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
     lines += [f"{name}: {value}\r\n" for name, value in headers.items()]
-    lines.append(f"Accept-Encoding: identity\r\nContent-Length: {length}\r\n\r\n")
+    framing = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
+    lines.append(f"Accept-Encoding: identity\r\n{framing}\r\n\r\n")
     head = "".join(lines)
     # One count per kind instead of a check per header: any CR or LF beyond the line
     # ends means a name or value carried one, which would split the request.
@@ -191,6 +193,8 @@ class _Connection(asyncio.Protocol):
         self._fields = 0  # header (and trailer) fields of the current answer, and their bytes
         self._field_bytes = 0
         self._framing = 0  # bytes received since the last body byte: a head or trailers that never end
+        self._writable: asyncio.Future[None] | None = None  # set while the socket's write buffer is full
+        self._spoiled = False  # an upload is not all sent: the connection cannot carry another request
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -219,13 +223,22 @@ class _Connection(asyncio.Protocol):
         # An answer that ended in this feed goes back only now, when nothing followed it.
         reuse, self._reuse = self._reuse, None
         if reuse is not None and not self.closed:
-            if reuse:
+            if reuse and not self._spoiled:
                 self.pool.release(self)
             else:
                 self.abort(upstream.ConnectFailed("the connection is not reusable"))
 
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.resume_writing()  # an upload waiting to write finds the connection closed
         body = self._body
         if body is not None and self._until_eof and exc is None and not body.done and body.error is None:
             self._expecting = False
@@ -336,6 +349,38 @@ class _Connection(asyncio.Protocol):
         self.transport.write(head + payload if payload else head)
         return started
 
+    async def upload(self, started: asyncio.Future[Response], body: upstream.Upload) -> Response:
+        """Send ``body`` after the head ``start`` wrote, until it ends or the answer comes."""
+        # Until the last byte went out, an answer that ends must not return the connection to the
+        # pool: the rest of this body would be read as the next request.
+        self._spoiled = True
+        pump = asyncio.ensure_future(self._pump(body))
+        try:
+            await asyncio.wait((started, pump), return_when=asyncio.FIRST_COMPLETED)
+            if pump.done() and pump.exception() is not None:
+                self.abort(upstream.ConnectFailed("the request body could not be sent"))
+                if started.done() and not started.cancelled():
+                    started.exception()  # taken: the body's own failure is the one to report
+                pump.result()  # the body's own failure (the caller's body broke or was too large)
+            return await started
+        finally:
+            if not pump.done():
+                pump.cancel()  # answered before the whole body went out: the connection stays spoiled
+
+    async def _pump(self, body: upstream.Upload) -> None:
+        chunked = body.length is None
+        async for chunk in body.chunks:
+            if not chunk:
+                continue
+            if self.closed or self.transport is None:
+                raise upstream.ConnectFailed("the upstream closed the connection")
+            self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+            if self._writable is not None:
+                await self._writable  # the peer reads slower than the caller sends: wait for it
+        if chunked and not self.closed and self.transport is not None:
+            self.transport.write(b"0\r\n\r\n")
+        self._spoiled = False  # all of it went out: the connection may serve another request
+
     def resume(self) -> None:
         if self.paused and self.transport is not None:
             self.paused = False
@@ -402,8 +447,13 @@ class Pool:
 
     async def send(self, request: upstream.Request) -> Response:
         origin, target, host = _split(request.url)
-        body = request.body or b""
-        head = encode_head(request.method, target, host, request.headers, len(body))
+        upload, body = None, b""
+        if isinstance(request.body, upstream.Upload):
+            upload = request.body
+        elif request.body is not None:
+            body = request.body
+        length = len(body) if upload is None else upload.length
+        head = encode_head(request.method, target, host, request.headers, length)
         loop = asyncio.get_running_loop()
         t = request.timeouts
         now = loop.time()
@@ -416,6 +466,9 @@ class Pool:
         if conn is None:
             conn = await self._connect(origin, loop.time() + min(t.connect, t.total))
         try:
+            if upload is not None:
+                # The upload's own sending takes time before any answer: total alone bounds it.
+                return await conn.upload(conn.start(head, None, deadline, deadline, limits), upload)
             return await conn.start(head, body, now + t.first_byte, deadline, limits)
         except asyncio.CancelledError:
             conn.abort(upstream.ConnectFailed("the request was cancelled"))  # its answer would be orphaned

@@ -46,6 +46,10 @@ class Transport:
         scope = asyncio.timeout_at(min(loop.time() + t.first_byte, deadline))
         try:
             async with scope:
+                if isinstance(request.body, upstream.Upload):
+                    # The twin gathers an upload: its handlers read bytes, as a peer's socket would.
+                    body = b"".join([chunk async for chunk in request.body.chunks])
+                    request = dataclasses.replace(request, body=body)
                 answer = await self.handler(request)
         except TimeoutError:
             if scope.expired():

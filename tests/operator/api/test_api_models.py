@@ -101,6 +101,11 @@ GATEWAY_RULES = [
         "proxy.port and proxy.adminPort must differ",
         id="distinct-ports",
     ),
+    pytest.param(
+        _gateway(routes=[{"model": "c", "targets": [{"policy": "p"}], "endpoints": ["messages", "audio"]}]),
+        "endpoints: 'messages' is Anthropic's, not to be served by a route with OpenAI endpoints",
+        id="one-api-family-per-route",
+    ),
 ]
 
 

@@ -243,3 +243,32 @@ def test_the_config_hash_ignores_defaults_written_out_and_sees_any_change() -> N
     spelled = {**doc, "version": 1, "maxAttempts": 5, "admin": {"port": 9090}}
     assert config.digest(config.parse(doc)) == config.digest(config.parse(spelled))
     assert config.digest(config.parse(doc)) != config.digest(config.parse({**doc, "maxAttempts": 4}))
+
+
+def test_a_route_declares_the_endpoints_it_serves_and_anthropic_policies_keep_their_kind() -> None:
+    spec = renderkit.gateway_spec(
+        routes=[
+            {
+                "model": "gpt-4o-mini",
+                "targets": [{"policy": "primary"}],
+                "endpoints": ["responses", "audio/*"],
+            },
+            {"model": "claude-sonnet", "targets": [{"policy": "claude"}]},
+        ]
+    )
+    claude = renderkit.policy_spec(provider="anthropic", baseURL="https://api.anthropic.com/v1")
+    compiled = proxy_config.compile_config(spec, renderkit.policies() | {"claude": claude}, replicas=1)
+    assert compiled.routes[0].endpoints == ("responses", "audio")
+    assert compiled.routes[1].endpoints is None
+    assert compiled.providers["claude"].kind is config.ProviderKind.ANTHROPIC
+    assert compiled.family(compiled.routes[1]) is config.ApiFamily.ANTHROPIC
+
+
+def test_a_route_whose_policies_speak_different_apis_is_refused_when_compiled() -> None:
+    # CEL sees one object: the kinds of the policies a route names are checked here (RenderFailed).
+    spec = renderkit.gateway_spec(
+        routes=[{"model": "any", "targets": [{"policy": "primary"}, {"policy": "claude"}]}]
+    )
+    claude = renderkit.policy_spec(provider="anthropic", baseURL="https://api.anthropic.com/v1")
+    with pytest.raises(pydantic.ValidationError, match="targets mix API families"):
+        proxy_config.compile_config(spec, renderkit.policies() | {"claude": claude}, replicas=1)

@@ -133,6 +133,7 @@ class MemoryPeer(Peer):
         if not request.url.startswith("http://peer.test/"):
             raise upstream.ConnectFailed("connection refused")
         target = request.url.removeprefix("http://peer.test")
+        assert not isinstance(request.body, upstream.Upload)  # the in-memory twin gathers uploads
         script = self.record(request.method, target, request.headers, request.body or b"")
         if script.drop == BEFORE_HEADERS:
             raise upstream.ConnectFailed("the peer closed the connection")
