@@ -298,3 +298,25 @@ def test_a_bad_proxy_url_is_refused_by_the_config_without_quoting_it(
     doc = provider(make_doc("https://api.example/v1", None), clientKeyFile="/k.pem")
     with pytest.raises(pydantic.ValidationError, match=r"clientKeyFile needs egress\.clientCertFile"):
         config.parse(doc)
+
+
+async def test_a_rotated_ca_bundle_applies_from_the_next_connection(
+    start_proxy: StartProxy,
+    make_doc: MakeDoc,
+    tls_upstream: int,
+    key_file: pathlib.Path,
+    pki: egresskit.Pki,
+    tmp_path: pathlib.Path,
+) -> None:
+    bundle = tmp_path / "ca-bundle.pem"
+    bundle.write_bytes(pki.other_ca.read_bytes())
+    doc = provider(make_doc(f"https://localhost:{tls_upstream}/v1", key_file), caFile=str(bundle))
+    sidecar = await start_proxy(doc)
+    status, body = await post_chat(sidecar.url)
+    assert (status, body["error"]["code"]) == (502, "upstream_tls_error")
+    # What kubelet does when the ConfigMap or Secret changes: new content, a new file.
+    replacement = tmp_path / "ca-bundle.pem.new"
+    replacement.write_bytes(pki.ca.read_bytes())
+    replacement.replace(bundle)
+    status, body = await post_chat(sidecar.url)
+    assert status == 200, body

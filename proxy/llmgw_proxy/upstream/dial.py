@@ -19,7 +19,8 @@
   failed), so a black-holed address costs ``stagger``, not the timeout;
 - TLS: the system trust store, or the egress's CA bundle instead of it, and
   the client certificate if set. Contexts are cached per files and their
-  modification times, so a rotated bundle is used from the next connection.
+  inodes, sizes and modification times, so a rotated bundle is used from the
+  next connection.
 """
 
 from __future__ import annotations
@@ -256,17 +257,21 @@ def tls_context(egress: upstream.Egress, default: ssl.SSLContext | None) -> ssl.
     return _context(files, stamps)
 
 
-def _stamp(path: str | None) -> int:
+def _stamp(path: str | None) -> tuple[int, ...]:
+    """What tells a changed file: kubelet swaps a symlink (a new inode), an editor may keep it."""
     if path is None:
-        return 0
+        return ()
     try:
-        return os.stat(path).st_mtime_ns
+        st = os.stat(path)  # follows symlinks, as kubelet's ..data swap needs
     except OSError:
-        return -1  # _context reports the file
+        return (-1,)  # _context reports the file
+    return (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 @functools.lru_cache(maxsize=64)
-def _context(files: tuple[str | None, str | None, str | None], stamps: tuple[int, ...]) -> ssl.SSLContext:
+def _context(
+    files: tuple[str | None, str | None, str | None], stamps: tuple[tuple[int, ...], ...]
+) -> ssl.SSLContext:
     ca_file, cert_file, key_file = files
     try:
         context = ssl.create_default_context(cafile=ca_file)
