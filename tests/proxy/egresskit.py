@@ -176,3 +176,52 @@ def black_hole() -> Iterator[tuple[str, int]]:
     finally:
         filler.close()
         server.close()
+
+
+@dataclasses.dataclass
+class Tap:
+    """A TCP relay that keeps every byte the client sent: what a forward proxy gets to see."""
+
+    port: int
+    sent: bytearray
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def tap(to_port: int) -> AsyncIterator[Tap]:
+    """Relay loopback connections to ``to_port`` (the real proxy), recording the client's bytes."""
+    sent = bytearray()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, record: bool) -> None:
+        try:
+            while data := await reader.read(65536):
+                if record:
+                    sent.extend(data)
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def serve(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        upstream_r, upstream_w = await asyncio.open_connection("127.0.0.1", to_port)
+        both = [
+            asyncio.ensure_future(pipe(client_r, upstream_w, True)),
+            asyncio.ensure_future(pipe(upstream_r, client_w, False)),
+        ]
+        tasks.update(both)
+        await asyncio.gather(*both)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield Tap(server.sockets[0].getsockname()[1], sent)
+    finally:
+        server.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -72,21 +72,40 @@ async def test_https_goes_through_the_proxy_with_the_private_ca_and_the_key_stay
     pki: egresskit.Pki,
     fake: fake_provider.FakeProvider,
 ) -> None:
-    doc = provider(
-        make_doc(f"https://localhost:{tls_upstream}/v1", key_file),
-        proxy={"httpsProxy": tinyproxy.url},
-        caFile=str(pki.ca),
-    )
-    sidecar = await start_proxy(doc)
-    answer = await chat(sidecar.url)
-    assert answer.choices[0].message.content
-    assert fake.requests[-1].headers["Authorization"] == f"Bearer {secret}"
-    assert tinyproxy.connects_to(f"localhost:{tls_upstream}") == 1
+    async with egresskit.tap(tinyproxy.port) as seen:  # every byte the proxy receives
+        doc = provider(
+            make_doc(f"https://localhost:{tls_upstream}/v1", key_file),
+            proxy={"httpsProxy": seen.url},
+            caFile=str(pki.ca),
+        )
+        sidecar = await start_proxy(doc)
+        answer = await chat(sidecar.url)
+        assert answer.choices[0].message.content
+        assert fake.requests[-1].headers["Authorization"] == f"Bearer {secret}"
+        assert tinyproxy.connects_to(f"localhost:{tls_upstream}") == 1
+        # A second request reuses the tunnelled connection: no second CONNECT.
+        status, body = await post_chat(sidecar.url)
+        assert status == 200, body
+        assert tinyproxy.connects_to(f"localhost:{tls_upstream}") == 1
+    assert bytes(seen.sent).startswith(f"CONNECT localhost:{tls_upstream} HTTP/1.1\r\n".encode())
+    assert secret.encode() not in seen.sent and b"chat/completions" not in seen.sent
     assert secret not in tinyproxy.log_text()
-    # A second request reuses the tunnelled connection: no second CONNECT.
-    status, body = await post_chat(sidecar.url)
-    assert status == 200, body
-    assert tinyproxy.connects_to(f"localhost:{tls_upstream}") == 1
+
+
+async def test_over_plain_http_the_proxy_would_see_the_key(
+    start_proxy: StartProxy,
+    make_doc: MakeDoc,
+    secret: str,
+    upstream: str,
+    tinyproxy: egresskit.Tinyproxy,
+    key_file: pathlib.Path,
+) -> None:
+    """The control for the test above: the tap does see a key that is not inside TLS."""
+    async with egresskit.tap(tinyproxy.port) as seen:
+        sidecar = await start_proxy(provider(make_doc(upstream, key_file), proxy={"httpProxy": seen.url}))
+        status, body = await post_chat(sidecar.url)
+        assert status == 200, body
+    assert f"Authorization: Bearer {secret}".encode() in seen.sent
 
 
 async def test_the_environment_sets_the_proxy_and_no_proxy_bypasses_it(
