@@ -125,3 +125,10 @@ class PolicyEgress(common.Model):
     client_certificate: ClientCertificate | None = Field(
         default=None, description="Client certificate the sidecar presents to the provider (mTLS)."
     )
+    connect_stagger: float = Field(
+        default=0.25,
+        gt=0,
+        le=10,
+        description="Seconds before the next of the provider's (or proxy's) addresses is tried while "
+        "a connection attempt hangs (happy eyeballs).",
+    )

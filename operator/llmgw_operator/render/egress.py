@@ -106,4 +106,5 @@ def provider_egress(p: policy.ProviderPolicySpec, gateway_proxy: egress_api.Prox
         client_key_file=client.file(cert.private_key_key)
         if client is not None and cert is not None
         else None,
+        connect_stagger=p.egress.connect_stagger,
     )

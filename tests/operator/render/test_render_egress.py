@@ -206,3 +206,9 @@ def test_a_bad_proxy_url_is_refused_without_quoting_it() -> None:
     explained = common.explain(caught.value)
     assert "egress.proxy.httpsProxy: the proxy URL does not parse" in explained
     assert "s3cret" not in explained
+
+
+def test_the_connect_stagger_is_the_policys() -> None:
+    rendered = _render(renderkit.gateway_spec(), primary={"egress": {"connectStagger": 0.1}})
+    assert _config(rendered).providers["primary"].egress.connect_stagger == 0.1
+    assert _config(rendered).providers["fallback"].egress.connect_stagger == 0.25
