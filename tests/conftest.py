@@ -36,6 +36,18 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+LOOPBACK_NO_PROXY = ("127.0.0.0/8", "127.0.0.1", "localhost", "::1")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # The sidecar honours HTTPS_PROXY and HTTP_PROXY. On a machine that sets them (a CI runner
+    # behind a proxy), sidecars the suite starts in other processes must still reach the fake
+    # providers on loopback directly, while pip and go keep using the proxy for the internet.
+    if any(os.environ.get(n) for n in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy")):
+        for name in ("NO_PROXY", "no_proxy"):
+            os.environ[name] = ",".join(filter(None, [os.environ.get(name, ""), *LOOPBACK_NO_PROXY]))
+
+
 # Fixtures that fetch or build a pinned binary (tests/packaging/conftest.py has helm and kubeconform),
 # or need one from Debian (prometheus, promtool; .ci/run installs them) or the trace store.
 BINARY_FIXTURES = frozenset({"cluster", "helm", "kubeconform", "promtool", "start_prometheus", "jaeger"})

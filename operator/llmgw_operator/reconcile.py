@@ -82,6 +82,7 @@ class Reconciler:
             live_deployment = None  # not ours: its rollout says nothing about this gateway
 
         refused = pod_rules.refusals(spec.template, self.pod_rules)
+        refused += pod_rules.sidecar_refusals(spec.proxy, self.pod_rules)
         if refused:
             reconciled = Verdict(FALSE, "PodTemplateRefused", "nothing applied: " + "; ".join(refused))
             await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)

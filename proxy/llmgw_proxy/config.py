@@ -10,12 +10,14 @@ Field names are camelCase on the wire (like the CRDs) and snake_case in Python.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 import hashlib
 import json
 import re
 from typing import Annotated, Literal, NamedTuple
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -394,6 +396,112 @@ class UpstreamLimits(_Model):
     )
 
 
+MAX_PROXY_SETTING = 4096
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ProxyAddress:
+    """A forward proxy: ``http://host:port`` only (TLS to the proxy itself is not supported)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def shown(self) -> str:
+        """How the proxy is named in errors and logs: the address, never the credentials."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class ProxyUrlError(ValueError):
+    """A proxy URL that cannot be used; the message never quotes the URL (it may hold a password)."""
+
+
+def parse_proxy(url: str) -> ProxyAddress:
+    """``http://[user:password@]host[:port]``; a bare ``host:port`` is read as http, like curl does."""
+    text = url.strip()
+    if "://" not in text:
+        text = "http://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ProxyUrlError("the proxy URL does not parse") from None
+    if parts.scheme.lower() != "http":
+        raise ProxyUrlError(f"proxy URL scheme {parts.scheme.lower()[:16]!r} is not supported (use http://)")
+    if not parts.hostname:
+        raise ProxyUrlError("the proxy URL names no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ProxyUrlError("the proxy URL must be http://host:port with nothing after it")
+    username = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return ProxyAddress(parts.hostname, port or 80, username, password)
+
+
+class EgressProxy(_Model):
+    """A forward proxy, set like the HTTPS_PROXY, HTTP_PROXY and NO_PROXY variables.
+
+    An empty URL means direct for that scheme. Proxy URLs are ``http://host:port``,
+    optionally with ``user:password@`` (prefer ``credentialsFile``: the config is
+    not a secret).
+    """
+
+    https_proxy: str = Field(
+        "", max_length=MAX_PROXY_SETTING, description="Proxy for https:// providers (CONNECT)."
+    )
+    http_proxy: str = Field("", max_length=MAX_PROXY_SETTING, description="Proxy for http:// providers.")
+    no_proxy: str = Field(
+        "",
+        max_length=MAX_PROXY_SETTING,
+        description="Comma-separated hosts reached directly: '*', domains (and their subdomains), IP "
+        "addresses, CIDR blocks, each optionally with :port.",
+    )
+    credentials_file: str | None = Field(
+        None, description="File holding user:password for the proxy (Proxy-Authorization: Basic)."
+    )
+
+    @field_validator("https_proxy", "http_proxy")
+    @classmethod
+    def _usable(cls, value: str) -> str:
+        if value:
+            try:
+                parse_proxy(value)
+            except ProxyUrlError as exc:  # the message never quotes the URL: it may hold a password
+                raise ValueError(str(exc)) from None
+        return value
+
+
+class Egress(_Model):
+    """How the provider is reached: the proxy, the trust store and a client certificate."""
+
+    proxy: EgressProxy | None = Field(
+        None,
+        description="The forward proxy; when unset the sidecar's HTTPS_PROXY, HTTP_PROXY and NO_PROXY "
+        "environment variables apply.",
+    )
+    ca_file: str | None = Field(
+        None, description="PEM CA bundle that replaces the system trust store for this provider."
+    )
+    client_cert_file: str | None = Field(None, description="PEM client certificate (chain) for mTLS.")
+    client_key_file: str | None = Field(
+        None, description="PEM private key of clientCertFile, when the certificate file does not hold it."
+    )
+    connect_stagger: float = Field(
+        0.25,
+        gt=0,
+        le=10,
+        description="Seconds between connection attempts to a host's successive addresses (happy eyeballs).",
+    )
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> Egress:
+        if self.client_key_file is not None and self.client_cert_file is None:
+            raise ValueError("egress.clientKeyFile needs egress.clientCertFile")
+        return self
+
+
 class Provider(_Model):
     kind: ProviderKind = ProviderKind.OPENAI_COMPATIBLE
     base_url: str = Field(description="Up to and including /v1, e.g. https://api.openai.com/v1.")
@@ -421,6 +529,7 @@ class Provider(_Model):
     models: tuple[str, ...] | None = Field(
         None, description="Upstream models this provider may be sent; any model when unset."
     )
+    egress: Egress = Egress()
 
     @field_validator("forward_headers")
     @classmethod

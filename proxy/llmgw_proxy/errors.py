@@ -86,6 +86,24 @@ def upstream_unreachable(provider: str) -> ProxyError:
     )
 
 
+def upstream_tls_failed(provider: str, reason: str) -> ProxyError:
+    return ProxyError(
+        502,
+        f"TLS with provider {provider!r} failed: {reason}",
+        type="server_error",
+        code="upstream_tls_error",
+    )
+
+
+def egress_proxy_failed(provider: str, reason: str) -> ProxyError:
+    return ProxyError(
+        502,
+        f"Could not reach provider {provider!r} through the egress proxy: {reason}",
+        type="server_error",
+        code="egress_proxy_error",
+    )
+
+
 def upstream_timeout(provider: str, phase: str) -> ProxyError:
     return ProxyError(
         504,

@@ -282,3 +282,14 @@ class Eventually(Protocol):
 @pytest.fixture
 def eventually() -> Eventually:
     return _eventually
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY", "https_proxy", "http_proxy", "no_proxy")
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sidecar honours the proxy variables; a CI machine's own must not reroute the fake providers.
+    A test that wants them sets them itself (tests/proxy/test_egress_proxy.py)."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)

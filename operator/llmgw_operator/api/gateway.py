@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import enum
+import posixpath
 from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from llmgw_operator.api import common
 from llmgw_proxy import config
+from llmgw_operator.api import egress as egress_api
 
 KIND = "LLMGateway"
 PLURAL = "llmgateways"
@@ -19,6 +21,12 @@ SHORT_NAMES = ("llmgw",)
 SIDECAR_CONTAINER = "llmgw-proxy"
 CONFIG_VOLUME = "llmgw-config"
 KEYS_VOLUME = "llmgw-keys"
+# The sidecar's own files live under this directory (config, keys, egress mounts), and its
+# volumes' names start with this prefix: spec.proxy.volumes and volumeMounts must stay clear.
+RESERVED_DIR = "/etc/llmgw"
+RESERVED_VOLUME_PREFIX = "llmgw-"
+MAX_SIDECAR_ENV = 64
+MAX_SIDECAR_VOLUMES = 16
 
 # The gateway's name becomes a label value on its children and pods.
 MAX_NAME_LENGTH = 63
@@ -176,8 +184,81 @@ DEFAULT_RESOURCES: dict[str, Any] = {
 }
 
 
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+
+
+class EnvVar(common.Model):
+    """One environment variable of the sidecar (a core/v1 EnvVar: value or valueFrom)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=common.cel_rules(
+            common.cel("!(has(self.value) && has(self.valueFrom))", "env: set value or valueFrom, not both")
+        )
+    )
+
+    name: str = Field(min_length=1, max_length=256, pattern=ENV_NAME, description="Variable name.")
+    value: str | None = Field(default=None, max_length=32768, description="A literal value.")
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="A core/v1 EnvVarSource: secretKeyRef, configMapKeyRef, fieldRef or resourceFieldRef.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError("env: set value or valueFrom, not both")
+        return self
+
+
+VOLUME_NAME_RULE = common.cel(
+    f"self.all(v, !v.name.startsWith('{RESERVED_VOLUME_PREFIX}'))",
+    f"proxy.volumes: names starting with {RESERVED_VOLUME_PREFIX} are reserved for the operator's volumes",
+)
+MOUNT_PATH_RULE = common.cel(
+    f"self.all(m, !m.mountPath.startsWith('{RESERVED_DIR}') && !(m.mountPath in ['/', '/etc', '/etc/']))",
+    f"proxy.volumeMounts: {RESERVED_DIR} and the directories above it are reserved for the sidecar's "
+    "config, keys and egress files",
+)
+_NAMED_ITEM: dict[str, Any] = {
+    "type": "object",
+    "x-kubernetes-preserve-unknown-fields": True,
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 63}},
+}
+_MOUNT_ITEM: dict[str, Any] = {
+    "type": "object",
+    "x-kubernetes-preserve-unknown-fields": True,
+    "required": ["name", "mountPath"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 63},
+        "mountPath": {"type": "string", "minLength": 1, "maxLength": 4096},
+    },
+}
+
+
+def mount_path_problem(path: str) -> str | None:
+    """Why a sidecar volumeMount's path is refused (the pydantic twin of MOUNT_PATH_RULE)."""
+    normal = posixpath.normpath("/" + path.lstrip("/"))
+    if (
+        normal == RESERVED_DIR
+        or normal.startswith(RESERVED_DIR + "/")
+        or RESERVED_DIR.startswith(normal + "/")
+    ):
+        return MOUNT_PATH_RULE["message"]
+    if normal == "/":
+        return MOUNT_PATH_RULE["message"]
+    return None
+
+
 class Proxy(common.Model):
-    """The sidecar container."""
+    """The sidecar container.
+
+    ``env``, ``resources``, ``volumes`` and ``volumeMounts`` reach the sidecar as
+    written; what they may not change: the config and key mounts (anything at or
+    above /etc/llmgw, and volume names starting with llmgw-), the ports and the
+    probes (not settable here at all), the command and the security context.
+    """
 
     model_config = ConfigDict(
         json_schema_extra=common.cel_rules(
@@ -212,11 +293,58 @@ class Proxy(common.Model):
         le=100,
         description="Upstream tries for one request, across all of its route's targets and retries.",
     )
+    env: tuple[EnvVar, ...] = Field(
+        default=(),
+        max_length=MAX_SIDECAR_ENV,
+        description="Extra environment variables of the sidecar, e.g. OTEL_EXPORTER_OTLP_ENDPOINT or "
+        "HTTPS_PROXY (values or valueFrom references).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    volumes: tuple[dict[str, Any], ...] = Field(
+        default=(),
+        max_length=MAX_SIDECAR_VOLUMES,
+        description="Extra pod volumes (core/v1 Volume) for the sidecar's volumeMounts; names starting "
+        "with llmgw- are reserved.",
+        json_schema_extra={"items": _NAMED_ITEM, **common.cel_rules(VOLUME_NAME_RULE)},
+    )
+    volume_mounts: tuple[dict[str, Any], ...] = Field(
+        default=(),
+        max_length=MAX_SIDECAR_VOLUMES,
+        description="Extra volumeMounts (core/v1 VolumeMount) of the sidecar, of proxy.volumes or of the "
+        "template's volumes; not at or above /etc/llmgw.",
+        json_schema_extra={"items": _MOUNT_ITEM, **common.cel_rules(MOUNT_PATH_RULE)},
+    )
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Proxy:
         if self.port == self.admin_port:
             raise ValueError("proxy.port and proxy.adminPort must differ")
+        return self
+
+    @model_validator(mode="after")
+    def _sidecar_extras(self) -> Proxy:
+        names = [e.name for e in self.env]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"proxy.env: duplicate name {', '.join(dupes)}")
+        volume_names = []
+        for volume in self.volumes:
+            name = volume.get("name")
+            if not isinstance(name, str) or not name:
+                raise ValueError("proxy.volumes: every volume needs a name")
+            if name.startswith(RESERVED_VOLUME_PREFIX):
+                raise ValueError(VOLUME_NAME_RULE["message"])
+            volume_names.append(name)
+        dupes = sorted({n for n in volume_names if volume_names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"proxy.volumes: duplicate name {', '.join(dupes)}")
+        for mount in self.volume_mounts:
+            path = mount.get("mountPath")
+            if not isinstance(mount.get("name"), str) or not isinstance(path, str) or not path:
+                raise ValueError("proxy.volumeMounts: every mount needs a name and a mountPath")
+            problem = mount_path_problem(path)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
 
@@ -270,6 +398,9 @@ class LLMGatewaySpec(common.Model):
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["model"]},
     )
     proxy: Proxy = Field(default_factory=Proxy, description="The sidecar.")
+    egress: egress_api.GatewayEgress = Field(
+        default_factory=egress_api.GatewayEgress, description="How the sidecars reach providers."
+    )
     cache: Cache = Field(default_factory=Cache, description="Response store bounds per pod.")
 
     @field_validator("template")
@@ -290,6 +421,24 @@ class LLMGatewaySpec(common.Model):
         if taken:
             raise ValueError(f"template.spec.volumes: the name {taken[0]} is reserved")
         return template
+
+    @model_validator(mode="after")
+    def _sidecar_volumes_fit_the_template(self) -> LLMGatewaySpec:
+        pod = self.template.get("spec") or {}
+        template_volumes = {
+            str(v.get("name")) for v in pod.get("volumes") or [] if isinstance(v, dict) and v.get("name")
+        }
+        extra = {v["name"] for v in self.proxy.volumes}
+        clash = sorted(template_volumes & extra)
+        if clash:
+            raise ValueError(f"proxy.volumes: {clash[0]} is also a volume of template.spec.volumes")
+        for mount in self.proxy.volume_mounts:
+            if mount["name"] not in extra | template_volumes:
+                raise ValueError(
+                    f"proxy.volumeMounts: {mount['name']} is neither in proxy.volumes nor in "
+                    "template.spec.volumes"
+                )
+        return self
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> LLMGatewaySpec:

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from llmgw_operator.api import common
+from llmgw_operator.api import egress as egress_api
 from llmgw_proxy import config
 
 KIND = "ProviderPolicy"
@@ -313,6 +314,10 @@ class ProviderPolicySpec(common.Model):
     cache: CachePolicy = Field(default_factory=CachePolicy, description="Response caching.")
     upstream_limits: UpstreamLimits = Field(
         default_factory=UpstreamLimits, description="Bounds on answers and on the connection pool."
+    )
+    egress: egress_api.PolicyEgress = Field(
+        default_factory=egress_api.PolicyEgress,
+        description="How the sidecar reaches this provider: proxy, CA bundle, client certificate.",
     )
     forward_headers: tuple[HeaderName, ...] = Field(
         default=(),

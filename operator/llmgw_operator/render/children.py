@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 from llmgw_operator.api import gateway
-from llmgw_operator.render import configmap, deployment, hpa, proxy_config, resolve, secret
+from llmgw_operator.render import configmap, deployment, egress, hpa, proxy_config, resolve, secret
 from llmgw_operator.render.conditions import TRUE
 
 
@@ -48,6 +48,13 @@ def render(
     return Children(
         config_map=configmap.render(name, namespace, compiled),
         secret=secret.render(name, namespace, resolution.keys),
-        deployment=deployment.render(name, namespace, spec, image=image, native_sidecar=native_sidecar),
+        deployment=deployment.render(
+            name,
+            namespace,
+            spec,
+            image=image,
+            native_sidecar=native_sidecar,
+            mounts=egress.mounts(spec, resolution.policies),
+        ),
         hpa=hpa.render(name, namespace, spec),
     )

@@ -11,10 +11,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from llmgw_operator.api import gateway
-from llmgw_operator.render import names
+from llmgw_operator.render import egress, names
 
 SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
@@ -56,7 +57,12 @@ def _probe(path: str, port: int, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def sidecar(spec: gateway.LLMGatewaySpec, image: str, *, native: bool) -> dict[str, Any]:
+def sidecar(
+    spec: gateway.LLMGatewaySpec, image: str, *, native: bool, mounts: Sequence[egress.Mount] = ()
+) -> dict[str, Any]:
+    """The sidecar container. ``spec.proxy``'s env, resources and volumeMounts go in as written
+    (the spec's validation keeps them off the config and key mounts); ports, probes, command and
+    security context are the operator's. ``mounts``: the egress objects (``egress.mounts``)."""
     proxy = spec.proxy
     container: dict[str, Any] = {
         "name": gateway.SIDECAR_CONTAINER,
@@ -73,14 +79,23 @@ def sidecar(spec: gateway.LLMGatewaySpec, image: str, *, native: bool) -> dict[s
         "volumeMounts": [
             {"name": gateway.CONFIG_VOLUME, "mountPath": names.CONFIG_DIR, "readOnly": True},
             {"name": gateway.KEYS_VOLUME, "mountPath": names.KEYS_DIR, "readOnly": True},
+            *(m.volume_mount() for m in mounts),
+            *copy.deepcopy(list(proxy.volume_mounts)),
         ],
     }
+    if proxy.env:
+        container["env"] = [e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in proxy.env]
     if native:
         container["restartPolicy"] = "Always"
     return container
 
 
-def volumes(gateway_name: str) -> list[dict[str, Any]]:
+def volumes(
+    gateway_name: str,
+    spec: gateway.LLMGatewaySpec | None = None,
+    mounts: Sequence[egress.Mount] = (),
+) -> list[dict[str, Any]]:
+    """The pod volumes the sidecar needs: config, keys, the egress objects and ``spec.proxy.volumes``."""
     return [
         {
             "name": gateway.CONFIG_VOLUME,
@@ -91,11 +106,18 @@ def volumes(gateway_name: str) -> list[dict[str, Any]]:
             "name": gateway.KEYS_VOLUME,
             "secret": {"secretName": names.secret(gateway_name), "defaultMode": 0o444},
         },
+        *(m.pod_volume() for m in mounts),
+        *(copy.deepcopy(list(spec.proxy.volumes)) if spec is not None else []),
     ]
 
 
 def pod_template(
-    gateway_name: str, spec: gateway.LLMGatewaySpec, image: str, *, native_sidecar: bool
+    gateway_name: str,
+    spec: gateway.LLMGatewaySpec,
+    image: str,
+    *,
+    native_sidecar: bool,
+    mounts: Sequence[egress.Mount] = (),
 ) -> dict[str, Any]:
     """The application's template with the sidecar, its volumes, labels and the restart hash."""
     template = copy.deepcopy(spec.template)
@@ -111,13 +133,13 @@ def pod_template(
         names.RESTART_HASH_ANNOTATION: restart_hash(spec, image),
     }
     pod = template.setdefault("spec", {})
-    proxy = sidecar(spec, image, native=native_sidecar)
+    proxy = sidecar(spec, image, native=native_sidecar, mounts=mounts)
     if native_sidecar:
         # Native sidecars start before, in order, and stop after the application's containers.
         pod["initContainers"] = [proxy, *(pod.get("initContainers") or [])]
     else:
         pod["containers"] = [*pod["containers"], proxy]
-    pod["volumes"] = [*(pod.get("volumes") or []), *volumes(gateway_name)]
+    pod["volumes"] = [*(pod.get("volumes") or []), *volumes(gateway_name, spec, mounts)]
     return template
 
 
@@ -128,13 +150,14 @@ def render(
     *,
     image: str,
     native_sidecar: bool,
+    mounts: Sequence[egress.Mount] = (),
 ) -> dict[str, Any]:
     """The Deployment. ``image`` is the sidecar image (``spec.proxy.image`` or the operator's default);
     ``native_sidecar`` says the cluster runs initContainers with restartPolicy Always as sidecars
-    (Kubernetes 1.29+ by default)."""
+    (Kubernetes 1.29+ by default); ``mounts`` the egress objects (``egress.mounts``)."""
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": names.selector_labels(gateway_name)},
-        "template": pod_template(gateway_name, spec, image, native_sidecar=native_sidecar),
+        "template": pod_template(gateway_name, spec, image, native_sidecar=native_sidecar, mounts=mounts),
     }
     if spec.autoscaling is None:
         # With autoscaling the HPA owns spec.replicas; writing it here would fight the HPA.

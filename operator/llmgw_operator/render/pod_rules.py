@@ -133,3 +133,14 @@ def refusals(template: Mapping[str, Any], rules: Rules) -> list[str]:
             if account not in rules.service_accounts
         ]
     return found
+
+
+def sidecar_refusals(proxy: gateway.Proxy, rules: Rules) -> list[str]:
+    """The same rule for the volumes ``spec.proxy`` adds to the pod: hostPath needs --allow-host-path."""
+    if rules.host_path:
+        return []
+    return [
+        f"proxy.volumes: hostPath volume {v.get('name')} is not allowed by the operator's --allow-host-path"
+        for v in proxy.volumes
+        if "hostPath" in v
+    ]

@@ -10,8 +10,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from llmgw_operator.api import egress as egress_api
 from llmgw_operator.api import gateway, policy
-from llmgw_operator.render import names
+from llmgw_operator.render import egress, names
 from llmgw_proxy import config
 
 
@@ -51,7 +52,12 @@ def _same_fields(model: Any) -> dict[str, Any]:
     return dict(model.model_dump(mode="python"))
 
 
-def provider(name: str, spec: policy.ProviderPolicySpec, replicas: int) -> config.Provider:
+def provider(
+    name: str,
+    spec: policy.ProviderPolicySpec,
+    replicas: int,
+    gateway_proxy: egress_api.Proxy | None = None,
+) -> config.Provider:
     return config.Provider(
         kind=spec.provider,
         base_url=spec.base_url,
@@ -71,6 +77,7 @@ def provider(name: str, spec: policy.ProviderPolicySpec, replicas: int) -> confi
         # The sidecar enforces the allow-list itself: a '*' route would pass any model.
         models=tuple(sorted(spec.models)) if spec.models is not None else None,
         upstream_limits=config.UpstreamLimits(**_same_fields(spec.upstream_limits)),
+        egress=egress.provider_egress(spec, gateway_proxy),
     )
 
 
@@ -96,7 +103,7 @@ def compile_config(
         max_body_bytes=spec.proxy.max_body_bytes,
         max_attempts=spec.proxy.max_attempts,
         log_level=spec.proxy.log_level.value,
-        providers={name: provider(name, policies[name], replicas) for name in used},
+        providers={name: provider(name, policies[name], replicas, spec.egress.proxy) for name in used},
         routes=tuple(
             config.Route(
                 model=route.model,

@@ -18,6 +18,8 @@ Retry-After parsing
 Retries as a ratio of requests         ``retry_budget``
 Cache keys and cacheability            ``cache_key``
 Bounded in-memory LRU + Store protocol ``cache_store``
+Forward proxy choice (NO_PROXY),       ``egress``
+address order for happy eyeballs
 =====================================  ==================
 
 Import the modules, not their names: ``limits.ProviderLimiter(...)``.
@@ -30,6 +32,7 @@ from llmgw_proxy.policies import (
     cache_key,
     cache_store,
     clock,
+    egress,
     limits,
     retry_budget,
     tokens,
@@ -42,6 +45,7 @@ __all__ = [
     "cache_key",
     "cache_store",
     "clock",
+    "egress",
     "limits",
     "retry_budget",
     "tokens",

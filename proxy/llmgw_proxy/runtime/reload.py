@@ -60,8 +60,21 @@ def read_config(path: str) -> config.ProxyConfig:
         raise ConfigError(CONFIG_INVALID, f"config {path} is not UTF-8 (at byte {exc.start})") from None
     except yaml.YAMLError as exc:
         raise ConfigError(CONFIG_INVALID, f"config {path} is not valid YAML/JSON: {exc}") from None
-    except (pydantic.ValidationError, config.UnsupportedVersion) as exc:
+    except pydantic.ValidationError as exc:
+        raise ConfigError(CONFIG_INVALID, f"config {path} is invalid: {_explain(exc)}") from None
+    except config.UnsupportedVersion as exc:
         raise ConfigError(CONFIG_INVALID, f"config {path} is invalid: {exc}") from None
+
+
+def _explain(error: pydantic.ValidationError) -> str:
+    """``field.path: message`` pairs, without the values: a proxy URL may carry a password, and the
+    message reaches logs and ``/status`` (and from there the gateway's conditions)."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return f"{error.error_count()} error(s): " + "; ".join(parts)
 
 
 def fingerprint(paths: list[str]) -> Fingerprint:

@@ -40,6 +40,18 @@ def transport_limits(b: config.UpstreamLimits) -> upstream.Limits:
     )
 
 
+def transport_egress(e: config.Egress) -> upstream.Egress:
+    proxy = e.proxy
+    return upstream.Egress(
+        proxy=(proxy.https_proxy, proxy.http_proxy, proxy.no_proxy) if proxy is not None else None,
+        proxy_credentials_file=proxy.credentials_file if proxy is not None else None,
+        ca_file=e.ca_file,
+        client_cert_file=e.client_cert_file,
+        client_key_file=e.client_key_file,
+        stagger=e.connect_stagger,
+    )
+
+
 class ProviderState:
     """One provider's settings and policy objects.
 
@@ -64,6 +76,7 @@ class ProviderState:
         t = provider.timeouts
         self.timeouts = upstream.Timeouts(connect=t.connect, first_byte=t.first_byte, total=t.total)
         self.limits = transport_limits(provider.upstream_limits)
+        self.egress = transport_egress(provider.egress)
         self._clock = clock_
         self.limiter: limits.ProviderLimiter | None = None
         if provider.rate_limit is not None or provider.model_rate_limits:

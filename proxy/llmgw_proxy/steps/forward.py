@@ -137,6 +137,16 @@ def _failure(call: Call, exc: upstream.UpstreamError) -> errors.ProxyError:
             extra={"request_id": call.request_id, "provider": provider, "pool_size": exc.size},
         )
         return errors.upstream_pool_busy(provider, exc.size)
+    if isinstance(exc, upstream.TlsFailed | upstream.ProxyFailed):
+        # Configuration, not a provider outage: say so where the platform team looks first.
+        log.warning(
+            "the upstream connection failed: %s",
+            exc,
+            extra={"request_id": call.request_id, "provider": provider},
+        )
+        if isinstance(exc, upstream.TlsFailed):
+            return errors.upstream_tls_failed(provider, exc.reason)
+        return errors.egress_proxy_failed(provider, exc.reason)
     return errors.upstream_unreachable(provider)
 
 
@@ -190,7 +200,13 @@ async def forward(call: Call, next_step: Next) -> web.StreamResponse:
     try:
         resp = await call.services.transport.send(
             upstream.Request(
-                "POST", url, headers, body, _within(state.timeouts, call.deadline - sent), state.limits
+                "POST",
+                url,
+                headers,
+                body,
+                _within(state.timeouts, call.deadline - sent),
+                state.limits,
+                state.egress,
             )
         )
         call.upstream_duration = loop.time() - sent

@@ -126,7 +126,9 @@ async def _exchange(call: Call, current: state.ProviderState, limit: int) -> web
     sent = loop.time()
     try:
         resp = await call.services.transport.send(
-            upstream.Request(request.method, url, headers, body, current.timeouts, current.limits)
+            upstream.Request(
+                request.method, url, headers, body, current.timeouts, current.limits, current.egress
+            )
         )
     except upstream.UpstreamError as exc:
         failure = forward.failure(call, exc)

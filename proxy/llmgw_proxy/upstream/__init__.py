@@ -14,6 +14,12 @@ Two more kinds say the provider was not simply unreachable: ``TooLarge``
 (the answer broke one of the request's ``Limits``; the connection is dropped)
 and ``PoolBusy`` (no pooled connection came free in time: the sidecar's own
 capacity, never held against the provider).
+
+``Egress`` says how a request leaves the pod (a forward proxy or direct, the
+trust store, a client certificate); ``dial`` opens the connection it asks for.
+Two ``ConnectFailed`` kinds name why: ``TlsFailed`` (the provider's
+certificate did not verify, or the CA bundle could not be loaded) and
+``ProxyFailed`` (the forward proxy refused or broke the tunnel).
 """
 
 from __future__ import annotations
@@ -67,6 +73,31 @@ class Upload:
 
     chunks: AsyncIterable[bytes]
     length: int | None
+CONNECT_STAGGER = 0.25
+"""Seconds between connection attempts to a host's successive addresses (RFC 8305's default)."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Egress:
+    """How requests to one provider leave the pod; equal settings share pooled connections.
+
+    ``proxy``: None follows the sidecar's environment (``HTTPS_PROXY``,
+    ``HTTP_PROXY``, ``NO_PROXY``); otherwise the three settings themselves
+    (empty strings: go direct). ``proxy_credentials_file``: ``user:password``
+    for the proxy, re-read at each new connection. ``ca_file``: PEM bundle that
+    replaces the system trust store; ``client_cert_file`` / ``client_key_file``:
+    the certificate presented to the provider (mTLS).
+    """
+
+    proxy: tuple[str, str, str] | None = None  # (https_proxy, http_proxy, no_proxy)
+    proxy_credentials_file: str | None = None
+    ca_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    stagger: float = CONNECT_STAGGER
+
+
+DEFAULT_EGRESS = Egress()
 
 
 @dataclasses.dataclass(slots=True)
@@ -77,6 +108,7 @@ class Request:
     body: bytes | Upload | None
     timeouts: Timeouts
     limits: Limits = DEFAULT_LIMITS
+    egress: Egress = DEFAULT_EGRESS
 
 
 class Response(Protocol):
@@ -125,3 +157,19 @@ class PoolBusy(UpstreamError):
     def __init__(self, size: int) -> None:
         super().__init__(f"all {size} pooled connections stayed busy")
         self.size = size
+
+
+class TlsFailed(ConnectFailed):
+    """TLS to the provider failed: ``reason`` is the verifier's (no header, no key)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"TLS with the provider failed: {reason}")
+        self.reason = reason
+
+
+class ProxyFailed(ConnectFailed):
+    """The forward proxy refused or broke the tunnel; ``reason`` names the proxy by address only."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the egress proxy failed: {reason}")
+        self.reason = reason

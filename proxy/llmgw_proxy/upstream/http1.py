@@ -31,6 +31,9 @@ socket's write buffer), so this client does only that:
   and the bytes that arrive without a body byte (a head or trailers that never
   end). Breaking one fails the answer with ``TooLarge`` and drops the connection.
   Trailers are counted, never kept, so none reaches the next answer's headers.
+- connections open through ``dial.Dialer`` (forward proxy, CA bundle, client
+  certificate, address racing: see ``dial``); the pool keeps them per origin
+  and ``upstream.Egress``, so providers that leave differently never share one.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ import httptools
 from multidict import CIMultiDict
 
 from llmgw_proxy import upstream
+from llmgw_proxy.upstream import dial
 
 _HIGH_WATER = 256 * 1024
 _LOW_WATER = 64 * 1024
@@ -57,6 +61,8 @@ _LOW_WATER = 64 * 1024
 _PART_COST = 64
 _DECODE_STEP = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_Key = tuple[str, str, int, upstream.Egress]
+"""A pool of connections: the origin (scheme, host, port) and how it is reached."""
 
 
 @functools.lru_cache(maxsize=1024)
@@ -173,7 +179,7 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; the parser calls the ``on_*`` methods from ``data_received``."""
 
-    def __init__(self, pool: Pool, origin: tuple[str, str, int]) -> None:
+    def __init__(self, pool: Pool, origin: _Key) -> None:
         self.pool = pool
         self.origin = origin
         self.transport: asyncio.Transport | None = None
@@ -435,25 +441,41 @@ class _Connection(asyncio.Protocol):
 class Pool:
     """The ``upstream.Transport`` the sidecar uses: ``send`` one request, get its ``Response``."""
 
-    def __init__(self, *, idle_seconds: float = 15.0, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        idle_seconds: float = 15.0,
+        ssl_context: ssl.SSLContext | None = None,
+        dialer: dial.Dialer | None = None,
+    ) -> None:
         self.idle_seconds = idle_seconds
         self._ssl = ssl_context
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
-        self._open: collections.Counter[tuple[str, str, int]] = collections.Counter()
-        self._waiters: dict[tuple[str, str, int], collections.deque[asyncio.Future[None]]] = {}
+        self._dialer = dialer or dial.Dialer()
+        self._idle: dict[_Key, list[_Connection]] = {}
+        self._open: collections.Counter[_Key] = collections.Counter()
+        self._waiters: dict[_Key, collections.deque[asyncio.Future[None]]] = {}
         self._all: set[_Connection] = set()
         self._closed = False
         self._swept = 0.0
 
     async def send(self, request: upstream.Request) -> Response:
-        origin, target, host = _split(request.url)
+        (scheme, hostname, port), target, host = _split(request.url)
+        origin = (scheme, hostname, port, request.egress)
+        route = self._dialer.route(scheme, hostname, port, request.egress)
+        headers = request.headers
+        if route.proxy is not None and scheme == "http":
+            # Plain http through a proxy: the request itself goes to the proxy, in absolute form.
+            target = f"http://{host}{target}"
+            auth = route.proxy_authorization()
+            if auth is not None:
+                headers = {**headers, "Proxy-Authorization": auth}
         upload, body = None, b""
         if isinstance(request.body, upstream.Upload):
             upload = request.body
         elif request.body is not None:
             body = request.body
         length = len(body) if upload is None else upload.length
-        head = encode_head(request.method, target, host, request.headers, length)
+        head = encode_head(request.method, target, host, headers, length)
         loop = asyncio.get_running_loop()
         t = request.timeouts
         now = loop.time()
@@ -464,7 +486,7 @@ class Pool:
             conn = await self._wait_for_one(origin, limits, min(now + limits.pool_wait, deadline))
             now = loop.time()  # the wait was the sidecar's, so first_byte starts after it (total does not)
         if conn is None:
-            conn = await self._connect(origin, loop.time() + min(t.connect, t.total))
+            conn = await self._connect(origin, route, limits, loop.time() + min(t.connect, t.total))
         try:
             if upload is not None:
                 # The upload's own sending takes time before any answer: total alone bounds it.
@@ -511,7 +533,7 @@ class Pool:
             conn.abort(upstream.ConnectFailed("the client is closed"))
         self._idle.clear()
 
-    def _checkout(self, origin: tuple[str, str, int], now: float) -> _Connection | None:
+    def _checkout(self, origin: _Key, now: float) -> _Connection | None:
         idle = self._idle.get(origin)
         while idle:
             conn = idle.pop()  # the most recently used is the least likely to be closed by now
@@ -526,7 +548,7 @@ class Pool:
         return None
 
     async def _wait_for_one(
-        self, origin: tuple[str, str, int], limits: upstream.Limits, give_up_at: float
+        self, origin: _Key, limits: upstream.Limits, give_up_at: float
     ) -> _Connection | None:
         """At the limit: wait for a connection to come back (reused) or close (None: open one).
 
@@ -548,22 +570,25 @@ class Pool:
             raise upstream.PoolBusy(limits.pool_size) from None
         return None
 
-    async def _connect(self, origin: tuple[str, str, int], give_up_at: float) -> _Connection:
+    async def _connect(
+        self, origin: _Key, route: dial.Route, limits: upstream.Limits, give_up_at: float
+    ) -> _Connection:
         if self._closed:
             raise upstream.ConnectFailed("the client is closed")
-        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout_at(give_up_at):
                 self._open[origin] += 1
                 try:
-                    scheme, host, port = origin
-                    tls = (self._ssl or _default_ssl()) if scheme == "https" else None
-                    _, conn = await loop.create_connection(
+                    scheme, host, port, egress = origin
+                    _, conn = await self._dialer.open(
                         lambda: _Connection(self, origin),
+                        scheme,
                         host,
                         port,
-                        ssl=tls,
-                        server_hostname=host if tls else None,
+                        egress,
+                        route,
+                        limits,
+                        self._ssl,
                     )
                 except BaseException:
                     self._open[origin] -= 1
@@ -571,20 +596,14 @@ class Pool:
                     raise
         except TimeoutError:
             raise upstream.TimedOut("connect") from None
-        except OSError as exc:
-            raise upstream.ConnectFailed(type(exc).__name__) from None
+        assert isinstance(conn, _Connection)
         self._all.add(conn)
         return conn
 
-    def _wake(self, origin: tuple[str, str, int]) -> None:
+    def _wake(self, origin: _Key) -> None:
         waiters = self._waiters.get(origin)
         while waiters:
             waiter = waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
-
-
-@functools.cache
-def _default_ssl() -> ssl.SSLContext:
-    return ssl.create_default_context()

@@ -39,6 +39,11 @@ def _cel_messages(definition: dict[str, Any]) -> set[str]:
 
 POLICY_RULES = [
     pytest.param(
+        _policy(egress={"caBundle": {"configMap": "ca", "secret": "ca", "key": "ca.crt"}}),
+        "name exactly one of configMap and secret",
+        id="ca-bundle-one-source",
+    ),
+    pytest.param(
         _policy(forwardHeaders=["X-Tenant", "X-Api-Key"]),
         "forwardHeaders may not name a credential, proxy or hop-by-hop header",
         id="forward-headers-no-credential",
@@ -105,6 +110,38 @@ GATEWAY_RULES = [
         _gateway(routes=[{"model": "c", "targets": [{"policy": "p"}], "endpoints": ["messages", "audio"]}]),
         "endpoints: 'messages' is Anthropic's, not to be served by a route with OpenAI endpoints",
         id="one-api-family-per-route",
+    ),
+    pytest.param(
+        _gateway(proxy={"env": [{"name": "A", "value": "1", "valueFrom": {"fieldRef": {}}}]}),
+        "env: set value or valueFrom, not both",
+        id="env-value-xor-value-from",
+    ),
+    pytest.param(
+        _gateway(proxy={"volumes": [{"name": "llmgw-config", "emptyDir": {}}]}),
+        "proxy.volumes: names starting with llmgw- are reserved for the operator's volumes",
+        id="sidecar-volume-names-reserved",
+    ),
+    pytest.param(
+        _gateway(
+            proxy={
+                "volumes": [{"name": "ca", "emptyDir": {}}],
+                "volumeMounts": [{"name": "ca", "mountPath": "/etc/llmgw/keys"}],
+            }
+        ),
+        "proxy.volumeMounts: /etc/llmgw and the directories above it are reserved for the sidecar's "
+        "config, keys and egress files",
+        id="sidecar-mount-off-the-config-and-keys",
+    ),
+    pytest.param(
+        _gateway(
+            proxy={
+                "volumes": [{"name": "ca", "emptyDir": {}}],
+                "volumeMounts": [{"name": "ca", "mountPath": "/etc"}],
+            }
+        ),
+        "proxy.volumeMounts: /etc/llmgw and the directories above it are reserved for the sidecar's "
+        "config, keys and egress files",
+        id="sidecar-mount-not-above-the-config",
     ),
 ]
 

@@ -14,6 +14,7 @@ def test_the_package_exposes_one_module_per_policy() -> None:
         "cache_key",
         "cache_store",
         "clock",
+        "egress",
         "limits",
         "retry_budget",
         "tokens",
