@@ -9,8 +9,8 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from llmgw_operator.api import common
-from llmgw_proxy import config
 from llmgw_operator.api import egress as egress_api
+from llmgw_proxy import config
 
 KIND = "LLMGateway"
 PLURAL = "llmgateways"

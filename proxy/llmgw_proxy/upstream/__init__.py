@@ -73,6 +73,8 @@ class Upload:
 
     chunks: AsyncIterable[bytes]
     length: int | None
+
+
 CONNECT_STAGGER = 0.25
 """Seconds between connection attempts to a host's successive addresses (RFC 8305's default)."""
 
