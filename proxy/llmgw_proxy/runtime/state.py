@@ -93,6 +93,9 @@ class ProviderState:
             self.limiter = previous.limiter
             if self.limiter is not None:
                 self.limiter.resume()
+        elif self.limiter is not None and previous.limiter is not None:
+            # A re-split (replicas changed) or an edited limit: keep each bucket's fill.
+            self.limiter.take_fill(previous.limiter)
         if old.circuit_breaker == new.circuit_breaker:
             self.breaker = previous.breaker
         if _budget_of(old.retry) == _budget_of(new.retry):
@@ -172,7 +175,7 @@ class Live:
 
         A changed provider gets a new state, which still takes over each policy
         object whose own settings did not change (an edited timeout keeps an open
-        breaker; an edited rate limit starts with full buckets).
+        breaker; an edited rate limit keeps each bucket's fill as a share of its burst).
         """
         old = previous.providers if previous else {}
         result = {}
