@@ -10,10 +10,12 @@ def test_the_package_exposes_one_module_per_policy() -> None:
     assert policies.__all__ == [
         "backoff",
         "breaker",
+        "budgets",
         "buckets",
         "cache_key",
         "cache_store",
         "clock",
+        "global_limits",
         "limits",
         "retry_budget",
         "tokens",
@@ -23,7 +25,7 @@ def test_the_package_exposes_one_module_per_policy() -> None:
 def test_importing_the_policies_loads_no_io_library() -> None:
     code = (
         "import sys, llmgw_proxy.policies; "
-        "print(sorted(m for m in ('aiohttp', 'prometheus_client', 'opentelemetry') if m in sys.modules))"
+        "print(sorted(m for m in ('aiohttp', 'prometheus_client', 'opentelemetry', 'redis') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,0 +1,94 @@
+"""A real redis-server on a free loopback port, for the shared-store tests: start, kill, start again.
+
+The Debian package provides the binary (.ci/run installs it when missing). Nothing is persisted:
+a restarted server starts empty, as a Redis without persistence does after a crash.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import shutil
+import socket
+import subprocess
+import time
+
+READY_WITHIN = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    def __init__(self, workdir: pathlib.Path, port: int | None = None, password: str | None = None) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
+        self.binary = binary
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.password = password
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        args = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+            "--logfile",
+            "",
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_WITHIN
+        while True:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    answer = s.recv(64)
+                if answer.startswith((b"+PONG", b"-NOAUTH")):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("redis-server did not answer PING in time")
+            time.sleep(0.02)  # the server's own start-up: nothing to await but its socket
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed or partitioned Redis: no goodbye to the clients."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+            self.process = None
