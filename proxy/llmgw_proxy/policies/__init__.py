@@ -29,8 +29,8 @@ Import the modules, not their names: ``limits.ProviderLimiter(...)``.
 from llmgw_proxy.policies import (
     backoff,
     breaker,
-    budgets,
     buckets,
+    budgets,
     cache_key,
     cache_store,
     clock,
@@ -43,8 +43,8 @@ from llmgw_proxy.policies import (
 __all__ = [
     "backoff",
     "breaker",
-    "budgets",
     "buckets",
+    "budgets",
     "cache_key",
     "cache_store",
     "clock",
