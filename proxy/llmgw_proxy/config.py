@@ -259,9 +259,10 @@ class SharedStore(_Model):
         None, description="File holding the password; read at each (re)connect."
     )
     timeout: Seconds = Field(
-        0.05,
+        0.2,
         le=5,
-        description="Seconds one command may take (connecting included) before the sidecar falls back.",
+        description="Seconds one command may take, connecting and the sidecar's own event-loop delay "
+        "included, before the store counts as down and the sidecar falls back.",
     )
     max_in_flight: int = Field(
         64,

@@ -285,10 +285,11 @@ class SharedStore(common.Model):
         default="mymaster", min_length=1, max_length=253, description="The Sentinel master's name."
     )
     timeout: float = Field(
-        default=0.05,
+        default=0.2,
         gt=0,
         le=5,
-        description="Seconds one Redis command may take before the pod falls back (see scope: global).",
+        description="Seconds one Redis command may take (the sidecar's own load included) before the pod "
+        "falls back (see scope: global).",
     )
     max_in_flight: int = Field(
         default=64, ge=1, le=4096, description="Redis commands in flight per pod; past it, the fallback."

@@ -124,7 +124,8 @@ class GlobalLimiter:
         if requests == 0 and tokens_ == 0:
             return
         keys, args = global_limits.adjust_args(plan, requests, tokens_, budget_keys)
-        self.store.later(lambda: self._settled(keys, args))
+        if keys:  # else no bucket or budget counts what changed (a settle with request limits only)
+            self.store.later(lambda: self._settled(keys, args))
 
     async def _settled(self, keys: list[str], args: list[float | int]) -> None:
         reply = await self.store.adjust(keys, args)
