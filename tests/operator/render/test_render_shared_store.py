@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import pathlib
 
 import renderkit
+import yaml
 
+from llmgw_operator.api import policy
 from llmgw_operator.render import dataplane, names, proxy_config, resolve
 from llmgw_operator.render.conditions import FALSE, TRUE
 from llmgw_proxy import config, status
@@ -89,3 +92,14 @@ def test_pods_that_cannot_reach_redis_make_providers_unhealthy_with_their_own_re
     assert dataplane.budget_used([obs], "fallback") is None
     healthy = dataplane.aggregate(None, [dataplane.PodReport("a", _report(True, 10))])
     assert dataplane.providers_verdict(healthy).status == TRUE
+
+
+def test_the_redis_sample_policy_is_valid_and_compiles_to_a_global_limit() -> None:
+    sample = pathlib.Path(__file__).resolve().parents[3] / "samples" / "redis" / "providerpolicy-global.yaml"
+    document = yaml.safe_load(sample.read_text())
+    spec = policy.ProviderPolicySpec.model_validate(document["spec"])
+    gateway = renderkit.gateway_spec(routes=[{"model": "m", "targets": [{"policy": "global"}]}])
+    compiled = proxy_config.compile_config(gateway, {"global": spec}, 2, "team-a")
+    limit = compiled.providers["global"].rate_limit
+    assert limit is not None and (limit.scope, limit.fallback_share) == (config.LimitScope.GLOBAL, 2)
+    assert compiled.shared_store is not None and compiled.shared_store.password_file is None
