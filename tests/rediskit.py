@@ -92,3 +92,45 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait(timeout=10)
             self.process = None
+
+
+class Sentinel:
+    """A redis-server in Sentinel mode watching ``master`` as ``mymaster`` (quorum 1)."""
+
+    def __init__(self, workdir: pathlib.Path, master: RedisServer) -> None:
+        self.workdir = workdir
+        self.master = master
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        conf = self.workdir / f"sentinel-{self.port}.conf"  # Sentinel rewrites its config file
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+            f"sentinel monitor mymaster 127.0.0.1 {self.master.port} 1\n"
+        )
+        self.process = subprocess.Popen(
+            [self.master.binary, str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + READY_WITHIN
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server --sentinel exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"SENTINEL get-master-addr-by-name mymaster\r\n")
+                    if str(self.master.port).encode() in s.recv(256):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinel did not name its master in time")
+            time.sleep(0.02)  # the sentinel's own start-up: nothing to await but its socket
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None

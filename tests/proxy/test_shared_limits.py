@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import openai
 import redis.asyncio as aioredis
+import rediskit
 from openai.types.chat import ChatCompletionMessageParam
 
 if TYPE_CHECKING:
@@ -221,3 +222,26 @@ async def test_redis_killed_mid_load_falls_back_per_pod_then_resumes_the_global_
     assert await ask(client) == 429
     async with http.get(proxy.admin_url + "/status") as response:
         assert (await response.json())["sharedStore"]["reachable"] is True
+
+
+async def test_a_global_limit_through_redis_sentinel(
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    redis_server: RedisServer,
+    tmp_path: pathlib.Path,
+) -> None:
+    sentinel = rediskit.Sentinel(tmp_path, redis_server)
+    sentinel.start()
+    try:
+        doc = shared_doc(
+            make_doc, upstream, key_file, "redis://sentinel/0", {"requestsPerMinute": 4, "scope": "global"}
+        )
+        doc["sharedStore"]["sentinels"] = [f"127.0.0.1:{sentinel.port}"]
+        proxy = await start_proxy(doc)
+        assert [await ask(proxy.async_client()) for _ in range(5)] == [200] * 4 + [429]
+        async with aioredis.Redis.from_url(redis_server.url) as r:  # the master Sentinel named holds it
+            assert await r.exists("llmgw:{team-a/openai}:p:rq")
+    finally:
+        sentinel.stop()

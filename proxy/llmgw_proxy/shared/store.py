@@ -60,7 +60,8 @@ class _PasswordFile(CredentialProvider):
         return self.get_credentials()
 
 
-def _client(cfg: config.SharedStore) -> aioredis.Redis:
+def _client(cfg: config.SharedStore) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
+    """The client for commands, and the Sentinel clients it asks for the master (to close too)."""
     options: dict[str, Any] = {
         "socket_timeout": cfg.timeout,
         "socket_connect_timeout": max(cfg.timeout, PROBE_TIMEOUT),
@@ -77,8 +78,8 @@ def _client(cfg: config.SharedStore) -> aioredis.Redis:
         sentinel = Sentinel(pairs, sentinel_kwargs={"socket_timeout": cfg.timeout}, **options)  # type: ignore[no-untyped-call]
         db = aioredis.connection.parse_url(cfg.url).get("db", 0)
         master: aioredis.Redis = sentinel.master_for(cfg.sentinel_master, db=db)
-        return master
-    return aioredis.Redis.from_url(cfg.url, **options)
+        return master, list(sentinel.sentinels)
+    return aioredis.Redis.from_url(cfg.url, **options), []
 
 
 class _Script:
@@ -94,7 +95,7 @@ class Store:
         self.cfg = cfg
         self._clock = clock_
         self._rng = rng or random.Random()
-        self.client = _client(cfg)
+        self.client, self._sentinels = _client(cfg)
         self._scripts = {
             name: _Script(global_limits.script(name)) for name in ("global_reserve", "global_adjust")
         }
@@ -213,3 +214,5 @@ class Store:
             if task is not None:
                 task.cancel()
         await self.client.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
