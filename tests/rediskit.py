@@ -23,7 +23,13 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: pathlib.Path, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: pathlib.Path,
+        port: int | None = None,
+        password: str | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: apt-get install redis-server (.ci/run does)")
@@ -31,6 +37,7 @@ class RedisServer:
         self.workdir = workdir
         self.port = port or free_port()
         self.password = password
+        self.extra = extra
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -55,6 +62,8 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.extra:  # a cluster node's state file, named by port so nodes do not share one
+            args += [*self.extra, "--cluster-config-file", f"nodes-{self.port}.conf"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ready()
 
@@ -134,3 +143,63 @@ class Sentinel:
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
+
+
+class Cluster:
+    """Three redis-server masters joined into a Redis Cluster by ``redis-cli --cluster create``."""
+
+    def __init__(self, workdir: pathlib.Path) -> None:
+        self.nodes = [
+            RedisServer(workdir, port=_cluster_port(), extra=("--cluster-enabled", "yes")) for _ in range(3)
+        ]
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed (it comes with redis-server's package)")
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + READY_WITHIN
+        for node in self.nodes:
+            while b"cluster_state:ok" not in _ask(node.port, b"CLUSTER INFO\r\n"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the cluster did not turn ok in time")
+                time.sleep(0.02)  # the nodes' gossip: nothing to await but their answer
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) exists and is free too."""
+    while True:
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+
+
+def _ask(port: int, command: bytes) -> bytes:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+            s.sendall(command)
+            return s.recv(4096)
+    except OSError:
+        return b""

@@ -254,6 +254,11 @@ class SharedStore(_Model):
         "and url only gives the database, TLS and credentials.",
     )
     sentinel_master: str = Field("mymaster", min_length=1, max_length=253)
+    cluster: bool = Field(
+        False,
+        description="url names a node of a Redis Cluster; the client finds the others. Each policy's "
+        "keys share one hash tag, so each script runs on one shard.",
+    )
     username: str | None = Field(None, max_length=253)
     password_file: str | None = Field(
         None, description="File holding the password; read at each (re)connect."

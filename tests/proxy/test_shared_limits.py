@@ -245,3 +245,20 @@ async def test_a_global_limit_through_redis_sentinel(
             assert await r.exists("llmgw:{team-a/openai}:p:rq")
     finally:
         sentinel.stop()
+
+
+async def test_a_global_limit_and_budget_on_a_redis_cluster(
+    start_proxy: StartProxy, upstream: str, key_file: pathlib.Path, make_doc: MakeDoc, tmp_path: pathlib.Path
+) -> None:
+    cluster = rediskit.Cluster(tmp_path)
+    try:
+        cluster.start()
+        limit = {"requestsPerMinute": 4, "tokensPerMinute": 100_000, "scope": "global"}
+        doc = shared_doc(make_doc, upstream, key_file, cluster.url, limit, budget={"tokensPerDay": 10**6})
+        doc["sharedStore"]["cluster"] = True
+        a, b = await start_proxy(doc), await start_proxy(doc)
+        # One script touches the request and token buckets and the budget: one shard, by the hash tag.
+        assert [await ask(p.async_client()) for p in (a, b, a, b, a)] == [200] * 4 + [429]
+        assert a.live.shared is not None and a.live.shared.failures == {}
+    finally:
+        cluster.stop()

@@ -284,6 +284,9 @@ class SharedStore(common.Model):
     sentinel_master: str = Field(
         default="mymaster", min_length=1, max_length=253, description="The Sentinel master's name."
     )
+    cluster: bool = Field(
+        default=False, description="url names a node of a Redis Cluster; the client finds the others."
+    )
     timeout: float = Field(
         default=0.2,
         gt=0,

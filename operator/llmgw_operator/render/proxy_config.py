@@ -73,6 +73,7 @@ def shared_store(spec: policy.SharedStore) -> config.SharedStore:
         url=spec.url,
         sentinels=spec.sentinels,
         sentinel_master=spec.sentinel_master,
+        cluster=spec.cluster,
         username=spec.username,
         password_file=names.store_password_file() if spec.password_secret_ref is not None else None,
         timeout=spec.timeout,

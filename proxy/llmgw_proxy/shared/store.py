@@ -66,7 +66,6 @@ def _client(cfg: config.SharedStore) -> tuple[aioredis.Redis, list[aioredis.Redi
         "socket_timeout": cfg.timeout,
         "socket_connect_timeout": max(cfg.timeout, PROBE_TIMEOUT),
         "max_connections": cfg.max_in_flight,
-        "retry_on_timeout": False,
         "health_check_interval": 0,
     }
     if cfg.password_file is not None:
@@ -79,6 +78,10 @@ def _client(cfg: config.SharedStore) -> tuple[aioredis.Redis, list[aioredis.Redi
         db = aioredis.connection.parse_url(cfg.url).get("db", 0)
         master: aioredis.Redis = sentinel.master_for(cfg.sentinel_master, db=db)
         return master, list(sentinel.sentinels)
+    if cfg.cluster:
+        # One pool per node, each of maxInFlight: the in-flight bound is the Store's own.
+        cluster: aioredis.Redis = aioredis.RedisCluster.from_url(cfg.url, **options)  # type: ignore[assignment]
+        return cluster, []
     return aioredis.Redis.from_url(cfg.url, **options), []
 
 
@@ -196,7 +199,10 @@ class Store:
         delay = self.cfg.reconnect_backoff
         # The pooled connections are dead or stuck: the next commands must open new ones.
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
-            await self.client.connection_pool.disconnect()
+            if isinstance(self.client, aioredis.RedisCluster):
+                await self.client.aclose()  # it maps the nodes again on its next command
+            else:
+                await self.client.connection_pool.disconnect()
         while True:
             await asyncio.sleep(delay * (0.5 + self._rng.random() / 2))
             try:
