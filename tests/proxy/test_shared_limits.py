@@ -262,3 +262,29 @@ async def test_a_global_limit_and_budget_on_a_redis_cluster(
         assert a.live.shared is not None and a.live.shared.failures == {}
     finally:
         cluster.stop()
+
+
+async def test_streams_settle_their_global_token_reservations_on_the_streamed_usage(
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    redis_server: RedisServer,
+) -> None:
+    limit = {"tokensPerMinute": 1000, "scope": "global"}
+    proxy = await start_proxy(shared_doc(make_doc, upstream, key_file, redis_server.url, limit))
+    client = proxy.async_client()
+    shared = proxy.live.shared
+    assert shared is not None
+    for _ in range(12):  # each reserves 8 + 200 tokens and uses ~10: unsettled, the 5th would be refused
+        stream = await client.chat.completions.create(
+            model="m", messages=MESSAGES, max_tokens=200, stream=True
+        )
+        async for _chunk in stream:
+            pass
+        await asyncio.wait_for(_settled(shared), 5)
+    async with aioredis.Redis.from_url(redis_server.url) as r:
+        tat = float(await r.get("llmgw:{team-a/openai}:p:tk") or 0)
+        (seconds, micros) = await r.time()
+    used = (tat - (seconds + micros / 1e6)) * 1000 / 60  # tokens still booked, from the bucket's time
+    assert 0 < used < 12 * 30
