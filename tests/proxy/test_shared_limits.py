@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import pathlib
 import random
+import signal
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -288,3 +290,32 @@ async def test_streams_settle_their_global_token_reservations_on_the_streamed_us
         (seconds, micros) = await r.time()
     used = (tat - (seconds + micros / 1e6)) * 1000 / 60  # tokens still booked, from the bucket's time
     assert 0 < used < 12 * 30
+
+
+async def test_a_stalled_redis_costs_one_timeout_then_the_fallback_answers_at_once(
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    redis_server: RedisServer,
+    eventually: Eventually,
+) -> None:
+    glob = {"requestsPerMinute": 100, "scope": "global", "fallbackShare": 2}
+    doc = shared_doc(make_doc, upstream, key_file, redis_server.url, glob)
+    doc["sharedStore"]["timeout"] = 0.3
+    proxy = await start_proxy(doc)
+    client = proxy.async_client()
+    shared = proxy.live.shared
+    assert shared is not None
+    assert await ask(client) == 200
+    assert redis_server.process is not None
+    os.kill(redis_server.process.pid, signal.SIGSTOP)  # alive, connected, answering nothing
+    try:
+        # The first request waits out the timeout; none waits longer, and all are answered.
+        statuses = await asyncio.wait_for(asyncio.gather(*(ask(client) for _ in range(8))), 5)
+        assert statuses == [200] * 8
+        assert not shared.up and shared.failures.get("timeout", 0) >= 1
+    finally:
+        os.kill(redis_server.process.pid, signal.SIGCONT)
+    await eventually(lambda: shared.up, within=10)
+    assert await ask(client) == 200
