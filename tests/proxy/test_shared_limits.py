@@ -76,7 +76,7 @@ async def test_one_global_limit_holds_across_sidecars_of_two_gateways(
     assert set(statuses[10:]) == {429}
     # Keys name the policy, never a provider key.
     async with aioredis.Redis.from_url(redis_server.url) as r:
-        keys = sorted(k.decode() for k in await r.keys("*"))
+        keys = sorted(k.decode() if isinstance(k, bytes) else k for k in await r.keys("*"))
     assert keys == ["llmgw:{team-a/openai}:p:rq"]
 
 

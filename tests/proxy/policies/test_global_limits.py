@@ -10,8 +10,8 @@ from llmgw_proxy import config
 from llmgw_proxy.policies import budgets, global_limits
 
 
-def wall(*args: int) -> float:
-    return datetime.datetime(*args, tzinfo=datetime.UTC).timestamp()  # type: ignore[misc]
+def wall(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    return datetime.datetime(year, month, day, hour, minute, second, tzinfo=datetime.UTC).timestamp()
 
 
 def test_budget_periods_are_utc_calendar_days_and_months() -> None:
@@ -32,7 +32,7 @@ def test_a_period_holds_its_moment_and_its_key_outlives_it(moment: float) -> Non
 
 
 def provider(**fields: object) -> config.Provider:
-    return config.Provider(base_url="http://x/v1", shared_id="ns/policy", **fields)  # type: ignore[arg-type]
+    return config.Provider.model_validate({"baseUrl": "http://x/v1", "sharedId": "ns/policy", **fields})
 
 
 def test_plans_name_keys_by_the_policy_and_hold_only_global_limits() -> None:
