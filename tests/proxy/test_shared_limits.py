@@ -20,6 +20,7 @@ import aiohttp
 import openai
 import redis.asyncio as aioredis
 import rediskit
+import yaml
 from openai.types.chat import ChatCompletionMessageParam
 
 if TYPE_CHECKING:
@@ -319,3 +320,29 @@ async def test_a_stalled_redis_costs_one_timeout_then_the_fallback_answers_at_on
         os.kill(redis_server.process.pid, signal.SIGCONT)
     await eventually(lambda: shared.up, within=10)
     assert await ask(client) == 200
+
+
+async def test_a_reload_that_changes_the_store_replaces_its_client_and_keeps_the_count(
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    redis_server: RedisServer,
+) -> None:
+    doc = shared_doc(
+        make_doc, upstream, key_file, redis_server.url, {"requestsPerMinute": 4, "scope": "global"}
+    )
+    proxy = await start_proxy(doc)
+    client = proxy.async_client()
+    assert [await ask(client) for _ in range(2)] == [200, 200]
+    before = proxy.live.shared
+    assert before is not None
+    doc["sharedStore"]["timeout"] = 0.4
+    proxy.config_path.write_text(yaml.safe_dump(doc))
+    proxy.watcher.load()
+    after = proxy.live.shared
+    assert after is not None and after is not before and after.cfg.timeout == 0.4
+    assert before.closing is not None
+    await asyncio.wait_for(before.closing, 5)
+    # The count is Redis's: two left of four, through the new client.
+    assert [await ask(client) for _ in range(3)] == [200, 200, 429]

@@ -199,6 +199,7 @@ class Live:
             return
         self.shared = shared_store.Store(wanted, self.clock) if wanted is not None else None
         if current is not None:
+            # Its in-flight commands finish or time out first; its settles are dropped.
             current.closing = asyncio.get_running_loop().create_task(current.close())
 
     def refuse(self, reason: str, message: str) -> None:
