@@ -27,7 +27,7 @@ async def test_a_spent_budget_answers_insufficient_quota_and_survives_a_sidecar_
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"].update(sharedId="team-a/openai", budget={"tokensPerDay": 100})
-    doc["sharedStore"] = {"url": redis_server.url}
+    doc["sharedStore"] = {"url": redis_server.url, "timeout": 2}  # a busy test machine is not a slow Redis
     first = await start_proxy(doc)
     client = first.async_client()
     served = 0

@@ -42,7 +42,12 @@ async def test_a_hit_in_one_sidecar_serves_the_others_and_memory_serves_while_re
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"].update(sharedId="team-a/openai", cache={"enabled": True, "shared": True})
-    doc["sharedStore"] = {"url": redis_server.url, "reconnectBackoff": 0.05, "maxReconnectBackoff": 0.2}
+    doc["sharedStore"] = {
+        "url": redis_server.url,
+        "timeout": 2,
+        "reconnectBackoff": 0.05,
+        "maxReconnectBackoff": 0.2,
+    }
     a, b = await start_proxy(doc), await start_proxy(doc)
     assert (await ask(http, a))[0] == "MISS"
     await written(a)
