@@ -52,3 +52,24 @@ async def test_a_caller_that_leaves_leaves_its_batch_to_the_others(
         assert isinstance(global_limits.read_reserve(PLAN, reply), global_limits.Granted)
     finally:
         await store.close()
+
+
+async def test_a_settle_rides_with_the_next_admission_or_goes_alone_soon_after(
+    redis_server: RedisServer,
+) -> None:
+    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
+        assert await store.reserve(keys, args) is not None and store.batches == 1
+        store.settle_delay = 60  # longer than the test: only an admission can send it
+        settle = asyncio.create_task(store.adjust(settle_keys, settle_args))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the settle opened a batch and waits in it
+        assert store.batches == 1 and not settle.done()
+        assert await store.reserve(keys, args) is not None
+        assert await settle == [] and store.batches == 2  # one round trip for both
+        store.settle_delay = shared_store.SETTLE_DELAY
+        assert await store.adjust(settle_keys, settle_args) == [] and store.batches == 3  # alone, soon
+    finally:
+        await store.close()

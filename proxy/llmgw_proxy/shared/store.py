@@ -39,6 +39,8 @@ CONNECTION = "connection"
 BUSY = "busy"
 ERROR = "error"
 REASONS = (TIMEOUT, CONNECTION, BUSY, ERROR)
+SETTLE_DELAY = 0.005
+"""Seconds a settle may wait for an admission to share its round trip (then it goes alone)."""
 PROBE_TIMEOUT = 1.0
 """Seconds a reconnection probe may take at least (a new connection, maybe TLS)."""
 
@@ -98,6 +100,7 @@ class _Batch:
     commands: list[tuple[_Script, Sequence[str], Sequence[float | int]]] = dataclasses.field(
         default_factory=list
     )
+    timer: asyncio.TimerHandle | None = None  # a batch of settles only: sent by then, or with an admission
 
 
 class Store:
@@ -122,6 +125,8 @@ class Store:
         self._background: set[asyncio.Task[Any]] = set()
         self._batch: _Batch | None = None  # the scripts asked for in this turn of the loop
         self._sending: set[asyncio.Task[None]] = set()
+        self.batches = 0  # batches sent (one round trip each)
+        self.settle_delay = SETTLE_DELAY
 
     def fell_back(self, provider: str, what: str) -> None:
         key = (provider, what)
@@ -136,6 +141,9 @@ class Store:
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[float | int]) -> object:
         """One script's reply; scripts asked for in the same turn of the event loop share a batch.
 
+        Settles wait up to ``SETTLE_DELAY`` for an admission to ride with, so a lone
+        sidecar sends one command per request instead of two.
+
         The first caller of a turn opens a batch and schedules its sending for the next turn,
         so the requests that are ready in this turn can join; one task sends it as one
         pipeline (one write, one read) and each caller picks its reply. Under load this
@@ -145,9 +153,17 @@ class Store:
         to the others.
         """
         batch = self._batch
+        loop = asyncio.get_running_loop()
+        urgent = name == "global_reserve"  # a request waits on it; a settle does not
         if batch is None:
-            loop = asyncio.get_running_loop()
             batch = self._batch = _Batch(loop.create_future())
+            if urgent:
+                loop.call_soon(self._flush, batch)
+            else:
+                batch.timer = loop.call_later(self.settle_delay, self._flush, batch)
+        elif urgent and batch.timer is not None:
+            batch.timer.cancel()  # the settles waiting go with this admission, now
+            batch.timer = None
             loop.call_soon(self._flush, batch)
         index = len(batch.commands)
         batch.commands.append((self._scripts[name], keys, args))
@@ -157,6 +173,7 @@ class Store:
         return reply
 
     def _flush(self, batch: _Batch) -> None:
+        batch.timer = None
         if self._batch is batch:
             self._batch = None
         task = asyncio.get_running_loop().create_task(self._deliver(batch))
@@ -164,6 +181,7 @@ class Store:
         task.add_done_callback(self._sending.discard)
 
     async def _deliver(self, batch: _Batch) -> None:
+        self.batches += 1
         try:
             async with asyncio.timeout(self.cfg.timeout):
                 replies = await self._send(batch.commands)
@@ -286,6 +304,8 @@ class Store:
             return
 
     async def close(self) -> None:
+        if self._batch is not None and self._batch.timer is not None:
+            self._batch.timer.cancel()
         for task in [self._probe, *self._background, *self._sending]:
             if task is not None:
                 task.cancel()
