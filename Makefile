@@ -72,10 +72,12 @@ demo: $(STAMP) binaries
 generate: $(STAMP)
 	$(VENV)/bin/llmgw-dev generate
 
-# The socket benchmark, then the policies' cost counted in instructions (steady on a shared machine).
+# The socket benchmark, then the policies' cost counted in instructions (steady on a shared machine),
+# then global limits in a local redis-server against the in-memory ones.
 bench-proxy: $(STAMP)
 	$(PY) -m llmgw_dev.bench_proxy $(BENCH_ARGS)
 	$(PY) -m llmgw_dev.bench_policies
+	$(PY) -m llmgw_dev.bench_redis $(BENCH_ARGS)
 
 bench-operator: $(STAMP) binaries
 	$(PY) -m llmgw_dev.bench_operator $(BENCH_ARGS)

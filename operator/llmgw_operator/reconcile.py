@@ -278,7 +278,7 @@ class Reconciler:
 
     async def _policy_usage(self, namespace: str, name: str, new: dict[str, Any]) -> None:
         """``gateways`` from the API (so a restart never writes a half-known list), and
-        ``breakerOpenPods`` once one of them was polled."""
+        ``breakerOpenPods`` and ``budgetUsed`` once one of them was polled (and reported a budget)."""
         users = []
         for gw in await self.client.list_objects("LLMGateway", namespace):
             spec = gw.get("spec")
@@ -289,6 +289,9 @@ class Reconciler:
         open_pods = self.data_plane.breaker_open_pods(namespace, name, users)
         if open_pods is not None:
             new["breakerOpenPods"] = open_pods
+        used = self.data_plane.budget_used(namespace, name, users)
+        if used is not None:
+            new["budgetUsed"] = used
 
     # -- shared ---------------------------------------------------------------------
 

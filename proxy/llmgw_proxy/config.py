@@ -263,6 +263,11 @@ class Timeouts(_Model):
     )
 
 
+class LimitScope(enum.StrEnum):
+    LOCAL = "local"  # this sidecar's own buckets, in memory
+    GLOBAL = "global"  # one set of buckets in the shared store for every sidecar of the provider's sharedId
+
+
 class RateLimit(_Model):
     """Token buckets, refilled continuously. A limit left out is not enforced."""
 
@@ -283,6 +288,80 @@ class RateLimit(_Model):
     default_max_tokens: int = Field(
         256, ge=1, description="Completion tokens reserved when a request sets no max_tokens."
     )
+    scope: LimitScope = Field(
+        LimitScope.LOCAL,
+        description="local: this sidecar enforces the limits in memory. global: the limits hold across "
+        "every sidecar whose provider has the same sharedId, in the shared store (sharedStore).",
+    )
+    fallback_share: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="global only: while the shared store cannot answer, this sidecar enforces "
+        "ceil(limit / fallbackShare) in memory (the operator sets the gateway's replica count).",
+    )
+
+
+class TokenBudget(_Model):
+    """Prompt plus completion tokens per UTC calendar day and month, counted in the shared store."""
+
+    tokens_per_day: int | None = Field(None, ge=1, le=10**15)
+    tokens_per_month: int | None = Field(None, ge=1, le=10**15)
+
+    @model_validator(mode="after")
+    def _needs_a_period(self) -> TokenBudget:
+        if self.tokens_per_day is None and self.tokens_per_month is None:
+            raise ValueError("budget needs tokensPerDay or tokensPerMonth")
+        return self
+
+
+class SharedStore(_Model):
+    """The Redis that holds global limits, budgets and the shared cache (see docs/proxy.md)."""
+
+    url: str = Field(
+        pattern=r"^(redis|rediss|unix)://",
+        max_length=2048,
+        description="redis://host:port/db, rediss:// for TLS, or unix:///path; no password in it.",
+    )
+    sentinels: tuple[Annotated[str, Field(pattern=r"^[^:\s]+:[0-9]{1,5}$")], ...] = Field(
+        (),
+        max_length=16,
+        description="host:port of Redis Sentinels; when set, the master named sentinelMaster is used "
+        "and url only gives the database, TLS and credentials.",
+    )
+    sentinel_master: str = Field("mymaster", min_length=1, max_length=253)
+    cluster: bool = Field(
+        False,
+        description="url names a node of a Redis Cluster; the client finds the others. Each policy's "
+        "keys share one hash tag, so each script runs on one shard.",
+    )
+    username: str | None = Field(None, max_length=253)
+    password_file: str | None = Field(
+        None, description="File holding the password; read at each (re)connect."
+    )
+    timeout: Seconds = Field(
+        0.2,
+        le=5,
+        description="Seconds one command may take, connecting and the sidecar's own event-loop delay "
+        "included, before the store counts as down and the sidecar falls back.",
+    )
+    max_in_flight: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="Commands in flight at once (the connection pool's size); past it a request falls "
+        "back at once instead of queueing.",
+    )
+    reconnect_backoff: Seconds = Field(
+        0.25, description="Seconds before the first probe after a failure; doubles, with jitter."
+    )
+    max_reconnect_backoff: Seconds = Field(5.0, description="Cap in seconds for the probe backoff.")
+    key_prefix: str = Field(
+        "llmgw", pattern=r"^[A-Za-z0-9._:-]{1,64}$", description="First part of every key."
+    )
+
+
+SHARED_ID_PATTERN = r"^[A-Za-z0-9._/-]{1,300}$"
 
 
 class CircuitBreaker(_Model):
@@ -338,6 +417,11 @@ class CachePolicy(_Model):
     enabled: bool = False
     ttl: Seconds = 300.0
     mode: CacheMode = CacheMode.DETERMINISTIC
+    shared: bool = Field(
+        False,
+        description="Store entries in the shared store (with their TTL) so a hit in one sidecar serves "
+        "all; the in-memory store answers while the shared store cannot.",
+    )
 
 
 class CacheStore(_Model):
@@ -530,6 +614,22 @@ class Provider(_Model):
         None, description="Upstream models this provider may be sent; any model when unset."
     )
     egress: Egress = Egress()
+    shared_id: str | None = Field(
+        None,
+        pattern=SHARED_ID_PATTERN,
+        description="Identity of the provider's state in the shared store (the operator writes the "
+        "policy's namespace/name): sidecars with the same sharedId share global limits, budget and cache.",
+    )
+    budget: TokenBudget | None = Field(None, description="Token budget, enforced in the shared store.")
+
+    @property
+    def uses_shared_store(self) -> bool:
+        limits = [self.rate_limit, *self.model_rate_limits.values()]
+        return (
+            any(lim is not None and lim.scope is LimitScope.GLOBAL for lim in limits)
+            or self.budget is not None
+            or self.cache.shared
+        )
 
     @field_validator("forward_headers")
     @classmethod
@@ -594,6 +694,22 @@ class ProxyConfig(_Model):
         "calls naming one (previous_response_id, GET /v1/responses/{id}) go to that provider; the "
         "oldest are forgotten first, and a forgotten or unknown id goes to its route's first target.",
     )
+    shared_store: SharedStore | None = Field(
+        None, description="Needed by global limits, budgets and shared caches; none when unset."
+    )
+
+    @model_validator(mode="after")
+    def _shared_state_has_a_store(self) -> ProxyConfig:
+        for name, provider in self.providers.items():
+            if not provider.uses_shared_store:
+                continue
+            if self.shared_store is None:
+                raise ValueError(
+                    f"provider {name!r}: global limits, budgets and shared caches need sharedStore"
+                )
+            if provider.shared_id is None:
+                raise ValueError(f"provider {name!r}: global limits, budgets and shared caches need sharedId")
+        return self
 
     @model_validator(mode="after")
     def _targets_name_known_providers(self) -> ProxyConfig:

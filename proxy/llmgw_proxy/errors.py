@@ -161,6 +161,16 @@ def rate_limited(retry_after: float | None, headers: dict[str, str]) -> ProxyErr
     )
 
 
+def insufficient_quota() -> ProxyError:
+    """Every target refused by a spent token budget: OpenAI's answer for a spent quota."""
+    return ProxyError(
+        429,
+        "The token budget of this gateway's provider is spent for the current period",
+        type="insufficient_quota",
+        code="insufficient_quota",
+    )
+
+
 def breakers_open(retry_after: float) -> ProxyError:
     return ProxyError(
         503,

@@ -61,6 +61,29 @@ class ProviderReport(_Model):
         description="The tightest rate-limit bucket's level (provider or model) as a share of its "
         "burst (0 in debt); absent while the provider has no limiter.",
     )
+    budget: tuple[BudgetReport, ...] | None = Field(
+        None,
+        max_length=2,
+        description="The token budget's periods as last counted; absent without a budget.",
+    )
+
+
+class BudgetReport(_Model):
+    """A token budget's count for its current period, as the shared store last told this sidecar."""
+
+    period: str = Field(max_length=8, description="`day` or `month` (UTC calendar periods).")
+    used: int = Field(ge=0, description="Tokens counted in the period, reservations in flight included.")
+    limit: int = Field(ge=1, description="The budget for the period.")
+
+
+class SharedStoreReport(_Model):
+    """Whether this sidecar reaches the shared store (Redis) that holds global limits and budgets."""
+
+    reachable: bool = Field(
+        description="False while commands fail or time out: global limits use the per-pod fallback, "
+        "budgets are not enforced."
+    )
+    since: datetime.datetime | None = Field(None, description="When reachability last changed.")
 
 
 class CacheReport(_Model):
@@ -95,6 +118,9 @@ class SidecarStatus(_Model):
         default_factory=dict, max_length=MAX_PROVIDERS, description="By provider name, as in the config."
     )
     cache: CacheReport = CacheReport()
+    shared_store: SharedStoreReport | None = Field(
+        None, description="Set when the config names a shared store (sharedStore)."
+    )
     last_reload_error: ReloadError | None = Field(
         None, description="Set while the last reload was refused; cleared once a config is served."
     )

@@ -143,6 +143,12 @@ NOT_CAUSED = {
     "DeploymentNotFound": "only between the Deployment's deletion and the pass that recreates it",
     "RolloutPending": "only until kube-controller-manager observes a new template (milliseconds here)",
     "RenderFailed": "the CRD and the proxy config disagreeing: a bug, not a state a user can reach",
+    # The shared store's reasons are covered without a cluster: the verdicts by
+    # tests/operator/render/test_render_shared_store.py, the sidecar's report of a killed Redis by
+    # tests/proxy/test_shared_limits.py.
+    "SharedStoreUnreachable": "needs a sidecar losing a real Redis, which the kwok pods here cannot run",
+    "SharedStoreUnresolved": "a pure resolve verdict, tested in test_render_shared_store.py",
+    "SharedStoreConflict": "a pure resolve verdict, tested in test_render_shared_store.py",
 }
 
 

@@ -33,6 +33,8 @@ COMBINATIONS = [
     pytest.param({}, id="defaults"),
     pytest.param({"replicas": 3, "monitoring": MONITORING_ON}, id="three-replicas-with-monitoring"),
     pytest.param({"watchNamespaces": ["team-a", "team-b"]}, id="watch-two-namespaces"),
+    pytest.param({"redis": {"enabled": True}}, id="with-redis"),
+    pytest.param({"redis": {"enabled": True, "persistence": {"enabled": True}}}, id="with-persistent-redis"),
     pytest.param(
         {"replicas": 2, "watchNamespaces": ["team-a"], "monitoring": MONITORING_ON},
         id="watch-one-namespace-with-peering-and-monitoring",
@@ -354,6 +356,24 @@ PROXY_METRICS = {
 
 def _queried_metrics(text: str) -> set[str]:
     return set(re.findall(r"\bllmgw_[a-z_]+\b", text))
+
+
+def test_the_redis_for_trying_shared_state_is_off_by_default_and_small_when_on(render: Render) -> None:
+    assert not of_kind(render({}), "StatefulSet")
+    docs = render({"redis": {"enabled": True}})
+    redis = one(docs, "StatefulSet")
+    service = next(d for d in of_kind(docs, "Service") if d["metadata"]["name"] == "r-llmgw-redis")
+    assert redis["spec"]["replicas"] == 1
+    assert service["spec"]["ports"] == [{"name": "redis", "port": 6379, "targetPort": "redis"}]
+    spec = redis["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    (container,) = spec["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "--maxmemory" in container["args"] and "volumeClaimTemplates" not in redis["spec"]
+    kept = one(
+        render({"redis": {"enabled": True, "persistence": {"enabled": True, "size": "2Gi"}}}), "StatefulSet"
+    )
+    assert kept["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "2Gi"
 
 
 def test_monitoring_is_off_by_default(render: Render) -> None:

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import os
 import pathlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
@@ -15,6 +15,7 @@ import openai
 import pytest
 import yaml
 from aiohttp.pytest_plugin import AiohttpServer
+from rediskit import RedisServer
 
 import llmgw_proxy.upstream  # not `from llmgw_proxy import upstream`: that is a fixture's name here
 from llmgw_dev import fake_provider
@@ -158,6 +159,8 @@ async def start_proxy(aiohttp_server: AiohttpServer, tmp_path: pathlib.Path) -> 
     yield start
     for proxy in started:
         await proxy.close_clients()
+        if proxy.live.shared is not None:
+            await proxy.live.shared.close()
 
 
 @pytest.fixture
@@ -293,3 +296,12 @@ def _no_proxy_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
     A test that wants them sets them itself (tests/proxy/test_egress_proxy.py)."""
     for name in PROXY_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def redis_server(tmp_path: pathlib.Path) -> Iterator[RedisServer]:
+    """A real redis-server on a free loopback port (tests/rediskit.py); stopped after the test."""
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()

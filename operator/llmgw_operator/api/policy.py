@@ -35,6 +35,7 @@ MODEL_KEYS_MESSAGE = f"modelRateLimits keys are model names of 1 to {MODEL_NAME_
 class Scope(enum.StrEnum):
     PER_POD = "perPod"
     SHARED = "shared"
+    GLOBAL = "global"
 
 
 class RateLimit(common.Model):
@@ -83,8 +84,11 @@ class RateLimit(common.Model):
         default=Scope.SHARED,
         description=(
             "shared: the limits are the provider's quota for the whole gateway and the operator splits "
-            "them across its pods (ceil(limit / replicas), re-split when replicas change). "
-            "perPod: every pod enforces the limits as written."
+            "them across its pods (ceil(limit / replicas), re-split when replicas change; each gateway "
+            "using the policy gets the whole quota). "
+            "perPod: every pod enforces the limits as written. "
+            "global: one set of buckets in the policy's sharedStore (Redis) for every pod of every "
+            "gateway using the policy; while Redis cannot answer, each pod falls back to the shared split."
         ),
     )
 
@@ -197,13 +201,18 @@ class Timeouts(common.Model):
 
 
 class CachePolicy(common.Model):
-    """Response caching for this provider, in the sidecar's in-memory store."""
+    """Response caching for this provider, in the sidecar's in-memory store (or the sharedStore)."""
 
     enabled: bool = Field(default=False, description="Cache responses from this provider.")
     ttl: Seconds = Field(default=300.0, description="Seconds a cached response stays fresh.")
     mode: config.CacheMode = Field(
         default=config.CacheMode.DETERMINISTIC,
         description="deterministic: only temperature-0 or seed-pinned requests; all: every request.",
+    )
+    shared: bool = Field(
+        default=False,
+        description="Keep entries in the policy's sharedStore (Redis) with their TTL, so a hit in one pod "
+        "serves all; the pod's own memory answers while Redis cannot. Needs sharedStore.",
     )
 
 
@@ -248,6 +257,92 @@ class UpstreamLimits(common.Model):
     )
 
 
+class TokenBudget(common.Model):
+    """Prompt plus completion tokens per UTC calendar day and/or month, for every gateway using the policy."""
+
+    model_config = ConfigDict(
+        json_schema_extra=common.cel_rules(
+            common.cel(
+                "has(self.tokensPerDay) || has(self.tokensPerMonth)",
+                "budget needs tokensPerDay or tokensPerMonth",
+            )
+        )
+    )
+
+    tokens_per_day: int | None = Field(
+        default=None, ge=1, le=10**15, description="Tokens per UTC day (resets at 00:00 UTC)."
+    )
+    tokens_per_month: int | None = Field(
+        default=None, ge=1, le=10**15, description="Tokens per UTC calendar month."
+    )
+
+    @model_validator(mode="after")
+    def _needs_a_period(self) -> TokenBudget:
+        if self.tokens_per_day is None and self.tokens_per_month is None:
+            raise ValueError("budget needs tokensPerDay or tokensPerMonth")
+        return self
+
+
+class SharedStore(common.Model):
+    """The Redis holding the policy's global limits, budget and shared cache (bring your own;
+    the Helm chart can deploy a small one for trying it out)."""
+
+    url: str = Field(
+        min_length=1,
+        max_length=2048,
+        pattern=r"^(redis|rediss)://[^@]*$",
+        description="redis://host:port/db, or rediss:// for TLS; no password in it (passwordSecretRef).",
+    )
+    password_secret_ref: common.SecretKeyRef | None = Field(
+        default=None,
+        description="The Secret key holding Redis's password (labelled llmgateway.io/provider-key=true, "
+        "like provider keys).",
+    )
+    username: str | None = Field(default=None, min_length=1, max_length=253, description="Redis ACL user.")
+    sentinels: tuple[Annotated[str, Field(max_length=262, pattern=r"^[^:\s]+:[0-9]{1,5}$")], ...] = Field(
+        default=(),
+        max_length=16,
+        description="host:port of Redis Sentinels; when set, the master sentinelMaster is used.",
+    )
+    sentinel_master: str = Field(
+        default="mymaster", min_length=1, max_length=253, description="The Sentinel master's name."
+    )
+    cluster: bool = Field(
+        default=False, description="url names a node of a Redis Cluster; the client finds the others."
+    )
+    timeout: float = Field(
+        default=0.2,
+        gt=0,
+        le=5,
+        description="Seconds one Redis command may take (the sidecar's own load included) before the pod "
+        "falls back (see scope: global).",
+    )
+    max_in_flight: int = Field(
+        default=64, ge=1, le=4096, description="Redis commands in flight per pod; past it, the fallback."
+    )
+
+
+SHARED_STATE_RULES = (
+    common.cel(
+        "has(self.sharedStore) || !has(self.budget)",
+        "budget needs sharedStore: a budget counted per pod would be a budget per pod",
+    ),
+    common.cel(
+        "has(self.sharedStore) || !has(self.rateLimit) || self.rateLimit.scope != 'global'",
+        "rateLimit.scope global needs sharedStore",
+    ),
+    common.cel(
+        "has(self.sharedStore) || !has(self.modelRateLimits) "
+        "|| self.modelRateLimits.all(m, self.modelRateLimits[m].scope != 'global')",
+        "modelRateLimits scope global needs sharedStore",
+    ),
+    common.cel(
+        "has(self.sharedStore) || !has(self.cache) || !has(self.cache.shared) || !self.cache.shared",
+        "cache.shared needs sharedStore",
+    ),
+)
+
+
 class ProviderPolicySpec(common.Model):
     """One upstream provider: where it is, which key to use, and how to treat it."""
 
@@ -261,6 +356,7 @@ class ProviderPolicySpec(common.Model):
                 "self.provider == 'openai-compatible' || has(self.apiKeySecretRef)",
                 "apiKeySecretRef is required unless provider is openai-compatible",
             ),
+            *SHARED_STATE_RULES,
         )
     )
 
@@ -319,6 +415,16 @@ class ProviderPolicySpec(common.Model):
         default_factory=egress_api.PolicyEgress,
         description="How the sidecar reaches this provider: proxy, CA bundle, client certificate.",
     )
+    shared_store: SharedStore | None = Field(
+        default=None,
+        description="Redis for global limits, the budget and the shared cache; every gateway using the "
+        "policy shares its state there, under keys named by the policy's namespace and name.",
+    )
+    budget: TokenBudget | None = Field(
+        default=None,
+        description="Token budget for every gateway using the policy; past it, 429 insufficient_quota. "
+        "Needs sharedStore.",
+    )
     forward_headers: tuple[HeaderName, ...] = Field(
         default=(),
         max_length=config.MAX_FORWARD_HEADERS,
@@ -356,10 +462,27 @@ class ProviderPolicySpec(common.Model):
             raise ValueError("apiVersion is required when provider is azure-openai")
         if self.provider is not config.ProviderKind.OPENAI_COMPATIBLE and self.api_key_secret_ref is None:
             raise ValueError("apiKeySecretRef is required unless provider is openai-compatible")
+        if self.shared_store is None:
+            if self.budget is not None:
+                raise ValueError(
+                    "budget needs sharedStore: a budget counted per pod would be a budget per pod"
+                )
+            if self.rate_limit is not None and self.rate_limit.scope is Scope.GLOBAL:
+                raise ValueError("rateLimit.scope global needs sharedStore")
+            if any(lim.scope is Scope.GLOBAL for lim in self.model_rate_limits.values()):
+                raise ValueError("modelRateLimits scope global needs sharedStore")
+            if self.cache.shared:
+                raise ValueError("cache.shared needs sharedStore")
         return self
 
 
 MAX_GATEWAYS = 256
+
+
+class BudgetUsed(common.Model):
+    period: str = Field(max_length=8, description="day or month (UTC).")
+    used: int = Field(ge=0, description="Tokens counted in the period, reservations in flight included.")
+    limit: int = Field(ge=1, description="The budget for the period.")
 
 
 class ProviderPolicyStatus(common.Model):
@@ -374,6 +497,12 @@ class ProviderPolicyStatus(common.Model):
     )
     breaker_open_pods: int | None = Field(
         default=None, ge=0, description="Pods of those gateways that report the provider's breaker open."
+    )
+    budget_used: tuple[BudgetUsed, ...] | None = Field(
+        default=None,
+        max_length=2,
+        description="The budget's current periods as the pods of those gateways last reported them "
+        "(the count lives in Redis; the highest report wins).",
     )
 
 

@@ -43,7 +43,7 @@ def render(
     if resolution.verdict.status != TRUE:
         raise ValueError(f"policies are not resolved: {resolution.verdict.message}")
     replicas = proxy_config.effective_replicas(spec, observed_replicas)
-    compiled = proxy_config.compile_config(spec, resolution.policies, replicas)
+    compiled = proxy_config.compile_config(spec, resolution.policies, replicas, namespace)
     image = deployment.image_for(spec, default_image)
     return Children(
         config_map=configmap.render(name, namespace, compiled),

@@ -59,6 +59,8 @@ class Observation:
     up_to_date: int = 0
     outdated: int = 0
     refusals: tuple[tuple[str, int], ...] = ()  # reload reason code -> outdated pods reporting it
+    store_unreachable: int = 0  # reporting pods that cannot reach their shared store (Redis)
+    budgets: tuple[tuple[str, str, int, int], ...] = ()  # (provider, period, used, limit), highest report
 
     @property
     def reporting(self) -> int:
@@ -69,6 +71,8 @@ def aggregate(rendered_hash: str | None, reports: Iterable[PodReport]) -> Observ
     pods = unreporting = up_to_date = outdated = 0
     counts: dict[str, dict[str, int]] = {}
     refusals: dict[str, int] = {}
+    store_unreachable = 0
+    budgets: dict[tuple[str, str], tuple[int, int]] = {}
     for pod in reports:
         pods += 1
         report = pod.report
@@ -82,7 +86,14 @@ def aggregate(rendered_hash: str | None, reports: Iterable[PodReport]) -> Observ
             if report.last_reload_error is not None:
                 code = report.last_reload_error.reason_code
                 refusals[code] = refusals.get(code, 0) + 1
+        if report.shared_store is not None and not report.shared_store.reachable:
+            store_unreachable += 1
         for name, provider in report.providers.items():
+            for b in provider.budget or ():
+                # Every pod reads one count in Redis; the highest is the latest (counts only grow).
+                seen = budgets.get((name, b.period))
+                if seen is None or b.used > seen[0]:
+                    budgets[(name, b.period)] = (b.used, b.limit)
             c = counts.setdefault(name, {"reporting": 0, "open": 0, "half_open": 0, "paused": 0})
             c["reporting"] += 1
             c["open"] += provider.breaker is status.BreakerState.OPEN
@@ -96,6 +107,8 @@ def aggregate(rendered_hash: str | None, reports: Iterable[PodReport]) -> Observ
         up_to_date=up_to_date,
         outdated=outdated,
         refusals=tuple(sorted(refusals.items())),
+        store_unreachable=store_unreachable,
+        budgets=tuple((n, p, used, limit) for (n, p), (used, limit) in sorted(budgets.items())),
     )
 
 
@@ -118,6 +131,8 @@ def providers_verdict(obs: Observation) -> Verdict:
     if obs.reporting == 0:
         return _no_reports(obs)
     sick = [p for p in obs.providers if not p.healthy]
+    if not sick and obs.store_unreachable:
+        return Verdict(FALSE, "SharedStoreUnreachable", _store_message(obs) + _unreporting(obs))
     if not sick:
         return Verdict(
             TRUE, "Healthy", f"{_pods(obs.reporting)} report every provider healthy{_unreporting(obs)}"
@@ -133,9 +148,30 @@ def providers_verdict(obs: Observation) -> Verdict:
             states.append(f"paused by a 429 in {p.paused}")
         parts.append(f"{p.name}: {', '.join(states)} of {_pods(p.reporting)}")
     message = _listed(parts) + _unreporting(obs)
+    if obs.store_unreachable:
+        message += "; " + _store_message(obs)
     if any(p.open or p.half_open for p in sick):
         return Verdict(FALSE, "BreakerOpen", message)
     return Verdict(FALSE, "RateLimited", message)
+
+
+def _store_message(obs: Observation) -> str:
+    return (
+        f"{obs.store_unreachable} of {_pods(obs.reporting)} cannot reach the shared store (Redis): "
+        "global limits fall back to the per-pod split and budgets are not enforced there"
+    )
+
+
+def budget_used(observations: Iterable[Observation], policy: str) -> list[dict[str, Any]] | None:
+    """A policy's budget periods as the gateways' pods last reported them; None when none did."""
+    best: dict[str, tuple[int, int]] = {}
+    for obs in observations:
+        for name, period, used, limit in obs.budgets:
+            if name == policy and (period not in best or used > best[period][0]):
+                best[period] = (used, limit)
+    if not best:
+        return None
+    return [{"period": p, "used": u, "limit": lim} for p, (u, lim) in sorted(best.items())]
 
 
 def config_verdict(obs: Observation) -> Verdict:
@@ -208,6 +244,12 @@ class Store:
 
     def forget(self, key: Key) -> None:
         self.observations.pop(key, None)
+
+    def budget_used(
+        self, namespace: str, policy: str, gateways: Iterable[str]
+    ) -> list[dict[str, Any]] | None:
+        found = [self.observations[(namespace, g)] for g in gateways if (namespace, g) in self.observations]
+        return budget_used(found, policy)
 
     def breaker_open_pods(self, namespace: str, policy: str, gateways: Iterable[str]) -> int | None:
         """Pods of ``gateways`` with ``policy``'s breaker open; None before any of them was polled."""

@@ -46,6 +46,14 @@ def key_file(policy: str) -> str:
     return f"{KEYS_DIR}/{policy}"
 
 
+STORE_PASSWORD_KEY = "_shared-store-password"  # noqa: S105 (a file name, not a password)
+"""The keys Secret's entry for the shared store's password: no policy name starts with '_'."""
+
+
+def store_password_file() -> str:
+    return f"{KEYS_DIR}/{STORE_PASSWORD_KEY}"
+
+
 def selector_labels(gateway: str) -> dict[str, str]:
     """Stable for the gateway's lifetime (a Deployment's selector is immutable), and in our own
     prefix so it never collides with the application's app.kubernetes.io labels."""

@@ -36,6 +36,18 @@ def split(limit: int | None, replicas: int) -> int | None:
 
 
 def rate_limit(spec: policy.RateLimit, replicas: int) -> config.RateLimit:
+    if spec.scope is policy.Scope.GLOBAL:
+        # Enforced whole in Redis; the sidecar splits it by the replicas only while Redis is away.
+        return config.RateLimit(
+            requests_per_minute=spec.requests_per_minute,
+            tokens_per_minute=spec.tokens_per_minute,
+            request_burst=spec.request_burst,
+            token_burst=spec.token_burst,
+            max_wait=spec.max_wait,
+            default_max_tokens=spec.default_max_tokens,
+            scope=config.LimitScope.GLOBAL,
+            fallback_share=replicas,
+        )
     share = replicas if spec.scope is policy.Scope.SHARED else 1
     return config.RateLimit(
         requests_per_minute=split(spec.requests_per_minute, share),
@@ -52,11 +64,30 @@ def _same_fields(model: Any) -> dict[str, Any]:
     return dict(model.model_dump(mode="python"))
 
 
+def shared_id(namespace: str, name: str) -> str:
+    """The policy's identity in Redis: every gateway of the namespace using it shares its state."""
+    return f"{namespace}/{name}"
+
+
+def shared_store(spec: policy.SharedStore) -> config.SharedStore:
+    return config.SharedStore(
+        url=spec.url,
+        sentinels=spec.sentinels,
+        sentinel_master=spec.sentinel_master,
+        cluster=spec.cluster,
+        username=spec.username,
+        password_file=names.store_password_file() if spec.password_secret_ref is not None else None,
+        timeout=spec.timeout,
+        max_in_flight=spec.max_in_flight,
+    )
+
+
 def provider(
     name: str,
     spec: policy.ProviderPolicySpec,
     replicas: int,
     gateway_proxy: egress_api.Proxy | None = None,
+    namespace: str = "default",
 ) -> config.Provider:
     return config.Provider(
         kind=spec.provider,
@@ -78,6 +109,8 @@ def provider(
         models=tuple(sorted(spec.models)) if spec.models is not None else None,
         upstream_limits=config.UpstreamLimits(**_same_fields(spec.upstream_limits)),
         egress=egress.provider_egress(spec, gateway_proxy),
+        shared_id=shared_id(namespace, name) if spec.shared_store is not None else None,
+        budget=(config.TokenBudget(**_same_fields(spec.budget)) if spec.budget is not None else None),
     )
 
 
@@ -85,6 +118,7 @@ def compile_config(
     spec: gateway.LLMGatewaySpec,
     policies: Mapping[str, policy.ProviderPolicySpec],
     replicas: int,
+    namespace: str = "default",
 ) -> config.ProxyConfig:
     """The sidecar's config: provider names are policy names, targets name them.
 
@@ -103,7 +137,9 @@ def compile_config(
         max_body_bytes=spec.proxy.max_body_bytes,
         max_attempts=spec.proxy.max_attempts,
         log_level=spec.proxy.log_level.value,
-        providers={name: provider(name, policies[name], replicas, spec.egress.proxy) for name in used},
+        providers={
+            name: provider(name, policies[name], replicas, spec.egress.proxy, namespace) for name in used
+        },
         routes=tuple(
             config.Route(
                 model=route.model,
@@ -113,4 +149,7 @@ def compile_config(
             for route in spec.routes
         ),
         cache=config.CacheStore(max_entries=spec.cache.max_entries, max_bytes=spec.cache.max_bytes),
+        shared_store=next(
+            (shared_store(s) for name in used if (s := policies[name].shared_store) is not None), None
+        ),
     )

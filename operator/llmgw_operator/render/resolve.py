@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from llmgw_operator.api import gateway, policy
+from llmgw_operator.api import common, gateway, policy
 from llmgw_operator.render import names
 from llmgw_operator.render.conditions import FALSE, TRUE, Verdict
 from llmgw_proxy import config
@@ -60,6 +60,11 @@ def secret_key(
     ref = spec.api_key_secret_ref
     if ref is None:
         return Verdict(TRUE, "NoSecretNeeded", "the policy references no Secret"), None
+    return read_ref(ref, secrets)
+
+
+def read_ref(ref: common.SecretKeyRef, secrets: Mapping[str, ObservedSecret]) -> tuple[Verdict, bytes | None]:
+    """A ``SecretKeyRef``'s value checked by the sidecar's key rule, or why it cannot be read."""
     data = secrets.get(ref.name)
     if data is None:
         return Verdict(FALSE, "SecretNotFound", f"Secret {ref.name} not found"), None
@@ -78,6 +83,15 @@ def secret_key(
     if isinstance(checked, config.KeyProblem):
         return Verdict(FALSE, "InvalidKey", f"key {ref.key} of Secret {ref.name} {checked.detail}"), None
     return Verdict(TRUE, "SecretFound", f"key {ref.key} of Secret {ref.name}"), checked.encode()
+
+
+def _conflicts(resolved: Mapping[str, policy.ProviderPolicySpec]) -> list[str]:
+    """The policies naming another shared store than the first one that names one: a sidecar
+    has one Redis connection."""
+    stores = [(name, spec.shared_store) for name, spec in resolved.items() if spec.shared_store is not None]
+    if len({store for _, store in stores}) <= 1:
+        return []
+    return [f"{name} ({store.url})" for name, store in stores]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +126,7 @@ def gateway_policies(
     often one created in another namespace, so the message says which.
     """
     missing, invalid, no_secret, unmarked, no_key, bad_key, disallowed = [], [], [], [], [], [], []
+    store_problems: list[str] = []
     resolved: dict[str, policy.ProviderPolicySpec] = {}
     keys: dict[str, bytes] = {}
     for name in spec.policy_names():
@@ -134,6 +149,13 @@ def gateway_policies(
             bad_key.append(f"{name} ({verdict.message})")
         elif key is not None:
             keys[name] = key
+        store = observed.shared_store
+        if store is not None and store.password_secret_ref is not None:
+            verdict, password = read_ref(store.password_secret_ref, secrets)
+            if password is None:
+                store_problems.append(f"{name} (Redis password: {verdict.message})")
+            else:
+                keys[names.STORE_PASSWORD_KEY] = password
         allowed = observed.models
         if allowed is not None:
             disallowed += [
@@ -147,8 +169,10 @@ def gateway_policies(
         ("SecretKeyMissing", "API key missing for", no_key),
         ("InvalidKey", "API key unusable for", bad_key),
         ("ModelNotAllowed", "model not in the policy's models", disallowed),
+        ("SharedStoreUnresolved", "shared store unusable for", store_problems),
+        ("SharedStoreConflict", "one gateway's policies must name one sharedStore", _conflicts(resolved)),
     ):
         if found:
             return Resolution(Verdict(FALSE, reason, f"{what}: {', '.join(found)}"), resolved, keys)
-    names = ", ".join(spec.policy_names())
-    return Resolution(Verdict(TRUE, "Resolved", f"policies resolved: {names}"), resolved, keys)
+    listed = ", ".join(spec.policy_names())
+    return Resolution(Verdict(TRUE, "Resolved", f"policies resolved: {listed}"), resolved, keys)

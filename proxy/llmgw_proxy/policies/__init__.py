@@ -12,6 +12,9 @@ One continuously refilled bucket       ``buckets``
 Per-provider/per-model limits,         ``limits``
 reserve/settle, 429 headers, pause
 Token estimates for reservations       ``tokens``
+Global limits and budgets: store keys, ``global_limits`` (+ ``global_*.lua``)
+script arguments, replies, fallback
+Budget periods (UTC day and month)     ``budgets``
 Circuit breaker state machine          ``breaker``
 Retryable outcomes, backoff delays,    ``backoff``
 Retry-After parsing
@@ -29,10 +32,12 @@ from llmgw_proxy.policies import (
     backoff,
     breaker,
     buckets,
+    budgets,
     cache_key,
     cache_store,
     clock,
     egress,
+    global_limits,
     limits,
     retry_budget,
     tokens,
@@ -42,10 +47,12 @@ __all__ = [
     "backoff",
     "breaker",
     "buckets",
+    "budgets",
     "cache_key",
     "cache_store",
     "clock",
     "egress",
+    "global_limits",
     "limits",
     "retry_budget",
     "tokens",

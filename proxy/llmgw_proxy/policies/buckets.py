@@ -46,6 +46,16 @@ class TokenBucket:
         """
         self._tat = max(self._tat, now) + delta / self.rate
 
+    def take_fill(self, previous: TokenBucket, now: float) -> None:
+        """Start at ``previous``'s level as a share of its burst, debt included.
+
+        A re-split (the operator changed this pod's share of a limit) must not
+        hand out a full new bucket: that would admit a whole extra burst on
+        every scale event. Keeping the share keeps what the pod has used.
+        """
+        share = previous.level(now) / previous.burst
+        self._tat = now + (1.0 - share) * self.burst / self.rate
+
     def full_in(self, now: float) -> float:
         """Seconds until the bucket is full again (the x-ratelimit-reset-* value)."""
         return max(0.0, self._tat - now)

@@ -223,6 +223,22 @@ class ProviderLimiter:
             bucket.book(amount, start)
         return Reservation(plan, tokens, start - now, self._clock)
 
+    def take_fill(self, previous: ProviderLimiter) -> None:
+        """Start each bucket at the fill of ``previous``'s same bucket, as a share of its burst.
+
+        Buckets are matched by group (the provider, or a model) and kind; a
+        bucket new to this limiter starts full.
+        """
+        now = self._clock()
+        pairs = [(self._provider, previous._provider)]
+        pairs.extend((group, previous._models.get(model)) for model, group in self._models.items())
+        for new, old in pairs:
+            if new is None or old is None:
+                continue
+            for mine, theirs in ((new.requests, old.requests), (new.tokens, old.tokens)):
+                if mine is not None and theirs is not None:
+                    mine.take_fill(theirs, now)
+
     def remaining_share(self) -> float | None:
         """The tightest bucket's level as a share of its burst, 0 in debt; None without buckets."""
         now = self._clock()

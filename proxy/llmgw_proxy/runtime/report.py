@@ -40,14 +40,22 @@ def build(live: state.Live, wall_now: float) -> status.SidecarStatus:
             if math.isfinite(limiter.paused_until) and limiter.paused_until > mono_now:
                 fields["paused_until"] = wall(limiter.paused_until)
             fields["remaining_share"] = limiter.remaining_share()
+        if provider.global_limiter is not None and provider.global_limiter.budget is not None:
+            fields["budget"] = tuple(
+                status.BudgetReport(period=u.period, used=max(0, u.used), limit=u.limit)
+                for u in provider.global_limiter.budget_used.values()
+            )
         providers[name] = status.ProviderReport.model_validate(fields)
     stats = live.cache.stats
     error = live.last_error_reason
+    shared = live.shared
+    store = status.SharedStoreReport(reachable=shared.up, since=wall(shared.changed_at)) if shared else None
     return status.SidecarStatus(
         ready=live.ready,
         generation=snapshot.generation if snapshot else 0,
         config_hash=snapshot.config_hash if snapshot else None,
         providers=providers,
         cache=status.CacheReport(entries=stats.entries, bytes=stats.bytes),
+        shared_store=store,
         last_reload_error=status.ReloadError(reason_code=error) if error is not None else None,
     )

@@ -16,12 +16,15 @@ Prometheus.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 
 from llmgw_proxy import config, upstream
-from llmgw_proxy.policies import breaker, cache_store, clock, limits, pins, retry_budget
+from llmgw_proxy.policies import breaker, cache_store, clock, global_limits, limits, pins, retry_budget
 from llmgw_proxy.runtime import keys
+from llmgw_proxy.shared import limiter as shared_limiter
+from llmgw_proxy.shared import store as shared_store
 
 log = logging.getLogger("llmgw.breaker")
 
@@ -57,13 +60,20 @@ class ProviderState:
 
     ``budget`` is the provider's retry budget, which every provider has.
 
-    ``limiter`` is None for a provider without ``rateLimit`` or ``modelRateLimits``
-    until an upstream 429 must pause it (``pausable_limiter``); ``breaker`` is
-    None for a provider without ``circuitBreaker``.
+    ``limiter`` holds the provider's local limits (``scope: local``); it is None
+    for a provider without them until an upstream 429 must pause it
+    (``pausable_limiter``). ``global_limiter`` holds its global limits and
+    budget, in the shared store; None without them. ``breaker`` is None for a
+    provider without ``circuitBreaker``.
     """
 
     def __init__(
-        self, name: str, provider: config.Provider, clock_: clock.Clock, transitions: Transitions
+        self,
+        name: str,
+        provider: config.Provider,
+        clock_: clock.Clock,
+        transitions: Transitions,
+        store: shared_store.Store | None = None,
     ) -> None:
         self.name = name
         self.provider = provider
@@ -78,9 +88,20 @@ class ProviderState:
         self.limits = transport_limits(provider.upstream_limits)
         self.egress = transport_egress(provider.egress)
         self._clock = clock_
+        self._local = global_limits.local_limit(provider.rate_limit)
+        self._local_models = {
+            m: lim for m, r in provider.model_rate_limits.items() if (lim := global_limits.local_limit(r))
+        }
         self.limiter: limits.ProviderLimiter | None = None
-        if provider.rate_limit is not None or provider.model_rate_limits:
+        if self._local is not None or self._local_models:
             self.limiter = self._new_limiter()
+        self.global_limiter: shared_limiter.GlobalLimiter | None = None
+        if store is not None and provider.shared_id is not None:
+            global_ = shared_limiter.GlobalLimiter(name, provider, store, clock_)
+            if not global_.plan("").empty or any(
+                not global_.plan(m).empty for m in provider.model_rate_limits
+            ):
+                self.global_limiter = global_
         self.budget = retry_budget.RetryBudget(provider.retry, clock_)
         self.breaker: breaker.Breaker | None = None
         if provider.circuit_breaker is not None:
@@ -108,14 +129,21 @@ class ProviderState:
             self.limiter = previous.limiter
             if self.limiter is not None:
                 self.limiter.resume()
+        elif self.limiter is not None and previous.limiter is not None:
+            # A re-split (replicas changed) or an edited limit: keep each bucket's fill.
+            self.limiter.take_fill(previous.limiter)
+        mine, theirs = self.global_limiter, previous.global_limiter
+        if mine is not None and theirs is not None:
+            if mine.store is theirs.store:
+                mine.budget_used = theirs.budget_used
+            mine.fallback.take_fill(theirs.fallback)
         if old.circuit_breaker == new.circuit_breaker:
             self.breaker = previous.breaker
         if _budget_of(old.retry) == _budget_of(new.retry):
             self.budget = previous.budget
 
     def _new_limiter(self) -> limits.ProviderLimiter:
-        p = self.provider
-        return limits.ProviderLimiter(p.rate_limit, p.model_rate_limits, self._clock)
+        return limits.ProviderLimiter(self._local, self._local_models, self._clock)
 
     def __repr__(self) -> str:
         return f"ProviderState({self.name!r})"
@@ -164,6 +192,7 @@ class Live:
         self.cache = cache_store.MemoryStore(config.CacheStore(), clock_)
         # Outlives reloads like the cache: a conversation goes on across a config change.
         self.pins = pins.Pins(config.ProxyConfig.model_fields["max_pinned_responses"].default)
+        self.shared: shared_store.Store | None = None  # the shared store, when the config names one
 
     @property
     def ready(self) -> bool:
@@ -173,12 +202,23 @@ class Live:
         """Build the next snapshot from ``cfg``, carrying over provider state, and serve it."""
         previous = self.snapshot
         generation = previous.generation + 1 if previous else 1
+        self._connect(cfg.shared_store)
         providers = self._carry_over(previous, cfg)
         self.snapshot = Snapshot(generation, cfg, providers, loaded_keys, config.digest(cfg))
         self.cache.bounds = cfg.cache
         self.pins.resize(cfg.max_pinned_responses)
         self.last_error = self.last_error_reason = None
         return self.snapshot
+
+    def _connect(self, wanted: config.SharedStore | None) -> None:
+        """Keep the shared store while its settings are unchanged; else replace (or drop) it."""
+        current = self.shared
+        if (current.cfg if current is not None else None) == wanted:
+            return
+        self.shared = shared_store.Store(wanted, self.clock) if wanted is not None else None
+        if current is not None:
+            # Its in-flight commands finish or time out first; its settles are dropped.
+            current.closing = asyncio.get_running_loop().create_task(current.close())
 
     def refuse(self, reason: str, message: str) -> None:
         """A reload was refused for ``reason`` (a bounded code): the snapshot being served stays."""
@@ -190,16 +230,19 @@ class Live:
 
         A changed provider gets a new state, which still takes over each policy
         object whose own settings did not change (an edited timeout keeps an open
-        breaker; an edited rate limit starts with full buckets).
+        breaker; an edited rate limit keeps each bucket's fill as a share of its burst).
         """
         old = previous.providers if previous else {}
         result = {}
         for name, provider in cfg.providers.items():
             kept = old.get(name)
-            if kept is not None and kept.provider == provider:
+            kept_store = (
+                kept.global_limiter.store if kept is not None and kept.global_limiter else self.shared
+            )
+            if kept is not None and kept.provider == provider and kept_store is self.shared:
                 result[name] = kept
                 continue
-            fresh = ProviderState(name, provider, self.clock, self.breaker_transitions)
+            fresh = ProviderState(name, provider, self.clock, self.breaker_transitions, self.shared)
             if kept is not None:
                 fresh.take_over(kept)
             result[name] = fresh

@@ -137,6 +137,8 @@ async def run(
         await watching
     await api_runner.cleanup()  # stops accepting, then waits for in-flight requests up to the grace
     await admin_runner.cleanup()
+    if live.shared is not None:
+        await live.shared.close()  # after the drain: in-flight requests settled their reservations
     tracing_.shutdown()
     log.info("stopped")
     flushing.cancel()

@@ -1,8 +1,11 @@
-"""What one try of a target holds: a circuit breaker ticket and a rate-limit reservation.
+"""What one try of a target holds: a circuit breaker ticket and rate-limit reservations.
 
 A ``Hold`` is a context manager around one try. Inside it, ``admit`` asks the
 provider's breaker for a ticket, then its limiter for a reservation (one
-request and the token estimate); either may refuse. Whatever was taken is
+request and the token estimate), then its global limiter (the shared store's
+buckets and budget, one round trip; the per-pod fallback while the store is
+away) for another; any may refuse, and what was taken before is given back.
+Both reservations are settled or cancelled alike. Whatever was taken is
 given back once, when the block ends, according to how the try ended:
 
 - the upstream answered (``answered``): the reservation is settled on the
@@ -32,6 +35,7 @@ from types import TracebackType
 from llmgw_proxy import config, errors
 from llmgw_proxy.policies import breaker, limits, tokens
 from llmgw_proxy.runtime import state
+from llmgw_proxy.shared import limiter as shared_limiter
 from llmgw_proxy.steps.call import Call
 
 
@@ -44,13 +48,24 @@ Refusal = BreakerOpen | limits.Refused
 
 
 class Hold:
-    __slots__ = ("_broken", "_call", "_failure", "_status", "breaker", "reservation", "sent", "ticket")
+    __slots__ = (
+        "_broken",
+        "_call",
+        "_failure",
+        "_status",
+        "breaker",
+        "global_reservation",
+        "reservation",
+        "sent",
+        "ticket",
+    )
 
     def __init__(self, call: Call) -> None:
         self._call = call
         self.breaker: breaker.Breaker | None = None
         self.ticket: breaker.Ticket | None = None
         self.reservation: limits.Reservation | None = None
+        self.global_reservation: shared_limiter.Reservation | None = None
         self.sent = False  # the request went upstream (call.status is this try's from then on)
         self._status: int | None = None
         self._failure: errors.ProxyError | None = None
@@ -64,8 +79,8 @@ class Hold:
     ) -> None:
         self._release()
 
-    def admit(self, provider: state.ProviderState, model: str) -> Refusal | None:
-        """Take a breaker ticket, then a reservation for ``model``; None when both were granted."""
+    async def admit(self, provider: state.ProviderState, model: str) -> Refusal | None:
+        """Take a breaker ticket, then reservations for ``model``; None when all were granted."""
         if provider.breaker is not None:
             self.ticket = provider.breaker.acquire()
             if self.ticket is None:
@@ -76,12 +91,24 @@ class Hold:
             if isinstance(decision, limits.Refused):
                 return decision
             self.reservation = decision
+        if provider.global_limiter is not None:
+            shared = await provider.global_limiter.admit(model, self._call.endpoint, self._call.body)
+            if isinstance(shared, limits.Refused):
+                return shared  # the local reservation is cancelled on release, as nothing was sent
+            self.global_reservation = shared
         return None
+
+    @property
+    def reserved(self) -> bool:
+        """A limit counts this try's tokens, so the answer's usage is wanted."""
+        return self.reservation is not None or self.global_reservation is not None
 
     @property
     def wait(self) -> float:
         """Seconds until the reserved capacity is there (``maxWait`` bounded it); 0 to go now."""
-        return self.reservation.wait if self.reservation is not None else 0.0
+        local = self.reservation.wait if self.reservation is not None else 0.0
+        shared = self.global_reservation.wait if self.global_reservation is not None else 0.0
+        return max(local, shared)
 
     def answered(self, status: int) -> None:
         self._status = status
@@ -98,9 +125,11 @@ class Hold:
         self._record_outcome()
 
     def _settle_reservation(self) -> None:
-        reservation = self.reservation
-        if reservation is None:
-            return
+        for reservation in (self.reservation, self.global_reservation):
+            if reservation is not None:
+                self._settle(reservation)
+
+    def _settle(self, reservation: limits.Reservation | shared_limiter.GlobalReservation) -> None:
         if self._status is not None:
             reservation.settle(0 if self._status >= 400 else used(self._call, reservation))
         elif self._failure is None and self.sent and self._call.status:
@@ -122,7 +151,7 @@ class Hold:
             gate.record(ticket, breaker.Outcome.IGNORED)
 
 
-def used(call: Call, reservation: limits.Reservation) -> int:
+def used(call: Call, reservation: limits.Reservation | shared_limiter.GlobalReservation) -> int:
     """Tokens the answer used: as reported, else estimated from a stream's text, else the estimate."""
     usage = call.usage
     if usage is not None:

@@ -53,7 +53,7 @@ import time
 from aiohttp import web
 
 from llmgw_proxy import config, errors
-from llmgw_proxy.policies import backoff, limits
+from llmgw_proxy.policies import backoff, global_limits, limits
 from llmgw_proxy.runtime import state
 from llmgw_proxy.steps import admission
 from llmgw_proxy.steps.call import Call, Next
@@ -64,10 +64,19 @@ _RNG = random.Random()
 class _Outcome:
     """What the loop learned from the targets that did not serve."""
 
-    __slots__ = ("breaker_wait", "failure", "limit_headers", "limit_wait", "limited", "response")
+    __slots__ = (
+        "breaker_wait",
+        "failure",
+        "limit_headers",
+        "limit_wait",
+        "limited",
+        "out_of_budget",
+        "response",
+    )
 
     def __init__(self) -> None:
         self.limited = False
+        self.out_of_budget = False  # a target was refused by a spent token budget
         self.limit_wait: float | None = None
         self.limit_headers: limits.Headers | None = None  # written out only if the answer is a 429
         self.breaker_wait: float | None = None
@@ -78,6 +87,9 @@ class _Outcome:
         if isinstance(refusal, admission.BreakerOpen):
             if self.breaker_wait is None or refusal.retry_after < self.breaker_wait:
                 self.breaker_wait = refusal.retry_after
+            return
+        if refusal.reason == global_limits.BUDGET:
+            self.out_of_budget = True
             return
         wait = refusal.retry_after
         if not self.limited or (wait is not None and (self.limit_wait is None or wait < self.limit_wait)):
@@ -99,6 +111,8 @@ class _Outcome:
         if self.limited:
             headers = self.limit_headers.as_dict() if self.limit_headers is not None else {}
             raise errors.rate_limited(self.limit_wait, headers)
+        if self.out_of_budget:
+            raise errors.insufficient_quota()
         if self.response is not None:
             return self.response
         if self.failure is not None:
@@ -185,7 +199,7 @@ async def _try(
     """One upstream exchange behind the target's breaker and limits; None when they refused it."""
     upstream_model = target.model or call.model
     with admission.Hold(call) as hold:
-        refusal = hold.admit(current, upstream_model)
+        refusal = await hold.admit(current, upstream_model)
         if refusal is not None:
             if isinstance(refusal, limits.Refused):
                 metrics_ = call.services.metrics
@@ -204,7 +218,7 @@ async def _try(
         call.attempts += 1
         if not retry:
             current.budget.request()
-        call.target, call.provider, call.wants_usage = target, current, hold.reservation is not None
+        call.target, call.provider, call.wants_usage = target, current, hold.reserved
         call.usage, call.status, call.stream_text, call.broken = None, 0, "", None
         call.first_event_at, call.last_chunk_at, call.chunks = None, None, 0
         hold.sent = True

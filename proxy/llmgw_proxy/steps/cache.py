@@ -19,6 +19,13 @@ spends no rate limit quota. ``x-llmgw-cache`` says HIT, MISS (``no-cache``
 refreshes count as MISS) or BYPASS (``no-store``, or a request the policy
 does not cache).
 
+A policy with ``cache.shared`` keeps its entries in the shared store (Redis)
+instead, under ``<prefix>:{<sharedId>}:cache:<key>`` with the TTL as Redis's
+expiry, so a hit in one sidecar serves all: one GET per lookup, bounded by the
+store's timeout; the write goes in the background. While the shared store is
+down, the sidecar's own memory store serves and is filled instead (counted as
+a ``cache`` fallback), and a failed GET counts as a miss.
+
 The one store per sidecar (``state.Live.cache``) is bounded by
 ``ProxyConfig.cache``; a reload that changes the bounds applies them from the
 next answer stored (entries are kept until then). Hits, misses and evictions are the store's own counts,
@@ -29,11 +36,13 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
-from llmgw_proxy.policies import cache_key, cache_store
+from llmgw_proxy.policies import cache_key, cache_store, global_limits
+from llmgw_proxy.shared import store as shared_store
 from llmgw_proxy.steps.call import Call, Next
 from llmgw_proxy.upstream import sse
 
@@ -59,6 +68,16 @@ async def cache(call: Call, next_step: Next) -> web.StreamResponse:
         call.route.model, primary.provider, primary.model or call.model, call.endpoint, call.body, call.finite
     )
     store = call.services.live.cache
+    shared = call.services.live.shared if policy.shared else None
+    if shared is not None and not shared.up:
+        shared.fell_back(primary.provider, "cache")
+        shared = None
+    if shared is not None:
+        provider_id = call.snapshot.providers[primary.provider].provider.shared_id
+        assert provider_id is not None  # the config refuses a shared cache without one
+        shared_key = global_limits.namespace(shared.cfg.key_prefix, provider_id) + ":cache:" + key
+        keep = functools.partial(_keep_shared, shared, shared_key, functools.partial(_keep, store, key))
+        return await _shared(call, next_step, shared, shared_key, decision, policy.ttl, keep)
     if decision is cache_key.Decision.USE:
         found = store.get(key)  # the store counts the hit or miss
         replay = _in_callers_form(call, found) if found is not None else None
@@ -77,6 +96,49 @@ async def cache(call: Call, next_step: Next) -> web.StreamResponse:
 
 def _keep(store: cache_store.MemoryStore, key: str, ttl: float, streamed: bool, data: bytes) -> None:
     store.put(key, (SSE if streamed else JSON) + data, ttl)
+
+
+async def _shared(
+    call: Call,
+    next_step: Next,
+    shared: shared_store.Store,
+    key: str,
+    decision: cache_key.Decision,
+    ttl: float,
+    keep: Callable[[float, bool, bytes], None],
+) -> web.StreamResponse:
+    """The lookup and the write in the shared store; a failed GET is a miss."""
+    metrics_ = call.services.metrics
+    assert call.targets
+    primary = call.targets[0]
+    if decision is cache_key.Decision.USE:
+        found = await shared.get(key)
+        replay = _in_callers_form(call, found) if found is not None else None
+        if replay is not None:
+            metrics_.count(metrics_.cache_lookups, ("hit",))
+            call.provider = call.snapshot.providers[primary.provider]
+            call.status = 200
+            return await _replay(call, *replay)
+    metrics_.count(metrics_.cache_lookups, ("miss",))
+    call.response_headers["x-llmgw-cache"] = "MISS"
+    call.answer_hooks.append(functools.partial(keep, ttl))
+    return await next_step(call)
+
+
+def _keep_shared(
+    shared: shared_store.Store,
+    key: str,
+    in_memory: Callable[[float, bool, bytes], None],
+    ttl: float,
+    streamed: bool,
+    data: bytes,
+) -> None:
+    """Into Redis in the background; into memory when the store went down during the request."""
+    if not shared.up:
+        in_memory(ttl, streamed, data)
+        return
+    value = (SSE if streamed else JSON) + data
+    shared.later(lambda: shared.put(key, value, ttl))
 
 
 def _headers(call: Call) -> dict[str, str]:

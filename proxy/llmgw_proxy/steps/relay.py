@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from llmgw_proxy import config, errors, upstream
-from llmgw_proxy.policies import limits
+from llmgw_proxy.policies import global_limits, limits
 from llmgw_proxy.runtime import state
 from llmgw_proxy.steps import admission, forward
 from llmgw_proxy.steps.call import Call, Next
@@ -86,9 +86,11 @@ async def relay(call: Call, next_step: Next) -> web.StreamResponse:
             415, "A relayed request body must not be compressed", code="unsupported_content_encoding"
         )
     with admission.Hold(call) as hold:
-        refusal = hold.admit(current, call.model)
+        refusal = await hold.admit(current, call.model)
         if isinstance(refusal, admission.BreakerOpen):
             raise errors.breakers_open(refusal.retry_after)
+        if isinstance(refusal, limits.Refused) and refusal.reason == global_limits.BUDGET:
+            raise errors.insufficient_quota()
         if isinstance(refusal, limits.Refused):
             metrics_ = call.services.metrics
             label = call.snapshot.config.model_label(call.model)

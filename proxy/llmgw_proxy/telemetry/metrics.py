@@ -26,6 +26,7 @@ import prometheus_client as prom
 from prometheus_client import core
 
 from llmgw_proxy.runtime import reload, state
+from llmgw_proxy.shared import store as shared_store
 
 _BREAKER_STATE = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -281,3 +282,36 @@ class _Collector:
         yield core.GaugeMetricFamily(
             "llmgw_cache_entries", "Entries held by the cache store.", value=stats.entries
         )
+        yield from _shared_store(m.live.shared)
+
+
+def _shared_store(shared: shared_store.Store | None) -> Iterator[core.Metric]:
+    """The shared store's families; without a ``sharedStore`` they are there, with no samples."""
+    up = core.GaugeMetricFamily(
+        "llmgw_shared_store_up",
+        "1 while the shared store (Redis) answers; 0 while global limits use the per-pod fallback.",
+    )
+    failures = core.CounterMetricFamily(
+        "llmgw_shared_store_failures",
+        "Shared store commands that failed, by reason (timeout, connection, busy, error).",
+        labels=["reason"],
+    )
+    fallbacks = core.CounterMetricFamily(
+        "llmgw_shared_store_fallbacks",
+        "Admissions decided without the shared store: global limits by the per-pod split (what=limit), "
+        "budgets not enforced (what=budget), cache answered from memory (what=cache).",
+        labels=["provider", "what"],
+    )
+    dropped = core.CounterMetricFamily(
+        "llmgw_shared_store_dropped",
+        "Settles and cache writes dropped: the store was down or maxInFlight were pending.",
+        labels=[],
+    )
+    if shared is not None:
+        up.add_metric([], 1 if shared.up else 0)
+        for reason in shared_store.REASONS:
+            failures.add_metric([reason], shared.failures.get(reason, 0))
+        for key, count in list(shared.fallbacks.items()):
+            fallbacks.add_metric(key, count)
+        dropped.add_metric([], shared.settles_dropped)
+    yield from (up, failures, fallbacks, dropped)

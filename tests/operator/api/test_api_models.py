@@ -69,6 +69,31 @@ POLICY_RULES = [
         id="rate-limit-needs-a-limit",
     ),
     pytest.param(
+        _policy(budget={"tokensPerDay": 1000}),
+        "budget needs sharedStore: a budget counted per pod would be a budget per pod",
+        id="budget-needs-a-shared-store",
+    ),
+    pytest.param(
+        _policy(rateLimit={"requestsPerMinute": 60, "scope": "global"}),
+        "rateLimit.scope global needs sharedStore",
+        id="global-limit-needs-a-shared-store",
+    ),
+    pytest.param(
+        _policy(modelRateLimits={"m": {"requestsPerMinute": 60, "scope": "global"}}),
+        "modelRateLimits scope global needs sharedStore",
+        id="global-model-limit-needs-a-shared-store",
+    ),
+    pytest.param(
+        _policy(cache={"enabled": True, "shared": True}),
+        "cache.shared needs sharedStore",
+        id="shared-cache-needs-a-shared-store",
+    ),
+    pytest.param(
+        _policy(sharedStore={"url": "redis://r:6379/0"}, budget={}),
+        "budget needs tokensPerDay or tokensPerMonth",
+        id="budget-needs-a-period",
+    ),
+    pytest.param(
         _policy(modelRateLimits={"m" * 254: {"requestsPerMinute": 60}}),
         "modelRateLimits keys are model names of 1 to 253 characters",
         id="model-rate-limit-names-bounded",

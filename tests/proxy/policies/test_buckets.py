@@ -114,3 +114,34 @@ def test_settling_never_lifts_a_bucket_above_its_burst(burst: int, ops: list[tup
         now += gap
         bucket.adjust(delta, now)
         assert bucket.level(now) <= burst
+
+
+@given(
+    old_rate=st.integers(1, 100_000),
+    old_burst=st.integers(1, 100_000),
+    used=st.floats(0, 3, allow_nan=False),
+    new_rate=st.integers(1, 100_000),
+    new_burst=st.integers(1, 100_000),
+    now=st.floats(0, 1e6, allow_nan=False),
+)
+def test_a_resplit_bucket_keeps_the_fill_as_a_share_of_its_burst(
+    old_rate: int, old_burst: int, used: float, new_rate: int, new_burst: int, now: float
+) -> None:
+    # ``used`` up to 3 bursts: past one, the old bucket is in debt (settled above its reservation).
+    old = buckets.TokenBucket(per_minute=old_rate, burst=old_burst)
+    old.adjust(used * old_burst, now)
+    new = buckets.TokenBucket(per_minute=new_rate, burst=new_burst)
+    new.take_fill(old, now)
+    share = old.level(now) / old.burst
+    assert new.level(now) / new.burst == pytest.approx(share, abs=1e-6)
+    assert new.level(now) <= new.burst
+
+
+def test_a_resplit_of_an_emptied_bucket_admits_nothing_extra() -> None:
+    # Two pods at 50 each, one empty; scaled to one pod (100): half of nothing is nothing.
+    old = buckets.TokenBucket(per_minute=50, burst=50)
+    old.book(50, 0.0)
+    new = buckets.TokenBucket(per_minute=100, burst=100)
+    new.take_fill(old, 0.0)
+    assert new.level(0.0) == pytest.approx(0.0)
+    assert new.earliest(1, 0.0) == pytest.approx(0.6)  # then it refills at the new rate

@@ -11,10 +11,12 @@ def test_the_package_exposes_one_module_per_policy() -> None:
         "backoff",
         "breaker",
         "buckets",
+        "budgets",
         "cache_key",
         "cache_store",
         "clock",
         "egress",
+        "global_limits",
         "limits",
         "retry_budget",
         "tokens",
@@ -24,7 +26,8 @@ def test_the_package_exposes_one_module_per_policy() -> None:
 def test_importing_the_policies_loads_no_io_library() -> None:
     code = (
         "import sys, llmgw_proxy.policies; "
-        "print(sorted(m for m in ('aiohttp', 'prometheus_client', 'opentelemetry') if m in sys.modules))"
+        "io = ('aiohttp', 'prometheus_client', 'opentelemetry', 'redis'); "
+        "print(sorted(m for m in io if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,0 +1,75 @@
+"""The shared store client against a real Redis: batching, its bounds, and a cancelled caller."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from llmgw_proxy import config
+from llmgw_proxy.policies import global_limits
+from llmgw_proxy.shared import store as shared_store
+
+if TYPE_CHECKING:
+    from rediskit import RedisServer
+
+PLAN = global_limits.Plan(
+    (global_limits.Bucket("llmgw:{t/p}:p:rq", global_limits.REQUESTS, 1.0, 1000.0, 0.0),), None, 1
+)
+
+
+async def test_concurrent_admissions_share_one_pipeline_and_each_gets_its_own_reply(
+    redis_server: RedisServer,
+) -> None:
+    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        replies = await asyncio.gather(*(store.reserve(keys, args) for _ in range(50)))
+        decisions = [global_limits.read_reserve(PLAN, r) for r in replies]
+        assert all(isinstance(d, global_limits.Granted) for d in decisions)
+        # 50 requests booked 50 slots: the bucket's time moved by 50 s at 1 per second.
+        async with asyncio.timeout(5):
+            tat = float(await store.client.get("llmgw:{t/p}:p:rq") or 0)
+            seconds, micros = await store.client.time()
+        assert 49 < tat - (seconds + micros / 1e6) <= 50.5
+    finally:
+        await store.close()
+
+
+async def test_a_caller_that_leaves_leaves_its_batch_to_the_others(
+    redis_server: RedisServer,
+) -> None:
+    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        first = asyncio.create_task(store.reserve(keys, args))
+        followers = [asyncio.create_task(store.reserve(keys, args)) for _ in range(5)]
+        await asyncio.sleep(0)  # all six joined one batch, to be sent on the next turn
+        first.cancel()
+        done = await asyncio.gather(*followers)
+        assert all(isinstance(global_limits.read_reserve(PLAN, r), global_limits.Granted) for r in done)
+        assert store.up and store._batch is None
+        reply = await store.reserve(keys, args)  # a later caller starts a new batch, sent as usual
+        assert isinstance(global_limits.read_reserve(PLAN, reply), global_limits.Granted)
+    finally:
+        await store.close()
+
+
+async def test_a_settle_rides_with_the_next_admission_or_goes_alone_soon_after(
+    redis_server: RedisServer,
+) -> None:
+    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
+        assert await store.reserve(keys, args) is not None and store.batches == 1
+        store.settle_delay = 60  # longer than the test: only an admission can send it
+        settle = asyncio.create_task(store.adjust(settle_keys, settle_args))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the settle opened a batch and waits in it
+        assert store.batches == 1 and not settle.done()
+        assert await store.reserve(keys, args) is not None
+        assert await settle == [] and store.batches == 2  # one round trip for both
+        store.settle_delay = shared_store.SETTLE_DELAY
+        assert await store.adjust(settle_keys, settle_args) == [] and store.batches == 3  # alone, soon
+    finally:
+        await store.close()
