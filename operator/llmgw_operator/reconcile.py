@@ -81,7 +81,9 @@ class Reconciler:
         if live_deployment is not None and not ownership.controlled_by(live_deployment, uid):
             live_deployment = None  # not ours: its rollout says nothing about this gateway
 
-        refused = pod_rules.refusals(spec.template, self.pod_rules)
+        # Injection mode's pods are the users' own: the webhook adds only the sidecar, so there is
+        # no template of theirs the operator would create pods from.
+        refused = pod_rules.refusals(spec.template, self.pod_rules) if spec.template is not None else []
         if refused:
             reconciled = Verdict(FALSE, "PodTemplateRefused", "nothing applied: " + "; ".join(refused))
             await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
@@ -147,12 +149,18 @@ class Reconciler:
         if kids.hpa is None and hpa is not None and ownership.controlled_by(hpa, uid):
             await self.client.delete("HorizontalPodAutoscaler", namespace, names.hpa(name))
             changed.append("HorizontalPodAutoscaler (deleted)")
+        if kids.deployment is None and live_deployment is not None:
+            # The template was removed: the gateway now injects into the users' pods instead.
+            await self.client.delete("Deployment", namespace, names.deployment(name))
+            changed.append("Deployment (deleted)")
+            live_deployment = None
         if "Deployment" in changed:
             live_deployment = await self.client.get("Deployment", namespace, names.deployment(name))
         if changed:
             logger.info("gateway %s/%s: applied %s", namespace, name, ", ".join(changed))
+        applied = ", ".join(m["kind"].replace("HorizontalPodAutoscaler", "HPA") for m in kids.manifests())
         reconciled = Verdict(
-            TRUE, "Applied", "ConfigMap, Secret, Deployment" + (", HPA" if kids.hpa else "") + " applied"
+            TRUE, "Applied", applied + " applied" + (" (injection mode)" if spec.injected else "")
         )
         await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
 
@@ -223,6 +231,7 @@ class Reconciler:
                 policies=policies,
                 reconciled=reconciled,
                 deployment=deployment,
+                injection=(body.get("spec") or {}).get("template") is None,
             ),
         }
         self._data_plane_status(meta["namespace"], meta["name"], old, new, generation)

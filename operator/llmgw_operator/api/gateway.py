@@ -19,6 +19,17 @@ SIDECAR_CONTAINER = "llmgw-proxy"
 CONFIG_VOLUME = "llmgw-config"
 KEYS_VOLUME = "llmgw-keys"
 
+# A pod carrying this label, with a gateway's name as value, gets that gateway's sidecar
+# injected (render/names.py GATEWAY_LABEL, which the owned mode's pods carry too).
+GATEWAY_LABEL = "llmgateway.io/gateway"
+
+# Without a template the gateway owns no pods: replicas and autoscaling would have nothing to scale.
+INJECTION_RULE = common.cel(
+    "has(self.template) || (!has(self.replicas) && !has(self.autoscaling))",
+    "replicas and autoscaling need a template: without one, the gateway injects its sidecar into "
+    "the users' own pods",
+)
+
 # The gateway's name becomes a label value on its children and pods.
 MAX_NAME_LENGTH = 63
 NAME_RULE = common.cel(
@@ -207,15 +218,19 @@ class LLMGatewaySpec(common.Model):
                 "!(has(self.replicas) && has(self.autoscaling))",
                 "replicas and autoscaling are mutually exclusive",
             ),
+            INJECTION_RULE,
         )
     )
 
-    template: dict[str, Any] = Field(
+    template: dict[str, Any] | None = Field(
+        default=None,
         description=(
-            "The application's pod template (a core/v1 PodTemplateSpec). The operator adds the sidecar, "
-            "its volumes and labels; the Deployment validates the rest. hostNetwork is refused, and "
-            "the operator's flags may refuse privileged containers, host namespaces, hostPath volumes "
-            "and ServiceAccounts outside an allow-list (see docs/security.md)."
+            "The application's pod template (a core/v1 PodTemplateSpec): the gateway then owns a "
+            "Deployment of it. The operator adds the sidecar, its volumes and labels; the Deployment "
+            "validates the rest. hostNetwork is refused, and the operator's flags may refuse privileged "
+            "containers, host namespaces, hostPath volumes and ServiceAccounts outside an allow-list "
+            "(see docs/security.md). Unset: injection mode, where the operator's webhook adds the "
+            f"sidecar to the pods of the namespace labelled {GATEWAY_LABEL}=<gateway name>."
         ),
         json_schema_extra=TEMPLATE_SCHEMA,
     )
@@ -239,7 +254,9 @@ class LLMGatewaySpec(common.Model):
 
     @field_validator("template")
     @classmethod
-    def _template_has_containers(cls, template: dict[str, Any]) -> dict[str, Any]:
+    def _template_has_containers(cls, template: dict[str, Any] | None) -> dict[str, Any] | None:
+        if template is None:
+            return None
         spec = template.get("spec")
         if not isinstance(spec, dict):
             raise ValueError("template.spec.containers must list at least one container")
@@ -260,11 +277,18 @@ class LLMGatewaySpec(common.Model):
     def _cross_field_rules(self) -> LLMGatewaySpec:
         if self.replicas is not None and self.autoscaling is not None:
             raise ValueError("replicas and autoscaling are mutually exclusive")
+        if self.template is None and (self.replicas is not None or self.autoscaling is not None):
+            raise ValueError(INJECTION_RULE["message"])
         models = [r.model for r in self.routes]
         dupes = sorted({m for m in models if models.count(m) > 1})
         if dupes:
             raise ValueError(f"routes: duplicate model {', '.join(dupes)}")
         return self
+
+    @property
+    def injected(self) -> bool:
+        """Injection mode: no template, so the webhook adds the sidecar to the users' own pods."""
+        return self.template is None
 
     def policy_names(self) -> tuple[str, ...]:
         """Every ProviderPolicy the routes name, sorted, each once."""
