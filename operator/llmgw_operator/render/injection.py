@@ -1,0 +1,106 @@
+"""Injection mode: the JSON patch that gives a user's pod its gateway's sidecar.
+
+The admission webhook calls ``plan`` with the pod as the API server sent it.
+The sidecar container and its volumes come from ``render/deployment.py``, the
+owned mode's renderer, so an injected pod runs exactly the sidecar a gateway's
+own Deployment would. A pod that already has the sidecar gets an empty patch
+(the API server may call the webhook again after another injector), and a pod
+the sidecar cannot join safely is refused whole: there is no half-injected pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from llmgw_operator.api import gateway
+from llmgw_operator.render import deployment, names
+
+# Marks a pod the webhook injected, with the gateway's name as value: the status counts these.
+INJECTED_ANNOTATION = "llmgateway.io/injected"
+
+JsonPatch = list[dict[str, Any]]
+
+
+class Refused(ValueError):
+    """The pod cannot get the sidecar; the message says why, naming the field."""
+
+
+def _pointer(*parts: str) -> str:
+    """An RFC 6901 JSON pointer: '~' and '/' inside a key are escaped."""
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
+def has_sidecar(pod_spec: Mapping[str, Any]) -> bool:
+    listed = [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]
+    return any(isinstance(c, Mapping) and c.get("name") == gateway.SIDECAR_CONTAINER for c in listed)
+
+
+def _refusals(pod_spec: Mapping[str, Any]) -> list[str]:
+    problems = []
+    if pod_spec.get("hostNetwork") is True:
+        # The same rule as the owned mode's template (the API's 127.0.0.1 would be the node's).
+        problems.append(gateway.HOST_NETWORK_RULE["message"].replace("template.spec", "spec"))
+    volumes = [v.get("name") for v in pod_spec.get("volumes") or [] if isinstance(v, Mapping)]
+    for taken in sorted({gateway.CONFIG_VOLUME, gateway.KEYS_VOLUME} & set(volumes)):
+        problems.append(f"spec.volumes: the name {taken} is reserved for the sidecar")
+    return problems
+
+
+def plan(
+    pod: Mapping[str, Any],
+    gateway_name: str,
+    spec: gateway.LLMGatewaySpec,
+    *,
+    image: str,
+    native_sidecar: bool,
+) -> JsonPatch:
+    """The patch that adds the sidecar, its volumes and annotations; empty when the pod has it already.
+
+    ``image`` is the sidecar image (``deployment.image_for``); ``native_sidecar``
+    puts it first among the init containers with restartPolicy Always (API 1.29+),
+    else it is appended to the containers. Raises ``Refused``.
+    """
+    pod_spec = pod.get("spec") or {}
+    if has_sidecar(pod_spec):
+        return []
+    problems = _refusals(pod_spec)
+    if problems:
+        raise Refused("; ".join(problems))
+    ops: JsonPatch = []
+    annotations = {
+        INJECTED_ANNOTATION: gateway_name,
+        names.RESTART_HASH_ANNOTATION: deployment.restart_hash(spec, image),
+    }
+    if (pod.get("metadata") or {}).get("annotations"):
+        ops += [
+            {"op": "add", "path": _pointer("metadata", "annotations", k), "value": v}
+            for k, v in annotations.items()
+        ]
+    else:
+        ops.append({"op": "add", "path": "/metadata/annotations", "value": annotations})
+    sidecar = deployment.sidecar(spec, image, native=native_sidecar)
+    if native_sidecar:
+        # First: kubelet starts init containers in order, and the application's own init
+        # containers may already call the model API.
+        if pod_spec.get("initContainers"):
+            ops.append({"op": "add", "path": "/spec/initContainers/0", "value": sidecar})
+        else:
+            ops.append({"op": "add", "path": "/spec/initContainers", "value": [sidecar]})
+    else:
+        ops.append({"op": "add", "path": "/spec/containers/-", "value": sidecar})
+    volumes = deployment.volumes(gateway_name)
+    if pod_spec.get("volumes"):
+        ops += [{"op": "add", "path": "/spec/volumes/-", "value": v} for v in volumes]
+    else:
+        ops.append({"op": "add", "path": "/spec/volumes", "value": volumes})
+    return ops
+
+
+def sidecar_hash(pod: Mapping[str, Any]) -> str | None:
+    """The restart hash the pod's sidecar was injected with (None: not injected by the webhook)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if INJECTED_ANNOTATION not in annotations:
+        return None
+    value = annotations.get(names.RESTART_HASH_ANNOTATION)
+    return value if isinstance(value, str) else None

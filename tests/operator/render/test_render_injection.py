@@ -1,0 +1,140 @@
+"""Injection: a user's pod plus a gateway gives a JSON patch that adds the owned mode's sidecar, once."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import jsonpatch
+import pytest
+import renderkit
+from hypothesis import given
+from hypothesis import strategies as st
+
+from llmgw_operator.api import gateway
+from llmgw_operator.render import deployment, injection, names
+
+IMAGE = "ghcr.io/example/llmgw-proxy:1.0"
+
+
+def _injection_spec(**overrides: Any) -> gateway.LLMGatewaySpec:
+    document = renderkit.gateway_spec().model_dump(by_alias=True, exclude_none=True)
+    del document["template"]
+    return gateway.LLMGatewaySpec.model_validate(document | overrides)
+
+
+def _pod(**spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {gateway.GATEWAY_LABEL: "chat"}},
+        "spec": {"containers": [{"name": "app", "image": "chat:1"}]} | spec,
+    }
+
+
+def _inject(pod: dict[str, Any], *, native: bool = True, spec: gateway.LLMGatewaySpec | None = None) -> Any:
+    ops = injection.plan(pod, "chat", spec or _injection_spec(), image=IMAGE, native_sidecar=native)
+    return jsonpatch.apply_patch(pod, ops)
+
+
+def test_the_injected_sidecar_is_the_owned_modes_sidecar() -> None:
+    spec = _injection_spec()
+    pod = _inject(_pod(), spec=spec)
+    assert pod["spec"]["initContainers"] == [deployment.sidecar(spec, IMAGE, native=True)]
+    assert pod["spec"]["volumes"] == deployment.volumes("chat")
+    assert pod["spec"]["containers"] == [{"name": "app", "image": "chat:1"}]
+
+
+def test_a_native_sidecar_goes_before_the_applications_own_init_containers() -> None:
+    pod = _inject(_pod(initContainers=[{"name": "migrate", "image": "m:1"}]))
+    assert [c["name"] for c in pod["spec"]["initContainers"]] == ["llmgw-proxy", "migrate"]
+    assert pod["spec"]["initContainers"][0]["restartPolicy"] == "Always"
+
+
+def test_before_native_sidecars_the_proxy_is_appended_to_the_containers() -> None:
+    pod = _inject(_pod(), native=False)
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["app", "llmgw-proxy"]
+    assert "restartPolicy" not in pod["spec"]["containers"][1]
+    assert "initContainers" not in pod["spec"]
+
+
+def test_existing_volumes_and_annotations_are_kept() -> None:
+    pod = _pod(volumes=[{"name": "scratch", "emptyDir": {}}])
+    pod["metadata"]["annotations"] = {"team": "a", "odd/key~x": "1"}
+    injected = _inject(pod)
+    assert [v["name"] for v in injected["spec"]["volumes"]] == ["scratch", "llmgw-config", "llmgw-keys"]
+    assert injected["metadata"]["annotations"] == {
+        "team": "a",
+        "odd/key~x": "1",
+        injection.INJECTED_ANNOTATION: "chat",
+        names.RESTART_HASH_ANNOTATION: deployment.restart_hash(_injection_spec(), IMAGE),
+    }
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native", "plain"])
+def test_a_pod_that_has_the_sidecar_gets_an_empty_patch(native: bool) -> None:
+    once = _inject(_pod(), native=native)
+    assert injection.plan(once, "chat", _injection_spec(), image=IMAGE, native_sidecar=native) == []
+
+
+@pytest.mark.parametrize(
+    ("pod", "message"),
+    [
+        pytest.param(_pod(hostNetwork=True), "spec.hostNetwork is not allowed", id="host-network"),
+        pytest.param(
+            _pod(volumes=[{"name": "llmgw-keys", "emptyDir": {}}]),
+            "spec.volumes: the name llmgw-keys is reserved",
+            id="reserved-volume",
+        ),
+    ],
+)
+def test_a_pod_the_sidecar_cannot_join_is_refused_whole(pod: dict[str, Any], message: str) -> None:
+    with pytest.raises(injection.Refused, match=message):
+        injection.plan(pod, "chat", _injection_spec(), image=IMAGE, native_sidecar=True)
+
+
+def test_the_sidecar_hash_reads_back_what_was_injected() -> None:
+    spec = _injection_spec()
+    assert injection.sidecar_hash(_pod()) is None
+    assert injection.sidecar_hash(_inject(_pod(), spec=spec)) == deployment.restart_hash(spec, IMAGE)
+
+
+def _named(min_size: int) -> st.SearchStrategy[list[dict[str, Any]]]:
+    """Containers or volumes with distinct names (the fields the injection looks at)."""
+    return st.lists(renderkit.names, min_size=min_size, max_size=3, unique=True).map(
+        lambda found: [{"name": n, "image": "x:1"} for n in found]
+    )
+
+
+@st.composite
+def pods(draw: st.DrawFn) -> dict[str, Any]:
+    spec: dict[str, Any] = {"containers": draw(_named(1))}
+    for key in ("initContainers", "volumes"):
+        if draw(st.booleans()):
+            spec[key] = draw(_named(0))
+    metadata: dict[str, Any] = {"labels": {gateway.GATEWAY_LABEL: "chat"}}
+    if draw(st.booleans()):
+        metadata["annotations"] = draw(
+            st.dictionaries(st.text(min_size=1, max_size=20), st.text(max_size=10), max_size=3)
+        )
+    return {"metadata": metadata, "spec": spec}
+
+
+@given(pod=pods(), native=st.booleans())
+def test_injection_adds_exactly_one_sidecar_keeps_everything_else_and_is_idempotent(
+    pod: dict[str, Any], native: bool
+) -> None:
+    pod_names = {c["name"] for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])}
+    vol_names = {v["name"] for v in pod["spec"].get("volumes", [])}
+    if gateway.SIDECAR_CONTAINER in pod_names or {"llmgw-config", "llmgw-keys"} & vol_names:
+        return  # the cases above cover a pod that has (part of) it already
+    before = copy.deepcopy(pod)
+    injected = _inject(pod, native=native)
+    assert pod == before, "plan must not change its input"
+    listed = injected["spec"]["containers"] + injected["spec"].get("initContainers", [])
+    assert [c["name"] for c in listed].count(gateway.SIDECAR_CONTAINER) == 1
+    others = [c for c in listed if c["name"] != gateway.SIDECAR_CONTAINER]
+    assert others == pod["spec"]["containers"] + pod["spec"].get("initContainers", [])
+    assert injected["spec"]["volumes"][: len(vol_names)] == pod["spec"].get("volumes", [])
+    for key, value in (pod["metadata"].get("annotations") or {}).items():
+        if key not in (injection.INJECTED_ANNOTATION, names.RESTART_HASH_ANNOTATION):
+            assert injected["metadata"]["annotations"][key] == value
+    assert injection.plan(injected, "chat", _injection_spec(), image=IMAGE, native_sidecar=native) == []
