@@ -20,7 +20,17 @@ import pydantic
 
 from llmgw_operator import kube, references
 from llmgw_operator.api import common, gateway, policy
-from llmgw_operator.render import children, conditions, dataplane, names, ownership, pod_rules, resolve
+from llmgw_operator.render import (
+    children,
+    conditions,
+    dataplane,
+    deployment,
+    injection,
+    names,
+    ownership,
+    pod_rules,
+    resolve,
+)
 from llmgw_operator.render.conditions import FALSE, TRUE, UNKNOWN, Verdict
 
 logger = logging.getLogger(__name__)
@@ -96,6 +106,7 @@ class Reconciler:
             return
 
         observed_replicas = (live_deployment or {}).get("spec", {}).get("replicas")
+        counted = self.data_plane.injected.get((namespace, name), ())
         try:
             kids = children.render(
                 name,
@@ -105,6 +116,7 @@ class Reconciler:
                 observed_replicas=observed_replicas,
                 default_image=self.default_image,
                 native_sidecar=self.native_sidecar,
+                injected_pods=sum(n for _, n in counted),
             )
         except (ValueError, pydantic.ValidationError) as e:
             message = common.explain(e) if isinstance(e, pydantic.ValidationError) else str(e)
@@ -162,7 +174,12 @@ class Reconciler:
         reconciled = Verdict(
             TRUE, "Applied", applied + " applied" + (" (injection mode)" if spec.injected else "")
         )
-        await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+        image = deployment.image_for(spec, self.default_image)
+        rollout = None
+        if spec.injected or counted:
+            current = deployment.restart_hash(spec, image)
+            rollout = {"image": image, **injection.rollout(counted, current)}
+        await self._gateway_status(body, resolution.verdict, reconciled, live_deployment, injected=rollout)
 
     async def _own_deployment(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         meta = body["metadata"]
@@ -215,6 +232,8 @@ class Reconciler:
         policies: Verdict,
         reconciled: Verdict,
         deployment: Mapping[str, Any] | None,
+        *,
+        injected: dict[str, Any] | None = None,
     ) -> None:
         meta = body["metadata"]
         old = dict(body.get("status") or {})
@@ -234,6 +253,8 @@ class Reconciler:
                 injection=(body.get("spec") or {}).get("template") is None,
             ),
         }
+        if injected is not None:
+            new["injection"] = injected
         self._data_plane_status(meta["namespace"], meta["name"], old, new, generation)
         written = cast(list[dict[str, Any]], new["conditions"])
         self.gateway_states[(meta["namespace"], meta["name"])] = {c["type"]: c["status"] for c in written}

@@ -328,6 +328,20 @@ class ConfigRollout(common.Model):
     )
 
 
+class InjectionRollout(common.Model):
+    """The pods the webhook gave this gateway's sidecar, and which sidecar they run."""
+
+    image: str | None = Field(default=None, max_length=512, description="The sidecar image injected now.")
+    pods: int = Field(default=0, ge=0, description="Injected pods that run or will (not finished).")
+    current: int = Field(default=0, ge=0, description="Of those, pods whose sidecar is the current one.")
+    outdated: int = Field(
+        default=0,
+        ge=0,
+        description="Pods injected with another image, ports or resources: `kubectl rollout restart` "
+        "their workload to update them (config and keys reach them by hot reload).",
+    )
+
+
 class LLMGatewayStatus(common.Model):
     """Written by the operator: Ready, Reconciled and PoliciesResolved, plus pod counts.
 
@@ -343,6 +357,9 @@ class LLMGatewayStatus(common.Model):
     )
     config: ConfigRollout | None = Field(
         default=None, description="The rendered config's rollout to the pods."
+    )
+    injection: InjectionRollout | None = Field(
+        default=None, description="Injection mode: the pods the webhook injected, counted by the poller."
     )
 
 

@@ -205,9 +205,12 @@ class Store:
 
     def __init__(self) -> None:
         self.observations: dict[Key, Observation] = {}
+        # The webhook's pods of each gateway, by sidecar restart hash (render/injection.py census).
+        self.injected: dict[Key, tuple[tuple[str, int], ...]] = {}
 
     def forget(self, key: Key) -> None:
         self.observations.pop(key, None)
+        self.injected.pop(key, None)
 
     def breaker_open_pods(self, namespace: str, policy: str, gateways: Iterable[str]) -> int | None:
         """Pods of ``gateways`` with ``policy``'s breaker open; None before any of them was polled."""

@@ -10,7 +10,7 @@ the sidecar cannot join safely is refused whole: there is no half-injected pod.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from llmgw_operator.api import gateway
@@ -104,3 +104,32 @@ def sidecar_hash(pod: Mapping[str, Any]) -> str | None:
         return None
     value = annotations.get(names.RESTART_HASH_ANNOTATION)
     return value if isinstance(value, str) else None
+
+
+# (restart hash, pods), sorted: what the webhook injected into a gateway's live pods. A tuple so an
+# unchanged census compares equal and the poller triggers nothing.
+Census = tuple[tuple[str, int], ...]
+
+
+def census(pods: Sequence[Mapping[str, Any]], gateway_name: str) -> Census:
+    """The gateway's injected pods that still run or will (not finished, not being deleted),
+    counted by the restart hash their sidecar was injected with."""
+    counts: dict[str, int] = {}
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        annotations = meta.get("annotations") or {}
+        phase = (pod.get("status") or {}).get("phase")
+        if annotations.get(INJECTED_ANNOTATION) != gateway_name or meta.get("deletionTimestamp"):
+            continue
+        if phase in ("Succeeded", "Failed"):
+            continue
+        found = sidecar_hash(pod) or ""
+        counts[found] = counts.get(found, 0) + 1
+    return tuple(sorted(counts.items()))
+
+
+def rollout(counted: Census, current_hash: str) -> dict[str, int]:
+    """``status.injection``'s counts: injected pods, those with the current sidecar, the outdated rest."""
+    total = sum(n for _, n in counted)
+    current = sum(n for h, n in counted if h == current_hash)
+    return {"pods": total, "current": current, "outdated": total - current}

@@ -57,6 +57,7 @@ def operator_args(system_namespace: str) -> tuple[str, ...]:
         f"--webhook-configuration={CONFIGURATION}",
         f"--webhook-cert-validity={VALIDITY}",
         "--webhook-cert-check=1",
+        "--data-plane-period=1",
     )
 
 
@@ -148,6 +149,14 @@ def assert_injected(pod: dict[str, Any]) -> None:
     assert pod["metadata"]["annotations"]["llmgateway.io/injected"] == GW
 
 
+def requests_per_minute(ns: Namespace, expected: int) -> None:
+    def rendered() -> bool:
+        limit = ns.proxy_config(GW)["providers"]["primary"].get("rateLimit") or {}
+        return bool(limit.get("requestsPerMinute") == expected)
+
+    eventually(rendered, 30, f"primary's requestsPerMinute {expected} per pod")
+
+
 def labelled(document: dict[str, Any], gateway: str = GW) -> dict[str, Any]:
     document["spec"]["template"]["metadata"].setdefault("labels", {})["llmgateway.io/gateway"] = gateway
     return document
@@ -180,6 +189,38 @@ def test_pods_of_a_kubectl_created_deployment_get_the_sidecar(app: Namespace) ->
     # The user's Deployment stays as they wrote it: the webhook changes pods only.
     template = app.get("deployment/web")["spec"]["template"]["spec"]
     assert "initContainers" not in template
+
+
+def test_status_counts_injected_pods_and_limits_are_split_across_them(app: Namespace) -> None:
+    document = json.loads(
+        app.kubectl(
+            "create",
+            "deployment",
+            "web",
+            "--image=busybox:1.36",
+            "--replicas=2",
+            "--dry-run=client",
+            "-o=json",
+        )
+    )
+    app.kubectl("create", "-f", "-", input=json.dumps(labelled(document)))
+    pods(app, "app=web", 2)
+    app.wait(f"llmgw/{GW}", "jsonpath={.status.injection.current}=2")
+    injected = app.get(f"llmgw/{GW}")["status"]["injection"]
+    assert injected == {"image": operatorkit.PROXY_IMAGE, "pods": 2, "current": 2, "outdated": 0}
+
+    requests_per_minute(app, 300)  # 600 shared by the 2 injected pods
+
+    # A new sidecar image cannot reach running pods: they are counted as outdated.
+    app.patch(f"llmgw/{GW}", {"spec": {"proxy": {"image": "registry.example/llmgw-proxy:it-2"}}})
+    app.wait(f"llmgw/{GW}", "jsonpath={.status.injection.outdated}=2")
+    assert app.get(f"llmgw/{GW}")["status"]["injection"]["current"] == 0
+
+    app.kubectl("scale", "deployment/web", "--replicas=4")
+    app.wait(f"llmgw/{GW}", "jsonpath={.status.injection.pods}=4")
+    injected = app.get(f"llmgw/{GW}")["status"]["injection"]
+    assert (injected["current"], injected["outdated"]) == (2, 2)
+    requests_per_minute(app, 150)  # and re-split as they come
 
 
 def test_statefulset_and_job_pods_get_the_sidecar(app: Namespace) -> None:
@@ -300,3 +341,14 @@ def test_with_the_operator_stopped_fail_refuses_labelled_pods_and_admits_the_res
         assert app.exists("pod/unlabelled") and not app.exists("pod/down")
     finally:
         operator_process.start()
+
+
+def test_removing_the_template_switches_an_owned_gateway_to_injection(app: Namespace) -> None:
+    owned = operatorkit.samples()["chat"]
+    owned["metadata"]["name"] = "owned"
+    app.apply(owned)
+    app.wait("llmgw/owned", "condition=Reconciled")
+    assert app.exists("deployment/owned")
+    app.patch("llmgw/owned", {"spec": {"template": None, "replicas": None}})
+    eventually(lambda: not app.exists("deployment/owned"), 30, "the owned Deployment deleted")
+    app.wait("llmgw/owned", "jsonpath={.status.conditions[?(@.type=='Ready')].reason}=InjectionReady")

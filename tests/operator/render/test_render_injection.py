@@ -138,3 +138,28 @@ def test_injection_adds_exactly_one_sidecar_keeps_everything_else_and_is_idempot
         if key not in (injection.INJECTED_ANNOTATION, names.RESTART_HASH_ANNOTATION):
             assert injected["metadata"]["annotations"][key] == value
     assert injection.plan(injected, "chat", _injection_spec(), image=IMAGE, native_sidecar=native) == []
+
+
+def _live(hash_: str | None, gateway_name: str = "chat", **status: Any) -> dict[str, Any]:
+    annotations = {injection.INJECTED_ANNOTATION: gateway_name} if hash_ is not None else {}
+    if hash_:
+        annotations[names.RESTART_HASH_ANNOTATION] = hash_
+    return {"metadata": {"annotations": annotations}, "status": status}
+
+
+def test_the_census_counts_live_injected_pods_of_the_gateway_by_sidecar_hash() -> None:
+    pods = [
+        _live("a", phase="Running"),
+        _live("a", phase="Pending"),
+        _live("b", phase="Running"),
+        _live("a", phase="Succeeded"),  # a finished Job's pod runs no sidecar any more
+        _live("a", phase="Failed"),
+        _live(None, phase="Running"),  # an owned Deployment's pod: not injected
+        _live("a", gateway_name="other", phase="Running"),
+    ]
+    deleting = _live("b", phase="Running")
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    counted = injection.census([*pods, deleting], "chat")
+    assert counted == (("a", 2), ("b", 1))
+    assert injection.rollout(counted, "a") == {"pods": 3, "current": 2, "outdated": 1}
+    assert injection.rollout((), "a") == {"pods": 0, "current": 0, "outdated": 0}
