@@ -20,6 +20,7 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
+import kubernetes
 import operatorkit
 import pytest
 import yaml
@@ -27,6 +28,7 @@ from clusterkit import ClusterHandle
 from operatorkit import Namespace, OperatorProcess, eventually
 
 from llmgw_dev import binaries
+from llmgw_operator import admission, kube
 
 pytestmark = pytest.mark.cluster
 
@@ -352,3 +354,25 @@ def test_removing_the_template_switches_an_owned_gateway_to_injection(app: Names
     app.patch("llmgw/owned", {"spec": {"template": None, "replicas": None}})
     eventually(lambda: not app.exists("deployment/owned"), 30, "the owned Deployment deleted")
     app.wait("llmgw/owned", "jsonpath={.status.conditions[?(@.type=='Ready')].reason}=InjectionReady")
+
+
+async def test_under_ignore_a_pod_the_sidecar_cannot_join_is_admitted_with_a_warning(
+    app: Namespace, cluster: ClusterHandle
+) -> None:
+    # The decision the handler returns, against the real API: refused under Fail (above), a
+    # warning and no patch under Ignore, never a half-injected pod.
+    api = kubernetes.config.new_client_from_config(str(cluster.kubeconfig))
+    client = kube.Client(api)
+    injector = admission.Injector(client, operatorkit.PROXY_IMAGE, native_sidecar=True, fail_closed=False)
+    pod = {"metadata": {"labels": {"llmgateway.io/gateway": "nope"}}, "spec": {"containers": [{"name": "a"}]}}
+    decision = await injector.decide(pod, app.name)
+    assert decision.patch == []
+    (warning,) = decision.warnings
+    assert 'LLMGateway "nope", which does not exist' in warning and "failurePolicy Ignore" in warning
+    closed = admission.Injector(client, operatorkit.PROXY_IMAGE, native_sidecar=True)
+    with pytest.raises(admission.Refused, match='LLMGateway "nope"'):
+        await closed.decide(pod, app.name)
+    assert (
+        await closed.decide({**pod, "metadata": {"labels": {"llmgateway.io/gateway": GW}}}, app.name)
+    ).patch
+    api.close()
