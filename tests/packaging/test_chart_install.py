@@ -117,7 +117,8 @@ def test_cluster_wide_install_runs_restricted_pods_with_least_privilege(release:
     assert release.can("patch", "deployments.apps")
     assert release.can("delete", "horizontalpodautoscalers.autoscaling")
     assert release.can("watch", "horizontalpodautoscalers.autoscaling")
-    assert not release.can("delete", "deployments.apps")
+    # A gateway whose template is removed switches to injection mode and deletes its Deployment.
+    assert release.can("delete", "deployments.apps")
     assert not release.can("delete", "secrets")
     assert release.can("watch", "namespaces")
     assert release.can("patch", "clusterkopfpeerings.kopf.dev")
@@ -164,7 +165,9 @@ def _service_account_kubeconfig(release: Release, path: Path) -> Path:
     return path
 
 
-def _operator_command_line(release: Release, kubeconfig: Path, pod: str) -> tuple[list[str], dict[str, str]]:
+def _operator_command_line(
+    release: Release, kubeconfig: Path, pod: str, webhook_port: int | None = None
+) -> tuple[list[str], dict[str, str]]:
     """The installed Deployment's arguments and environment, for a local process named like a pod."""
     got = release.cluster.kubectl("get", "deployment", release.name, "-n", release.namespace, "-o", "json")
     container = json.loads(got.stdout)["spec"]["template"]["spec"]["containers"][0]
@@ -178,15 +181,20 @@ def _operator_command_line(release: Release, kubeconfig: Path, pod: str) -> tupl
     metrics = f"--metrics-port={_free_port()}"
     args = [re.sub(r"^--liveness=.*", liveness, arg) for arg in container["args"]]
     args = [re.sub(r"^--metrics-port=.*", metrics, arg) for arg in args]
+    # And the webhook's 9443: on loopback, where a chart installed with webhook.url reaches it.
+    hook = f"--webhook-port={webhook_port or _free_port()}"
+    args = [re.sub(r"^--webhook-port=.*", hook, arg) for arg in args]
+    if hook in args:
+        args.append("--webhook-address=127.0.0.1")
     return [str(Path(sys.executable).with_name("llmgw-operator")), *args], env
 
 
 class LocalOperator:
     """llmgw-operator run here as one of the chart's pods would run, with the chart's rights only."""
 
-    def __init__(self, release: Release, folder: Path, pod: str) -> None:
+    def __init__(self, release: Release, folder: Path, pod: str, webhook_port: int | None = None) -> None:
         kubeconfig = _service_account_kubeconfig(release, folder / f"{pod}.kubeconfig")
-        command, env = _operator_command_line(release, kubeconfig, pod)
+        command, env = _operator_command_line(release, kubeconfig, pod, webhook_port)
         self.log_path = folder / f"{pod}.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -262,3 +270,54 @@ def test_replicas_take_distinct_peering_priorities(release: Release, tmp_path: P
         for operator in operators:
             # kopf's warning when priorities tie, right before it pauses every peer.
             assert "Possibly conflicting operators with the same priority" not in operator.output()
+
+
+def test_the_charts_webhook_injects_pods_with_only_the_charts_rights(
+    release: Release, tmp_path: Path
+) -> None:
+    """The chart's webhook configuration, pointed at a local operator that has the chart's token: it
+    creates its certificate Secret, publishes the CA bundle, and the API server's calls inject."""
+    watched = release.create_namespace(f"{release.namespace}-w")
+    release.extra_namespaces.append(watched)
+    port = _free_port()
+    release.install(f"webhook.url=https://127.0.0.1:{port}/inject")
+    configuration = f"{release.name}-{release.namespace}"
+    kubectl = release.cluster.kubectl
+    operator = LocalOperator(release, tmp_path, f"{release.name}-local", webhook_port=port)
+    try:
+        published = kubectl(
+            "wait",
+            f"mutatingwebhookconfiguration/{configuration}",
+            "--for=jsonpath={.webhooks[0].clientConfig.caBundle}",
+            "--timeout=60s",
+            check=False,
+            timeout=90,
+        )
+        assert published.returncode == 0, (
+            f"no caBundle published: {published.stderr}\n{operator.output()[-4000:]}"
+        )
+        for sample in ("secret", "providerpolicy-primary", "providerpolicy-fallback", "injection/llmgateway"):
+            kubectl("apply", "-n", watched, "-f", str(SAMPLES / f"{sample}.yaml"))
+        kubectl("wait", "-n", watched, "--for=condition=Ready", "llmgateway/chat-injected", "--timeout=90s")
+        restricted = {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "app", "labels": {"llmgateway.io/gateway": "chat-injected"}},
+            "spec": {"containers": [{"name": "app", "image": "busybox:1.36", "securityContext": restricted}]},
+        }
+        # The namespace enforces the restricted Pod Security Standard: the sidecar meets it too.
+        kubectl("apply", "-n", watched, "-f", "-", input=json.dumps(pod))
+        live = json.loads(kubectl("get", "pod", "app", "-n", watched, "-o", "json").stdout)
+        assert [c["name"] for c in live["spec"]["initContainers"]] == ["llmgw-proxy"]
+        output = operator.output()
+        for refusal in ("Forbidden", "forbidden", "Not enough permissions"):
+            assert refusal not in output, output[-6000:]
+    finally:
+        operator.stop()
