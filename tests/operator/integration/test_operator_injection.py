@@ -361,7 +361,7 @@ async def test_under_ignore_a_pod_the_sidecar_cannot_join_is_admitted_with_a_war
 ) -> None:
     # The decision the handler returns, against the real API: refused under Fail (above), a
     # warning and no patch under Ignore, never a half-injected pod.
-    api = kubernetes.config.new_client_from_config(str(cluster.kubeconfig))
+    api = kubernetes.config.new_client_from_config(str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
     client = kube.Client(api)
     injector = admission.Injector(client, operatorkit.PROXY_IMAGE, native_sidecar=True, fail_closed=False)
     pod = {"metadata": {"labels": {"llmgateway.io/gateway": "nope"}}, "spec": {"containers": [{"name": "a"}]}}
