@@ -147,7 +147,14 @@ class Keeper:
 
     async def check(self) -> None:
         """Store (if managed) the bundle due now, load it, then publish its CA bundle, in this order:
-        a certificate is served only from a CA the published bundle already holds (see ``certs``)."""
+        a certificate is served only from a CA the published bundle already holds (see ``certs``).
+        A replica that loses a race to write the Secret reads the winner's at once."""
+        for _ in range(3):
+            if await self._check_once():
+                return
+        raise kube.ApiError(409, f"Secret {self.namespace}/{self.secret} kept changing while renewing it")
+
+    async def _check_once(self) -> bool:
         live = await self.client.get("Secret", self.namespace, self.secret)
         current = certs.Bundle.from_secret_data((live or {}).get("data"), need_ca_key=self.managed)
         published_as = await self._published()
@@ -159,7 +166,7 @@ class Keeper:
             )
             if following is not None:
                 if not await self._store(live, following):
-                    return  # another replica wrote first; the next check reads its bundle
+                    return False  # another replica wrote first: read its bundle
                 logger.info("webhook certificates renewed: serving until %s", certs.not_after(following.cert))
                 current = following
         if current is None:
@@ -171,6 +178,7 @@ class Keeper:
             if any(b != encoded for b in published_as):
                 assert self.configuration is not None
                 await self.client.set_webhook_ca_bundle(self.configuration, encoded, len(published_as))
+        return True
 
     async def _published(self) -> list[str] | None:
         if self.configuration is None:

@@ -194,6 +194,7 @@ class LocalOperator:
 
     def __init__(self, release: Release, folder: Path, pod: str, webhook_port: int | None = None) -> None:
         kubeconfig = _service_account_kubeconfig(release, folder / f"{pod}.kubeconfig")
+        self.pod = pod
         command, env = _operator_command_line(release, kubeconfig, pod, webhook_port)
         self.log_path = folder / f"{pod}.log"
         self._log = self.log_path.open("w")
@@ -214,11 +215,13 @@ class LocalOperator:
 
 
 @contextlib.contextmanager
-def local_operators(release: Release, folder: Path, *pods: str) -> Iterator[list[LocalOperator]]:
+def local_operators(
+    release: Release, folder: Path, *pods: str, webhook_ports: list[int] | None = None
+) -> Iterator[list[LocalOperator]]:
     started: list[LocalOperator] = []
     try:
-        for pod in pods:
-            started.append(LocalOperator(release, folder, pod))
+        for i, pod in enumerate(pods):
+            started.append(LocalOperator(release, folder, pod, webhook_ports[i] if webhook_ports else None))
         yield started
     finally:
         for operator in started:
@@ -321,3 +324,64 @@ def test_the_charts_webhook_injects_pods_with_only_the_charts_rights(
             assert refusal not in output, output[-6000:]
     finally:
         operator.stop()
+
+
+def test_every_replica_serves_the_webhook_whichever_holds_the_peering_lock(
+    release: Release, tmp_path: Path
+) -> None:
+    """Two replicas in peering, started together (so both race to create the certificate Secret):
+    kopf pauses one, and both answer admissions. The chart's Service sends them to every ready
+    replica; here the configuration's URL is pointed at one replica, then at the other."""
+    watched = release.create_namespace(f"{release.namespace}-w")
+    release.extra_namespaces.append(watched)
+    ports = [_free_port(), _free_port()]
+    release.install("replicas=2", f"webhook.url=https://127.0.0.1:{ports[0]}/inject")
+    kubectl = release.cluster.kubectl
+    pods = [f"{release.name}-7778776bb-{s}" for s in ("dqcvk", "qfq4m")]
+    with local_operators(release, tmp_path, *pods, webhook_ports=ports) as operators:
+        for sample in ("secret", "providerpolicy-primary", "providerpolicy-fallback", "injection/llmgateway"):
+            kubectl("apply", "-n", watched, "-f", str(SAMPLES / f"{sample}.yaml"))
+        kubectl("wait", "-n", watched, "--for=condition=Ready", "llmgateway/chat-injected", "--timeout=90s")
+        paused = "Pausing operations in favour of"
+        deadline = time.monotonic() + 120
+        while not any(paused in o.output() for o in operators):
+            assert time.monotonic() < deadline, (
+                "kopf paused neither replica: " + operators[0].output()[-3000:]
+            )
+            kubectl("get", "clusterkopfpeering", release.name, "-o", "name")  # paces the poll
+        (standby,) = [o for o in operators if paused in o.output()]
+        configuration = f"{release.name}-{release.namespace}"
+        kubectl(
+            "wait",
+            f"mutatingwebhookconfiguration/{configuration}",
+            "--for=jsonpath={.webhooks[0].clientConfig.caBundle}",
+            "--timeout=60s",
+        )
+        restricted = {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        for i, port in enumerate(ports):
+            url = f"https://127.0.0.1:{port}/inject"
+            patch = [{"op": "replace", "path": "/webhooks/0/clientConfig/url", "value": url}]
+            kubectl(
+                "patch", "mutatingwebhookconfiguration", configuration, "--type=json", "-p", json.dumps(patch)
+            )
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"app-{i}", "labels": {"llmgateway.io/gateway": "chat-injected"}},
+                "spec": {
+                    "containers": [{"name": "app", "image": "busybox:1.36", "securityContext": restricted}]
+                },
+            }
+            created = kubectl("apply", "-n", watched, "-f", "-", input=json.dumps(pod), check=False)
+            assert created.returncode == 0, f"{created.stderr}\n{operators[i].output()[-3000:]}"
+            live = json.loads(kubectl("get", "pod", f"app-{i}", "-n", watched, "-o", "json").stdout)
+            assert [c["name"] for c in live["spec"]["initContainers"]] == ["llmgw-proxy"]
+        # The paused replica was still paused when it answered: its last peering line is the pause.
+        log = standby.output()
+        assert log.rfind(paused) > log.rfind("Resuming operations"), log[-3000:]
