@@ -12,6 +12,7 @@ rotations.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -28,7 +29,7 @@ from clusterkit import ClusterHandle
 from operatorkit import Namespace, OperatorProcess, eventually
 
 from llmgw_dev import binaries
-from llmgw_operator import admission, kube
+from llmgw_operator import admission, kube, webhook
 
 pytestmark = pytest.mark.cluster
 
@@ -292,7 +293,11 @@ def test_a_pod_applied_twice_has_one_sidecar(app: Namespace) -> None:
 
 
 def _secret_cert(cluster: ClusterHandle, namespace: str) -> bytes:
-    data = json.loads(cluster.kubectl("-n", namespace, "get", "secret", SECRET, "-o", "json").stdout)["data"]
+    return _secret_cert_named(cluster, namespace, SECRET)
+
+
+def _secret_cert_named(cluster: ClusterHandle, namespace: str, name: str) -> bytes:
+    data = json.loads(cluster.kubectl("-n", namespace, "get", "secret", name, "-o", "json").stdout)["data"]
     return base64.b64decode(data["tls.crt"])
 
 
@@ -375,4 +380,20 @@ async def test_under_ignore_a_pod_the_sidecar_cannot_join_is_admitted_with_a_war
     assert (
         await closed.decide({**pod, "metadata": {"labels": {"llmgateway.io/gateway": GW}}}, app.name)
     ).patch
+    api.close()
+
+
+async def test_replicas_racing_to_create_the_certificates_all_load_the_winners(
+    cluster: ClusterHandle, system_namespace: str
+) -> None:
+    # Replicas start together: each reads no Secret, each makes a bundle, one create wins (409 for
+    # the others), and every replica must serve the stored certificate at once, not a period later.
+    api = kubernetes.config.new_client_from_config(str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
+    client = kube.Client(api)
+    name = f"race-{secrets.token_hex(3)}"
+    servers = [webhook.Server("127.0.0.1", 0) for _ in range(3)]
+    keepers = [webhook.Keeper(client, s, system_namespace, name, ("127.0.0.1",)) for s in servers]
+    await asyncio.gather(*(k.check() for k in keepers))
+    stored = _secret_cert_named(cluster, system_namespace, name)
+    assert [s.certificate for s in servers] == [stored] * 3
     api.close()
