@@ -14,7 +14,15 @@ from llmgw_dev import demo
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-FIXED_PORTS = (demo.PROXY_PORT, demo.ADMIN_PORT, *demo.PROVIDERS.values(), demo.ANTHROPIC_PORT)
+FIXED_PORTS = (
+    demo.PROXY_PORT,
+    demo.ADMIN_PORT,
+    *demo.PROVIDERS.values(),
+    demo.ANTHROPIC_PORT,
+    demo.WEBHOOK_PORT,
+    demo.INJECTED_PROXY_PORT,
+    demo.INJECTED_ADMIN_PORT,
+)
 
 
 def test_the_demo_runs_every_step_and_stops_everything_it_started(cluster: ClusterHandle) -> None:
@@ -48,6 +56,9 @@ def test_the_demo_runs_every_step_and_stops_everything_it_started(cluster: Clust
         "ok: the primary's breaker is open",
         "ok: new config generation loaded without a restart",
         "ok: the sidecar refused with 429",
+        "ok: llmgw/chat-injected",
+        "ok: the webhook injected the native sidecar into every pod",
+        "ok: the injected sidecar answers as the owned mode's did",
         "demo finished",
     ):
         assert shown in out, f"missing {shown!r} in:\n{out[-3000:]}"

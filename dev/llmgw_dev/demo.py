@@ -9,6 +9,10 @@ namespace over an overlay of /etc, so the host is untouched); 7. the openai
 client: an answer, a stream, a Responses API call, a cache hit, the breaker
 opening with fallback, a policy edit hot-reloaded, and a 429 from the local
 limit; the anthropic client: one Messages call to an anthropic policy; 8. the status.
+9. injection mode: a gateway without a template, the team's own Deployment
+labelled with its name, the webhook (served by the operator on loopback, the
+chart's webhook.url pointing there) injecting the sidecar into its pods, and
+that sidecar answering as the owned one did.
 Everything started is stopped, in reverse order. Any failed check exits 1.
 
 The gateway's pods sit on a fake node whose pod IPs are loopback addresses,
@@ -43,6 +47,11 @@ SYSTEM_NS = "llmgw-system"
 GATEWAY = "chat"
 PROVIDERS = {"primary": 18080, "fallback": 18081}
 PROXY_PORT, ADMIN_PORT = 8080, 9090
+# Injection mode: the operator's webhook on loopback (the chart's webhook.url points there), and the
+# injected pod's sidecar, run beside the owned gateway's on ports of its own.
+WEBHOOK_PORT = 19443
+INJECTED_GATEWAY, INJECTED_APP = "chat-injected", "chat-app"
+INJECTED_PROXY_PORT, INJECTED_ADMIN_PORT = 8082, 9092
 MODEL = "gpt-4o-mini"
 CLAUDE = "claude-sonnet"
 ANTHROPIC_PORT = 18082
@@ -203,6 +212,10 @@ def run(work: Path) -> None:
                 "-n",
                 SYSTEM_NS,
                 "--create-namespace",
+                # The API server of the local control plane has no cluster network to reach the
+                # webhook's Service; it calls the operator run below on loopback instead.
+                "--set",
+                f"webhook.url=https://127.0.0.1:{WEBHOOK_PORT}/inject",
                 "--wait",
                 "--timeout",
                 "120s",
@@ -219,6 +232,8 @@ def run(work: Path) -> None:
             "the chart installed the CRDs",
         )
 
+        if not port_free(WEBHOOK_PORT):
+            raise DemoError(f"port {WEBHOOK_PORT} (the operator's webhook) is taken")
         step("Run the operator with the chart's ServiceAccount credentials")
         sa_config = service_account_kubeconfig(c, work)
         env = {**os.environ, "KUBECONFIG": str(sa_config), "LLMGW_PROXY_IMAGE": "llmgw-proxy:demo"}
@@ -232,6 +247,11 @@ def run(work: Path) -> None:
                     "--standalone",
                     "--metrics-port=0",
                     "--data-plane-period=2",
+                    f"--webhook-port={WEBHOOK_PORT}",
+                    "--webhook-address=127.0.0.1",
+                    "--webhook-host=127.0.0.1",
+                    f"--webhook-secret={SYSTEM_NS}/{RELEASE}-webhook-tls",
+                    f"--webhook-configuration={RELEASE}-{SYSTEM_NS}",
                 ],
                 work / "operator.log",
                 env,
@@ -299,7 +319,8 @@ def run(work: Path) -> None:
         )
         check(True, f"sidecar ready: API on 127.0.0.1:{PROXY_PORT}, admin on :{ADMIN_PORT}")
 
-        talk(kc, sc)
+        answer = talk(kc, sc)
+        inject(kc, work, stack, answer)
 
         step("kubectl get llmgw,providerpolicies")
         print(kubectl(kc, "-n", NAMESPACE, "get", "llmgw,providerpolicies", "-o", "wide"))
@@ -307,6 +328,85 @@ def run(work: Path) -> None:
         for cond in gw["status"]["conditions"]:
             show(f"{cond['type']}={cond['status']} ({cond['reason']}): {cond['message']}")
         step("Stop everything this demo started")
+
+
+def inject(kc: Path, work: Path, stack: contextlib.ExitStack, owned_answer: str) -> None:
+    """Injection mode: the team's own Deployment, labelled, gets the sidecar from the webhook."""
+    import openai
+
+    step("Injection mode: an LLMGateway without a template, and a plain Deployment labelled with its name")
+    for sample in ("llmgateway", "deployment"):
+        path = ROOT / "samples" / "injection" / f"{sample}.yaml"
+        show(kubectl(kc, "-n", NAMESPACE, "apply", "-f", str(path)).strip())
+    kubectl(
+        kc, "-n", NAMESPACE, "wait", "--for=condition=Ready", f"llmgw/{INJECTED_GATEWAY}", "--timeout=90s"
+    )
+    check(True, f"llmgw/{INJECTED_GATEWAY} is Ready: its config and keys exist, no Deployment of its own")
+
+    def injected_pods() -> list[dict[str, Any]]:
+        listed = json.loads(
+            kubectl(kc, "-n", NAMESPACE, "get", "pods", "-l", f"app={INJECTED_APP}", "-o", "json")
+        )
+        return [p for p in listed["items"] if p["spec"].get("initContainers")]
+
+    eventually(
+        "the Deployment's 2 pods, created by the ReplicaSet controller", lambda: len(injected_pods()) == 2
+    )
+    pods = injected_pods()
+    for pod in pods:
+        names = [c["name"] for c in pod["spec"]["initContainers"]]
+        volumes = sorted(v["name"] for v in pod["spec"]["volumes"])
+        show(f"pod {pod['metadata']['name']}: initContainers {names}, volumes {volumes}")
+    check(
+        all(p["spec"]["initContainers"][0]["name"] == "llmgw-proxy" for p in pods),
+        "the webhook injected the native sidecar into every pod; the Deployment itself has none",
+    )
+    kubectl(
+        kc,
+        "-n",
+        NAMESPACE,
+        "wait",
+        "--for=jsonpath={.status.injection.current}=2",
+        f"llmgw/{INJECTED_GATEWAY}",
+        "--timeout=60s",
+    )
+    show(
+        "status.injection: "
+        + kubectl(kc, "-n", NAMESPACE, "get", "llmgw", INJECTED_GATEWAY, "-o", "jsonpath={.status.injection}")
+    )
+
+    step("Run the injected pod's sidecar (its own mounts, read from the pod) and call it as the app would")
+    for port in (INJECTED_PROXY_PORT, INJECTED_ADMIN_PORT):
+        if not port_free(port):
+            raise DemoError(f"port {port} (the injected sidecar) is taken")
+    pod_name = pods[0]["metadata"]["name"]
+    stack.enter_context(
+        sidecar.running(
+            kc,
+            NAMESPACE,
+            INJECTED_GATEWAY,
+            work / "injected",
+            port=INJECTED_PROXY_PORT,
+            admin_port=INJECTED_ADMIN_PORT,
+            pod=pod_name,
+        )
+    )
+    eventually(
+        "the injected sidecar's /readyz",
+        lambda: http_get(f"http://127.0.0.1:{INJECTED_ADMIN_PORT}/readyz")[0] == 200,
+        30,
+    )
+    client = openai.OpenAI(
+        base_url=f"http://127.0.0.1:{INJECTED_PROXY_PORT}/v1", api_key="the-app-has-no-key", max_retries=0
+    )
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "temperature": 0}
+    raw = client.chat.completions.with_raw_response.create(**ask)  # type: ignore[call-overload]
+    reply = raw.parse().choices[0].message.content
+    show(f"{reply!r} via {raw.headers.get('x-llmgw-provider')}")
+    check(
+        raw.headers.get("x-llmgw-provider") == "primary" and reply == owned_answer,
+        "the injected sidecar answers as the owned mode's did",
+    )
 
 
 LOOPBACK_NODE, LOOPBACK_CIDR = "kwok-loopback", "127.0.100.0/24"
@@ -330,7 +430,8 @@ def providers_condition(kc: Path) -> dict[str, Any]:
     return found
 
 
-def talk(kc: Path, sc: sidecar.Running) -> None:
+def talk(kc: Path, sc: sidecar.Running) -> str:
+    """The owned gateway's sidecar through its paces; its first answer, to compare injection mode's with."""
     import openai
 
     client = openai.OpenAI(
@@ -346,6 +447,7 @@ def talk(kc: Path, sc: sidecar.Running) -> None:
         f"cache {raw.headers.get('x-llmgw-cache')}, usage {answer.usage.total_tokens} tokens"
     )
     check(raw.headers.get("x-llmgw-provider") == "primary", "served by the primary provider")
+    first = str(answer.choices[0].message.content)
 
     step("A stream, chunk by chunk")
     chunks = [
@@ -485,6 +587,7 @@ def talk(kc: Path, sc: sidecar.Running) -> None:
         f"x-ratelimit-remaining-requests={refused.response.headers.get('x-ratelimit-remaining-requests')}"
     )
     show(f"error body: {json.dumps(refused.body)[:160]}")
+    return first
 
 
 def http_delete(url: str) -> None:

@@ -119,7 +119,13 @@ def plan(deployment: dict[str, Any]) -> Plan:
     return Plan([*(container.get("command") or []), *(container.get("args") or [])], mounts)
 
 
-def read_plan(kubeconfig: Path, namespace: str, gateway: str) -> Plan:
+def read_plan(kubeconfig: Path, namespace: str, gateway: str, pod: str | None = None) -> Plan:
+    """From the gateway's Deployment, or (injection mode) from a pod the webhook injected."""
+    if pod is not None:
+        found = _kubectl_json(kubeconfig, namespace, "pod", pod)
+        if found is None:
+            raise SidecarError(f"pod {namespace}/{pod} does not exist")
+        return plan({"spec": {"template": found}})
     deployment = _kubectl_json(kubeconfig, namespace, "deployment", gateway)
     if deployment is None:
         raise SidecarError(
@@ -221,10 +227,18 @@ class Running:
 
 @contextlib.contextmanager
 def running(
-    kubeconfig: Path, namespace: str, gateway: str, work: Path, *, port: int | None, admin_port: int | None
+    kubeconfig: Path,
+    namespace: str,
+    gateway: str,
+    work: Path,
+    *,
+    port: int | None,
+    admin_port: int | None,
+    pod: str | None = None,
 ) -> Iterator[Running]:
-    """The sidecar started on the gateway's rendered volumes; its process group stopped on exit."""
-    the_plan = read_plan(kubeconfig, namespace, gateway)
+    """The sidecar started on the gateway's rendered volumes; its process group stopped on exit.
+    ``pod``: the sidecar the webhook injected into that pod, instead of the gateway's Deployment's."""
+    the_plan = read_plan(kubeconfig, namespace, gateway, pod)
     volumes: dict[Mount, Kubelet] = {}
     seen: dict[Mount, dict[str, bytes]] = {}
     for i, mount in enumerate(the_plan.mounts):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import hashlib
 import os
 import sys
@@ -13,7 +14,7 @@ from collections.abc import Callable
 import kopf
 
 import llmgw_operator
-from llmgw_operator import poll
+from llmgw_operator import certs, poll, webhook
 from llmgw_operator.render import pod_rules
 
 PRIORITY_RANGE = 1_000_000
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=64,
         help="requests in flight at once, across all gateways (1-1024, default 64)",
     )
+    add_webhook_arguments(parser)
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("--verbose", action="store_true")
     verbosity.add_argument("--debug", action="store_true")
@@ -124,6 +126,98 @@ def _positive(most: float) -> Callable[[str], float]:
         return value
 
     return parse
+
+
+DAY = 86400.0
+
+
+def add_webhook_arguments(parser: argparse.ArgumentParser) -> None:
+    hook = parser.add_argument_group(
+        "admission webhook",
+        "Injection mode: a mutating webhook adds the sidecar to pods labelled llmgateway.io/gateway=<name>.",
+    )
+    hook.add_argument(
+        "--webhook-port",
+        metavar="PORT",
+        type=int,
+        choices=range(0, 65536),
+        default=0,
+        help="serve the webhook over HTTPS on this port (0: no webhook; the default; the chart sets 9443)",
+    )
+    hook.add_argument("--webhook-address", metavar="ADDR", default="0.0.0.0", help="listen address")
+    hook.add_argument(
+        "--webhook-secret",
+        metavar="[NAMESPACE/]NAME",
+        default="llmgw-webhook-tls",
+        help="the Secret holding the webhook's certificates (namespace: LLMGW_POD_NAMESPACE, else default)",
+    )
+    hook.add_argument(
+        "--webhook-configuration",
+        metavar="NAME",
+        help="the MutatingWebhookConfiguration whose caBundle the operator keeps (self-managed certificates)",
+    )
+    hook.add_argument(
+        "--webhook-host",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="a DNS name or IP address the serving certificate names (repeatable; e.g. the Service's "
+        "<name>.<namespace>.svc)",
+    )
+    hook.add_argument(
+        "--webhook-certs",
+        choices=("self-managed", "external"),
+        default="self-managed",
+        help="self-managed: the operator creates and renews them (default); external: cert-manager does",
+    )
+    hook.add_argument(
+        "--webhook-failure-policy",
+        choices=("Fail", "Ignore"),
+        default="Fail",
+        help="the configuration's failurePolicy: with Ignore, a pod naming a missing gateway is admitted "
+        "without the sidecar (with a warning) instead of refused (default Fail)",
+    )
+    hook.add_argument(
+        "--webhook-cert-validity",
+        metavar="SECONDS",
+        type=_positive(3650 * DAY),
+        default=90 * DAY,
+        help="serving certificate lifetime, renewed when a third is left (default 90 days)",
+    )
+    hook.add_argument(
+        "--webhook-ca-validity",
+        metavar="SECONDS",
+        type=_positive(36500 * DAY),
+        default=3650 * DAY,
+        help="CA lifetime, renewed when a third is left, in two steps (default 3650 days)",
+    )
+    hook.add_argument(
+        "--webhook-cert-check",
+        metavar="SECONDS",
+        type=_positive(DAY),
+        default=60.0,
+        help="how often each replica reads the Secret and renews what is due (default 60)",
+    )
+
+
+def webhook_of(args: argparse.Namespace) -> webhook.Settings:
+    namespace, _, name = str(args.webhook_secret).rpartition("/")
+    hosts = tuple(args.webhook_host) or ("localhost",)
+    return webhook.Settings(
+        port=args.webhook_port,
+        addr=args.webhook_address,
+        namespace=namespace or os.environ.get("LLMGW_POD_NAMESPACE") or "default",
+        secret=name,
+        configuration=args.webhook_configuration,
+        hosts=hosts,
+        managed=args.webhook_certs == "self-managed",
+        fail_closed=args.webhook_failure_policy == "Fail",
+        lifetimes=certs.Lifetimes(
+            ca=datetime.timedelta(seconds=args.webhook_ca_validity),
+            serving=datetime.timedelta(seconds=args.webhook_cert_validity),
+        ),
+        period=args.webhook_cert_check,
+    )
 
 
 def rules_of(args: argparse.Namespace) -> pod_rules.Rules:
@@ -153,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     kopf.configure(debug=args.debug, verbose=args.verbose, quiet=args.quiet)
     from llmgw_operator import handlers  # registers the handlers with kopf's default registry
 
+    settings = webhook_of(args)
+    if settings.port:
+        handlers.register_webhook()
     del handlers
     try:
         asyncio.run(
@@ -169,6 +266,7 @@ def main(argv: list[str] | None = None) -> int:
                     polling=polling_of(args),
                     metrics_port=args.metrics_port,
                     namespaces=tuple(args.namespace),
+                    webhook=settings,
                 ),
             )
         )

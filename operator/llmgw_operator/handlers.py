@@ -20,10 +20,11 @@ import os
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, cast
 
+import jsonpatch
 import kopf
 
 import llmgw_operator
-from llmgw_operator import kube, metrics, poll, reconcile, references, sidecars, workqueue
+from llmgw_operator import admission, kube, metrics, poll, reconcile, references, sidecars, webhook, workqueue
 from llmgw_operator.api import common, gateway, policy
 from llmgw_operator.render import names, pod_rules
 
@@ -85,9 +86,16 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo["polling_task"] = asyncio.create_task(poller.run(), name="data-plane poller")
     poll.register_gauges(m, reconciler.data_plane, reconciler.gateway_states)
     ready = asyncio.Event()
+    hook: webhook.Settings = memo.get("webhook") or webhook.Settings()
+    listener = _start_webhook(settings, memo, client, reconciler, hook) if hook.port else None
+
+    def is_ready() -> bool:
+        # A replica takes admission requests (the chart's Service) only once it serves them.
+        return ready.is_set() and (listener is None or listener.serving)
+
     port = memo.get("metrics_port")
     if port:
-        memo["metrics_server"] = server = metrics.Server(m, ready.is_set, "0.0.0.0", port)
+        memo["metrics_server"] = server = metrics.Server(m, is_ready, "0.0.0.0", port)
         await server.start()
     memo["priming_task"] = asyncio.create_task(
         _prime(client, memo, memo.get("namespaces") or (), ready), name="first listing"
@@ -99,6 +107,63 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         minor >= NATIVE_SIDECAR_MINOR,
         reconciler.pod_rules,
     )
+
+
+def _start_webhook(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    client: kube.Client,
+    reconciler: reconcile.Reconciler,
+    hook: webhook.Settings,
+) -> webhook.Server:
+    """The webhook listener and its certificate keeper, on this replica whatever its peering role:
+    kopf's admission server runs beside the watches, not under the peering freeze."""
+    memo["injector"] = admission.Injector(
+        client, reconciler.default_image, reconciler.native_sidecar, fail_closed=hook.fail_closed
+    )
+    listener = webhook.Server(hook.addr, hook.port)
+    settings.admission.server = listener
+    settings.admission.managed = None  # the configuration is the chart's; only its caBundle is kept
+    keeper = webhook.Keeper(
+        client,
+        listener,
+        hook.namespace,
+        hook.secret,
+        hook.hosts,
+        configuration=hook.configuration,
+        managed=hook.managed,
+        lifetimes=hook.lifetimes,
+        period=hook.period,
+    )
+    memo["webhook_keeper_task"] = asyncio.create_task(keeper.run(), name="webhook certificates")
+    return listener
+
+
+async def inject_sidecar(
+    body: kopf.Body,
+    patch: kopf.Patch,
+    namespace: str | None,
+    warnings: list[str],
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """A new pod labelled llmgateway.io/gateway: add its gateway's sidecar, or refuse it."""
+    injector: admission.Injector = memo["injector"]
+    try:
+        decision = await injector.decide(body, str(namespace or ""))
+    except admission.Refused as e:
+        raise kopf.AdmissionError(str(e), code=403) from None
+    except kube.ApiError as e:
+        raise kopf.AdmissionError(f"llmgw: cannot read the gateway: {e}", code=503) from None
+    warnings.extend(decision.warnings)
+    if decision.patch:
+        ops = decision.patch
+        patch.fns.append(lambda pod: jsonpatch.apply_patch(pod, ops, in_place=True))
+
+
+def register_webhook() -> None:
+    """Only with --webhook-port: kopf refuses to start with admission handlers and no server."""
+    kopf.on.mutate("v1", "pods", id="inject", operations=["CREATE"], persistent=True)(inject_sidecar)
 
 
 def _data_plane_changed(memo: kopf.Memo, key: tuple[str, str]) -> None:
@@ -176,6 +241,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in ("priming_task",):
         if task in memo:
             memo[task].cancel()
+    if "webhook_keeper_task" in memo:
+        await webhook.stop(memo["webhook_keeper_task"])
     if "metrics_server" in memo:
         await memo["metrics_server"].stop()
     if "polling_task" in memo:

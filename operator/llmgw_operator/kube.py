@@ -36,6 +36,9 @@ RESOURCES: dict[str, tuple[str, str]] = {
 }
 
 
+WEBHOOK_CONFIGURATIONS = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"
+
+
 class ApiError(RuntimeError):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(f"{status} {reason}")
@@ -252,6 +255,52 @@ class Client:
             await asyncio.to_thread(self._call, "POST", self._path("Event", meta["namespace"]), body)
         except ApiError:
             return
+
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a namespaced object; ApiError 409 when one of that name exists."""
+        meta = manifest["metadata"]
+        self._wrote("create", manifest["kind"])
+        return await asyncio.to_thread(
+            self._call, "POST", self._path(manifest["kind"], meta["namespace"]), dict(manifest)
+        )
+
+    async def patch_guarded(
+        self, kind: str, namespace: str, name: str, resource_version: str, patch: Mapping[str, Any]
+    ) -> None:
+        """A merge patch that applies only to the object as read: ApiError 409 when someone wrote since."""
+        body = {
+            **patch,
+            "metadata": {**dict(patch.get("metadata") or {}), "resourceVersion": resource_version},
+        }
+        self._wrote("patch", kind)
+        await asyncio.to_thread(
+            self._call, "PATCH", self._path(kind, namespace, name), body, "application/merge-patch+json"
+        )
+
+    async def webhook_ca_bundles(self, configuration: str) -> list[str] | None:
+        """Each webhook's clientConfig.caBundle in a MutatingWebhookConfiguration (None: not found)."""
+        try:
+            found = await asyncio.to_thread(self._call, "GET", f"{WEBHOOK_CONFIGURATIONS}/{configuration}")
+        except ApiError as e:
+            if e.status == 404:
+                return None
+            raise
+        return [str((w.get("clientConfig") or {}).get("caBundle") or "") for w in found.get("webhooks") or []]
+
+    async def set_webhook_ca_bundle(self, configuration: str, ca_bundle: str, count: int) -> None:
+        """Set caBundle on the first ``count`` webhooks (as many as ``webhook_ca_bundles`` listed)."""
+        ops = [
+            {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": ca_bundle}
+            for i in range(count)
+        ]
+        self._wrote("patch", "MutatingWebhookConfiguration")
+        await asyncio.to_thread(
+            self._call,
+            "PATCH",
+            f"{WEBHOOK_CONFIGURATIONS}/{configuration}",
+            ops,
+            "application/json-patch+json",
+        )
 
     async def server_minor(self) -> int:
         version = await asyncio.to_thread(self._call, "GET", "/version")

@@ -27,7 +27,7 @@ import yaml
 from llmgw_operator import kube, sidecars
 from llmgw_operator import metrics as metrics_
 from llmgw_operator.api import gateway
-from llmgw_operator.render import dataplane, names
+from llmgw_operator.render import dataplane, injection, names
 from llmgw_proxy import config
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,11 @@ class Poller:
         if port is None:
             return
         pods = await self.client.list_objects("Pod", namespace, f"{names.GATEWAY_LABEL}={name}")
+        counted = injection.census(pods, name)
+        if key in self.targets and self.store.injected.get(key, ()) != counted:
+            # Injected pods came or went: the reconcile pass re-splits shared limits and counts them.
+            self.store.injected[key] = counted
+            self.on_change(key)
         rendered = await self._rendered_hash(key)
         ready = ready_pod_ips(pods)
         answers = await asyncio.gather(*(self.fetcher.status(ip, port) for _, ip in ready))

@@ -20,7 +20,17 @@ import pydantic
 
 from llmgw_operator import kube, references
 from llmgw_operator.api import common, gateway, policy
-from llmgw_operator.render import children, conditions, dataplane, names, ownership, pod_rules, resolve
+from llmgw_operator.render import (
+    children,
+    conditions,
+    dataplane,
+    deployment,
+    injection,
+    names,
+    ownership,
+    pod_rules,
+    resolve,
+)
 from llmgw_operator.render.conditions import FALSE, TRUE, UNKNOWN, Verdict
 
 logger = logging.getLogger(__name__)
@@ -81,7 +91,9 @@ class Reconciler:
         if live_deployment is not None and not ownership.controlled_by(live_deployment, uid):
             live_deployment = None  # not ours: its rollout says nothing about this gateway
 
-        refused = pod_rules.refusals(spec.template, self.pod_rules)
+        # Injection mode's pods are the users' own: the webhook adds only the sidecar, so there is
+        # no template of theirs the operator would create pods from.
+        refused = pod_rules.refusals(spec.template, self.pod_rules) if spec.template is not None else []
         refused += pod_rules.sidecar_refusals(spec.proxy, self.pod_rules)
         if refused:
             reconciled = Verdict(FALSE, "PodTemplateRefused", "nothing applied: " + "; ".join(refused))
@@ -95,6 +107,7 @@ class Reconciler:
             return
 
         observed_replicas = (live_deployment or {}).get("spec", {}).get("replicas")
+        counted = self.data_plane.injected.get((namespace, name), ())
         try:
             kids = children.render(
                 name,
@@ -104,6 +117,7 @@ class Reconciler:
                 observed_replicas=observed_replicas,
                 default_image=self.default_image,
                 native_sidecar=self.native_sidecar,
+                injected_pods=sum(n for _, n in counted),
             )
         except (ValueError, pydantic.ValidationError) as e:
             message = common.explain(e) if isinstance(e, pydantic.ValidationError) else str(e)
@@ -148,14 +162,25 @@ class Reconciler:
         if kids.hpa is None and hpa is not None and ownership.controlled_by(hpa, uid):
             await self.client.delete("HorizontalPodAutoscaler", namespace, names.hpa(name))
             changed.append("HorizontalPodAutoscaler (deleted)")
+        if kids.deployment is None and live_deployment is not None:
+            # The template was removed: the gateway now injects into the users' pods instead.
+            await self.client.delete("Deployment", namespace, names.deployment(name))
+            changed.append("Deployment (deleted)")
+            live_deployment = None
         if "Deployment" in changed:
             live_deployment = await self.client.get("Deployment", namespace, names.deployment(name))
         if changed:
             logger.info("gateway %s/%s: applied %s", namespace, name, ", ".join(changed))
+        applied = ", ".join(m["kind"].replace("HorizontalPodAutoscaler", "HPA") for m in kids.manifests())
         reconciled = Verdict(
-            TRUE, "Applied", "ConfigMap, Secret, Deployment" + (", HPA" if kids.hpa else "") + " applied"
+            TRUE, "Applied", applied + " applied" + (" (injection mode)" if spec.injected else "")
         )
-        await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+        image = deployment.image_for(spec, self.default_image)
+        rollout = None
+        if spec.injected or counted:
+            current = deployment.restart_hash(spec, image)
+            rollout = {"image": image, **injection.rollout(counted, current)}
+        await self._gateway_status(body, resolution.verdict, reconciled, live_deployment, injected=rollout)
 
     async def _own_deployment(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         meta = body["metadata"]
@@ -208,6 +233,8 @@ class Reconciler:
         policies: Verdict,
         reconciled: Verdict,
         deployment: Mapping[str, Any] | None,
+        *,
+        injected: dict[str, Any] | None = None,
     ) -> None:
         meta = body["metadata"]
         old = dict(body.get("status") or {})
@@ -224,8 +251,11 @@ class Reconciler:
                 policies=policies,
                 reconciled=reconciled,
                 deployment=deployment,
+                injection=(body.get("spec") or {}).get("template") is None,
             ),
         }
+        if injected is not None:
+            new["injection"] = injected
         self._data_plane_status(meta["namespace"], meta["name"], old, new, generation)
         written = cast(list[dict[str, Any]], new["conditions"])
         self.gateway_states[(meta["namespace"], meta["name"])] = {c["type"]: c["status"] for c in written}

@@ -34,7 +34,7 @@ PAGE = docskit.ROOT / "docs" / "quickstart.md"
 KEY = "sk-quickstart-not-a-real-key"
 # What the page's commands expect to find in the folder they run from (the repository's root).
 LINKED = ("Makefile", "pyproject.toml", ".venv", "helm", "samples")
-PORTS = (8080, 9090, 18080)  # the gateway's sidecar and the page's fake provider
+PORTS = (8080, 9090, 18080, 9443)  # the gateway's sidecar, the page's fake provider, the webhook
 BLOCK_TIMEOUT = 900  # seconds; the first block may build the pinned binaries
 BACKGROUND_TIMEOUT = 120
 _UNTIL = re.compile(r'^background until "(.+)"$')

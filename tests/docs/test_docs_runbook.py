@@ -331,6 +331,17 @@ def test_a_healthy_gateway_shows_every_good_reason_where_the_runbook_looks(kube:
         assert re.search(shown, wide, re.M), wide
 
 
+@caused("InjectionReady")
+def test_a_gateway_without_a_template_is_ready_for_injection_with_no_deployment(kube: Kube) -> None:
+    documents = samples()
+    del documents[GW]["spec"]["template"], documents[GW]["spec"]["replicas"]
+    kube.apply(*documents.values())
+    kube.wait_reason(f"llmgw/{GW}", "Ready", "InjectionReady")
+    seen = first_look(kube)
+    assert "Ready=True InjectionReady" in seen and "Reconciled=True Applied" in seen
+    assert f"configmap/{GW}-proxy-config" in seen and f"deployment.apps/{GW}" not in seen
+
+
 @caused("PolicyNotFound", "PoliciesUnresolved")
 def test_policy_not_found(kube: Kube) -> None:
     documents = apply_samples(kube, without=("primary",))

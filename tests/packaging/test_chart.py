@@ -168,11 +168,19 @@ def test_defaults_watch_the_whole_cluster_with_one_standalone_replica(render: Re
         "--data-plane-timeout=2",
         "--data-plane-concurrency=64",
         "--standalone",
+        "--webhook-port=9443",
+        "--webhook-secret=r-llmgw-webhook-tls",
+        "--webhook-failure-policy=Fail",
+        "--webhook-configuration=r-llmgw-llmgw-system",
+        "--webhook-cert-validity=7776000",
+        "--webhook-host=r-llmgw-webhook.llmgw-system.svc",
+        "--webhook-host=r-llmgw-webhook.llmgw-system.svc.cluster.local",
     ]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "liveness"}
     assert container["ports"] == [
         {"name": "liveness", "containerPort": 8080, "protocol": "TCP"},
         {"name": "metrics", "containerPort": 8081, "protocol": "TCP"},
+        {"name": "webhook", "containerPort": 9443, "protocol": "TCP"},
     ]
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert env_of(container)["LLMGW_PROXY_IMAGE"] == f"ghcr.io/llmgw/llmgw-proxy:{VERSION}"
@@ -265,8 +273,11 @@ def test_cluster_wide_install_binds_one_cluster_role(render: Render) -> None:
     assert rules_granting(rules, "llmgateways") == {"get", "list", "watch"}
     assert rules_granting(rules, "llmgateways/status") == {"patch"}
     assert rules_granting(rules, "providerpolicies/status") == {"patch"}
-    for child in ("secrets", "configmaps", "deployments"):
+    for child in ("secrets", "configmaps"):
         assert rules_granting(rules, child) == {"get", "list", "watch", "create", "patch"}
+    # delete: a gateway whose template is removed switches to injection mode.
+    assert rules_granting(rules, "deployments") == {"get", "list", "watch", "create", "patch", "delete"}
+    assert rules_granting(rules, "mutatingwebhookconfigurations") == {"get", "patch"}
     assert rules_granting(rules, "horizontalpodautoscalers") == {
         "get",
         "list",
@@ -277,7 +288,8 @@ def test_cluster_wide_install_binds_one_cluster_role(render: Render) -> None:
     }
     assert rules_granting(rules, "events") == {"create"}
     assert rules_granting(rules, "clusterkopfpeerings") == {"get", "list", "watch", "patch"}
-    assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")
+    # The one Role: the webhook's certificate Secret in the release's namespace.
+    assert [r["metadata"]["name"] for r in of_kind(docs, "Role")] == ["r-llmgw-webhook"]
     binding = one(docs, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
     assert binding["subjects"] == [
@@ -309,9 +321,23 @@ def test_watched_namespaces_get_a_role_each_and_only_crd_and_namespace_reads_clu
             "verbs": ["get", "list", "watch"],
         },
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+        {
+            "apiGroups": ["admissionregistration.k8s.io"],
+            "resources": ["mutatingwebhookconfigurations"],
+            "resourceNames": ["r-llmgw-llmgw-system"],
+            "verbs": ["get", "patch"],
+        },
     ]
-    roles = {r["metadata"]["namespace"]: r for r in of_kind(docs, "Role")}
-    bindings = {b["metadata"]["namespace"]: b for b in of_kind(docs, "RoleBinding")}
+    roles = {
+        r["metadata"]["namespace"]: r
+        for r in of_kind(docs, "Role")
+        if r["metadata"]["namespace"] != NAMESPACE
+    }
+    bindings = {
+        b["metadata"]["namespace"]: b
+        for b in of_kind(docs, "RoleBinding")
+        if b["metadata"]["namespace"] != NAMESPACE
+    }
     assert set(roles) == set(bindings) == {"team-a", "team-b"}
     for namespace, role in roles.items():
         assert rules_granting(role["rules"], "secrets") == {"get", "list", "watch", "create", "patch"}

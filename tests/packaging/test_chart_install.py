@@ -117,7 +117,8 @@ def test_cluster_wide_install_runs_restricted_pods_with_least_privilege(release:
     assert release.can("patch", "deployments.apps")
     assert release.can("delete", "horizontalpodautoscalers.autoscaling")
     assert release.can("watch", "horizontalpodautoscalers.autoscaling")
-    assert not release.can("delete", "deployments.apps")
+    # A gateway whose template is removed switches to injection mode and deletes its Deployment.
+    assert release.can("delete", "deployments.apps")
     assert not release.can("delete", "secrets")
     assert release.can("watch", "namespaces")
     assert release.can("patch", "clusterkopfpeerings.kopf.dev")
@@ -164,7 +165,9 @@ def _service_account_kubeconfig(release: Release, path: Path) -> Path:
     return path
 
 
-def _operator_command_line(release: Release, kubeconfig: Path, pod: str) -> tuple[list[str], dict[str, str]]:
+def _operator_command_line(
+    release: Release, kubeconfig: Path, pod: str, webhook_port: int | None = None
+) -> tuple[list[str], dict[str, str]]:
     """The installed Deployment's arguments and environment, for a local process named like a pod."""
     got = release.cluster.kubectl("get", "deployment", release.name, "-n", release.namespace, "-o", "json")
     container = json.loads(got.stdout)["spec"]["template"]["spec"]["containers"][0]
@@ -178,15 +181,21 @@ def _operator_command_line(release: Release, kubeconfig: Path, pod: str) -> tupl
     metrics = f"--metrics-port={_free_port()}"
     args = [re.sub(r"^--liveness=.*", liveness, arg) for arg in container["args"]]
     args = [re.sub(r"^--metrics-port=.*", metrics, arg) for arg in args]
+    # And the webhook's 9443: on loopback, where a chart installed with webhook.url reaches it.
+    hook = f"--webhook-port={webhook_port or _free_port()}"
+    args = [re.sub(r"^--webhook-port=.*", hook, arg) for arg in args]
+    if hook in args:
+        args.append("--webhook-address=127.0.0.1")
     return [str(Path(sys.executable).with_name("llmgw-operator")), *args], env
 
 
 class LocalOperator:
     """llmgw-operator run here as one of the chart's pods would run, with the chart's rights only."""
 
-    def __init__(self, release: Release, folder: Path, pod: str) -> None:
+    def __init__(self, release: Release, folder: Path, pod: str, webhook_port: int | None = None) -> None:
         kubeconfig = _service_account_kubeconfig(release, folder / f"{pod}.kubeconfig")
-        command, env = _operator_command_line(release, kubeconfig, pod)
+        self.pod = pod
+        command, env = _operator_command_line(release, kubeconfig, pod, webhook_port)
         self.log_path = folder / f"{pod}.log"
         self._log = self.log_path.open("w")
         self.process = subprocess.Popen(command, env=env, stdout=self._log, stderr=subprocess.STDOUT)
@@ -206,11 +215,13 @@ class LocalOperator:
 
 
 @contextlib.contextmanager
-def local_operators(release: Release, folder: Path, *pods: str) -> Iterator[list[LocalOperator]]:
+def local_operators(
+    release: Release, folder: Path, *pods: str, webhook_ports: list[int] | None = None
+) -> Iterator[list[LocalOperator]]:
     started: list[LocalOperator] = []
     try:
-        for pod in pods:
-            started.append(LocalOperator(release, folder, pod))
+        for i, pod in enumerate(pods):
+            started.append(LocalOperator(release, folder, pod, webhook_ports[i] if webhook_ports else None))
         yield started
     finally:
         for operator in started:
@@ -262,3 +273,114 @@ def test_replicas_take_distinct_peering_priorities(release: Release, tmp_path: P
         for operator in operators:
             # kopf's warning when priorities tie, right before it pauses every peer.
             assert "Possibly conflicting operators with the same priority" not in operator.output()
+
+
+def test_the_charts_webhook_injects_pods_with_only_the_charts_rights(
+    release: Release, tmp_path: Path
+) -> None:
+    """The chart's webhook configuration, pointed at a local operator that has the chart's token: it
+    creates its certificate Secret, publishes the CA bundle, and the API server's calls inject."""
+    watched = release.create_namespace(f"{release.namespace}-w")
+    release.extra_namespaces.append(watched)
+    port = _free_port()
+    release.install(f"webhook.url=https://127.0.0.1:{port}/inject")
+    configuration = f"{release.name}-{release.namespace}"
+    kubectl = release.cluster.kubectl
+    operator = LocalOperator(release, tmp_path, f"{release.name}-local", webhook_port=port)
+    try:
+        published = kubectl(
+            "wait",
+            f"mutatingwebhookconfiguration/{configuration}",
+            "--for=jsonpath={.webhooks[0].clientConfig.caBundle}",
+            "--timeout=60s",
+            check=False,
+            timeout=90,
+        )
+        assert published.returncode == 0, (
+            f"no caBundle published: {published.stderr}\n{operator.output()[-4000:]}"
+        )
+        for sample in ("secret", "providerpolicy-primary", "providerpolicy-fallback", "injection/llmgateway"):
+            kubectl("apply", "-n", watched, "-f", str(SAMPLES / f"{sample}.yaml"))
+        kubectl("wait", "-n", watched, "--for=condition=Ready", "llmgateway/chat-injected", "--timeout=90s")
+        restricted = {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "app", "labels": {"llmgateway.io/gateway": "chat-injected"}},
+            "spec": {"containers": [{"name": "app", "image": "busybox:1.36", "securityContext": restricted}]},
+        }
+        # The namespace enforces the restricted Pod Security Standard: the sidecar meets it too.
+        kubectl("apply", "-n", watched, "-f", "-", input=json.dumps(pod))
+        live = json.loads(kubectl("get", "pod", "app", "-n", watched, "-o", "json").stdout)
+        assert [c["name"] for c in live["spec"]["initContainers"]] == ["llmgw-proxy"]
+        output = operator.output()
+        for refusal in ("Forbidden", "forbidden", "Not enough permissions"):
+            assert refusal not in output, output[-6000:]
+    finally:
+        operator.stop()
+
+
+def test_every_replica_serves_the_webhook_whichever_holds_the_peering_lock(
+    release: Release, tmp_path: Path
+) -> None:
+    """Two replicas in peering, started together (so both race to create the certificate Secret):
+    kopf runs one and keeps the other standing by, and both answer admissions, the standby first.
+    The chart's Service sends them to every ready replica; here the configuration's URL is pointed
+    at one replica, then at the other."""
+    watched = release.create_namespace(f"{release.namespace}-w")
+    release.extra_namespaces.append(watched)
+    ports = [_free_port(), _free_port()]
+    release.install("replicas=2", f"webhook.url=https://127.0.0.1:{ports[0]}/inject")
+    kubectl = release.cluster.kubectl
+    pods = [f"{release.name}-7778776bb-{s}" for s in ("dqcvk", "qfq4m")]
+    with local_operators(release, tmp_path, *pods, webhook_ports=ports):
+        for sample in ("secret", "providerpolicy-primary", "providerpolicy-fallback", "injection/llmgateway"):
+            kubectl("apply", "-n", watched, "-f", str(SAMPLES / f"{sample}.yaml"))
+        kubectl("wait", "-n", watched, "--for=condition=Ready", "llmgateway/chat-injected", "--timeout=90s")
+        # kopf runs the peer of the highest priority; the other stands by. Ask the lower one first.
+        deadline = time.monotonic() + 60
+        peers: dict[str, dict[str, object]] = {}
+        while len(peers) < 2:
+            assert time.monotonic() < deadline, f"peers seen: {peers}"
+            got = kubectl("get", "clusterkopfpeering", release.name, "-o", "json")
+            peers = json.loads(got.stdout).get("status") or {}
+        by_priority = sorted(pods, key=lambda pod: int(str(peers[pod]["priority"])))
+        ports = [ports[pods.index(pod)] for pod in by_priority]
+        configuration = f"{release.name}-{release.namespace}"
+        kubectl(
+            "wait",
+            f"mutatingwebhookconfiguration/{configuration}",
+            "--for=jsonpath={.webhooks[0].clientConfig.caBundle}",
+            "--timeout=60s",
+        )
+        restricted = {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        }
+        for i, port in enumerate(ports):
+            url = f"https://127.0.0.1:{port}/inject"
+            patch = [{"op": "replace", "path": "/webhooks/0/clientConfig/url", "value": url}]
+            kubectl(
+                "patch", "mutatingwebhookconfiguration", configuration, "--type=json", "-p", json.dumps(patch)
+            )
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"app-{i}", "labels": {"llmgateway.io/gateway": "chat-injected"}},
+                "spec": {
+                    "containers": [{"name": "app", "image": "busybox:1.36", "securityContext": restricted}]
+                },
+            }
+            created = kubectl("apply", "-n", watched, "-f", "-", input=json.dumps(pod), check=False)
+            assert created.returncode == 0, created.stderr
+            live = json.loads(kubectl("get", "pod", f"app-{i}", "-n", watched, "-o", "json").stdout)
+            assert [c["name"] for c in live["spec"]["initContainers"]] == ["llmgw-proxy"]

@@ -120,7 +120,9 @@ def test_command_line_exits_non_zero_and_names_the_file_on_a_finding(tmp_path: P
     ("dockerfile", "extra", "program", "ports"),
     [
         pytest.param("Dockerfile.proxy", "proxy", "llmgw-proxy", ["8080", "9090"], id="proxy"),
-        pytest.param("Dockerfile.operator", "operator", "llmgw-operator", ["8080", "8081"], id="operator"),
+        pytest.param(
+            "Dockerfile.operator", "operator", "llmgw-operator", ["8080", "8081", "9443"], id="operator"
+        ),
     ],
 )
 def test_image_installs_its_own_extra_and_runs_its_own_program(

@@ -107,7 +107,41 @@ app.kubernetes.io/part-of: llmgw
 - --allow-host-path
 {{- end }}
 {{- end }}
+{{- with .Values.webhook }}
+{{- if .enabled }}
+- --webhook-port={{ .port }}
+- --webhook-secret={{ include "llmgw.webhookSecret" $ }}
+- --webhook-failure-policy={{ .failurePolicy }}
+{{- if eq .certificates "cert-manager" }}
+- --webhook-certs=external
+{{- else }}
+- --webhook-configuration={{ include "llmgw.webhookConfiguration" $ }}
+- --webhook-cert-validity={{ mul (int .certValidityDays) 86400 }}
+{{- end }}
+{{- range (include "llmgw.webhookHosts" $ | fromYamlArray) }}
+- --webhook-host={{ . }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- range .Values.extraArgs }}
 - {{ . | quote }}
 {{- end }}
+{{- end -}}
+
+{{- define "llmgw.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "llmgw.fullname" .) -}}
+{{- end -}}
+
+{{- define "llmgw.webhookConfiguration" -}}
+{{- printf "%s-%s" (include "llmgw.fullname" .) .Release.Namespace | trunc 253 -}}
+{{- end -}}
+
+{{/* The names the API server may call the webhook by: the Service's, or the url's host. */}}
+{{- define "llmgw.webhookHosts" -}}
+{{- if .Values.webhook.url -}}
+{{- list (regexReplaceAll ":[0-9]+$" (urlParse .Values.webhook.url).host "") | toYaml -}}
+{{- else -}}
+{{- $service := printf "%s-webhook" (include "llmgw.fullname" .) -}}
+{{- list (printf "%s.%s.svc" $service .Release.Namespace) (printf "%s.%s.svc.cluster.local" $service .Release.Namespace) | toYaml -}}
+{{- end -}}
 {{- end -}}

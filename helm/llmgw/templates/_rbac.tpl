@@ -5,7 +5,8 @@ Least privilege for the operator: exactly what its code calls.
 - Children are written with server-side apply, a PATCH that creates the
   object when it is missing, hence create + patch; ConfigMaps, Secrets,
   Deployments and HPAs are watched (Secrets for key rotation, children to put
-  back hand edits). Only an HPA is ever deleted, when autoscaling is removed.
+  back hand edits). An HPA is deleted when autoscaling is removed, a Deployment
+  when the template is (the gateway switches to injection mode).
 - Events are posted on condition transitions. Pods are only listed, by
   gateway label, to poll the ready ones' GET /status (never watched or written).
 */}}
@@ -21,7 +22,7 @@ Least privilege for the operator: exactly what its code calls.
   verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
@@ -43,6 +44,13 @@ Least privilege for the operator: exactly what its code calls.
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["list", "watch"]
+{{- if and .Values.webhook.enabled (ne .Values.webhook.certificates "cert-manager") }}
+# Self-managed webhook certificates: caBundle is set on the chart's one configuration.
+- apiGroups: ["admissionregistration.k8s.io"]
+  resources: ["mutatingwebhookconfigurations"]
+  resourceNames: [{{ include "llmgw.webhookConfiguration" . | quote }}]
+  verbs: ["get", "patch"]
+{{- end }}
 {{- if include "llmgw.clusterWide" . }}
 {{- if include "llmgw.peeringEnabled" . }}
 - apiGroups: ["kopf.dev"]

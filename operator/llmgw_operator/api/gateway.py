@@ -28,6 +28,17 @@ RESERVED_VOLUME_PREFIX = "llmgw-"
 MAX_SIDECAR_ENV = 64
 MAX_SIDECAR_VOLUMES = 16
 
+# A pod carrying this label, with a gateway's name as value, gets that gateway's sidecar
+# injected (render/names.py GATEWAY_LABEL, which the owned mode's pods carry too).
+GATEWAY_LABEL = "llmgateway.io/gateway"
+
+# Without a template the gateway owns no pods: replicas and autoscaling would have nothing to scale.
+INJECTION_RULE = common.cel(
+    "has(self.template) || (!has(self.replicas) && !has(self.autoscaling))",
+    "replicas and autoscaling need a template: without one, the gateway injects its sidecar into "
+    "the users' own pods",
+)
+
 # The gateway's name becomes a label value on its children and pods.
 MAX_NAME_LENGTH = 63
 NAME_RULE = common.cel(
@@ -370,15 +381,19 @@ class LLMGatewaySpec(common.Model):
                 "!(has(self.replicas) && has(self.autoscaling))",
                 "replicas and autoscaling are mutually exclusive",
             ),
+            INJECTION_RULE,
         )
     )
 
-    template: dict[str, Any] = Field(
+    template: dict[str, Any] | None = Field(
+        default=None,
         description=(
-            "The application's pod template (a core/v1 PodTemplateSpec). The operator adds the sidecar, "
-            "its volumes and labels; the Deployment validates the rest. hostNetwork is refused, and "
-            "the operator's flags may refuse privileged containers, host namespaces, hostPath volumes "
-            "and ServiceAccounts outside an allow-list (see docs/security.md)."
+            "The application's pod template (a core/v1 PodTemplateSpec): the gateway then owns a "
+            "Deployment of it. The operator adds the sidecar, its volumes and labels; the Deployment "
+            "validates the rest. hostNetwork is refused, and the operator's flags may refuse privileged "
+            "containers, host namespaces, hostPath volumes and ServiceAccounts outside an allow-list "
+            "(see docs/security.md). Unset: injection mode, where the operator's webhook adds the "
+            f"sidecar to the pods of the namespace labelled {GATEWAY_LABEL}=<gateway name>."
         ),
         json_schema_extra=TEMPLATE_SCHEMA,
     )
@@ -405,7 +420,9 @@ class LLMGatewaySpec(common.Model):
 
     @field_validator("template")
     @classmethod
-    def _template_has_containers(cls, template: dict[str, Any]) -> dict[str, Any]:
+    def _template_has_containers(cls, template: dict[str, Any] | None) -> dict[str, Any] | None:
+        if template is None:
+            return None
         spec = template.get("spec")
         if not isinstance(spec, dict):
             raise ValueError("template.spec.containers must list at least one container")
@@ -424,7 +441,8 @@ class LLMGatewaySpec(common.Model):
 
     @model_validator(mode="after")
     def _sidecar_volumes_fit_the_template(self) -> LLMGatewaySpec:
-        pod = self.template.get("spec") or {}
+        # Injection mode (no template): the users' pods are unknown here, so mounts name proxy.volumes.
+        pod = (self.template or {}).get("spec") or {}
         template_volumes = {
             str(v.get("name")) for v in pod.get("volumes") or [] if isinstance(v, dict) and v.get("name")
         }
@@ -444,11 +462,18 @@ class LLMGatewaySpec(common.Model):
     def _cross_field_rules(self) -> LLMGatewaySpec:
         if self.replicas is not None and self.autoscaling is not None:
             raise ValueError("replicas and autoscaling are mutually exclusive")
+        if self.template is None and (self.replicas is not None or self.autoscaling is not None):
+            raise ValueError(INJECTION_RULE["message"])
         models = [r.model for r in self.routes]
         dupes = sorted({m for m in models if models.count(m) > 1})
         if dupes:
             raise ValueError(f"routes: duplicate model {', '.join(dupes)}")
         return self
+
+    @property
+    def injected(self) -> bool:
+        """Injection mode: no template, so the webhook adds the sidecar to the users' own pods."""
+        return self.template is None
 
     def policy_names(self) -> tuple[str, ...]:
         """Every ProviderPolicy the routes name, sorted, each once."""
@@ -488,6 +513,20 @@ class ConfigRollout(common.Model):
     )
 
 
+class InjectionRollout(common.Model):
+    """The pods the webhook gave this gateway's sidecar, and which sidecar they run."""
+
+    image: str | None = Field(default=None, max_length=512, description="The sidecar image injected now.")
+    pods: int = Field(default=0, ge=0, description="Injected pods that run or will (not finished).")
+    current: int = Field(default=0, ge=0, description="Of those, pods whose sidecar is the current one.")
+    outdated: int = Field(
+        default=0,
+        ge=0,
+        description="Pods injected with another image, ports or resources: `kubectl rollout restart` "
+        "their workload to update them (config and keys reach them by hot reload).",
+    )
+
+
 class LLMGatewayStatus(common.Model):
     """Written by the operator: Ready, Reconciled and PoliciesResolved, plus pod counts.
 
@@ -503,6 +542,9 @@ class LLMGatewayStatus(common.Model):
     )
     config: ConfigRollout | None = Field(
         default=None, description="The rendered config's rollout to the pods."
+    )
+    injection: InjectionRollout | None = Field(
+        default=None, description="Injection mode: the pods the webhook injected, counted by the poller."
     )
 
 

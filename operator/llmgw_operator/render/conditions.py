@@ -119,8 +119,11 @@ def replica_counts(deployment: Mapping[str, Any] | None) -> tuple[int, int]:
     return int(status.get("replicas", 0)), int(status.get("readyReplicas", 0))
 
 
-def gateway_ready(policies: Verdict, reconciled: Verdict, deployment: Mapping[str, Any] | None) -> Verdict:
-    """Ready means serving the current config: resolved policies, applied children, an available rollout."""
+def gateway_ready(
+    policies: Verdict, reconciled: Verdict, deployment: Mapping[str, Any] | None, *, injection: bool = False
+) -> Verdict:
+    """Ready means serving the current config: resolved policies, applied children, an available rollout
+    (in injection mode, with no Deployment: the config and keys the injected sidecars mount)."""
     if policies.reason == "InvalidSpec":
         # The operator's model refused the gateway itself; its policies were never looked at.
         return Verdict(FALSE, "InvalidSpec", policies.message)
@@ -128,6 +131,10 @@ def gateway_ready(policies: Verdict, reconciled: Verdict, deployment: Mapping[st
         return Verdict(FALSE, "PoliciesUnresolved", policies.message)
     if reconciled.status != TRUE:
         return Verdict(FALSE, "NotReconciled", reconciled.message)
+    if injection:
+        return Verdict(
+            TRUE, "InjectionReady", "config and keys applied; labelled pods get the sidecar when created"
+        )
     return deployment_ready(deployment)
 
 
@@ -139,11 +146,12 @@ def gateway_conditions(
     policies: Verdict,
     reconciled: Verdict,
     deployment: Mapping[str, Any] | None,
+    injection: bool = False,
 ) -> list[dict[str, Any]]:
     """An LLMGateway's Ready, Reconciled and PoliciesResolved conditions."""
     out = set_condition(existing, POLICIES_RESOLVED, policies, generation=generation, now=now)
     out = set_condition(out, RECONCILED, reconciled, generation=generation, now=now)
-    ready = gateway_ready(policies, reconciled, deployment)
+    ready = gateway_ready(policies, reconciled, deployment, injection=injection)
     return set_condition(out, READY, ready, generation=generation, now=now)
 
 

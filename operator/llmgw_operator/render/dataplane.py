@@ -241,9 +241,12 @@ class Store:
 
     def __init__(self) -> None:
         self.observations: dict[Key, Observation] = {}
+        # The webhook's pods of each gateway, by sidecar restart hash (render/injection.py census).
+        self.injected: dict[Key, tuple[tuple[str, int], ...]] = {}
 
     def forget(self, key: Key) -> None:
         self.observations.pop(key, None)
+        self.injected.pop(key, None)
 
     def budget_used(
         self, namespace: str, policy: str, gateways: Iterable[str]

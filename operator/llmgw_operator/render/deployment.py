@@ -120,6 +120,8 @@ def pod_template(
     mounts: Sequence[egress.Mount] = (),
 ) -> dict[str, Any]:
     """The application's template with the sidecar, its volumes, labels and the restart hash."""
+    if spec.template is None:
+        raise ValueError("a gateway without a template owns no Deployment (injection mode)")
     template = copy.deepcopy(spec.template)
     metadata = template.setdefault("metadata", {})
     # The application's own labels win, except the selector's, which must match.

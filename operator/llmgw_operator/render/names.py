@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from llmgw_operator.api import gateway as _gateway
+
 PART_OF = "llmgw"
 MANAGED_BY = "llmgw-operator"
 COMPONENT = "llmgw-gateway"
@@ -13,7 +15,7 @@ CONFIG_KEY = "proxy.yaml"
 CONFIG_FILE = f"{CONFIG_DIR}/{CONFIG_KEY}"
 
 RESTART_HASH_ANNOTATION = "llmgateway.io/restart-hash"
-GATEWAY_LABEL = "llmgateway.io/gateway"
+GATEWAY_LABEL = _gateway.GATEWAY_LABEL
 # A Secret the operator may read a provider key from carries this label with
 # the value "true"; the gateway's own keys Secret carries it with "rendered",
 # so one server-side selector (``in (true, rendered)``) watches both kinds and

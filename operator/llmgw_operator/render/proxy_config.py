@@ -30,6 +30,13 @@ def effective_replicas(spec: gateway.LLMGatewaySpec, observed: int | None = None
     return max(1, min(high, max(low, observed if observed is not None else low)))
 
 
+def sharing_pods(spec: gateway.LLMGatewaySpec, observed: int | None, injected: int) -> int:
+    """Every pod that runs this gateway's sidecar: the owned Deployment's (``effective_replicas``)
+    plus those the webhook injected. Injection mode owns none; never below 1."""
+    owned = 0 if spec.injected else effective_replicas(spec, observed)
+    return max(1, owned + max(0, injected))
+
+
 def split(limit: int | None, replicas: int) -> int | None:
     """One pod's share of a shared limit: ceil, so the gateway's total never falls short of it."""
     return None if limit is None else math.ceil(limit / replicas)

@@ -127,6 +127,20 @@ GATEWAY_RULES = [
         id="autoscaling-needs-a-target",
     ),
     pytest.param(
+        {k: v for k, v in _gateway(replicas=2).items() if k != "template"},
+        gateway.INJECTION_RULE["message"],
+        id="replicas-need-a-template",
+    ),
+    pytest.param(
+        {
+            k: v
+            for k, v in _gateway(autoscaling={"maxReplicas": 3, "targetCPUUtilizationPercentage": 70}).items()
+            if k != "template"
+        },
+        gateway.INJECTION_RULE["message"],
+        id="autoscaling-needs-a-template",
+    ),
+    pytest.param(
         _gateway(proxy={"port": 9090}),
         "proxy.port and proxy.adminPort must differ",
         id="distinct-ports",
@@ -246,6 +260,12 @@ def test_a_minimal_gateway_gets_the_documented_defaults() -> None:
     assert spec.autoscaling is None
     assert (spec.proxy.port, spec.proxy.admin_port, spec.proxy.log_level) == (8080, 9090, "info")
     assert spec.policy_names() == ("primary",)
+
+
+def test_a_gateway_without_a_template_is_in_injection_mode() -> None:
+    spec = gateway.LLMGatewaySpec.model_validate({"routes": _gateway()["routes"]})
+    assert spec.injected and spec.template is None
+    assert not gateway.LLMGatewaySpec.model_validate(_gateway()).injected
 
 
 def test_policy_reads_the_kubernetes_spelling_of_base_url() -> None:

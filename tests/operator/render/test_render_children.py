@@ -8,6 +8,7 @@ import pytest
 import renderkit
 import yaml
 
+from llmgw_operator.api import gateway
 from llmgw_operator.render import children, names, resolve
 from llmgw_proxy import config
 
@@ -43,6 +44,46 @@ def test_without_autoscaling_there_is_no_hpa() -> None:
     )
     assert rendered.hpa is None
     assert [m["kind"] for m in rendered.manifests()] == ["ConfigMap", "Secret", "Deployment"]
+
+
+def test_injection_mode_renders_config_and_keys_and_splits_limits_across_injected_pods() -> None:
+    document = renderkit.gateway_spec().model_dump(by_alias=True, exclude_none=True)
+    del document["template"]
+    spec = gateway.LLMGatewaySpec.model_validate(document)
+    resolution = resolve.gateway_policies(spec, renderkit.policies(), SECRETS)
+    rendered = children.render(
+        "chat",
+        "ns",
+        spec,
+        resolution,
+        observed_replicas=None,
+        default_image="img:1",
+        native_sidecar=True,
+        injected_pods=4,
+    )
+    assert rendered.deployment is None and rendered.hpa is None
+    assert [m["kind"] for m in rendered.manifests()] == ["ConfigMap", "Secret"]
+    compiled = config.parse(yaml.safe_load(rendered.config_map["data"][names.CONFIG_KEY]))
+    limit = compiled.providers["primary"].rate_limit
+    assert limit is not None and limit.requests_per_minute == 25  # 100 shared by 4 injected pods
+
+
+def test_owned_and_injected_pods_share_the_limits() -> None:
+    spec = renderkit.gateway_spec(replicas=2)
+    resolution = resolve.gateway_policies(spec, renderkit.policies(), SECRETS)
+    rendered = children.render(
+        "chat",
+        "ns",
+        spec,
+        resolution,
+        observed_replicas=2,
+        default_image="img:1",
+        native_sidecar=True,
+        injected_pods=2,
+    )
+    compiled = config.parse(yaml.safe_load(rendered.config_map["data"][names.CONFIG_KEY]))
+    limit = compiled.providers["primary"].rate_limit
+    assert limit is not None and limit.requests_per_minute == 25
 
 
 def test_refuses_to_render_an_unresolved_gateway() -> None:

@@ -35,6 +35,7 @@ def _config(rendered: children.Children) -> config.ProxyConfig:
 
 
 def _pod(rendered: children.Children) -> dict[str, Any]:
+    assert rendered.deployment is not None, "an owned-mode gateway renders its Deployment"
     pod: dict[str, Any] = rendered.deployment["spec"]["template"]["spec"]
     return pod
 
