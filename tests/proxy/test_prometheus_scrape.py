@@ -21,6 +21,7 @@ from llmgw_dev import binaries, fake_provider
 
 if TYPE_CHECKING:
     from conftest import Pair, StartProxy
+    from rediskit import RedisServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "helm" / "llmgw" / "files" / "dashboard.json"
@@ -28,10 +29,11 @@ METRICS_PAGE = ROOT / "docs" / "metrics.md"
 # Labels the Prometheus Operator gives a PodMonitor's target; the dashboard groups by some.
 TARGET_LABELS = {"namespace": "team-a", "pod": "chat-7d9f-abcde", "container": "llmgw-proxy"}
 # Documented series a sidecar exports only after an event this load does not cause; their own
-# tests cause them (test_upstream_faults.py, test_http1.py).
+# tests cause them (test_upstream_faults.py, test_http1.py; test_shared_limits.py kills Redis).
 NOT_CAUSED_HERE = {
     "llmgw_upstream_bound_violations_total",
     "llmgw_upstream_pool_exhausted_total",
+    "llmgw_shared_store_fallbacks_total",
 }
 # Bounds of the load: rounds of a few requests until every check holds.
 MAX_ROUNDS = 200
@@ -77,7 +79,7 @@ def sidecar_alerts() -> list[dict[str, Any]]:
     return rules
 
 
-def config(pair: Pair, key_file: pathlib.Path) -> dict[str, Any]:
+def config(pair: Pair, key_file: pathlib.Path, redis_url: str) -> dict[str, Any]:
     doc = pair.doc(
         key_file,
         primary={
@@ -92,6 +94,9 @@ def config(pair: Pair, key_file: pathlib.Path) -> dict[str, Any]:
         "rateLimit": {"requestsPerMinute": 1, "requestBurst": 1, "maxWait": 0},
     }
     doc["routes"].insert(0, {"model": "limited", "targets": [{"provider": "limited"}]})
+    # A token budget far from spent puts a real Redis behind the shared-store series.
+    doc["sharedStore"] = {"url": redis_url, "timeout": 2}
+    doc["providers"]["limited"].update(sharedId="team-a/limited", budget={"tokensPerDay": 10**9})
     # A route whose first target refuses connections (nothing listens on port 1) and may retry
     # more often than a request's maxAttempts (5) allows: the fallback is never tried, the
     # caller gets a 502.
@@ -132,8 +137,9 @@ async def test_prometheus_scrapes_the_documented_series_and_every_dashboard_quer
     pair: Pair,
     key_file: pathlib.Path,
     start_prometheus: promkit.StartPrometheus,
+    redis_server: RedisServer,
 ) -> None:
-    proxy = await start_proxy(config(pair, key_file))
+    proxy = await start_proxy(config(pair, key_file, redis_server.url))
     prometheus = await asyncio.to_thread(
         start_prometheus,
         [promkit.scrape_job("llmgw-sidecars", proxy.admin_url, TARGET_LABELS)],
