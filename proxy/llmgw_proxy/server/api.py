@@ -48,6 +48,7 @@ def build_api(
     app = web.Application(client_max_size=2**62)
     services = call.Services(live, transport or _NoTransport(), metrics_, tracing_)
     app[SERVICES] = services
+    app.on_response_prepare.append(pipeline.note_answering)
     if transport is None:
         app.cleanup_ctx.append(_upstream_session(services))
     for endpoint in ENDPOINTS:

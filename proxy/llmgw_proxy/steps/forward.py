@@ -307,6 +307,10 @@ def _within(timeouts: upstream.Timeouts, left: float) -> upstream.Timeouts:
     return dataclasses.replace(timeouts, total=max(left, 0.001))
 
 
+class _ShuttingDown(Exception):
+    """A shutdown's grace ran out while this stream was open (runtime.drain)."""
+
+
 def _error_instead_of_content(call: Call, error: dict[str, Any]) -> errors.ProxyError:
     provider = call.provider.name if call.provider is not None else ""
     code = error.get("code") or error.get("type")
@@ -374,9 +378,11 @@ async def _relay_stream(
                         assert isinstance(reader, sse.UsageReader)
                         reader.feed(chunk)
                     if chunk:
+                        # Before the write: a shutdown's cancel may land in its wait for the caller,
+                        # when the chunk is already in the transport's buffer.
+                        at_boundary = chunk.endswith(sse.EVENT_ENDS)
                         await out.write(chunk)
                         call.chunks += 1
-                        at_boundary = chunk.endswith(sse.EVENT_ENDS)
                         if facts is not None:
                             facts.read_chunk(chunk)
                     watch.waiting()
@@ -386,9 +392,11 @@ async def _relay_stream(
                         break
                     watch.busy()
             except asyncio.CancelledError:
-                if not watch.timed_out():
-                    raise
-                raise upstream.TimedOut("stream_idle") from None
+                if watch.timed_out():
+                    raise upstream.TimedOut("stream_idle") from None
+                if call.services.live.drain.took_back():
+                    raise _ShuttingDown from None
+                raise
             watch.close()
             call.last_chunk_at = loop.time()
             if filtered:
@@ -397,8 +405,8 @@ async def _relay_stream(
                 if rest:
                     await out.write(rest)
             complete = True
-        except upstream.UpstreamError as exc:
-            failure = _failure(call, exc)
+        except (upstream.UpstreamError, _ShuttingDown) as exc:
+            failure = errors.shutting_down() if isinstance(exc, _ShuttingDown) else _failure(call, exc)
             call.status, call.broken = failure.status, failure
             # Cut mid-event, the error must still be an event of its own for the client to see it.
             cut = b"" if at_boundary else b"\n\n"
