@@ -92,7 +92,7 @@ def _export(rev: str, into: pathlib.Path) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--runs", type=int, default=9)
     p.add_argument("--idle", type=float, default=1.0, help="seconds idle before reading RSS")
     p.add_argument("--baseline", default="main", help="git revision to compare with ('' for none)")
     args = p.parse_args(argv)
