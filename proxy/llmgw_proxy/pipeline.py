@@ -83,27 +83,10 @@ def handler(
             return shapes.response(name, errors.shutting_down())
         request_id = request.headers.get("x-request-id", "")[:128] or os.urandom(12).hex()
         call = Call(request, name, services, snapshot, request_id, asyncio.get_running_loop().time())
-        task = drain.enter()
+        task = drain.enter()  # a shutdown past its grace ends it (runtime.drain, steps.account)
         try:
             return await chain(call)
-        except asyncio.CancelledError:
-            # A shutdown past its grace ended this request (runtime.drain): an answer not begun
-            # is a 503 the caller can read; one begun was ended by its step (a stream's error
-            # event) or, a relayed body, is cut as an upstream failure cuts it.
-            if not drain.took_back() or request.get(ANSWERING, False):
-                raise
-            call.status = 503
-            return shapes.response(name, errors.shutting_down())
         finally:
             drain.leave(task)
 
     return handle
-
-
-ANSWERING = web.RequestKey("llmgw_answering", bool)
-"""Set on a request once its response is prepared: its status line may be out."""
-
-
-async def note_answering(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: what tells the handler a shutdown's 503 can no longer be sent."""
-    request[ANSWERING] = True

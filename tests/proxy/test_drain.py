@@ -1,12 +1,17 @@
-"""``runtime.drain``: when a shutdown ends what is left, and telling its cancel from any other."""
+"""``runtime.drain``: when a shutdown ends what is left, telling its cancel from others, late requests."""
 
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
+import openai
 import pytest
 
 from llmgw_proxy.runtime import drain
+
+if TYPE_CHECKING:
+    from conftest import Proxy
 
 
 @pytest.mark.parametrize(("grace", "at"), [(25.0, 24.0), (5.0, 4.0), (2.0, 1.6), (0.0, 0.0)])
@@ -62,3 +67,11 @@ async def test_another_cancel_is_not_taken_back() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert seen == [False]
+
+
+async def test_a_request_arriving_after_the_cut_gets_the_503_at_once(proxy: Proxy) -> None:
+    proxy.live.drain.cut()  # a keep-alive connection may still bring one in
+    client = proxy.async_client()
+    with pytest.raises(openai.InternalServerError) as raised:
+        await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+    assert (raised.value.status_code, raised.value.code) == (503, "server_shutting_down")

@@ -121,4 +121,11 @@ async def test_sigterm_ends_every_open_stream_whole_or_with_an_in_band_error_and
     assert answers == ["503 server_shutting_down"] * WAITING
     assert code == 0
     assert "Traceback" not in log
+    # Counted as the gateway's 503, not as callers that went away (499).
+    statuses = sorted(
+        json.loads(line)["status"]
+        for line in log.splitlines()
+        if '"request_id"' in line and '"status"' in line
+    )
+    assert statuses == [200] * FAST + [503] * (SLOW + WAITING)
     assert fake.finished_streams == FAST

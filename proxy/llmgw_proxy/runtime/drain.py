@@ -12,9 +12,21 @@ from __future__ import annotations
 
 import asyncio
 
+from aiohttp import web
+
 RESERVE = 1.0
 """Seconds before the end of ``shutdownGrace`` at which requests still in flight are ended
 (at most a fifth of the grace): the time they have to write their error."""
+
+
+ANSWERING = web.RequestKey("llmgw_answering", bool)
+"""Set on a request once its response is prepared: its status line may be out, so a shutdown's
+503 can no longer be sent in its place."""
+
+
+async def note_answering(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """The API app's ``on_response_prepare`` hook, which sets ``ANSWERING``."""
+    request[ANSWERING] = True
 
 
 def cut_at(grace: float) -> float:
