@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from conftest import MakeDoc
     from rediskit import RedisServer
 
-TRACING = ("opentelemetry.sdk", "opentelemetry.exporter")
+TRACING = ("opentelemetry", "opentelemetry.sdk", "opentelemetry.exporter")  # the API too
 SHARED = ("redis",)
 NEVER = ("openai", "anthropic", "kopf", "kubernetes", "llmgw_operator", "llmgw_dev")
 HEAVY = TRACING + SHARED + NEVER

@@ -12,7 +12,6 @@ import asyncio
 import logging
 
 from aiohttp import web
-from opentelemetry import trace
 
 from llmgw_proxy import errors
 from llmgw_proxy.apis import shapes
@@ -112,5 +111,7 @@ def _record(call: Call) -> None:
         if call.broken is not None or call.status >= 500:
             code = call.broken.code if call.broken is not None else None
             span.set_attribute("error.type", code or str(call.status))
-            span.set_status(trace.StatusCode.ERROR)
+            from opentelemetry.trace import StatusCode  # tracing is on: the API is loaded
+
+            span.set_status(StatusCode.ERROR)
         span.end()

@@ -24,12 +24,11 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from opentelemetry import trace
 
 from llmgw_proxy import config, errors, upstream
 from llmgw_proxy.apis import events, shapes
@@ -38,6 +37,9 @@ from llmgw_proxy.runtime import keys
 from llmgw_proxy.steps.call import Call, Next
 from llmgw_proxy.telemetry import genai
 from llmgw_proxy.upstream import sse, stream_watch
+
+if TYPE_CHECKING:
+    from opentelemetry import trace
 
 _DROP_RESPONSE = config.HOP_BY_HOP | frozenset(
     {
@@ -287,7 +289,9 @@ def _observe_call(
             span.set_attribute("http.response.status_code", call.status)
         if error_type is not None:
             span.set_attribute("error.type", error_type)
-            span.set_status(trace.StatusCode.ERROR)
+            from opentelemetry.trace import StatusCode  # tracing is on: the API is loaded
+
+            span.set_status(StatusCode.ERROR)
         span.end()
     recorder = call.services.tracing.metrics
     if recorder is not None:
