@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 FAST, SLOW = 25, 25
 WAITING = 5  # plain requests whose answer would come after the grace
-GRACE = 6.0  # the fast streams take about 3 s (12 chunks, 0.25 s apart), the slow ones 24 s
+GRACE = 10.0  # the fast streams take about 3 s (12 chunks, 0.25 s apart), the slow ones 24 s
 
 
 async def _stream(client: openai.AsyncOpenAI, opened: list[int], all_open: asyncio.Event) -> str:
