@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test unit demo lint bench-proxy bench-operator bench-dataplane binaries generate cluster-up cluster-down clean
+.PHONY: test unit demo lint bench-start bench-proxy bench-operator bench-dataplane binaries generate cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml
 	@echo "make: setting up $(VENV): a virtualenv with llmgw and its proxy, operator and dev dependencies"
@@ -78,6 +78,10 @@ bench-proxy: $(STAMP)
 	$(PY) -m llmgw_dev.bench_proxy $(BENCH_ARGS)
 	$(PY) -m llmgw_dev.bench_policies
 	$(PY) -m llmgw_dev.bench_redis $(BENCH_ARGS)
+
+# The sidecar's start to /readyz and idle RSS, this tree beside BASELINE (a git revision, main by default).
+bench-start: $(STAMP)
+	$(PY) -m llmgw_dev.bench_start $(if $(BASELINE),--baseline $(BASELINE))
 
 bench-operator: $(STAMP) binaries
 	$(PY) -m llmgw_dev.bench_operator $(BENCH_ARGS)

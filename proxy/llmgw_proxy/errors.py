@@ -77,6 +77,15 @@ def not_ready() -> ProxyError:
     )
 
 
+def shutting_down() -> ProxyError:
+    return ProxyError(
+        503,
+        "The gateway is shutting down and ended this request before it finished; send it again",
+        type="server_error",
+        code="server_shutting_down",
+    )
+
+
 def upstream_unreachable(provider: str) -> ProxyError:
     return ProxyError(
         502,

@@ -78,8 +78,15 @@ def handler(
         snapshot = services.live.snapshot
         if snapshot is None:
             return shapes.response(name, errors.not_ready())
+        drain = services.live.drain
+        if drain.cutting:
+            return shapes.response(name, errors.shutting_down())
         request_id = request.headers.get("x-request-id", "")[:128] or os.urandom(12).hex()
         call = Call(request, name, services, snapshot, request_id, asyncio.get_running_loop().time())
-        return await chain(call)
+        task = drain.enter()  # a shutdown past its grace ends it (runtime.drain, steps.account)
+        try:
+            return await chain(call)
+        finally:
+            drain.leave(task)
 
     return handle

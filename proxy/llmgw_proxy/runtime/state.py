@@ -22,7 +22,7 @@ import logging
 
 from llmgw_proxy import config, upstream
 from llmgw_proxy.policies import breaker, cache_store, clock, global_limits, limits, pins, retry_budget
-from llmgw_proxy.runtime import keys
+from llmgw_proxy.runtime import drain, keys
 from llmgw_proxy.shared import limiter as shared_limiter
 from llmgw_proxy.shared import store as shared_store
 
@@ -185,6 +185,7 @@ class Live:
         self.clock = clock_
         self.snapshot: Snapshot | None = None
         self.draining = False
+        self.drain = drain.Drain()  # the requests in flight, for a shutdown to end past its grace
         self.last_error: str | None = None  # why the last reload was refused; None once one serves
         self.last_error_reason: str | None = None  # its bounded code (reload.REASONS)
         self.reload_failures: dict[str, int] = {}  # by reason code

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from llmgw_proxy import config, errors, pipeline, upstream
 from llmgw_proxy.apis import shapes
-from llmgw_proxy.runtime import state
+from llmgw_proxy.runtime import drain, state
 from llmgw_proxy.steps import call
 from llmgw_proxy.telemetry import metrics, tracing
 from llmgw_proxy.upstream import http1
@@ -48,6 +48,7 @@ def build_api(
     app = web.Application(client_max_size=2**62)
     services = call.Services(live, transport or _NoTransport(), metrics_, tracing_)
     app[SERVICES] = services
+    app.on_response_prepare.append(drain.note_answering)
     if transport is None:
         app.cleanup_ctx.append(_upstream_session(services))
     for endpoint in ENDPOINTS:

@@ -17,7 +17,7 @@ import signal
 from aiohttp import web
 
 from llmgw_proxy import config
-from llmgw_proxy.runtime import reload, state
+from llmgw_proxy.runtime import drain, reload, state
 from llmgw_proxy.server import admin, api, listen
 from llmgw_proxy.telemetry import logs, metrics, tracing
 
@@ -135,7 +135,12 @@ async def run(
     watching.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watching
+    # Past the grace aiohttp cancels what is left and closes its connections: a cut the caller
+    # cannot tell from a crash. Just before it, each request still in flight ends itself with
+    # an error its caller can read (runtime.drain).
+    cut = loop.call_later(drain.cut_at(cfg.shutdown_grace), live.drain.cut)
     await api_runner.cleanup()  # stops accepting, then waits for in-flight requests up to the grace
+    cut.cancel()
     await admin_runner.cleanup()
     if live.shared is not None:
         await live.shared.close()  # after the drain: in-flight requests settled their reservations

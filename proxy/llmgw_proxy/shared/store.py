@@ -11,6 +11,11 @@ once (the connection pool's size); one more falls back at once, counted as
 
 Every command's failure is counted by reason (``REASONS``) for the metrics;
 the down and up transitions are logged once each.
+
+redis-py (and the OpenTelemetry SDK its ``observability`` package pulls in) is
+imported by the first ``Store``, never by a sidecar without a ``sharedStore``:
+about 9 MB of RSS and a quarter of the start time (``redis_client`` holds the
+code that needs it at import).
 """
 
 from __future__ import annotations
@@ -22,12 +27,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
-
-import redis.asyncio as aioredis
-import redis.exceptions
-from redis.asyncio.sentinel import Sentinel
-from redis.credentials import CredentialProvider
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmgw_proxy import config
 from llmgw_proxy.policies import clock, global_limits
@@ -46,46 +46,8 @@ PROBE_TIMEOUT = 1.0
 
 T = TypeVar("T")
 
-
-class _PasswordFile(CredentialProvider):
-    """Reads the password at each connect, so a rotated Secret is used without a restart."""
-
-    def __init__(self, username: str | None, path: str) -> None:
-        self.username = username
-        self.path = path
-
-    def get_credentials(self) -> tuple[str] | tuple[str, str]:
-        with open(self.path, encoding="utf-8") as f:
-            password = f.read().strip()
-        return (self.username, password) if self.username else (password,)
-
-    async def get_credentials_async(self) -> tuple[str] | tuple[str, str]:
-        return self.get_credentials()
-
-
-def _client(cfg: config.SharedStore) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
-    """The client for commands, and the Sentinel clients it asks for the master (to close too)."""
-    options: dict[str, Any] = {
-        "socket_timeout": cfg.timeout,
-        "socket_connect_timeout": max(cfg.timeout, PROBE_TIMEOUT),
-        "max_connections": cfg.max_in_flight,
-        "health_check_interval": 0,
-    }
-    if cfg.password_file is not None:
-        options["credential_provider"] = _PasswordFile(cfg.username, cfg.password_file)
-    elif cfg.username is not None:
-        options["username"] = cfg.username
-    if cfg.sentinels:
-        pairs = [(h, int(p)) for h, p in (s.rsplit(":", 1) for s in cfg.sentinels)]
-        sentinel = Sentinel(pairs, sentinel_kwargs={"socket_timeout": cfg.timeout}, **options)  # type: ignore[no-untyped-call]
-        db = aioredis.connection.parse_url(cfg.url).get("db", 0)
-        master: aioredis.Redis = sentinel.master_for(cfg.sentinel_master, db=db)
-        return master, list(sentinel.sentinels)
-    if cfg.cluster:
-        # One pool per node, each of maxInFlight: the in-flight bound is the Store's own.
-        cluster: aioredis.Redis = aioredis.RedisCluster.from_url(cfg.url, **options)  # type: ignore[assignment]
-        return cluster, []
-    return aioredis.Redis.from_url(cfg.url, **options), []
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
 
 
 class _Script:
@@ -110,7 +72,10 @@ class Store:
         self.cfg = cfg
         self._clock = clock_
         self._rng = rng or random.Random()
-        self.client, self._sentinels = _client(cfg)
+        from llmgw_proxy.shared import redis_client  # redis-py only where a store is configured
+
+        self.client: aioredis.Redis
+        self.client, self._sentinels = redis_client.connect(cfg, max(cfg.timeout, PROBE_TIMEOUT))
         self._scripts = {
             name: _Script(global_limits.script(name)) for name in ("global_reserve", "global_adjust")
         }
@@ -181,6 +146,8 @@ class Store:
         task.add_done_callback(self._sending.discard)
 
     async def _deliver(self, batch: _Batch) -> None:
+        import redis.exceptions  # loaded by __init__ already: a lookup, not a load
+
         self.batches += 1
         try:
             async with asyncio.timeout(self.cfg.timeout):
@@ -198,6 +165,8 @@ class Store:
         self, commands: list[tuple[_Script, Sequence[str], Sequence[float | int]]]
     ) -> list[object]:
         """EVALSHA each command, loading a script Redis does not know (a restart, a flush)."""
+        import redis.exceptions  # loaded by __init__ already: a lookup, not a load
+
         if len(commands) == 1:
             script, keys, args = commands[0]
             try:
@@ -247,6 +216,8 @@ class Store:
 
     async def _do(self, make: Callable[[], Awaitable[T]]) -> T | None:
         """``make()``'s result, or None when the store is down, busy, slow or failing."""
+        import redis.exceptions  # loaded by __init__ already: a lookup, not a load
+
         if not self.up:
             return None
         if self._in_flight >= self.cfg.max_in_flight:
@@ -284,10 +255,13 @@ class Store:
         self._probe = asyncio.get_running_loop().create_task(self._reconnect())
 
     async def _reconnect(self) -> None:
+        import redis.asyncio
+        import redis.exceptions
+
         delay = self.cfg.reconnect_backoff
         # The pooled connections are dead or stuck: the next commands must open new ones.
         with contextlib.suppress(redis.exceptions.RedisError, OSError):
-            if isinstance(self.client, aioredis.RedisCluster):
+            if isinstance(self.client, redis.asyncio.RedisCluster):
                 await self.client.aclose()  # it maps the nodes again on its next command
             else:
                 await self.client.connection_pool.disconnect()

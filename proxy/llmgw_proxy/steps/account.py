@@ -12,10 +12,10 @@ import asyncio
 import logging
 
 from aiohttp import web
-from opentelemetry import trace
 
 from llmgw_proxy import errors
 from llmgw_proxy.apis import shapes
+from llmgw_proxy.runtime import drain
 from llmgw_proxy.steps.call import Call, Next
 from llmgw_proxy.telemetry import logs, tracing
 
@@ -40,7 +40,18 @@ async def account(call: Call, next_step: Next) -> web.StreamResponse:
                 response.headers["x-llmgw-provider"] = call.provider.name
             if call.attempts:
                 response.headers["x-llmgw-attempts"] = str(call.attempts)
-        except (asyncio.CancelledError, ConnectionResetError):
+        except asyncio.CancelledError:
+            if not services.live.drain.took_back():
+                call.status = CLIENT_CLOSED
+                raise
+            # A shutdown past its grace ended it (runtime.drain), not the caller.
+            failure = errors.shutting_down()
+            call.status = failure.status
+            if call.request.get(drain.ANSWERING, False):
+                raise  # a relayed body under way: cut short, as an upstream failure cuts it
+            response = shapes.response(call.endpoint, failure)
+            response.headers["x-request-id"] = call.request_id
+        except ConnectionResetError:
             call.status = CLIENT_CLOSED
             raise
         except Exception:
@@ -100,5 +111,7 @@ def _record(call: Call) -> None:
         if call.broken is not None or call.status >= 500:
             code = call.broken.code if call.broken is not None else None
             span.set_attribute("error.type", code or str(call.status))
-            span.set_status(trace.StatusCode.ERROR)
+            from opentelemetry.trace import StatusCode  # tracing is on: the API is loaded
+
+            span.set_status(StatusCode.ERROR)
         span.end()

@@ -24,12 +24,11 @@ import dataclasses
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from opentelemetry import trace
 
 from llmgw_proxy import config, errors, upstream
 from llmgw_proxy.apis import events, shapes
@@ -38,6 +37,9 @@ from llmgw_proxy.runtime import keys
 from llmgw_proxy.steps.call import Call, Next
 from llmgw_proxy.telemetry import genai
 from llmgw_proxy.upstream import sse, stream_watch
+
+if TYPE_CHECKING:
+    from opentelemetry import trace
 
 _DROP_RESPONSE = config.HOP_BY_HOP | frozenset(
     {
@@ -287,7 +289,9 @@ def _observe_call(
             span.set_attribute("http.response.status_code", call.status)
         if error_type is not None:
             span.set_attribute("error.type", error_type)
-            span.set_status(trace.StatusCode.ERROR)
+            from opentelemetry.trace import StatusCode  # tracing is on: the API is loaded
+
+            span.set_status(StatusCode.ERROR)
         span.end()
     recorder = call.services.tracing.metrics
     if recorder is not None:
@@ -305,6 +309,10 @@ def _within(timeouts: upstream.Timeouts, left: float) -> upstream.Timeouts:
     if left >= timeouts.total:
         return timeouts
     return dataclasses.replace(timeouts, total=max(left, 0.001))
+
+
+class _ShuttingDown(Exception):
+    """A shutdown's grace ran out while this stream was open (runtime.drain)."""
 
 
 def _error_instead_of_content(call: Call, error: dict[str, Any]) -> errors.ProxyError:
@@ -374,9 +382,11 @@ async def _relay_stream(
                         assert isinstance(reader, sse.UsageReader)
                         reader.feed(chunk)
                     if chunk:
+                        # Before the write: a shutdown's cancel may land in its wait for the caller,
+                        # when the chunk is already in the transport's buffer.
+                        at_boundary = chunk.endswith(sse.EVENT_ENDS)
                         await out.write(chunk)
                         call.chunks += 1
-                        at_boundary = chunk.endswith(sse.EVENT_ENDS)
                         if facts is not None:
                             facts.read_chunk(chunk)
                     watch.waiting()
@@ -386,9 +396,11 @@ async def _relay_stream(
                         break
                     watch.busy()
             except asyncio.CancelledError:
-                if not watch.timed_out():
-                    raise
-                raise upstream.TimedOut("stream_idle") from None
+                if watch.timed_out():
+                    raise upstream.TimedOut("stream_idle") from None
+                if call.services.live.drain.took_back():
+                    raise _ShuttingDown from None
+                raise
             watch.close()
             call.last_chunk_at = loop.time()
             if filtered:
@@ -397,8 +409,8 @@ async def _relay_stream(
                 if rest:
                     await out.write(rest)
             complete = True
-        except upstream.UpstreamError as exc:
-            failure = _failure(call, exc)
+        except (upstream.UpstreamError, _ShuttingDown) as exc:
+            failure = errors.shutting_down() if isinstance(exc, _ShuttingDown) else _failure(call, exc)
             call.status, call.broken = failure.status, failure
             # Cut mid-event, the error must still be an event of its own for the client to see it.
             cut = b"" if at_boundary else b"\n\n"

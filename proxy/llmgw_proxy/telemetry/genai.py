@@ -16,12 +16,13 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from opentelemetry import metrics
-
 from llmgw_proxy.upstream import sse
+
+if TYPE_CHECKING:
+    from opentelemetry import metrics
 
 PROVIDER_NAME = {
     "openai": "openai",
