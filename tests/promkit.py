@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import socket
-import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -21,7 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import childkit
 import yaml
+from childkit import free_port
 
 # How often the test Prometheus scrapes: short, so a test waits a few seconds, not minutes.
 SCRAPE_INTERVAL = "1s"
@@ -42,13 +41,6 @@ def binary(name: str) -> Path:
     return Path(found)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def scrape_job(
     job: str, url: str, labels: dict[str, str], *, honor_labels: bool = False, path: str = "/metrics"
 ) -> dict[str, Any]:
@@ -67,22 +59,21 @@ def dashboard_expr(expr: str) -> str:
     return expr.replace("$__rate_interval", RATE_INTERVAL).replace("$namespace", ".*")
 
 
-class Prometheus:
+class Prometheus(childkit.Child):
     """`prometheus` as a child process; its HTTP API read with urllib (call from a thread in async
     tests, so the event loop keeps serving the scrapes)."""
 
     def __init__(self, folder: Path, jobs: list[dict[str, Any]]) -> None:
+        super().__init__("prometheus", folder / "prometheus.log")
         self.folder = folder
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = folder / "prometheus.log"
         config = {
             "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
             "scrape_configs": jobs,
         }
         self.config_file = folder / "prometheus.yml"
         self.config_file.write_text(yaml.safe_dump(config))
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
         argv = [
@@ -92,34 +83,8 @@ class Prometheus:
             f"--web.listen-address=127.0.0.1:{self.port}",
             "--log.level=warn",
         ]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.launch(argv)
         self.wait(lambda: self._status("/-/ready") == 200, timeout, "Prometheus ready")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def wait(self, check: Callable[[], bool], timeout: float, what: str) -> None:
-        """Poll until ``check`` holds; the deadline turns a wait into a failure naming ``what``."""
-        deadline = time.monotonic() + timeout
-        while not check():
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"prometheus exited ({self.proc.returncode})\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout}s\n{self.tail()}")
-            time.sleep(0.1)
 
     def _status(self, path: str) -> int:
         try:

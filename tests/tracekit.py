@@ -5,16 +5,14 @@ HTTP query API, every listener on a free loopback port."""
 from __future__ import annotations
 
 import json
-import subprocess
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import childkit
 import yaml
-from promkit import free_port
+from childkit import free_port
 
 # Traces the in-memory store keeps; the tests send a handful.
 MAX_TRACES = 1000
@@ -48,10 +46,11 @@ def config(otlp_port: int, query_port: int, query_grpc_port: int) -> dict[str, A
     }
 
 
-class Jaeger:
+class Jaeger(childkit.Child):
     """`jaeger --config FILE` as a child process, its log in a file."""
 
     def __init__(self, binary: Path, folder: Path) -> None:
+        super().__init__("jaeger", folder / "jaeger.log")
         self.binary = binary
         self.folder = folder
         otlp, query, grpc = free_port(), free_port(), free_port()
@@ -59,45 +58,12 @@ class Jaeger:
         self.query_url = f"http://127.0.0.1:{query}"
         self.config_file = folder / "jaeger.yaml"
         self.config_file.write_text(yaml.safe_dump(config(otlp, query, grpc)))
-        self.log = folder / "jaeger.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 60) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [str(self.binary), "--config", str(self.config_file)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        self.launch([str(self.binary), "--config", str(self.config_file)])
         # Both ends up: the query API answers, and the OTLP receiver takes a connection.
         self.wait(lambda: self._get("/api/services") is not None, timeout, "the query API")
         self.wait(self._otlp_listens, timeout, "the OTLP receiver")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-    def tail(self, lines: int = 30) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def wait(self, check: Callable[[], object], timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while not (result := check()):
-            if self.proc is not None and self.proc.poll() is not None:
-                raise AssertionError(f"jaeger exited ({self.proc.returncode})\n{self.tail()}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {what} within {timeout}s\n{self.tail()}")
-            time.sleep(0.1)
-        return result
 
     def _otlp_listens(self) -> bool:
         # OTLP/HTTP answers a GET on its path with 405: the listener is there.

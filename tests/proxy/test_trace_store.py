@@ -112,9 +112,9 @@ async def test_each_request_is_one_trace_with_a_client_span_per_attempt(
         trace_id, caller_span = callers[name]
         expected_spans = 1 + len(providers)
 
-        def complete(trace_id: str = trace_id, expected_spans: int = expected_spans) -> dict[str, Any] | None:
+        def complete(trace_id: str = trace_id, expected_spans: int = expected_spans) -> dict[str, Any]:
             found = jaeger.trace(trace_id)
-            return found if found and len(found["spans"]) >= expected_spans else None
+            return found if found and len(found["spans"]) >= expected_spans else {}
 
         trace = await asyncio.to_thread(jaeger.wait, complete, 30, f"trace {trace_id} ({name}) in Jaeger")
         spans = trace["spans"]
