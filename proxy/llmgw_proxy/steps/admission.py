@@ -89,14 +89,22 @@ class Hold:
         if provider.limiter is not None:
             decision = provider.limiter.admit(model, self._call.endpoint, self._call.body)
             if isinstance(decision, limits.Refused):
-                return decision
+                return self._refused(provider, model, decision)
             self.reservation = decision
         if provider.global_limiter is not None:
             shared = await provider.global_limiter.admit(model, self._call.endpoint, self._call.body)
             if isinstance(shared, limits.Refused):
-                return shared  # the local reservation is cancelled on release, as nothing was sent
+                # The local reservation is cancelled on release, as nothing was sent.
+                return self._refused(provider, model, shared)
             self.global_reservation = shared
         return None
+
+    def _refused(self, provider: state.ProviderState, model: str, refusal: limits.Refused) -> limits.Refused:
+        """Counted here, once, whichever path (attempts or relay) asked."""
+        metrics_ = self._call.services.metrics
+        label = self._call.snapshot.config.model_label(model)
+        metrics_.count(metrics_.ratelimit_rejections, (provider.name, label, refusal.reason))
+        return refusal
 
     @property
     def reserved(self) -> bool:

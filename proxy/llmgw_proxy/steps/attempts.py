@@ -201,10 +201,6 @@ async def _try(
     with admission.Hold(call) as hold:
         refusal = await hold.admit(current, upstream_model)
         if refusal is not None:
-            if isinstance(refusal, limits.Refused):
-                metrics_ = call.services.metrics
-                label = call.snapshot.config.model_label(upstream_model)
-                metrics_.count(metrics_.ratelimit_rejections, (current.name, label, refusal.reason))
             outcome.refused(refusal)
             return None
         if hold.wait > 0:

@@ -92,9 +92,6 @@ async def relay(call: Call, next_step: Next) -> web.StreamResponse:
         if isinstance(refusal, limits.Refused) and refusal.reason == global_limits.BUDGET:
             raise errors.insufficient_quota()
         if isinstance(refusal, limits.Refused):
-            metrics_ = call.services.metrics
-            label = call.snapshot.config.model_label(call.model)
-            metrics_.count(metrics_.ratelimit_rejections, (current.name, label, refusal.reason))
             raise errors.rate_limited(refusal.retry_after, refusal.headers.as_dict())
         if hold.wait > 0:
             await asyncio.sleep(hold.wait)
