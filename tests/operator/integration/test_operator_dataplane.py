@@ -170,8 +170,12 @@ def test_a_pod_that_refuses_its_config_turns_config_applied_false_with_count_and
     # ReloadPending may come first (the ConfigMap changed before the pods reloaded); then this.
     ns.wait(f"llmgw/{GW}", REFUSED, timeout=WITHIN)
 
-    condition = ns.condition(f"llmgw/{GW}", "ConfigApplied")
-    assert condition is not None
+    # The refusal can be polled before the good pod's reload is: wait until both are counted.
+    def counted() -> dict[str, Any] | None:
+        found = ns.condition(f"llmgw/{GW}", "ConfigApplied")
+        return found if found is not None and "1 of 2 pods" in found["message"] else None
+
+    condition = eventually(counted, WITHIN, "the refusing pod and the reloaded one both counted")
     assert condition["reason"] == "ReloadRefused"
     assert "1 of 2 pods run an older config" in condition["message"]
     assert "config_invalid in 1 pod" in condition["message"]
