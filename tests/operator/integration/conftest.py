@@ -60,7 +60,15 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    process = getattr(item, "funcargs", {}).get("operator_process")
+    funcargs = getattr(item, "funcargs", {})
+    process = funcargs.get("operator_process")
     if report.failed and isinstance(process, operatorkit.OperatorProcess):
         report.sections.append(("operator log (tail)", process.tail(80)))
+    namespace = funcargs.get("ns")
+    if report.failed and isinstance(namespace, operatorkit.Namespace):
+        report.sections.append(("namespace state", namespace.describe()))
+        if isinstance(process, operatorkit.OperatorProcess):
+            # The tail above is often another namespace's noise; this is the failing test's own.
+            own = [line for line in process.text().splitlines() if namespace.name in line]
+            report.sections.append((f"operator log lines naming {namespace.name}", "\n".join(own[-60:])))
     return report

@@ -151,6 +151,23 @@ class Namespace:
     def patch(self, ref: str, patch: dict[str, Any]) -> None:
         self.kubectl("patch", ref, "--type", "merge", "-p", json.dumps(patch))
 
+    def describe(self) -> str:
+        """What a failed test's report shows of this namespace: its objects and their conditions."""
+        parts = []
+        for args in (
+            ("get", "llmgw,providerpolicy,deploy,rs,pods", "-o", "wide"),
+            (
+                "get",
+                "llmgw",
+                "-o",
+                'jsonpath={range .items[*]}{.metadata.name} gen={.metadata.generation} {.status}{"\\n"}{end}',
+            ),
+            ("get", "events", "--sort-by=.lastTimestamp"),
+        ):
+            proc = self.cluster.kubectl("-n", self.name, *args, check=False, timeout=20)
+            parts.append(f"$ kubectl {' '.join(args)}\n{proc.stdout}{proc.stderr}")
+        return "\n".join(parts)
+
     def wait(self, ref: str, condition: str, timeout: int = 60) -> None:
         """`kubectl wait`, which watches instead of polling; ``condition`` as for --for."""
         self.kubectl("wait", ref, f"--for={condition}", f"--timeout={timeout}s", timeout=timeout + 10)

@@ -27,6 +27,9 @@ ADMIN_PORT = 19090  # not the default: the operator must take it from the spec
 PERIOD = 1.0
 # Two poll periods, plus the reconcile pass and the watch that carries the status to kubectl.
 WITHIN = int(2 * PERIOD + 20)
+# Long enough that the open breaker is still open (not yet half-open) while a loaded machine gets
+# through the polls, status writes and scrape that observe it; recovery then waits it out.
+OPEN_FOR = 20
 REFUSED = 'jsonpath={.status.conditions[?(@.type=="ConfigApplied")].reason}=ReloadRefused'
 
 
@@ -84,7 +87,7 @@ def deploy(
     """The gateway and its policies; sidecars for the first ``serve`` pods; healthy and applied."""
     for fake in providers.values():
         fake.clear()
-    breaker = {"consecutiveFailures": 1, "openDuration": 1, "maxOpenDuration": 1}
+    breaker = {"consecutiveFailures": 1, "openDuration": OPEN_FOR, "maxOpenDuration": OPEN_FOR}
     ns.apply(
         policy("primary", providers["primary"].url, circuitBreaker=breaker),
         policy("fallback", providers["fallback"].url),
@@ -150,7 +153,7 @@ def test_an_open_breaker_turns_providers_healthy_false_and_recovery_turns_it_bac
         condition = ns.condition(f"llmgw/{GW}", "ProvidersHealthy") or {}
         return bool(condition.get("status") == "True")
 
-    eventually(recovered, WITHIN, "ProvidersHealthy=True again")
+    eventually(recovered, OPEN_FOR + WITHIN, "ProvidersHealthy=True again")
     assert "ProviderRecovered" in reasons(ns)
     assert reasons(ns).count("ProviderUnhealthy") == 1  # one Event per transition, not per poll
 
