@@ -14,7 +14,7 @@ from collections.abc import Callable
 import kopf
 
 import llmgw_operator
-from llmgw_operator import certs, poll, webhook
+from llmgw_operator import certs, kopf_fixes, poll, webhook
 from llmgw_operator.render import pod_rules
 
 PRIORITY_RANGE = 1_000_000
@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.port:
         handlers.register_webhook()
     del handlers
+    kopf_fixes.apply()
     try:
         asyncio.run(
             kopf.operator(
