@@ -12,8 +12,9 @@ once (the connection pool's size); one more falls back at once, counted as
 Every command's failure is counted by reason (``REASONS``) for the metrics;
 the down and up transitions are logged once each.
 
-The scripts go to Redis in batches, one batch at a time: what was asked while
-the previous batch was on its way forms the next. A batch is ONE ``EVALSHA``
+The scripts go to Redis in batches, one batch at a time: an admission that
+finds none on its way sends one at once, and what is asked while a batch is on
+its way forms the next. A batch is ONE ``EVALSHA``
 of ``global_batch.lua`` (every reserve and adjust in it, one write and one
 reply), packed by ``resp`` and exchanged on one redis-py connection the store
 keeps (redis-py still connects, authenticates, follows Sentinel, parses the
@@ -76,6 +77,7 @@ class _Batch:
         default_factory=list
     )
     urgent: bool = False  # an admission waits in it: sent as soon as the previous batch is back
+    abandoned: bool = False  # the admission sending it from its own task left before the reply
     timer: asyncio.TimerHandle | None = None  # a batch of settles only: sent by then, or with an admission
 
 
@@ -138,6 +140,9 @@ class Store:
             self._settles -= 1
             if replies.cancelled() or self._closed:
                 return
+            if batch.abandoned:  # the admission that carried it left mid-way: sent or not, unknown
+                self.settles_dropped += 1
+                return
             failure = replies.exception()
             reply = failure if failure is not None else replies.result()[index]
             if isinstance(reply, Exception):
@@ -154,22 +159,53 @@ class Store:
             batch = self._out or self._batch
             if batch is None:
                 return
-            if batch is self._batch and self._sender is None:
+            if batch is self._batch:
                 self._settle_alone(batch)
             await asyncio.wait([batch.replies])
 
-    async def _run(self, name: str, keys: Sequence[str], args: Sequence[float | int]) -> object:
-        """One script's reply, sent in the next batch.
+    @property
+    def _busy(self) -> bool:
+        """A batch is on its way (from the sender task or an admission's own task)."""
+        return self._sender is not None or self._out is not None
 
-        An admission's batch goes as soon as no other batch is on its way: alone at
-        one request at a time, and at once, but the admissions asked for in the same
-        turn of the loop (and while a batch is out) share it. Settles wait up to
-        ``settle_delay`` for an admission to ride with, so a lone sidecar sends one
-        command per request instead of two. A caller that leaves (its client went
-        away) leaves the batch to the others.
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[float | int]) -> object:
+        """One script's reply, sent in a batch.
+
+        An admission that finds no batch on its way sends one at once from its own task
+        (with the settles waiting): one write and one read, and no task or loop turn in
+        between, which is the whole cost at one request at a time. What is asked while
+        a batch is out forms the next batch, which a sender task sends when the first
+        is back (an admission waits in it) or after ``settle_delay`` (only settles:
+        they wait that long for an admission to ride with). A caller that leaves (its
+        client went away) leaves a batch it shares with others to them.
         """
+        if name == "global_reserve" and not self._busy:
+            return await self._run_now(keys, args)
         batch, index = self._join(name, keys, args)
         reply = (await asyncio.shield(batch.replies))[index]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def _run_now(self, keys: Sequence[str], args: Sequence[float | int]) -> object:
+        batch = self._batch or _Batch(asyncio.get_running_loop().create_future())
+        self._batch = None
+        if batch.timer is not None:
+            batch.timer.cancel()  # the settles waiting go with this admission
+            batch.timer = None
+        batch.commands.append((self._scripts["global_reserve"], keys, args))
+        batch.urgent = True
+        index = len(batch.commands) - 1
+        self._out = batch
+        try:
+            await self._deliver(batch)
+        except BaseException:
+            batch.abandoned = True
+            raise
+        finally:
+            self._out = None
+            self._go_on()
+        reply = batch.replies.result()[index]
         if isinstance(reply, Exception):
             raise reply
         return reply
@@ -185,19 +221,30 @@ class Store:
             if batch.timer is not None:
                 batch.timer.cancel()  # the settles waiting go with this admission
                 batch.timer = None
-            if self._sender is None:
-                self._sender = loop.create_task(self._send_batches())
-        elif self._sender is None and batch.timer is None and not batch.urgent:
-            batch.timer = loop.call_later(self.settle_delay, self._settle_alone, batch)
+        if not self._busy:
+            self._go_on()
         return batch, len(batch.commands) - 1
 
+    def _go_on(self) -> None:
+        """No batch is out: send the open one now if an admission waits in it, else (settles
+        only) once ``settle_delay`` has passed, unless an admission takes it first."""
+        batch = self._batch
+        if batch is None or self._closed:
+            return
+        if batch.urgent:
+            self._sender = asyncio.get_running_loop().create_task(self._send_batches())
+        elif batch.timer is None:
+            batch.timer = asyncio.get_running_loop().call_later(self.settle_delay, self._settle_alone, batch)
+
     def _settle_alone(self, batch: _Batch) -> None:
-        batch.timer = None
-        if self._batch is batch and self._sender is None:
+        if batch.timer is not None:
+            batch.timer.cancel()
+            batch.timer = None
+        if self._batch is batch and not self._busy:
             self._sender = asyncio.get_running_loop().create_task(self._send_batches())
 
     async def _send_batches(self) -> None:
-        """Send the open batch, then the one that formed meanwhile if an admission waits in it."""
+        """Send the open batch, then the next one while an admission waits in it."""
         try:
             while (batch := self._batch) is not None:
                 self._batch = None
@@ -205,16 +252,15 @@ class Store:
                     batch.timer.cancel()
                     batch.timer = None
                 self._out = batch
-                await self._deliver(batch)
-                self._out = None
-                waiting = self._batch
-                if waiting is not None and not waiting.urgent:
-                    if waiting.timer is None:
-                        loop = asyncio.get_running_loop()
-                        waiting.timer = loop.call_later(self.settle_delay, self._settle_alone, waiting)
+                try:
+                    await self._deliver(batch)
+                finally:
+                    self._out = None
+                if self._batch is not None and not self._batch.urgent:
                     break
         finally:
             self._sender = None
+            self._go_on()
 
     async def _deliver(self, batch: _Batch) -> None:
         import redis.exceptions  # loaded by __init__ already: a lookup, not a load
