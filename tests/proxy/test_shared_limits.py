@@ -155,7 +155,7 @@ async def test_one_request_at_a_time_costs_redis_one_command_its_settle_included
         assert int((await r.info("commandstats"))["cmdstat_evalsha"]["calls"]) == 11
         # Every estimate was settled to the usage: the budget counts what the answers used.
         (day,) = await r.keys(f"llmgw:{{{SHARED_ID}}}:budget:day:*")
-        used = int(await r.get(day))
+        used = int(await r.get(day) or 0)
     assert 0 < used < 11 * 50
 
 
