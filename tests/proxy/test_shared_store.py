@@ -130,3 +130,20 @@ async def test_scripts_redis_forgot_are_loaded_again(redis_server: RedisServer) 
         assert store.up and not store.failures
     finally:
         await store.close()
+
+
+async def test_one_in_flight_still_leaves_a_connection_for_the_cache_and_the_probe(
+    redis_server: RedisServer,
+) -> None:
+    # The batches keep a connection of their own; the cache's GET and SET, and the probe, need another.
+    cfg = config.SharedStore.model_validate({"url": redis_server.url, "maxInFlight": 1})
+    store = shared_store.Store(cfg, asyncio.get_running_loop().time)
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        granted = global_limits.Granted
+        assert isinstance(global_limits.read_reserve(PLAN, await store.reserve(keys, args)), granted)
+        await store.put("llmgw:{t/p}:cache:x", b"answer", 60)
+        assert await store.get("llmgw:{t/p}:cache:x") == b"answer"
+        assert store.up and not store.failures
+    finally:
+        await store.close()

@@ -39,7 +39,9 @@ def connect(cfg: config.SharedStore, connect_timeout: float) -> tuple[aioredis.R
         # a task and loop turns per command. The Cluster client keeps it: it sends its own way.
         "socket_timeout": cfg.timeout if cfg.cluster else None,
         "socket_connect_timeout": connect_timeout,
-        "max_connections": cfg.max_in_flight,
+        # The Store's batches keep one connection (not with Cluster); the cache's commands and the
+        # probe use the rest.
+        "max_connections": cfg.max_in_flight if cfg.cluster else cfg.max_in_flight + 1,
         "health_check_interval": 0,
     }
     if cfg.password_file is not None:
