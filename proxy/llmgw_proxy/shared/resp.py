@@ -9,7 +9,22 @@ str as UTF-8, int in decimal, float as ``repr``.
 
 from __future__ import annotations
 
+_PARTS: dict[tuple[type, bytes | str | int | float], bytes] = {}
+MAX_CACHED = 4096
+"""Encoded parts kept: a policy's keys, rates, bursts and waits repeat on every call, so each is
+formatted once; the cache is emptied when full (token counts and budget TTLs vary)."""
+
 
 def pack(*parts: bytes | str | int | float) -> bytes:
-    data = [p if isinstance(p, bytes) else str(p).encode() for p in parts]  # str(float) is repr
-    return b"*%d\r\n" % len(data) + b"".join(b"$%d\r\n%s\r\n" % (len(d), d) for d in data)
+    out = []
+    for part in parts:
+        key = (part.__class__, part)  # the class too: 1, 1.0 and True are equal keys, not equal bytes
+        encoded = _PARTS.get(key)
+        if encoded is None:
+            data = part if isinstance(part, bytes) else str(part).encode()  # str(float) is repr
+            encoded = b"$%d\r\n%s\r\n" % (len(data), data)
+            if len(_PARTS) >= MAX_CACHED:
+                _PARTS.clear()
+            _PARTS[key] = encoded
+        out.append(encoded)
+    return b"*%d\r\n%s" % (len(out), b"".join(out))
