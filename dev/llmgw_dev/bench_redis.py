@@ -3,7 +3,7 @@
 Two sidecars in front of one fake provider, with the same limits (too high to
 refuse): ``in-memory`` enforces them in its own buckets (``scope: local``),
 ``redis`` in a real redis-server on loopback (``scope: global``: one Lua round
-trip per admission plus a background settle per answer). Measured in
+trip per admission, which also carries the settles of earlier answers). Measured in
 interleaved rounds with ``bench_proxy``'s tools: the p50 added at 1 connection
 (target: <= 0.3 ms) and the throughput at 32 connections, side by side.
 ``--budget`` adds a monthly token budget to the Redis sidecar (counted in the

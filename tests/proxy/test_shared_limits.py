@@ -127,9 +127,40 @@ async def test_tokens_reserved_globally_are_settled_to_the_usage(
         await client.chat.completions.create(model="m", messages=MESSAGES)
 
 
+async def test_one_request_at_a_time_costs_redis_one_command_its_settle_included(
+    start_proxy: StartProxy,
+    upstream: str,
+    key_file: pathlib.Path,
+    make_doc: MakeDoc,
+    redis_server: RedisServer,
+) -> None:
+    # Each answer's settle rides with the next admission: one EVALSHA (one write, one read) per
+    # request on the request's path, and none in the background between requests.
+    limit = {"requestsPerMinute": 1000, "tokensPerMinute": 10**6, "scope": "global"}
+    proxy = await start_proxy(
+        shared_doc(make_doc, upstream, key_file, redis_server.url, limit, budget={"tokensPerDay": 10**9})
+    )
+    shared = proxy.live.shared
+    assert shared is not None
+    shared.settle_delay = 60  # longer than the test: only an admission (or settled()) sends a settle
+    client = proxy.async_client()
+    await client.chat.completions.create(model="m", messages=MESSAGES)  # loads the script
+    await _settled(shared)
+    async with aioredis.Redis.from_url(redis_server.url) as r:
+        await r.config_resetstat()
+        for _ in range(10):
+            await client.chat.completions.create(model="m", messages=MESSAGES)
+        assert int((await r.info("commandstats"))["cmdstat_evalsha"]["calls"]) == 10
+        await _settled(shared)  # the last answer's settle, alone
+        assert int((await r.info("commandstats"))["cmdstat_evalsha"]["calls"]) == 11
+        # Every estimate was settled to the usage: the budget counts what the answers used.
+        (day,) = await r.keys(f"llmgw:{{{SHARED_ID}}}:budget:day:*")
+        used = int(await r.get(day) or 0)
+    assert 0 < used < 11 * 50
+
+
 async def _settled(shared: Any) -> None:
-    while shared._background:
-        await asyncio.gather(*list(shared._background), return_exceptions=True)
+    await shared.settled()
 
 
 async def _load(

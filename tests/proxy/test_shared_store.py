@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+import redis.asyncio as aioredis
+
 from llmgw_proxy import config
 from llmgw_proxy.policies import global_limits
 from llmgw_proxy.shared import store as shared_store
@@ -41,13 +43,19 @@ async def test_a_caller_that_leaves_leaves_its_batch_to_the_others(
     store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
+        store.settle_delay = 60
+        answered: list[object] = []
+        assert store.settle(settle_keys, settle_args, answered.append)
         first = asyncio.create_task(store.reserve(keys, args))
         followers = [asyncio.create_task(store.reserve(keys, args)) for _ in range(5)]
-        await asyncio.sleep(0)  # all six joined one batch, to be sent on the next turn
+        await asyncio.sleep(0)  # the first is out with the settle, from its own task; the others wait
         first.cancel()
         done = await asyncio.gather(*followers)
         assert all(isinstance(global_limits.read_reserve(PLAN, r), global_limits.Granted) for r in done)
-        assert store.up and store._batch is None
+        assert store.up and store._batch is None and not store.failures
+        # Whether the settle reached Redis is unknown: it is dropped (the estimate stays booked).
+        assert answered == [] and store.settles_dropped == 1
         reply = await store.reserve(keys, args)  # a later caller starts a new batch, sent as usual
         assert isinstance(global_limits.read_reserve(PLAN, reply), global_limits.Granted)
     finally:
@@ -71,5 +79,71 @@ async def test_a_settle_rides_with_the_next_admission_or_goes_alone_soon_after(
         assert await settle == [] and store.batches == 2  # one round trip for both
         store.settle_delay = shared_store.SETTLE_DELAY
         assert await store.adjust(settle_keys, settle_args) == [] and store.batches == 3  # alone, soon
+    finally:
+        await store.close()
+
+
+async def _evalsha_calls(url: str) -> int:
+    async with aioredis.Redis.from_url(url) as r:
+        stats = await r.info("commandstats")
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_a_batch_of_admissions_and_settles_is_one_command_to_redis(
+    redis_server: RedisServer,
+) -> None:
+    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
+        assert await store.reserve(keys, args) is not None  # loads the script: not counted below
+        async with aioredis.Redis.from_url(redis_server.url) as r:
+            await r.config_resetstat()
+        answered: list[object] = []
+        store.settle_delay = 60  # only an admission sends them
+        for _ in range(5):
+            assert store.settle(settle_keys, settle_args, answered.append)
+        replies = await asyncio.gather(*(store.reserve(keys, args) for _ in range(20)))
+        assert all(isinstance(global_limits.read_reserve(PLAN, r), global_limits.Granted) for r in replies)
+        assert answered == [[]] * 5  # each settle got its own reply
+        # The first admission went at once with the settles, the 19 asked meanwhile together.
+        assert await _evalsha_calls(redis_server.url) == 2
+        # The settles went first and a bucket holds no more than full: 21 admitted, 1 given back,
+        # so the bucket's time moved by 20 s at 1 per second.
+        async with asyncio.timeout(5):
+            tat = float(await store.client.get("llmgw:{t/p}:p:rq") or 0)
+            seconds, micros = await store.client.time()
+        assert 19 < tat - (seconds + micros / 1e6) <= 20.5
+    finally:
+        await store.close()
+
+
+async def test_scripts_redis_forgot_are_loaded_again(redis_server: RedisServer) -> None:
+    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        granted = global_limits.Granted
+        assert isinstance(global_limits.read_reserve(PLAN, await store.reserve(keys, args)), granted)
+        async with aioredis.Redis.from_url(redis_server.url) as r:
+            await r.script_flush()  # as after a restart without persistence
+        assert isinstance(global_limits.read_reserve(PLAN, await store.reserve(keys, args)), granted)
+        assert store.up and not store.failures
+    finally:
+        await store.close()
+
+
+async def test_one_in_flight_still_leaves_a_connection_for_the_cache_and_the_probe(
+    redis_server: RedisServer,
+) -> None:
+    # The batches keep a connection of their own; the cache's GET and SET, and the probe, need another.
+    cfg = config.SharedStore.model_validate({"url": redis_server.url, "maxInFlight": 1})
+    store = shared_store.Store(cfg, asyncio.get_running_loop().time)
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        granted = global_limits.Granted
+        assert isinstance(global_limits.read_reserve(PLAN, await store.reserve(keys, args)), granted)
+        await store.put("llmgw:{t/p}:cache:x", b"answer", 60)
+        assert await store.get("llmgw:{t/p}:cache:x") == b"answer"
+        assert store.up and not store.failures
     finally:
         await store.close()

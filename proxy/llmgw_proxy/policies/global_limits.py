@@ -32,6 +32,35 @@ def script(name: str) -> str:
     return importlib.resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
+RESERVE = "r"
+ADJUST = "a"
+
+
+def batch_script() -> str:
+    """``global_batch.lua`` with the two scripts as its functions: any number of reserves and
+    adjusts in one script call (one command to send and one reply to read)."""
+    return (
+        f"local function reserve(KEYS, ARGV)\n{script('global_reserve')}end\n"
+        f"local function adjust(KEYS, ARGV)\n{script('global_adjust')}end\n"
+        f"{script('global_batch')}"
+    )
+
+
+def batch_args(
+    calls: Sequence[tuple[str, Sequence[str], Sequence[float | int]]],
+) -> tuple[list[str], list[str | float | int]]:
+    """The keys and arguments of ``global_batch.lua`` for ``calls``: (RESERVE or ADJUST, the
+    script's keys, its arguments) each; its reply is the list of their replies, in order."""
+    keys: list[str] = []
+    head: list[str | float | int] = [len(calls)]
+    rest: list[str | float | int] = []
+    for kind, call_keys, call_args in calls:
+        head += [kind, len(call_keys), len(call_args)]
+        keys += call_keys
+        rest += call_args
+    return keys, head + rest
+
+
 def namespace(prefix: str, shared_id: str) -> str:
     return f"{prefix}:{{{shared_id}}}"
 

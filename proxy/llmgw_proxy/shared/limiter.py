@@ -3,9 +3,10 @@
 ``admit`` makes one round trip: the reserve script takes one request and the
 token estimate from every global bucket and the estimate from every budget
 period, or nothing. ``GlobalReservation.settle`` and ``cancel`` correct that
-afterwards, as the in-memory reservation does, in a background command (the
-answer is not held back for it); a settle that cannot be sent is dropped, so
-the estimate stays booked, which errs on the side of the provider's quota.
+afterwards, as the in-memory reservation does, in the store's next batch (the
+answer is not held back for it, and at one request at a time it rides with the
+next admission's round trip); a settle that cannot be sent is dropped, so the
+estimate stays booked, which errs on the side of the provider's quota.
 
 When the store cannot answer (down, slow, busy), the global limits fall back
 to ``fallback``: an in-memory limiter holding each global limit split by its
@@ -125,10 +126,9 @@ class GlobalLimiter:
             return
         keys, args = global_limits.adjust_args(plan, requests, tokens_, budget_keys)
         if keys:  # else no bucket or budget counts what changed (a settle with request limits only)
-            self.store.later(lambda: self._settled(keys, args))
+            self.store.settle(keys, args, lambda reply: self._settled(keys, reply))
 
-    async def _settled(self, keys: list[str], args: list[float | int]) -> None:
-        reply = await self.store.adjust(keys, args)
+    def _settled(self, keys: list[str], reply: object) -> None:
         if not isinstance(reply, list):
             return
         for key, used in zip(keys[len(keys) - len(reply) :], reply, strict=False):

@@ -34,9 +34,14 @@ class _PasswordFile(CredentialProvider):
 def connect(cfg: config.SharedStore, connect_timeout: float) -> tuple[aioredis.Redis, list[aioredis.Redis]]:
     """The client for commands, and the Sentinel clients it asks for the master (to close too)."""
     options: dict[str, Any] = {
-        "socket_timeout": cfg.timeout,
+        # The Store bounds every command (and the batches' exchanges) with asyncio.timeout; a
+        # socket_timeout here would also make redis-py wrap each write in asyncio.wait_for,
+        # a task and loop turns per command. The Cluster client keeps it: it sends its own way.
+        "socket_timeout": cfg.timeout if cfg.cluster else None,
         "socket_connect_timeout": connect_timeout,
-        "max_connections": cfg.max_in_flight,
+        # The Store's batches keep one connection (not with Cluster); the cache's commands and the
+        # probe use the rest.
+        "max_connections": cfg.max_in_flight if cfg.cluster else cfg.max_in_flight + 1,
         "health_check_interval": 0,
     }
     if cfg.password_file is not None:

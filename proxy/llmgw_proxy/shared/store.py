@@ -12,6 +12,15 @@ once (the connection pool's size); one more falls back at once, counted as
 Every command's failure is counted by reason (``REASONS``) for the metrics;
 the down and up transitions are logged once each.
 
+The scripts go to Redis in batches, one batch at a time: an admission that
+finds none on its way sends one at once, and what is asked while a batch is on
+its way forms the next. A batch is ONE ``EVALSHA``
+of ``global_batch.lua`` (every reserve and adjust in it, one write and one
+reply), packed by ``resp`` and exchanged on one redis-py connection the store
+keeps (redis-py still connects, authenticates, follows Sentinel, parses the
+reply). A Redis Cluster client sends each script alone in a pipeline instead,
+since one policy's keys share a slot but a batch's need not.
+
 redis-py (and the OpenTelemetry SDK its ``observability`` package pulls in) is
 imported by the first ``Store``, never by a sidecar without a ``sharedStore``:
 about 9 MB of RSS and a quarter of the start time (``redis_client`` holds the
@@ -31,6 +40,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmgw_proxy import config
 from llmgw_proxy.policies import clock, global_limits
+from llmgw_proxy.shared import resp
 
 log = logging.getLogger("llmgw.shared")
 
@@ -39,8 +49,11 @@ CONNECTION = "connection"
 BUSY = "busy"
 ERROR = "error"
 REASONS = (TIMEOUT, CONNECTION, BUSY, ERROR)
-SETTLE_DELAY = 0.005
-"""Seconds a settle may wait for an admission to share its round trip (then it goes alone)."""
+SETTLE_DELAY = 0.05
+"""Seconds a settle may wait for an admission to share its round trip (then it goes alone): long
+enough that a sidecar answering one request at a time under load (several ms apart) sends no
+command of its own for a settle; short against a per-minute limit, and the estimate it corrects
+stays booked meanwhile, which errs on the side of the quota."""
 PROBE_TIMEOUT = 1.0
 """Seconds a reconnection probe may take at least (a new connection, maybe TLS)."""
 
@@ -51,9 +64,10 @@ if TYPE_CHECKING:
 
 
 class _Script:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, kind: str = "") -> None:
         self.text = text
         self.sha = hashlib.sha1(text.encode(), usedforsecurity=False).hexdigest()
+        self.kind = kind  # its call kind in global_batch.lua
 
 
 @dataclasses.dataclass
@@ -62,6 +76,8 @@ class _Batch:
     commands: list[tuple[_Script, Sequence[str], Sequence[float | int]]] = dataclasses.field(
         default_factory=list
     )
+    urgent: bool = False  # an admission waits in it: sent as soon as the previous batch is back
+    abandoned: bool = False  # the admission sending it from its own task left before the reply
     timer: asyncio.TimerHandle | None = None  # a batch of settles only: sent by then, or with an admission
 
 
@@ -76,9 +92,11 @@ class Store:
 
         self.client: aioredis.Redis
         self.client, self._sentinels = redis_client.connect(cfg, max(cfg.timeout, PROBE_TIMEOUT))
-        self._scripts = {
-            name: _Script(global_limits.script(name)) for name in ("global_reserve", "global_adjust")
-        }
+        kinds = {"global_reserve": global_limits.RESERVE, "global_adjust": global_limits.ADJUST}
+        self._scripts = {name: _Script(global_limits.script(name), kind) for name, kind in kinds.items()}
+        self._batch_script = _Script(global_limits.batch_script())
+        self._cluster = cfg.cluster
+        self._conn: Any = None  # the connection batches go on (not with a Cluster client)
         self.up = True  # until a command fails: the first request finds out
         self.changed_at = clock_()  # when ``up`` last changed
         self.failures: dict[str, int] = {}
@@ -88,8 +106,11 @@ class Store:
         self._probe: asyncio.Task[None] | None = None
         self.closing: asyncio.Task[None] | None = None  # set when a reload replaced this store
         self._background: set[asyncio.Task[Any]] = set()
-        self._batch: _Batch | None = None  # the scripts asked for in this turn of the loop
-        self._sending: set[asyncio.Task[None]] = set()
+        self._batch: _Batch | None = None  # the scripts asked for since the last batch went
+        self._sender: asyncio.Task[None] | None = None  # sends batches, one at a time, while there are
+        self._out: _Batch | None = None  # the batch on its way
+        self._settles = 0  # settles waiting in a batch or on their way
+        self._closed = False
         self.batches = 0  # batches sent (one round trip each)
         self.settle_delay = SETTLE_DELAY
 
@@ -103,47 +124,143 @@ class Store:
     async def adjust(self, keys: Sequence[str], args: Sequence[float | int]) -> object | None:
         return await self._do(lambda: self._run("global_adjust", keys, args))
 
-    async def _run(self, name: str, keys: Sequence[str], args: Sequence[float | int]) -> object:
-        """One script's reply; scripts asked for in the same turn of the event loop share a batch.
+    def settle(
+        self, keys: Sequence[str], args: Sequence[float | int], answered: Callable[[object], None]
+    ) -> bool:
+        """Send an adjust with the next batch, without a task or a wait: ``answered(reply)`` once
+        Redis applied it. False when the store is down or ``maxInFlight`` settles are pending
+        (the settle is dropped and counted); a settle that fails is counted as a failure."""
+        if not self.up or self._settles >= self.cfg.max_in_flight:
+            self.settles_dropped += 1
+            return False
+        batch, index = self._join("global_adjust", keys, args)
+        self._settles += 1
 
-        Settles wait up to ``SETTLE_DELAY`` for an admission to ride with, so a lone
-        sidecar sends one command per request instead of two.
-
-        The first caller of a turn opens a batch and schedules its sending for the next turn,
-        so the requests that are ready in this turn can join; one task sends it as one
-        pipeline (one write, one read) and each caller picks its reply. Under load this
-        divides the client's cost per command; alone, a request pays one extra turn of the
-        loop. A batch holds at most ``maxInFlight`` commands, since every caller holds an
-        in-flight slot, and a caller that leaves (its client went away) leaves the batch
-        to the others.
-        """
-        batch = self._batch
-        loop = asyncio.get_running_loop()
-        urgent = name == "global_reserve"  # a request waits on it; a settle does not
-        if batch is None:
-            batch = self._batch = _Batch(loop.create_future())
-            if urgent:
-                loop.call_soon(self._flush, batch)
+        def done(replies: asyncio.Future[list[object]]) -> None:
+            self._settles -= 1
+            if replies.cancelled() or self._closed:
+                return
+            if batch.abandoned:  # the admission that carried it left mid-way: sent or not, unknown
+                self.settles_dropped += 1
+                return
+            failure = replies.exception()
+            reply = failure if failure is not None else replies.result()[index]
+            if isinstance(reply, Exception):
+                self._failed(reply)
             else:
-                batch.timer = loop.call_later(self.settle_delay, self._flush, batch)
-        elif urgent and batch.timer is not None:
-            batch.timer.cancel()  # the settles waiting go with this admission, now
-            batch.timer = None
-            loop.call_soon(self._flush, batch)
-        index = len(batch.commands)
-        batch.commands.append((self._scripts[name], keys, args))
+                answered(reply)
+
+        batch.replies.add_done_callback(done)
+        return True
+
+    async def settled(self) -> None:
+        """Send the settles waiting for an admission now, and return once none is pending."""
+        while self._settles and not self._closed:
+            batch = self._out or self._batch
+            if batch is None:
+                return
+            if batch is self._batch:
+                self._settle_alone(batch)
+            await asyncio.wait([batch.replies])
+
+    @property
+    def _busy(self) -> bool:
+        """A batch is on its way (from the sender task or an admission's own task)."""
+        return self._sender is not None or self._out is not None
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[float | int]) -> object:
+        """One script's reply, sent in a batch.
+
+        An admission that finds no batch on its way sends one at once from its own task
+        (with the settles waiting): one write and one read, and no task or loop turn in
+        between, which is the whole cost at one request at a time. What is asked while
+        a batch is out forms the next batch, which a sender task sends when the first
+        is back (an admission waits in it) or after ``settle_delay`` (only settles:
+        they wait that long for an admission to ride with). A caller that leaves (its
+        client went away) leaves a batch it shares with others to them.
+        """
+        if name == "global_reserve" and not self._busy:
+            return await self._run_now(keys, args)
+        batch, index = self._join(name, keys, args)
         reply = (await asyncio.shield(batch.replies))[index]
         if isinstance(reply, Exception):
             raise reply
         return reply
 
-    def _flush(self, batch: _Batch) -> None:
-        batch.timer = None
-        if self._batch is batch:
-            self._batch = None
-        task = asyncio.get_running_loop().create_task(self._deliver(batch))
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
+    async def _run_now(self, keys: Sequence[str], args: Sequence[float | int]) -> object:
+        batch = self._batch or _Batch(asyncio.get_running_loop().create_future())
+        self._batch = None
+        if batch.timer is not None:
+            batch.timer.cancel()  # the settles waiting go with this admission
+            batch.timer = None
+        batch.commands.append((self._scripts["global_reserve"], keys, args))
+        batch.urgent = True
+        index = len(batch.commands) - 1
+        self._out = batch
+        try:
+            await self._deliver(batch)
+        except BaseException:
+            batch.abandoned = True
+            raise
+        finally:
+            self._out = None
+            self._go_on()
+        reply = batch.replies.result()[index]
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    def _join(self, name: str, keys: Sequence[str], args: Sequence[float | int]) -> tuple[_Batch, int]:
+        batch = self._batch
+        loop = asyncio.get_running_loop()
+        if batch is None:
+            batch = self._batch = _Batch(loop.create_future())
+        batch.commands.append((self._scripts[name], keys, args))
+        if name == "global_reserve":  # a request waits on it; a settle does not
+            batch.urgent = True
+            if batch.timer is not None:
+                batch.timer.cancel()  # the settles waiting go with this admission
+                batch.timer = None
+        if not self._busy:
+            self._go_on()
+        return batch, len(batch.commands) - 1
+
+    def _go_on(self) -> None:
+        """No batch is out: send the open one now if an admission waits in it, else (settles
+        only) once ``settle_delay`` has passed, unless an admission takes it first."""
+        batch = self._batch
+        if batch is None or self._closed:
+            return
+        if batch.urgent:
+            self._sender = asyncio.get_running_loop().create_task(self._send_batches())
+        elif batch.timer is None:
+            batch.timer = asyncio.get_running_loop().call_later(self.settle_delay, self._settle_alone, batch)
+
+    def _settle_alone(self, batch: _Batch) -> None:
+        if batch.timer is not None:
+            batch.timer.cancel()
+            batch.timer = None
+        if self._batch is batch and not self._busy:
+            self._sender = asyncio.get_running_loop().create_task(self._send_batches())
+
+    async def _send_batches(self) -> None:
+        """Send the open batch, then the next one while an admission waits in it."""
+        try:
+            while (batch := self._batch) is not None:
+                self._batch = None
+                if batch.timer is not None:
+                    batch.timer.cancel()
+                    batch.timer = None
+                self._out = batch
+                try:
+                    await self._deliver(batch)
+                finally:
+                    self._out = None
+                if self._batch is not None and not self._batch.urgent:
+                    break
+        finally:
+            self._sender = None
+            self._go_on()
 
     async def _deliver(self, batch: _Batch) -> None:
         import redis.exceptions  # loaded by __init__ already: a lookup, not a load
@@ -162,6 +279,39 @@ class Store:
         batch.replies.set_result(replies)
 
     async def _send(
+        self, commands: list[tuple[_Script, Sequence[str], Sequence[float | int]]]
+    ) -> list[object]:
+        """The commands' replies: one EVALSHA of the batch script (each alone with a Cluster)."""
+        if self._cluster:
+            return await self._send_each(commands)
+        import redis.exceptions  # loaded by __init__ already: a lookup, not a load
+
+        keys, args = global_limits.batch_args([(c[0].kind, c[1], c[2]) for c in commands])
+        script = self._batch_script
+        packed = resp.pack(b"EVALSHA", script.sha, len(keys), *keys, *args)
+        try:
+            reply = await self._exchange(packed)
+        except redis.exceptions.NoScriptError:  # Redis restarted or was flushed
+            await self._exchange(resp.pack(b"SCRIPT", b"LOAD", script.text))
+            reply = await self._exchange(packed)
+        if not isinstance(reply, list) or len(reply) != len(commands):
+            raise redis.exceptions.ResponseError("global_batch: not one reply per call")
+        return reply
+
+    async def _exchange(self, packed: bytes) -> object:
+        """Write one packed command on the store's connection and read its reply.
+
+        The connection comes from the client's pool once and stays the store's: redis-py
+        reconnects it (Sentinel asks for the master) when it was closed, and closes it when
+        a read or write fails or is cancelled, so no reply is ever left unread on it.
+        """
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        await conn.send_packed_command(packed, check_health=False)
+        return await conn.read_response()
+
+    async def _send_each(
         self, commands: list[tuple[_Script, Sequence[str], Sequence[float | int]]]
     ) -> list[object]:
         """EVALSHA each command, loading a script Redis does not know (a restart, a flush)."""
@@ -227,18 +377,24 @@ class Store:
         try:
             async with asyncio.timeout(self.cfg.timeout):
                 return await make()
-        except (TimeoutError, redis.exceptions.TimeoutError):
+        except (TimeoutError, redis.exceptions.RedisError, OSError) as exc:
+            self._failed(exc)
+        finally:
+            self._in_flight -= 1
+        return None
+
+    def _failed(self, exc: BaseException) -> None:
+        import redis.exceptions  # loaded by __init__ already: a lookup, not a load
+
+        if isinstance(exc, (TimeoutError, redis.exceptions.TimeoutError)):
             self._lost(TIMEOUT)
-        except (redis.exceptions.ConnectionError, OSError):
+        elif isinstance(exc, (redis.exceptions.ConnectionError, OSError)):
             self._lost(CONNECTION)
-        except redis.exceptions.RedisError as exc:
+        else:
             # Redis answered with an error (out of memory, a read-only replica): it is there, but
             # cannot serve; the caller falls back for this command only.
             self._count(ERROR)
             log.warning("shared store command failed", extra={"error": type(exc).__name__})
-        finally:
-            self._in_flight -= 1
-        return None
 
     def _count(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
@@ -278,9 +434,10 @@ class Store:
             return
 
     async def close(self) -> None:
+        self._closed = True
         if self._batch is not None and self._batch.timer is not None:
             self._batch.timer.cancel()
-        for task in [self._probe, *self._background, *self._sending]:
+        for task in [self._probe, *self._background, self._sender]:
             if task is not None:
                 task.cancel()
         await self.client.aclose()
