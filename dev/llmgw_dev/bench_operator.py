@@ -144,7 +144,8 @@ def operator_counters(port: int) -> dict[tuple[str, ...], float]:
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', rest))
         key = (labels.get("controller", ""),) if "controller" in labels else (labels["verb"], labels["kind"])
-        counts[(name, *key)] = float(line.rsplit(" ", 1)[1])
+        # Summed: passes come as one series per result (success, error).
+        counts[(name, *key)] = counts.get((name, *key), 0.0) + float(line.rsplit(" ", 1)[1])
     return counts
 
 
