@@ -317,7 +317,10 @@ async def gateway_changed(
         memo["reconciler"].gateway_states.pop((namespace, name), None)
     else:
         by_policy.set(namespace, name, references.policies_of(spec))
-        named |= by_policy.names_of(namespace, name)
+        # Only the policies it started or stopped naming: any other change of the gateway (its
+        # status, most often) changes nothing in a policy's status; the data plane's changes
+        # reach the policies through the poller (_data_plane_changed).
+        named ^= by_policy.names_of(namespace, name)
         queue.trigger((namespace, name))
         poller.track((str(namespace), name), poll.admin_port_of(spec))
     for policy_name in named:  # ProviderPolicy.status.gateways lists the gateways using it
@@ -330,13 +333,23 @@ async def policy_changed(
 ) -> None:
     memo["store"].observe(event["type"], event["object"])
     by_secret: references.References = memo["policies_by_secret"]
+    # Gateways render the policy's spec only, whose changes move metadata.generation. Its status
+    # changes with every gateway that starts or stops using it, and passing every one of its
+    # gateways on each (thousands, each rendering its config) kept the operator from converging
+    # at scale. The generation is the one the watch delivered, not the copy's, which a status
+    # write's response may have moved past a spec edit whose event is still on the way.
+    generations: dict[tuple[str | None, str], object] = memo.setdefault("policy_generations", {})
+    seen = generations.get((namespace, name))
     if event["type"] == "DELETED":
         by_secret.drop(namespace, name)
         memo["policies"].forget((namespace, name))
+        generations.pop((namespace, name), None)
     else:
         by_secret.set(namespace, name, references.secret_of(spec))
         memo["policies"].trigger((namespace, name))
-    _trigger_gateways_of(memo, namespace, name)
+        generations[(namespace, name)] = (event["object"].get("metadata") or {}).get("generation")
+    if seen is None or event["type"] == "DELETED" or seen != generations.get((namespace, name)):
+        _trigger_gateways_of(memo, namespace, name)
 
 
 def _trigger_gateways_of(memo: kopf.Memo, namespace: str | None, policy_name: str) -> None:
