@@ -140,6 +140,9 @@ def operator_counters(port: int) -> dict[tuple[str, ...], float]:
     counts: dict[tuple[str, ...], float] = {}
     for line in text.splitlines():
         name, _, rest = line.partition("{")
+        if name in CACHE_GAUGES:
+            counts[(name,)] = float(line.rsplit(" ", 1)[1])
+            continue
         if name not in ("controller_runtime_reconcile_total", *OPERATOR_COUNTERS):
             continue
         labels = dict(re.findall(r'(\w+)="([^"]*)"', rest))
@@ -150,6 +153,7 @@ def operator_counters(port: int) -> dict[tuple[str, ...], float]:
 
 
 OPERATOR_COUNTERS = ("llmgw_operator_api_reads_total", "llmgw_operator_api_writes_total")
+CACHE_GAUGES = ("llmgw_operator_cache_objects", "llmgw_operator_cache_bytes")
 
 
 def delta(after: dict[Any, float], before: dict[Any, float]) -> dict[Any, float]:
@@ -230,7 +234,8 @@ def measure(
     applied = time.monotonic() - t0
     converged = watch.wait(names, timeout=max(3 * TARGET_BULK, bulk / 2))
     total = max(watch.ready_at[n] for n in names) - t0 if converged else float("inf")
-    after, ours = request_counts(c), delta(operator_counters(port), ours_before)
+    now = operator_counters(port)
+    after, ours = request_counts(c), delta(now, ours_before)
     ready_times = sorted(watch.ready_at[n] - t0 for n in names if n in watch.ready_at)
     print(
         f"(b) {bulk} gateways created (kubectl itself {applied:.1f}s): all Ready after {total:.1f}s; "
@@ -241,6 +246,9 @@ def measure(
     memory = memory_mb(proc.pid)
     rss, peak = memory["VmRSS"], memory["VmHWM"]
     print(f"(c) operator memory after convergence: VmRSS {rss:.0f} MB, peak VmHWM {peak:.0f} MB")
+    if ("llmgw_operator_cache_objects",) in now:
+        held, size = now[("llmgw_operator_cache_objects",)], now[("llmgw_operator_cache_bytes",)]
+        print(f"    the watches' copy: {held:.0f} objects, {size / 2**20:.1f} MB as compact JSON")
 
     passes = {k[1]: v for k, v in ours.items() if k[0] == "controller_runtime_reconcile_total"}
     reads = {k[1:]: v for k, v in ours.items() if k[0] == "llmgw_operator_api_reads_total"}
