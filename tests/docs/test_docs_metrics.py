@@ -7,8 +7,8 @@ import time
 import docskit
 import prometheus_client
 
-from llmgw_operator import metrics as operator_metrics
 from llmgw_operator import cache, poll, workqueue
+from llmgw_operator import metrics as operator_metrics
 from llmgw_operator.render import dataplane
 from llmgw_proxy.runtime import state
 from llmgw_proxy.telemetry import metrics
