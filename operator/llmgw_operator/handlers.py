@@ -24,7 +24,18 @@ import jsonpatch
 import kopf
 
 import llmgw_operator
-from llmgw_operator import admission, kube, metrics, poll, reconcile, references, sidecars, webhook, workqueue
+from llmgw_operator import (
+    admission,
+    cache,
+    kube,
+    metrics,
+    poll,
+    reconcile,
+    references,
+    sidecars,
+    webhook,
+    workqueue,
+)
 from llmgw_operator.api import common, gateway, policy
 from llmgw_operator.render import names, pod_rules
 
@@ -55,28 +66,35 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         ("autoscaling", "horizontalpodautoscalers"),
     ):
         settings.watching.label_selectors[resource] = names.MANAGED_SELECTOR
+    # The webhook and its certificates read live: a standby replica runs no watches to cache from.
     client = kube.Client.from_environment()
     client.metrics = m = metrics.Metrics()
+    cached = cache.CachedClient.from_environment()
+    memo["store"] = store = cached.store
+    cached.metrics = m
+    cache.register_gauges(m, store)
     minor = await client.server_minor()
     memo["reconciler"] = reconciler = reconcile.Reconciler(
-        client,
+        cached,
         default_image=os.environ.get("LLMGW_PROXY_IMAGE", DEFAULT_PROXY_IMAGE),
         native_sidecar=minor >= NATIVE_SIDECAR_MINOR,
         pod_rules=memo.get("pod_rules") or pod_rules.Rules(),
     )
 
-    memo["gateways_by_policy"] = references.References()
+    memo["gateways_by_policy"] = by_policy = references.References()
     memo["policies_by_secret"] = references.References()
     memo["gateways"] = workqueue.WorkQueue(
-        _fresh_pass(client, "LLMGateway", reconciler.gateway), name="llmgateway", metrics=m
+        _fresh_pass(cached, "LLMGateway", reconciler.gateway, seen=lambda body: _gateway_seen(memo, body)),
+        name="llmgateway",
+        metrics=m,
     )
     memo["policies"] = workqueue.WorkQueue(
-        _fresh_pass(client, "ProviderPolicy", reconciler.policy), name="providerpolicy", metrics=m
+        _fresh_pass(cached, "ProviderPolicy", reconciler.policy), name="providerpolicy", metrics=m
     )
     polling: poll.Settings = memo.get("polling") or poll.Settings()
     memo["fetcher"] = fetcher = sidecars.Fetcher(timeout=polling.timeout, concurrency=polling.concurrency)
     memo["poller"] = poller = poll.Poller(
-        client,
+        cached,
         fetcher,
         reconciler.data_plane,
         period=polling.period,
@@ -86,6 +104,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     memo["polling_task"] = asyncio.create_task(poller.run(), name="data-plane poller")
     poll.register_gauges(m, reconciler.data_plane, reconciler.gateway_states)
     ready = asyncio.Event()
+    # Once every gateway listed at start had a pass, the references know each policy's users.
+    reconciler.policy_users = lambda ns, p: by_policy.referrers(ns, p) if ready.is_set() else None
     hook: webhook.Settings = memo.get("webhook") or webhook.Settings()
     listener = _start_webhook(settings, memo, client, reconciler, hook) if hook.port else None
 
@@ -176,17 +196,40 @@ def _data_plane_changed(memo: kopf.Memo, key: tuple[str, str]) -> None:
 
 
 def _fresh_pass(
-    client: kube.Client, kind: str, reconcile_body: Callable[[dict[str, Any]], Awaitable[None]]
+    client: kube.Client,
+    kind: str,
+    reconcile_body: Callable[[dict[str, Any]], Awaitable[None]],
+    seen: Callable[[dict[str, Any]], None] | None = None,
 ) -> workqueue.Work:
-    """A queue pass: read the object fresh (it may be gone by now), then reconcile it."""
+    """A queue pass: read the object (from the watches' copy, else the API; it may be gone by now),
+    then reconcile it."""
 
     async def one_pass(key: Hashable) -> None:
         namespace, name = cast(tuple[str, str], key)
         body = await client.get(kind, namespace, name)
         if body is not None:
+            if seen is not None:
+                seen(body)
             await reconcile_body(body)
+        logger.debug("%s %s/%s: pass done", kind, namespace, name)
 
     return one_pass
+
+
+def _gateway_seen(memo: kopf.Memo, body: dict[str, Any]) -> None:
+    """A pass read a gateway: the references follow it, so that once the first listing has had its
+    passes they know every policy's users, even of gateways whose watch event is still to come."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    store: cache.Store = memo["store"]
+    if store.deleted(("LLMGateway", namespace, name), meta.get("resourceVersion")):
+        return  # read before its deletion, which the handler has already taken out
+    by_policy: references.References = memo["gateways_by_policy"]
+    old, new = by_policy.names_of(namespace, name), frozenset(references.policies_of(body.get("spec") or {}))
+    if old != new:
+        by_policy.set(namespace, name, new)
+        for policy_name in old | new:
+            memo["policies"].trigger((namespace, policy_name))
 
 
 async def _prime(
@@ -262,6 +305,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 async def gateway_changed(
     event: kopf.RawEvent, namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
 ) -> None:
+    memo["store"].observe(event["type"], event["object"])  # before the pass it triggers reads it
     queue: workqueue.WorkQueue = memo["gateways"]
     by_policy: references.References = memo["gateways_by_policy"]
     poller: poll.Poller = memo["poller"]
@@ -273,7 +317,10 @@ async def gateway_changed(
         memo["reconciler"].gateway_states.pop((namespace, name), None)
     else:
         by_policy.set(namespace, name, references.policies_of(spec))
-        named |= by_policy.names_of(namespace, name)
+        # Only the policies it started or stopped naming: any other change of the gateway (its
+        # status, most often) changes nothing in a policy's status; the data plane's changes
+        # reach the policies through the poller (_data_plane_changed).
+        named ^= by_policy.names_of(namespace, name)
         queue.trigger((namespace, name))
         poller.track((str(namespace), name), poll.admin_port_of(spec))
     for policy_name in named:  # ProviderPolicy.status.gateways lists the gateways using it
@@ -284,14 +331,25 @@ async def gateway_changed(
 async def policy_changed(
     event: kopf.RawEvent, namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
 ) -> None:
+    memo["store"].observe(event["type"], event["object"])
     by_secret: references.References = memo["policies_by_secret"]
+    # Gateways render the policy's spec only, whose changes move metadata.generation. Its status
+    # changes with every gateway that starts or stops using it, and passing every one of its
+    # gateways on each (thousands, each rendering its config) kept the operator from converging
+    # at scale. The generation is the one the watch delivered, not the copy's, which a status
+    # write's response may have moved past a spec edit whose event is still on the way.
+    generations: dict[tuple[str | None, str], object] = memo.setdefault("policy_generations", {})
+    seen = generations.get((namespace, name))
     if event["type"] == "DELETED":
         by_secret.drop(namespace, name)
         memo["policies"].forget((namespace, name))
+        generations.pop((namespace, name), None)
     else:
         by_secret.set(namespace, name, references.secret_of(spec))
         memo["policies"].trigger((namespace, name))
-    _trigger_gateways_of(memo, namespace, name)
+        generations[(namespace, name)] = (event["object"].get("metadata") or {}).get("generation")
+    if seen is None or event["type"] == "DELETED" or seen != generations.get((namespace, name)):
+        _trigger_gateways_of(memo, namespace, name)
 
 
 def _trigger_gateways_of(memo: kopf.Memo, namespace: str | None, policy_name: str) -> None:
@@ -300,13 +358,13 @@ def _trigger_gateways_of(memo: kopf.Memo, namespace: str | None, policy_name: st
         memo["gateways"].trigger((namespace, gw))
 
 
-def _referenced(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> bool:
-    by_secret: references.References = memo["policies_by_secret"]
-    return (namespace, name) in by_secret
-
-
-@kopf.on.event("v1", "secrets", when=_referenced)
-async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+# Every Secret the watch delivers (marked as a provider key, or rendered by the operator) is kept,
+# so that a policy that names one later finds it; only referenced ones trigger passes.
+@kopf.on.event("v1", "secrets")
+async def secret_changed(
+    event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
+    memo["store"].observe(event["type"], event["object"])
     by_secret: references.References = memo["policies_by_secret"]
     for p in by_secret.referrers(namespace, name):
         memo["policies"].trigger((namespace, p))
@@ -320,7 +378,10 @@ async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **_:
 )
 @kopf.on.event("v1", "configmaps", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
 @kopf.on.event("v1", "secrets", labels={"app.kubernetes.io/managed-by": names.MANAGED_BY})
-async def child_changed(labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def child_changed(
+    event: kopf.RawEvent, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
+) -> None:
+    memo["store"].observe(event["type"], event["object"])
     owner = labels.get(names.GATEWAY_LABEL)
     if owner:
         memo["gateways"].trigger((namespace, owner))

@@ -15,7 +15,7 @@ import datetime
 import json
 import secrets as _secrets
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
 import kubernetes
 
@@ -101,6 +101,7 @@ class Client:
     def __init__(self, api: kubernetes.client.ApiClient) -> None:
         self._api = api
         self.writes = 0  # for the steady-state benchmark and tests
+        self.reads = 0  # GETs and LISTs, ``api_reads`` by verb and kind
         self.metrics: metrics_.Metrics | None = None
 
     def _wrote(self, verb: str, kind: str) -> None:
@@ -109,19 +110,26 @@ class Client:
         if self.metrics is not None:
             self.metrics.api_writes.labels(verb, kind).inc()
 
+    def _read(self, verb: str, kind: str) -> None:
+        self.reads += 1
+        if self.metrics is not None:
+            self.metrics.api_reads.labels(verb, kind).inc()
+
     async def namespaces(self) -> list[str]:
+        self._read("list", "Namespace")
         result = await asyncio.to_thread(self._call, "GET", "/api/v1/namespaces")
         return sorted(str(n["metadata"]["name"]) for n in result.get("items") or [])
 
     async def list_all(self, kind: str) -> list[dict[str, Any]]:
         """Every object of ``kind`` in every namespace, in one request."""
         prefix, plural = RESOURCES[kind]
+        self._read("list", kind)
         result = await asyncio.to_thread(self._call, "GET", f"{prefix}/{plural}")
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
     @classmethod
-    def from_environment(cls) -> Client:
+    def from_environment(cls) -> Self:
         try:
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
@@ -169,6 +177,7 @@ class Client:
         return result
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self._read("get", kind)
         try:
             return await asyncio.to_thread(self._call, "GET", self._path(kind, namespace, name))
         except ApiError as e:
@@ -181,6 +190,7 @@ class Client:
     ) -> list[dict[str, Any]]:
         """Every object of ``kind`` in ``namespace`` (matching ``label_selector``), in one request."""
         query = [("labelSelector", label_selector)] if label_selector else []
+        self._read("list", kind)
         result = await asyncio.to_thread(self._call, "GET", self._path(kind, namespace), query=query)
         items: list[dict[str, Any]] = result.get("items") or []
         return items
@@ -195,7 +205,7 @@ class Client:
             return False
         meta = manifest["metadata"]
         self._wrote("apply", manifest["kind"])
-        await asyncio.to_thread(
+        result = await asyncio.to_thread(
             self._call,
             "PATCH",
             self._path(manifest["kind"], meta["namespace"], meta["name"]),
@@ -203,6 +213,7 @@ class Client:
             "application/apply-patch+yaml",
             [("fieldManager", FIELD_MANAGER), ("force", "true")],
         )
+        self.written(result)
         return True
 
     async def delete(self, kind: str, namespace: str, name: str) -> bool:
@@ -211,19 +222,37 @@ class Client:
             await asyncio.to_thread(self._call, "DELETE", self._path(kind, namespace, name))
         except ApiError as e:
             if e.status == 404:
+                self.deleted(kind, namespace, name)
                 return False
             raise
+        self.deleted(kind, namespace, name)
         return True
 
     async def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self._wrote("patch", kind + "/status")
-        await asyncio.to_thread(
-            self._call,
-            "PATCH",
-            self._path(kind, namespace, name, "status"),
-            {"status": dict(status)},
-            "application/merge-patch+json",
-        )
+        try:
+            result = await asyncio.to_thread(
+                self._call,
+                "PATCH",
+                self._path(kind, namespace, name, "status"),
+                {"status": dict(status)},
+                "application/merge-patch+json",
+            )
+        except ApiError as e:
+            if e.status == 404:
+                self.deleted(kind, namespace, name)  # a cached copy outlived the object
+            raise
+        self.written(result)
+
+    async def peek(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A read the caller needs only if a copy is at hand; this client has none, so it reads."""
+        return await self.get(kind, namespace, name)
+
+    def written(self, result: Mapping[str, Any]) -> None:
+        """The API's answer to a write (the object as stored): a client with a cache keeps it."""
+
+    def deleted(self, kind: str, namespace: str, name: str) -> None:
+        """The object is gone (deleted here, or a write found it missing)."""
 
     async def event(self, owner: Mapping[str, Any], *, type_: str, reason: str, message: str) -> None:
         """A core/v1 Event about ``owner``; losing one is not worth failing a reconcile for."""

@@ -72,6 +72,12 @@ class Metrics:
             ["verb", "kind"],
             registry=r,
         )
+        self.api_reads = prometheus_client.Counter(
+            "llmgw_operator_api_reads_total",
+            "Read requests to the Kubernetes API by verb (get, list) and kind (watches not counted).",
+            ["verb", "kind"],
+            registry=r,
+        )
         self.polls = prometheus_client.Counter(
             "llmgw_operator_dataplane_polls_total",
             "GET /status requests to gateway pods by result (ok, unreporting).",

@@ -151,7 +151,9 @@ class Poller:
     async def _rendered_hash(self, key: Key) -> str | None:
         """The hash of the config in the gateway's ConfigMap (what its pods should run)."""
         namespace, name = key
-        found = await self.client.get("ConfigMap", namespace, names.config_map(name))
+        # A peek: the operator's ConfigMap is watched, so one not in the copy is not there yet, and
+        # a gateway still being set up must not cost a read per round.
+        found = await self.client.peek("ConfigMap", namespace, names.config_map(name))
         if found is None:
             return None
         version = str(found.get("metadata", {}).get("resourceVersion", ""))

@@ -47,6 +47,15 @@ def refused_by_api(error: kube.ApiError) -> bool:
     return 400 <= error.status < 500 and error.status not in (404, 409, 429)
 
 
+def _wanted_kinds(spec: gateway.LLMGatewaySpec) -> frozenset[str]:
+    """The child kinds the gateway's spec asks for (render/children.py renders the same)."""
+    if spec.injected:
+        return frozenset({"ConfigMap", "Secret"})
+    if spec.autoscaling is None:
+        return frozenset({"ConfigMap", "Secret", "Deployment"})
+    return frozenset({"ConfigMap", "Secret", "Deployment", "HorizontalPodAutoscaler"})
+
+
 class NameConflict(RuntimeError):
     """A child's name is held by an object the gateway does not control.
 
@@ -68,6 +77,9 @@ class Reconciler:
     data_plane: dataplane.Store = dataclasses.field(default_factory=dataplane.Store)
     # Each gateway's conditions as last computed, {type: status}: the operator's metrics count them.
     gateway_states: dict[tuple[str, str], dict[str, str]] = dataclasses.field(default_factory=dict)
+    # The gateways whose spec names a policy, (namespace, policy) -> names, from the watches; None
+    # (or returning None) until every gateway has been seen once: a policy pass then lists them.
+    policy_users: Callable[[str, str], Iterable[str] | None] | None = None
 
     # -- LLMGateway -----------------------------------------------------------------
 
@@ -85,7 +97,7 @@ class Reconciler:
         observed = await self._observe_policies(namespace, spec.policy_names())
         secrets = await self._observe_secrets(namespace, observed.values())
         resolution = resolve.gateway_policies(spec, observed, secrets, namespace)
-        live = await self._observe_children(name, namespace)
+        live = await self._observe_children(name, namespace, _wanted_kinds(spec))
         uid = meta["uid"]
         live_deployment = live.get("Deployment")
         if live_deployment is not None and not ownership.controlled_by(live_deployment, uid):
@@ -187,8 +199,15 @@ class Reconciler:
         live = await self.client.get("Deployment", meta["namespace"], names.deployment(meta["name"]))
         return live if live is not None and ownership.controlled_by(live, meta["uid"]) else None
 
-    async def _observe_children(self, name: str, namespace: str) -> dict[str, dict[str, Any]]:
-        """Every live object under a child's name, by kind, whoever controls it."""
+    async def _observe_children(
+        self, name: str, namespace: str, wanted: frozenset[str]
+    ) -> dict[str, dict[str, Any]]:
+        """Every live object under a child's name, by kind, whoever controls it.
+
+        A kind the gateway does not want is only peeked at (the cached client
+        does not ask the API for it): one of the operator's own is watched and
+        so at hand, to be deleted, and anyone else's does not block the gateway.
+        """
         found = {}
         for kind, child in (
             ("ConfigMap", names.config_map(name)),
@@ -196,7 +215,8 @@ class Reconciler:
             ("Deployment", names.deployment(name)),
             ("HorizontalPodAutoscaler", names.hpa(name)),
         ):
-            live = await self.client.get(kind, namespace, child)
+            read = self.client.get if kind in wanted else self.client.peek
+            live = await read(kind, namespace, child)
             if live is not None:
                 found[kind] = live
         return found
@@ -307,14 +327,19 @@ class Reconciler:
         await self._write_status("ProviderPolicy", body, old, new)
 
     async def _policy_usage(self, namespace: str, name: str, new: dict[str, Any]) -> None:
-        """``gateways`` from the API (so a restart never writes a half-known list), and
+        """``gateways`` from ``policy_users`` once it knows them, else from the API (so a restart
+        never writes a half-known list), and
         ``breakerOpenPods`` and ``budgetUsed`` once one of them was polled (and reported a budget)."""
-        users = []
-        for gw in await self.client.list_objects("LLMGateway", namespace):
-            spec = gw.get("spec")
-            if isinstance(spec, Mapping) and name in references.policies_of(spec):
-                users.append(str(gw["metadata"]["name"]))
-        users.sort()
+        known = self.policy_users(namespace, name) if self.policy_users is not None else None
+        if known is not None:
+            users = sorted(known)
+        else:
+            users = []
+            for gw in await self.client.list_objects("LLMGateway", namespace):
+                spec = gw.get("spec")
+                if isinstance(spec, Mapping) and name in references.policies_of(spec):
+                    users.append(str(gw["metadata"]["name"]))
+            users.sort()
         new["gateways"] = users[: policy.MAX_GATEWAYS]
         open_pods = self.data_plane.breaker_open_pods(namespace, name, users)
         if open_pods is not None:

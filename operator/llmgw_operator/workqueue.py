@@ -19,6 +19,8 @@ from llmgw_operator import metrics as metrics_
 logger = logging.getLogger(__name__)
 
 Work = Callable[[Hashable], Awaitable[None]]
+WORKERS = 16
+"""Passes of one queue in flight at once; the others wait their turn, each key still at most once."""
 
 
 class WorkQueue:
@@ -33,8 +35,13 @@ class WorkQueue:
         max_delay: float = 60.0,
         name: str = "",
         metrics: metrics_.Metrics | None = None,
+        workers: int = WORKERS,
     ) -> None:
         self._work = work
+        # Passes in flight at once (controller-runtime's MaxConcurrentReconciles). Unbounded, 5,000
+        # new gateways started 5,000 passes at once: each held its rendered children while their
+        # API calls queued behind one another, so none finished and memory grew past 400 MB.
+        self._slots = asyncio.Semaphore(workers)
         self._base = base_delay
         self._max = max_delay
         self._dirty: dict[Hashable, asyncio.Event] = {}
@@ -105,34 +112,48 @@ class WorkQueue:
                 event = self._dirty.get(key)
                 if event is None or not event.is_set():
                     return
-                event.clear()
-                started = time.monotonic()
-                waited = started - self._queued_at.pop(key, started)
-                result = "success"
-                try:
-                    await self._work(key)
+                error = await self._pass(key)
+                if error is None:
                     failures = 0
-                except asyncio.CancelledError:
-                    raise
-                except Exception as e:
-                    result = "error"
-                    self._note(key, waited, started, result)
-                    failures += 1
-                    delay = min(self._max, self._base * 2 ** (failures - 1))
-                    logger.warning("reconcile of %s failed (%s); retrying in %.1fs", key, e, delay)
-                    # A fresh trigger ends the wait early; otherwise retry after the delay.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(event.wait(), timeout=delay)
-                    if key in self._dirty:
-                        self._dirty[key].set()
-                        if self.metrics is not None:
-                            self.metrics.queue_retries.labels(self.name).inc()
                     continue
-                self._note(key, waited, started, result)
+                failures += 1
+                delay = min(self._max, self._base * 2 ** (failures - 1))
+                logger.warning("reconcile of %s failed (%s); retrying in %.1fs", key, error, delay)
+                # A fresh trigger ends the wait early; otherwise retry after the delay. The wait
+                # holds no worker slot.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), timeout=delay)
+                if key in self._dirty:
+                    self._dirty[key].set()
+                    if self.metrics is not None:
+                        self.metrics.queue_retries.labels(self.name).inc()
         finally:
             self._tasks.pop(key, None)
             if not self._tasks:
                 self._idle.set()
+
+    async def _pass(self, key: Hashable) -> Exception | None:
+        """One pass once a worker slot is free; the error it raised, if any.
+
+        Triggers that arrive while the key waits for a slot coalesce into that
+        pass: the key's event is cleared only when the pass starts.
+        """
+        async with self._slots:
+            event = self._dirty.get(key)
+            if event is None:
+                return None  # forgotten while it waited
+            event.clear()
+            started = time.monotonic()
+            waited = started - self._queued_at.pop(key, started)
+            try:
+                await self._work(key)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._note(key, waited, started, "error")
+                return e
+            self._note(key, waited, started, "success")
+            return None
 
     def _note(self, key: Hashable, waited: float, started: float, result: str) -> None:
         """One pass tried: its metrics, and a wake-up for ``attempted``."""

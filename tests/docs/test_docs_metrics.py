@@ -7,8 +7,8 @@ import time
 import docskit
 import prometheus_client
 
+from llmgw_operator import cache, poll, workqueue
 from llmgw_operator import metrics as operator_metrics
-from llmgw_operator import poll, workqueue
 from llmgw_operator.render import dataplane
 from llmgw_proxy.runtime import state
 from llmgw_proxy.telemetry import metrics
@@ -64,6 +64,7 @@ async def test_the_operator_section_lists_exactly_what_the_operator_exports() ->
     m = operator_metrics.Metrics()
     workqueue.WorkQueue(_work, name="llmgateway", metrics=m)  # as handlers.start makes its queues
     poll.register_gauges(m, dataplane.Store(), {})
+    cache.register_gauges(m, cache.Store())
     assert documented_names(operator_part()) == exported_names(m.registry)
 
 

@@ -81,6 +81,30 @@ async def test_triggers_during_a_pass_collapse_into_one_more_pass() -> None:
     assert work.passes == {"a": 2}
 
 
+async def test_at_most_workers_passes_run_at_once_and_waiting_keys_coalesce() -> None:
+    work = Recorder().held()
+    queue = workqueue.WorkQueue(work, workers=2)
+    keys = [f"k{i}" for i in range(6)]
+    for key in keys:
+        queue.trigger(key)
+
+    async def two_inside() -> None:
+        while len(work.running) < 2:
+            work.entered.clear()
+            await work.entered.wait()
+
+    await asyncio.wait_for(two_inside(), DEADLINE)
+    for _ in range(3):  # the queue's event loop turns: a third pass would start now if allowed
+        await asyncio.sleep(0)
+    assert len(work.running) == 2
+    for key in keys:  # triggers of keys still waiting for a slot join their first pass
+        if key not in work.running:
+            queue.trigger(key)
+    work.release.set()
+    await settle(queue)
+    assert work.passes == dict.fromkeys(keys, 1)
+
+
 async def test_different_keys_are_worked_on_at_the_same_time() -> None:
     work = Recorder().held()
     queue = workqueue.WorkQueue(work)

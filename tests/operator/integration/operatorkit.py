@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.request
 from typing import Any
 
 import yaml
@@ -118,6 +119,12 @@ class OperatorProcess:
             return regex.search(self.text(), offset)
 
         return eventually(found, timeout, f"operator log /{pattern}/")
+
+    def metrics_text(self) -> str:
+        """The operator's /metrics exposition."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return str(resp.read().decode())
 
     def writes_since(self, offset: int, namespace: str) -> list[str]:
         """Write requests the operator made in ``namespace`` (urllib3 logs each at --verbose)."""

@@ -69,14 +69,12 @@ def nudge_and_watch_quiet(
     """Resource versions before and after a reconcile pass the test provoked, plus a quiet window.
 
     An annotation on the gateway makes the operator run a full pass over it;
-    the pass's last read (the HPA lookup) in the log shows it got that far.
+    the pass's last log line shows it got that far.
     """
     offset = operator.offset()
     ns.kubectl("annotate", f"llmgw/{GW}", f"opit.llmgateway.io/nudge={secrets.token_hex(4)}", "--overwrite")
     before = ns.resource_versions(*refs)
-    operator.wait_for_log(
-        rf"GET /apis/autoscaling/v2/namespaces/{ns.name}/horizontalpodautoscalers/{GW} ", offset
-    )
+    operator.wait_for_log(rf"LLMGateway {ns.name}/{GW}: pass done", offset)
     time.sleep(QUIET_WINDOW)  # a bounded window for asserting absence; see QUIET_WINDOW
     after = ns.resource_versions(*refs)
     assert operator.writes_since(offset, ns.name) == []
@@ -476,10 +474,8 @@ def test_a_restarted_operator_adopts_its_children_without_writes(
     offset = operator_process.offset()
     operator_process.start()
 
-    # Its first pass over the gateway after the restart reads the children and writes nothing.
-    operator_process.wait_for_log(
-        rf"GET /apis/autoscaling/v2/namespaces/{ns.name}/horizontalpodautoscalers/{GW} ", offset
-    )
+    # Its first pass over the gateway after the restart finds the children and writes nothing.
+    operator_process.wait_for_log(rf"LLMGateway {ns.name}/{GW}: pass done", offset)
     time.sleep(QUIET_WINDOW)  # a bounded window for asserting absence; see QUIET_WINDOW
     assert operator_process.writes_since(offset, ns.name) == []
     assert ns.resource_versions(*refs) == versions

@@ -118,8 +118,8 @@ def test_ready_only_after_the_first_listing_has_had_its_passes(
         offset = 0
         ready_line = second.wait_for_log(r"first listing processed: ready", offset, timeout=60)
         text = second.text()[: ready_line.start()]
-        assert f"/namespaces/{ns.name}/llmgateways/{GW} " in text  # the gateway's pass came first
-        assert f"/namespaces/{ns.name}/providerpolicies/primary " in text
+        assert f"LLMGateway {ns.name}/{GW}: pass done" in text  # the gateway's pass came first
+        assert f"ProviderPolicy {ns.name}/primary: pass done" in text
 
         def answered() -> str | None:
             status, body = get(f"http://127.0.0.1:{second.metrics_port}/readyz")
