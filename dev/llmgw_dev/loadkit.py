@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import pathlib
+import resource
 import sys
 from collections.abc import AsyncIterator
 
@@ -73,15 +74,27 @@ def _tail(log: pathlib.Path) -> str:
 
 @contextlib.asynccontextmanager
 async def sidecar(
-    config_path: pathlib.Path, log: pathlib.Path, reload_interval: float = 1.0
+    config_path: pathlib.Path,
+    log: pathlib.Path,
+    reload_interval: float = 1.0,
+    open_files: int | None = None,
 ) -> AsyncIterator[Sidecar]:
-    """Run ``llmgw-proxy`` on loopback ports of its choosing until the block ends."""
+    """Run ``llmgw-proxy`` on loopback ports of its choosing until the block ends.
+
+    ``open_files`` starts it with that soft open-file limit, as a container runtime may.
+    """
+
+    def limit() -> None:
+        if open_files is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard))
+
     with log.open("wb") as out:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "llmgw_proxy.cli", "--config", str(config_path),
             "--host", "127.0.0.1", "--port", "0", "--admin-host", "127.0.0.1", "--admin-port", "0",
             "--reload-interval", str(reload_interval),
-            stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL,
+            stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL, preexec_fn=limit,
         )  # fmt: skip
     try:
         loop = asyncio.get_running_loop()
