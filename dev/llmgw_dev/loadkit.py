@@ -125,7 +125,7 @@ async def fake_server(fake: fake_provider.FakeProvider) -> AsyncIterator[str]:
     """Serve ``fake`` on a free loopback port; yields its base URL (up to ``/v1``)."""
     runner = web.AppRunner(fake.app(), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)  # a burst of streams is not dropped
     await site.start()
     host, port = runner.addresses[0][:2]
     try:

@@ -101,6 +101,7 @@ async def run(
             api_port,
             max_connections=cfg.listen.max_connections,
             handler_args={**api_args, "access_log": None},
+            backlog=cfg.listen.max_connections,  # see listen.CappedSite
         ),
         listen.CappedSite(
             admin_runner,
@@ -108,6 +109,7 @@ async def run(
             admin_port,
             max_connections=cfg.admin.max_connections,
             handler_args={**admin_args, "access_log": None},
+            backlog=cfg.admin.max_connections,
         ),
     )
     try:
