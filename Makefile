@@ -91,10 +91,12 @@ bench-dataplane: $(STAMP)
 	$(PY) -m llmgw_dev.bench_dataplane $(BENCH_ARGS)
 
 # Upstream 5xx, resets, stalls and mid-stream cuts mixed, through a real sidecar for 10 minutes:
-# requests by outcome, overshoot past the deadline, RSS growth (`make test` runs 60 s of it).
+# requests by outcome, overshoot past the deadline, RSS growth (`make test` runs 60 s of it);
+# then the config rewritten every 100 ms for 60 s under load (`make test`: 12 s).
 SOAK_SECONDS ?= 600
 soak: $(STAMP)
 	$(PY) -m llmgw_dev.soak --duration $(SOAK_SECONDS)
+	$(PY) -m llmgw_dev.reload_load --duration 60
 
 # 2,000 concurrent long-lived streams straight to a fake provider, then through one sidecar.
 bench-streams: $(STAMP)
