@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test unit demo lint bench-start bench-proxy bench-operator bench-dataplane binaries generate cluster-up cluster-down clean
+.PHONY: test unit demo lint bench-start bench-proxy bench-operator bench-dataplane bench-streams soak binaries generate cluster-up cluster-down clean
 
 $(STAMP): pyproject.toml
 	@echo "make: setting up $(VENV): a virtualenv with llmgw and its proxy, operator and dev dependencies"
@@ -89,6 +89,18 @@ bench-operator: $(STAMP) binaries
 # The data-plane poller against 1,000 loopback /status servers: time per round, CPU, memory.
 bench-dataplane: $(STAMP)
 	$(PY) -m llmgw_dev.bench_dataplane $(BENCH_ARGS)
+
+# Upstream 5xx, resets, stalls and mid-stream cuts mixed, through a real sidecar for 10 minutes:
+# requests by outcome, overshoot past the deadline, RSS growth (`make test` runs 60 s of it);
+# then the config rewritten every 100 ms for 60 s under load (`make test`: 12 s).
+SOAK_SECONDS ?= 600
+soak: $(STAMP)
+	$(PY) -m llmgw_dev.soak --duration $(SOAK_SECONDS)
+	$(PY) -m llmgw_dev.reload_load --duration 60
+
+# 2,000 concurrent long-lived streams straight to a fake provider, then through one sidecar.
+bench-streams: $(STAMP)
+	$(PY) -m llmgw_dev.bench_concurrent_streams $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

@@ -16,6 +16,7 @@ fault is a JSON object (or ``Fault``) with any of:
 - ``reset`` (bool): drop the connection without answering
 - ``stall`` (s): wait before sending headers
 - ``stallMidStream`` (s): for streams, wait after the first chunk
+- ``cutMidStream`` (bool): for streams, drop the connection after the first chunk
 - ``stallFirstEvent`` (s): for streams, wait after the headers, before the first event
 - ``resetFirstEvent`` (bool): for streams, drop the connection after the headers
 - ``errorEvent`` (bool): for streams, send an in-band error event as the first event
@@ -72,6 +73,7 @@ class Fault:
     reset_first_event: bool = False
     error_event: bool = False
     code: str | None = None
+    cut_mid_stream: bool = False
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Fault:
@@ -88,6 +90,7 @@ class Fault:
             "resetFirstEvent": "reset_first_event",
             "errorEvent": "error_event",
             "code": "code",
+            "cutMidStream": "cut_mid_stream",
         }
         unknown = set(data) - set(names)
         if unknown:
@@ -299,6 +302,10 @@ class FakeProvider:
                 await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
                 if i == 0 and fault.stall_mid_stream:
                     await asyncio.sleep(fault.stall_mid_stream)
+                if i == 0 and fault.cut_mid_stream:
+                    assert request.transport is not None
+                    request.transport.abort()
+                    raise asyncio.CancelledError
                 if fault.chunk_delay:
                     await asyncio.sleep(fault.chunk_delay)
             if include_usage:
@@ -366,6 +373,7 @@ control API, on the same port:
                               {"faults": [{"status": 429, "retryAfter": 2, "times": 3}]}
                               a fault has any of: status, retryAfter (s), reset (drop the
                               connection), stall (s before headers), stallMidStream (s),
+                              cutMidStream (drop it after the first chunk),
                               chunkDelay (s between stream chunks), latency (s),
                               stallFirstEvent (s after a stream's headers),
                               resetFirstEvent (drop it after the headers), errorEvent

@@ -115,7 +115,13 @@ class _Refuse(asyncio.Protocol):
 
 
 class CappedSite(web.TCPSite):
-    """A TCP site that serves at most ``max_connections`` connections at once."""
+    """A TCP site that serves at most ``max_connections`` connections at once.
+
+    Give it a ``backlog`` of ``max_connections`` (the kernel caps it at ``somaxconn``):
+    at aiohttp's default of 128, a burst of new connections while the loop is busy
+    overflows the accept queue, and each connection dropped there waits a SYN
+    retransmit (1 s, then 3 s, ...) before it is even seen.
+    """
 
     def __init__(
         self,

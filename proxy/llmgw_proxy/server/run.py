@@ -18,7 +18,7 @@ from aiohttp import web
 
 from llmgw_proxy import config
 from llmgw_proxy.runtime import drain, reload, state
-from llmgw_proxy.server import admin, api, listen
+from llmgw_proxy.server import admin, api, listen, openfiles
 from llmgw_proxy.telemetry import logs, metrics, tracing
 
 log = logging.getLogger("llmgw.server")
@@ -74,6 +74,7 @@ async def run(
         return 2
     cfg = watcher.config
     assert cfg is not None
+    openfiles.ensure(cfg)  # read at start like the listeners' caps: a reload does not redo it
     tracing_ = tracing.from_environment()
 
     api_args = listen.handler_args(cfg.listen.idle_timeout)
@@ -100,6 +101,7 @@ async def run(
             api_port,
             max_connections=cfg.listen.max_connections,
             handler_args={**api_args, "access_log": None},
+            backlog=cfg.listen.max_connections,  # see listen.CappedSite
         ),
         listen.CappedSite(
             admin_runner,
@@ -107,6 +109,7 @@ async def run(
             admin_port,
             max_connections=cfg.admin.max_connections,
             handler_args={**admin_args, "access_log": None},
+            backlog=cfg.admin.max_connections,
         ),
     )
     try:
