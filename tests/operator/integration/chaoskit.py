@@ -72,8 +72,10 @@ def items(c: local_cluster.Cluster, path: str) -> list[dict[str, Any]]:
     return found
 
 
-def gateways(c: local_cluster.Cluster, namespace: str) -> list[dict[str, Any]]:
-    return items(c, f"/apis/llmgateway.io/v1alpha1/namespaces/{namespace}/llmgateways")
+def gateways(c: local_cluster.Cluster, namespace: str, name: str | None = None) -> list[dict[str, Any]]:
+    """The gateways of ``namespace`` (with ``name``, that one or none)."""
+    found = items(c, f"/apis/llmgateway.io/v1alpha1/namespaces/{namespace}/llmgateways")
+    return [g for g in found if name is None or g["metadata"]["name"] == name]
 
 
 def ready_count(c: local_cluster.Cluster, namespace: str) -> int:
@@ -201,6 +203,7 @@ class StallProxy:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self.accepted = 0
+        self.swallowed = 0  # reads from clients on silenced connections
         threading.Thread(target=self._accept, daemon=True, name="stall-proxy").start()
 
     def _accept(self) -> None:
@@ -227,19 +230,25 @@ class StallProxy:
 
     def _pump(self, link: _Link) -> None:
         ends = {link.client: link.upstream, link.upstream: link.client}
+        open_ = [link.client, link.upstream]
         try:
-            while not self._closed.is_set():
-                if link.stalled.is_set():
-                    # Hold both sockets open and read nothing: the peers see silence, not a close.
-                    self._closed.wait()
-                    return
-                readable, _, _ = select.select(list(ends), [], [], 0.2)
+            while not self._closed.is_set() and link.client in open_:
+                readable, _, _ = select.select(open_, [], [], 0.2)
                 for sock in readable:
                     data = sock.recv(65536)
+                    if link.stalled.is_set():
+                        # Silence: what the client sends goes nowhere (counted, so a test knows a
+                        # request now hangs), and neither end's close reaches the other.
+                        if not data:
+                            open_.remove(sock)
+                        elif sock is link.client:
+                            with self._lock:
+                                self.swallowed += 1
+                        continue
                     if not data:
                         return
-                    if not link.stalled.is_set():
-                        ends[sock].sendall(data)
+                    ends[sock].sendall(data)
+            self._closed.wait()
         except OSError:
             return
         finally:

@@ -268,3 +268,239 @@ def test_edits_from_many_clients_end_at_the_last_spec(
         f"\n[chaos] {clients * per_client} edits from {clients} clients in {edited - started:.1f}s; "
         f"status at the last generation and the ConfigMap at the last spec {took:.1f}s after the last edit"
     )
+
+
+# -- two replicas in peering; the active one is killed -------------------------------------
+
+PEERING = "chaos-peers"
+WEBHOOK_SECRET = "llmgw-webhook-tls"
+
+
+def webhook_configuration(name: str, namespace: str, port: int) -> dict[str, Any]:
+    """Pods labelled with a gateway in ``namespace`` go to the webhook behind ``port`` (the balancer
+    that stands in for the chart's Service), refused when no replica answers (failurePolicy Fail)."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "inject.llmgateway.io",
+                "clientConfig": {"url": f"https://127.0.0.1:{port}/inject"},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["pods"],
+                    }
+                ],
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "objectSelector": {
+                    "matchExpressions": [{"key": "llmgateway.io/gateway", "operator": "Exists"}]
+                },
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 5,
+            }
+        ],
+    }
+
+
+class Admissions:
+    """Creates a labelled pod every half second from a thread and records whether each was admitted
+    with the sidecar, so the webhook is exercised before, during and after the failover."""
+
+    def __init__(self, c: local_cluster.Cluster, namespace: str, gateway: str) -> None:
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_kube_config(str(c.kubeconfig), client_configuration=configuration)  # type: ignore[no-untyped-call]
+        self.api = kubernetes.client.CoreV1Api(kubernetes.client.ApiClient(configuration))
+        self.namespace, self.gateway = namespace, gateway
+        self.results: list[str] = []  # "ok" or what went wrong
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Admissions:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": f"app-{len(self.results)}",
+                    "labels": {"llmgateway.io/gateway": self.gateway},
+                },
+                "spec": {
+                    "containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "1d"]}]
+                },
+            }
+            try:
+                made = self.api.create_namespaced_pod(self.namespace, pod)
+                names = [c.name for c in (made.spec.init_containers or []) + made.spec.containers]
+                self.results.append(
+                    "ok" if "llmgw-proxy" in names else f"admitted without the sidecar: {names}"
+                )
+            except kubernetes.client.ApiException as e:
+                self.results.append(f"{e.status} {e.reason}: {str(e.body)[:200]}")
+            self._stop.wait(0.5)  # the pace of a client creating pods, not a wait for a condition
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join()
+        return self.results
+
+
+def test_standby_takes_over_from_a_killed_active_replica_and_admission_keeps_working(
+    private: local_cluster.Cluster, ns: str, tmp_path: pathlib.Path
+) -> None:
+    c = private
+    c.kubectl("apply", "-f", "-", input=json.dumps(
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": PEERING, "namespace": ns}}
+    ))  # fmt: skip
+    ports = [operatorkit.free_port(), operatorkit.free_port()]
+    balancer = chaoskit.StallProxy(ports)
+    configuration = f"chaos-{ns}"
+    replicas = []
+    try:
+        for i, (port, priority) in enumerate(zip(ports, (200, 100), strict=True)):
+            args = (
+                POLL_PERIOD,
+                f"--priority={priority}",
+                f"--webhook-port={port}",
+                "--webhook-address=127.0.0.1",
+                "--webhook-host=127.0.0.1",
+                f"--webhook-secret={ns}/{WEBHOOK_SECRET}",
+                f"--webhook-configuration={configuration}",
+            )
+            log = tmp_path / f"replica-{i}.log"
+            replicas.append(start_operator(c.kubeconfig, log, ns, *args, peering=PEERING))
+        active, standby = replicas
+        active.wait_for_log(r"Resuming operations", 0, timeout=60)
+
+        def peers() -> dict[str, Any]:
+            found = c.kubectl("-n", ns, "get", "kopfpeering", PEERING, "-o", "json").stdout
+            status: dict[str, Any] = json.loads(found).get("status") or {}
+            return status
+
+        eventually(lambda: len(peers()) == 2, 60, "both replicas in the peering object")
+        c.kubectl(
+            "apply", "-f", "-", input=json.dumps(webhook_configuration(configuration, ns, balancer.port))
+        )
+
+        def published() -> bool:
+            live = json.loads(
+                c.kubectl("get", "mutatingwebhookconfiguration", configuration, "-o", "json").stdout
+            )
+            return bool(live["webhooks"][0]["clientConfig"].get("caBundle"))
+
+        eventually(published, 60, "the CA bundle in the webhook configuration")
+        injected = chaoskit.gateway("inj", ns)
+        del injected["spec"]["template"], injected["spec"]["replicas"]
+        c.kubectl("apply", "-f", "-", input=chaoskit.as_list([chaoskit.gateway("before", ns), injected]))
+        converge(
+            lambda: [p for g in chaoskit.gateways(c, ns) for p in chaoskit.gateway_problems(g)],
+            120,
+            "the gateways before the failover",
+        )
+        # The bound the standby waits is the active replica's own record: the configured lifetime.
+        assert sorted(p["lifetime"] for p in peers().values()) == [10, 10]
+        assert "Resuming operations" not in standby.text()  # it stood by
+
+        admissions = Admissions(c, ns, "inj").start()
+        eventually(lambda: len(admissions.results) >= 3, 60, "admissions before the failover")
+        offset = standby.offset()
+        active.kill()
+        killed = time.monotonic()
+        c.kubectl("apply", "-f", "-", input=json.dumps(chaoskit.gateway("after", ns)))
+        took = converge(
+            lambda: (
+                chaoskit.gateway_problems(chaoskit.gateways(c, ns, "after")[0])
+                if chaoskit.gateways(c, ns, "after")
+                else ["not created"]
+            ),
+            120,
+            "the gateway created after the failover",
+            interval=0.2,
+        )
+        resumed = standby.wait_for_log(r"Resuming operations", offset, timeout=10)
+        during = len(admissions.results)
+        eventually(lambda: len(admissions.results) >= during + 3, 60, "admissions after the failover")
+        results = admissions.stop()
+        assert resumed
+        assert [r for r in results if r != "ok"] == []
+        print(
+            f"\n[chaos] active replica SIGKILLed: the standby reconciled a new gateway to Ready "
+            f"{took:.1f}s later ({time.monotonic() - killed:.1f}s to now); "
+            f"{len(results)} pods admitted with the sidecar, none refused"
+        )
+    finally:
+        for replica in replicas:
+            replica.stop()
+        balancer.close()
+        c.kubectl("delete", "mutatingwebhookconfiguration", configuration, check=False)
+
+
+# -- a watch that goes silent ------------------------------------------------------------------
+
+INACTIVITY = 20  # below the default (70 s) to keep the test short; docs/reliability.md has both
+
+
+def test_sigterm_is_honoured_while_an_api_request_hangs_on_a_silent_connection(
+    private: local_cluster.Cluster, ns: str, tmp_path: pathlib.Path
+) -> None:
+    c = private
+    proxy = chaoskit.StallProxy([c.api_port])
+    kubeconfig = chaoskit.kubeconfig_through(c, proxy.port, tmp_path / "kubeconfig")
+    process = start_operator(kubeconfig, tmp_path / "operator.log", ns, "--data-plane-period=1")
+    try:
+        c.kubectl("apply", "-f", "-", input=json.dumps(chaoskit.gateway("hung", ns)))
+        converge(lambda: convergence_problems(c, ns, {"hung"}), 120, "the gateway")
+        proxy.stall()
+        # The poller's next request goes out on a pooled connection that is now silent; its
+        # worker thread waits for the request timeout (30 s), and urllib3 then tries again.
+        eventually(lambda: proxy.swallowed > 0, 30, "a request sent into a silenced connection")
+        assert process.stop(timeout=10) == 0
+    finally:
+        process.stop()
+        proxy.close()
+
+
+def test_a_silently_stalled_connection_to_the_api_server_is_noticed_and_an_edit_converges(
+    private: local_cluster.Cluster, ns: str, tmp_path: pathlib.Path
+) -> None:
+    c = private
+    proxy = chaoskit.StallProxy([c.api_port])
+    kubeconfig = chaoskit.kubeconfig_through(c, proxy.port, tmp_path / "kubeconfig")
+    process = start_operator(
+        kubeconfig, tmp_path / "operator.log", ns, POLL_PERIOD, f"--watch-inactivity={INACTIVITY}"
+    )
+    try:
+        c.kubectl("apply", "-f", "-", input=json.dumps(chaoskit.gateway("stalled", ns)))
+        converge(lambda: convergence_problems(c, ns, {"stalled"}), 120, "the gateway before the stall")
+        silenced = proxy.stall()
+        stalled = time.monotonic()
+        c.kubectl("-n", ns, "patch", "llmgw", "stalled", "--type=merge", "-p",
+                  json.dumps({"spec": {"cache": {"maxEntries": 777}}}))  # fmt: skip
+
+        def edited() -> list[str]:
+            gw = chaoskit.gateways(c, ns)[0]
+            problems = chaoskit.gateway_problems(gw)
+            data = chaoskit.items(c, f"/api/v1/namespaces/{ns}/configmaps?labelSelector={chaoskit.MANAGED}")
+            rendered = yaml.safe_load(data[0]["data"]["proxy.yaml"])["cache"]
+            if rendered.get("maxEntries", rendered.get("max_entries")) != 777:
+                problems.append(f"ConfigMap cache {rendered}")
+            return problems
+
+        took = converge(edited, 300, "the edit made while the connections were silent", interval=0.5)
+        print(
+            f"\n[chaos] {silenced} operator connections to the API server silenced; the edit made then "
+            f"converged {took:.1f}s later ({time.monotonic() - stalled:.1f}s after the stall)"
+        )
+        assert silenced > 0
+    finally:
+        process.stop()
+        proxy.close()
