@@ -327,7 +327,7 @@ class Admissions:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            pod = {
+            pod: dict[str, Any] = {
                 "apiVersion": "v1",
                 "kind": "Pod",
                 "metadata": {
@@ -339,8 +339,10 @@ class Admissions:
                 },
             }
             try:
-                made = self.api.create_namespaced_pod(self.namespace, pod)
-                names = [c.name for c in (made.spec.init_containers or []) + made.spec.containers]
+                made = self.api.create_namespaced_pod(self.namespace, pod)  # type: ignore[arg-type]
+                spec = made.spec
+                assert spec is not None
+                names = [c.name for c in (spec.init_containers or []) + spec.containers]
                 self.results.append(
                     "ok" if "llmgw-proxy" in names else f"admitted without the sidecar: {names}"
                 )
