@@ -4,7 +4,9 @@ etcd, kube-apiserver, kube-controller-manager (garbage collector, Deployment and
 ReplicaSet controllers), kube-scheduler and kwok (fake nodes that run pods
 without a kubelet) are started as child processes. Ports are picked at run
 time so clusters can run side by side. A state file records the process ids
-so ``down`` stops exactly what ``up`` started, even from another process.
+so ``down`` stops exactly what ``up`` started, even from another process, and
+the argv of each, so ``kill`` and ``start_again`` can crash one component and
+bring it back on the same ports and data (the chaos tests).
 """
 
 from __future__ import annotations
