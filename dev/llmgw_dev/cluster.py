@@ -4,7 +4,9 @@ etcd, kube-apiserver, kube-controller-manager (garbage collector, Deployment and
 ReplicaSet controllers), kube-scheduler and kwok (fake nodes that run pods
 without a kubelet) are started as child processes. Ports are picked at run
 time so clusters can run side by side. A state file records the process ids
-so ``down`` stops exactly what ``up`` started, even from another process.
+so ``down`` stops exactly what ``up`` started, even from another process, and
+the argv of each, so ``kill`` and ``start_again`` can crash one component and
+bring it back on the same ports and data (the chaos tests).
 """
 
 from __future__ import annotations
@@ -66,6 +68,8 @@ class Component:
     argv0: str
     start_ticks: str
     log: str
+    # What it was started with, so `start_again` can bring it back on the same ports and data.
+    argv: list[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -195,19 +199,79 @@ def _tail(path: Path, lines: int = 25) -> str:
 
 
 def _start(cluster: Cluster, name: str, argv: list[str]) -> None:
+    cluster.components.append(_spawn(cluster, name, argv, "wb"))
+    cluster.save()
+
+
+def _spawn(cluster: Cluster, name: str, argv: list[str], mode: str) -> Component:
     log = cluster.data_dir / "logs" / f"{name}.log"
     log.parent.mkdir(exist_ok=True)
-    with log.open("wb") as out:
+    with log.open(mode) as out:
         # A new session: the components outlive the `up` command and ignore
         # the terminal's Ctrl-C; `down` signals them by pid.
         proc = subprocess.Popen(
             argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
     _children[proc.pid] = proc
-    cluster.components.append(
-        Component(name=name, pid=proc.pid, argv0=argv[0], start_ticks=_start_ticks(proc.pid), log=str(log))
+    return Component(
+        name=name, pid=proc.pid, argv0=argv[0], start_ticks=_start_ticks(proc.pid), log=str(log), argv=argv
     )
+
+
+# -- crashing and restarting one component (the chaos tests) --------------------------
+
+
+def component(cluster: Cluster, name: str) -> Component:
+    for c in cluster.components:
+        if c.name == name:
+            return c
+    raise ClusterError(f"cluster {cluster.name!r} has no component {name!r}")
+
+
+def kill(cluster: Cluster, name: str, timeout: float = 10) -> None:
+    """SIGKILL one component, as a crash or an OOM kill would end it, and return once it is gone."""
+    c = component(cluster, name)
+    if _pid_is(c.pid, c.start_ticks):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(c.pid, signal.SIGKILL)
+    proc = _children.pop(c.pid, None)
+    if proc is not None:
+        proc.wait(timeout=timeout)
+    elif not _gone_by(c, time.monotonic() + timeout):
+        raise ClusterError(f"{name} (pid {c.pid}) outlived SIGKILL for {timeout:.0f}s")
+
+
+def start_again(cluster: Cluster, name: str, timeout: float = 90) -> Component:
+    """Start a stopped component with the argv it first had (so its ports and data directory),
+    its log appended to, and return once it serves again."""
+    old = component(cluster, name)
+    if _pid_is(old.pid, old.start_ticks):
+        raise ClusterError(f"{name} is still running (pid {old.pid}); kill it first")
+    if not old.argv:
+        raise ClusterError(f"{name} was started by an older llmgw-dev that kept no argv; cannot restart it")
+    new = _spawn(cluster, name, old.argv, "ab")
+    cluster.components[cluster.components.index(old)] = new
     cluster.save()
+    _wait_for(f"{name} to serve again", lambda: _serves(cluster, new), timeout, cluster, name)
+    return new
+
+
+def restart(cluster: Cluster, name: str, timeout: float = 90) -> Component:
+    """``kill`` then ``start_again``: a crash and the supervisor's restart."""
+    kill(cluster, name)
+    return start_again(cluster, name, timeout)
+
+
+def _serves(cluster: Cluster, c: Component) -> bool:
+    """The component's own health endpoint answers (kwok has none we can reach: alive is enough)."""
+    if c.name == "etcd":
+        return _http_ok(f"http://127.0.0.1:{cluster.etcd_port}/health")
+    if c.name == "kube-apiserver":
+        return _readyz(cluster)
+    port = next((a.split("=", 1)[1] for a in c.argv if a.startswith("--secure-port=")), None)
+    if port is not None:
+        return _https_ok(f"https://127.0.0.1:{port}/healthz")
+    return _pid_is(c.pid, c.start_ticks)
 
 
 def _write_kubeconfig(cluster: Cluster) -> None:
@@ -423,6 +487,8 @@ def _up(cluster: Cluster, bins: dict[str, Path], nodes: int, timeout: float) -> 
             "--node-lease-duration-seconds=40",
         ],
     )
+    if nodes == 0:
+        return  # the caller brings nodes of its own (fake_node)
     cluster.kubectl("apply", "-f", "-", input=_fake_nodes_manifest(nodes))
     _wait_for(f"{nodes} Ready kwok nodes", lambda: _ready_nodes(cluster) >= nodes, timeout, cluster, "kwok")
 

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import datetime
 import hashlib
+import logging
 import os
 import sys
+import threading
+import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import kopf
 
@@ -18,6 +23,11 @@ from llmgw_operator import certs, kopf_fixes, poll, webhook
 from llmgw_operator.render import pod_rules
 
 PRIORITY_RANGE = 1_000_000
+# kopf's default lifetime is 60 s: a standby waited up to a minute after the active replica died.
+PEERING_LIFETIME = 10
+# kopf's default, 70 s, sits above the API server's bookmark interval (about 60 s): an idle but
+# healthy watch is never reopened, a silent one is within this.
+WATCH_INACTIVITY = 70.0
 
 
 def peering_priority(args: argparse.Namespace) -> int:
@@ -58,6 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--priority", type=int, help="peering priority (default: derived from POD_ID if asked, else 0)"
+    )
+    parser.add_argument(
+        "--peering-lifetime",
+        metavar="SECONDS",
+        type=int,
+        choices=range(2, 3601),
+        default=PEERING_LIFETIME,
+        help="a replica silent this long counts as gone and a standby takes over; each renews its "
+        f"record 5-10 s sooner (2-3600, default {PEERING_LIFETIME})",
+    )
+    parser.add_argument(
+        "--watch-inactivity",
+        metavar="SECONDS",
+        type=_positive(3600),
+        default=WATCH_INACTIVITY,
+        help="a watch that delivered nothing (not even a bookmark) this long is taken for dead and "
+        f"opened again (default {WATCH_INACTIVITY:g})",
     )
     pods = parser.add_argument_group(
         "gateway pod templates",
@@ -253,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     del handlers
     kopf_fixes.apply()
     try:
-        asyncio.run(
+        stuck = run(
             kopf.operator(
                 clusterwide=not args.namespace,
                 namespaces=args.namespace,
@@ -266,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                     pod_rules=rules_of(args),
                     polling=polling_of(args),
                     metrics_port=args.metrics_port,
+                    peering_lifetime=args.peering_lifetime,
+                    watch_inactivity=args.watch_inactivity,
                     namespaces=tuple(args.namespace),
                     webhook=settings,
                 ),
@@ -273,7 +302,55 @@ def main(argv: list[str] | None = None) -> int:
         )
     except KeyboardInterrupt:
         return 0
+    if stuck:
+        # Only a worker thread blocked in an API request is left: end without joining it.
+        logging.getLogger(__name__).warning(
+            "stopped; not waiting for %d API request(s) still blocked on the network", len(stuck)
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+EXIT_GRACE = 2.0
+"""Seconds a stopped operator waits for API requests still in flight in worker threads."""
+
+
+def run(main: Coroutine[Any, Any, None], grace: float = EXIT_GRACE) -> list[threading.Thread]:
+    """``asyncio.run(main)``, except that worker threads are waited for only ``grace`` seconds;
+    returns those still running then.
+
+    Every API request of the reconciler runs in a worker thread (``kube.Client``). One blocked on
+    a connection that went silent (a load balancer that lost its state, a stalled network) holds
+    its thread for the request timeout, and urllib3 tries again on the next pooled connection:
+    ``asyncio.run`` waits for the default executor, and interpreter exit joins its threads, so
+    SIGTERM was not honoured for up to minutes and the kubelet's SIGKILL ended the process.
+    kopf has stopped by then (its cleanup ran, its peering record is gone): nothing is left to do.
+    """
+    loop = asyncio.new_event_loop()
+    executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="llmgw-api")
+    loop.set_default_executor(executor)
+    asyncio.set_event_loop(loop)
+    try:
+        loop.run_until_complete(main)
+    finally:
+        try:
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+            asyncio.set_event_loop(None)
+            loop.close()
+    deadline = time.monotonic() + grace
+    workers = [t for t in threading.enumerate() if t.name.startswith("llmgw-api")]
+    for worker in workers:
+        worker.join(max(0.0, deadline - time.monotonic()))
+    return [t for t in workers if t.is_alive()]
 
 
 if __name__ == "__main__":

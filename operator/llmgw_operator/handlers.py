@@ -55,6 +55,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
+    # Bounds of a failure's reach (cli.py has the defaults): how long a standby waits for a replica
+    # killed without a word, and how long a silently stalled watch goes unnoticed.
+    settings.peering.lifetime = int(memo.get("peering_lifetime") or settings.peering.lifetime)
+    settings.watching.inactivity_timeout = float(
+        memo.get("watch_inactivity") or settings.watching.inactivity_timeout
+    )
     # Server-side selectors: the operator's watches (and kopf's caches) hold
     # only Secrets marked as provider keys plus its own children, never every
     # Secret or ConfigMap of the cluster. The handlers' label filters below are

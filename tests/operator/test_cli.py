@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import pytest
 
 from llmgw_operator import cli
@@ -39,3 +42,31 @@ def test_a_data_plane_period_out_of_bounds_is_refused(capsys: pytest.CaptureFixt
         with pytest.raises(SystemExit):
             cli.build_parser().parse_args(argv)
     assert "must be more than 0" in capsys.readouterr().err
+
+
+def test_peering_lifetime_and_watch_inactivity_defaults_and_bounds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = cli.build_parser().parse_args([])
+    assert (args.peering_lifetime, args.watch_inactivity) == (10, 70.0)
+    args = cli.build_parser().parse_args(["--peering-lifetime=30", "--watch-inactivity=15"])
+    assert (args.peering_lifetime, args.watch_inactivity) == (30, 15.0)
+    for argv in (["--peering-lifetime=1"], ["--watch-inactivity=0"]):
+        with pytest.raises(SystemExit):
+            cli.build_parser().parse_args(argv)
+
+
+def test_the_loop_ends_without_waiting_for_a_worker_blocked_in_a_request() -> None:
+    release = threading.Event()
+
+    async def operator() -> None:
+        # An API request stuck on a silent connection: its worker thread outlives the loop.
+        asyncio.get_running_loop().run_in_executor(None, release.wait)
+        await asyncio.sleep(0)
+
+    try:
+        stuck = cli.run(operator(), grace=0.05)
+        assert len(stuck) == 1 and stuck[0].is_alive()
+    finally:
+        release.set()
+    assert cli.run(asyncio.sleep(0), grace=0.05) == []

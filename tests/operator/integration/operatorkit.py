@@ -50,15 +50,22 @@ def free_port() -> int:
 
 
 class OperatorProcess:
-    """`llmgw-operator --standalone --verbose` as a child process, its log in a file."""
+    """`llmgw-operator --standalone --verbose` as a child process, its log in a file; with
+    ``peering``, `--peering=NAME` instead of `--standalone` (a replica among others)."""
 
     def __init__(
-        self, kubeconfig: pathlib.Path, log: pathlib.Path, namespaces: str, extra_args: tuple[str, ...] = ()
+        self,
+        kubeconfig: pathlib.Path,
+        log: pathlib.Path,
+        namespaces: str,
+        extra_args: tuple[str, ...] = (),
+        peering: str | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log = log
         self.namespaces = namespaces
         self.extra_args = extra_args
+        self.peering = peering
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()  # not 8080: other operators may run on this machine
 
@@ -68,7 +75,7 @@ class OperatorProcess:
             sys.executable,
             "-m",
             "llmgw_operator.cli",
-            "--standalone",
+            f"--peering={self.peering}" if self.peering else "--standalone",
             "--verbose",
             "-n",
             self.namespaces,
@@ -99,6 +106,13 @@ class OperatorProcess:
             proc.kill()
             proc.wait()
             raise AssertionError(f"the operator ignored SIGTERM for {timeout}s\n{self.tail()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL, as an OOM kill or a lost node ends it: no cleanup runs, nothing is said to peers."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.kill()
+            proc.wait()
 
     def text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
