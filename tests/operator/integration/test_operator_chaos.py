@@ -200,10 +200,19 @@ def test_operator_killed_mid_apply_converges_without_duplicates_and_then_writes_
         took = time.monotonic() - started
         assert ready_before < len(names)
 
-        # Steady state: a quiet window covering two poll rounds writes nothing at all.
+        # Steady state: a quiet window covering two poll rounds writes nothing at all. It starts
+        # once both counts held still for a moment: a write in flight when they are first read
+        # would be counted by the operator at once and by the API server only inside the window.
         port = process.metrics_port
-        ours, theirs = chaoskit.write_counts(port), chaoskit.apiserver_writes(private, "llmgateways")
         quiet = threading.Event()
+
+        def settled() -> tuple[dict[str, float], float] | None:
+            first = chaoskit.write_counts(port), chaoskit.apiserver_writes(private, "llmgateways")
+            quiet.wait(3)  # how long the counts must hold still to call it the start of the window
+            second = chaoskit.write_counts(port), chaoskit.apiserver_writes(private, "llmgateways")
+            return first if first == second else None
+
+        ours, theirs = eventually(settled, 120, "the operator's writes to settle")
         quiet.wait(12)  # an observation window: nothing to await, the assertion is that nothing happens
         assert chaoskit.write_counts(port) == ours
         assert chaoskit.apiserver_writes(private, "llmgateways") == theirs
