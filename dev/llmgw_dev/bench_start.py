@@ -6,6 +6,8 @@ process's spawn to its first 200 on ``/readyz``, then reads its ``VmRSS`` after
 default) runs the same way from an exported copy put first on ``PYTHONPATH``,
 so both columns come from one run on one machine. Prints medians and the
 ratios; no verdict (the targets are 45 MB and 0.5 s, docs/reliability.md).
+Each tree runs with the ``PYTHONOPTIMIZE`` its ``Dockerfile.proxy`` sets (the
+image's and the rendered container's interpreter flags), none when it sets none.
 
 Bytecode is cached under a temporary ``PYTHONPYCACHEPREFIX`` and one start per
 tree warms it, uncounted: an installed sidecar runs from the ``.pyc`` files pip
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import pathlib
+import re
 import socket
 import statistics
 import subprocess
@@ -46,10 +49,19 @@ def _rss_kb(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def one(pythonpath: str | None, key: pathlib.Path, idle: float, pycache: str) -> tuple[float, float]:
-    """(seconds from spawn to ready, idle RSS in MB) of one sidecar."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+def _cpu_seconds(pid: int) -> float:
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def one(
+    pythonpath: str | None, key: pathlib.Path, idle: float, pycache: str, optimize: str
+) -> tuple[float, float, float]:
+    """(seconds from spawn to ready, CPU seconds until then, idle RSS in MB) of one sidecar."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONOPTIMIZE")}
     env["PYTHONPYCACHEPREFIX"] = pycache
+    if optimize:
+        env["PYTHONOPTIMIZE"] = optimize
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     args = [sys.executable, "-m", "llmgw_proxy.cli", "--upstream", "http://127.0.0.1:9/v1"]
@@ -71,8 +83,9 @@ def one(pythonpath: str | None, key: pathlib.Path, idle: float, pycache: str) ->
                 raise RuntimeError("not ready within 30 s")
             time.sleep(0.002)
         ready = time.monotonic() - started
+        cpu = _cpu_seconds(proc.pid)
         time.sleep(idle)
-        return ready, _rss_kb(proc.pid) / 1024
+        return ready, cpu, _rss_kb(proc.pid) / 1024
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -90,6 +103,17 @@ def _export(rev: str, into: pathlib.Path) -> str | None:
     return str(into / "proxy")
 
 
+def _optimize(rev: str | None) -> str:
+    """The PYTHONOPTIMIZE the image of ``rev`` (None: this tree) runs the sidecar with, or ''."""
+    if rev is None:
+        text = (ROOT / "Dockerfile.proxy").read_text()
+    else:
+        show = ["git", "-C", str(ROOT), "show", f"{rev}:Dockerfile.proxy"]
+        text = subprocess.run(show, capture_output=True, text=True).stdout
+    found = re.search(r"\bPYTHONOPTIMIZE=(\d)", text)
+    return found.group(1) if found else ""
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=9)
@@ -99,33 +123,38 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         key = pathlib.Path(tmp) / "key"
         key.write_text("sk-bench\n")
-        trees: list[tuple[str, str | None]] = []
+        trees: list[tuple[str, str | None, str]] = []
         if args.baseline:
             exported = _export(args.baseline, pathlib.Path(tmp))
             if exported is None:
                 print(f"cannot export {args.baseline!r}: the baseline is left out")
             else:
-                trees.append((f"baseline {args.baseline}", exported))
-        trees.append(("this tree", None))
-        results: dict[str, tuple[float, float]] = {}
-        for name, path in trees:
-            pycache = str(pathlib.Path(tmp) / "pycache" / str(len(results)))
-            one(path, key, 0, pycache)  # writes the bytecode the counted runs read
-            runs = [one(path, key, args.idle, pycache) for _ in range(args.runs)]
-            results[name] = (
-                statistics.median(r[0] for r in runs),
-                statistics.median(r[1] for r in runs),
-            )
+                trees.append((f"baseline {args.baseline}", exported, _optimize(args.baseline)))
+        trees.append(("this tree", None, _optimize(None)))
+        pycaches = [str(pathlib.Path(tmp) / "pycache" / str(i)) for i in range(len(trees))]
+        for (_, path, optimize), pycache in zip(trees, pycaches, strict=True):
+            one(path, key, 0, pycache, optimize)  # writes the bytecode the counted runs read
+        # Interleaved, so load from elsewhere on the machine weighs on both trees alike.
+        measured: list[list[tuple[float, float, float]]] = [[] for _ in trees]
+        for _ in range(args.runs):
+            for i, (_, path, optimize) in enumerate(trees):
+                measured[i].append(one(path, key, args.idle, pycaches[i], optimize))
+        results: dict[str, tuple[float, ...]] = {}
+        for (name, _, optimize), runs in zip(trees, measured, strict=True):
+            name += f" (-{'O' * int(optimize)})" if optimize else ""
+            results[name] = tuple(statistics.median(r[i] for r in runs) for i in range(3))
     head = subprocess.run(
         ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     ).stdout.strip()
     print(f"sidecar start to /readyz and idle RSS, median of {args.runs} (HEAD {head or '?'})")
-    print(f"{'tree':<24} {'start s':>8} {'idle RSS MB':>12}")
-    for name, (ready, rss) in results.items():
-        print(f"{name:<24} {ready:>8.3f} {rss:>12.1f}")
+    # CPU seconds to ready: what the start costs, less swayed than the wall clock by other load.
+    print(f"{'tree':<28} {'start s':>8} {'start CPU s':>12} {'idle RSS MB':>12}")
+    for name, (ready, cpu, rss) in results.items():
+        print(f"{name:<28} {ready:>8.3f} {cpu:>12.2f} {rss:>12.1f}")
     if len(results) == 2:
-        (b_ready, b_rss), (a_ready, a_rss) = results.values()
-        print(f"{'ratio this/baseline':<24} {a_ready / b_ready:>8.2f} {a_rss / b_rss:>12.2f}")
+        before, after = results.values()
+        ratios = [a / b if b else float("nan") for a, b in zip(after, before, strict=True)]
+        print(f"{'ratio this/baseline':<28} {ratios[0]:>8.2f} {ratios[1]:>12.2f} {ratios[2]:>12.2f}")
 
 
 if __name__ == "__main__":

@@ -28,8 +28,12 @@ def quick_config(upstream: str, api_key_file: str | None) -> config.ProxyConfig:
     )
 
 
+# Not __doc__: the image runs the sidecar under -OO, which strips docstrings.
+DESCRIPTION = "run the sidecar from a compiled config file, or in quick mode"
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="llmgw-proxy", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="llmgw-proxy", description=DESCRIPTION)
     p.add_argument("--version", action="version", version=f"%(prog)s {llmgw_proxy.__version__}")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", metavar="FILE", help="compiled proxy config (YAML or JSON)")

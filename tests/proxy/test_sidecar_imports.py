@@ -6,6 +6,9 @@ SIGTERM, drains and exits 0, and the test reads what it had loaded. With
 tracing off and no ``sharedStore``, none of ``HEAVY`` may be there (each is
 megabytes of RSS and tens of milliseconds of start, docs/reliability.md);
 with them configured, they are.
+
+The interpreter runs with the flags of the operator-rendered container
+(``python -OO``): the sidecar serves with its docstrings and asserts stripped.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import openai
 import pytest
 import yaml
 
+from llmgw_operator.render import deployment
+
 if TYPE_CHECKING:
     from conftest import MakeDoc
     from rediskit import RedisServer
@@ -33,7 +38,7 @@ HEAVY = TRACING + SHARED + NEVER
 
 WRAPPER = (
     "import atexit, json, sys\n"
-    "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), flush=True))\n"
+    "atexit.register(lambda: print(json.dumps([sys.flags.optimize, sorted(sys.modules)]), flush=True))\n"
     "from llmgw_proxy import cli\n"
     "sys.exit(cli.main(sys.argv[1:]))\n"
 )
@@ -44,8 +49,11 @@ def _loaded(modules: list[str], prefixes: tuple[str, ...]) -> set[str]:
 
 
 async def _modules_of_a_sidecar(config: pathlib.Path, env: dict[str, str]) -> list[str]:
+    """The modules of a real sidecar, run as the operator-rendered container runs it."""
+    python, *flags = deployment.SIDECAR_INTERPRETER
+    assert python == "python"  # the image's venv interpreter; here, the one running the tests
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", WRAPPER, "--config", str(config),
+        sys.executable, *flags, "-c", WRAPPER, "--config", str(config),
         "--port", "0", "--admin-port", "0", "--admin-host", "127.0.0.1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
@@ -60,6 +68,10 @@ async def _modules_of_a_sidecar(config: pathlib.Path, env: dict[str, str]) -> li
         assert api is not None, "the sidecar never logged its listeners"
         async with openai.AsyncOpenAI(base_url=f"http://{api}/v1", api_key="c", max_retries=0) as client:
             await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+            stream = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            assert [chunk async for chunk in stream]
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
     finally:
@@ -67,7 +79,8 @@ async def _modules_of_a_sidecar(config: pathlib.Path, env: dict[str, str]) -> li
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0
-    modules: list[str] = json.loads(out.decode().strip().splitlines()[-1])
+    optimize, modules = json.loads(out.decode().strip().splitlines()[-1])
+    assert optimize == 2  # as the rendered container runs it: no docstrings, no asserts
     assert "llmgw_proxy.server.run" in modules  # the wrapper saw the real server
     return modules
 

@@ -55,7 +55,9 @@ def test_the_sidecar_runs_the_proxy_with_the_mounted_config_and_admin_probes() -
     spec = renderkit.gateway_spec(proxy={"adminPort": 9555, "resources": {"requests": {"cpu": "10m"}}})
     sidecar = _sidecar(_render(spec))
     assert sidecar["image"] == IMAGE
-    assert sidecar["command"] == ["llmgw-proxy", "--config", "/etc/llmgw/config/proxy.yaml"]
+    assert sidecar["command"] == [
+        "python", "-OO", "-m", "llmgw_proxy.cli", "--config", "/etc/llmgw/config/proxy.yaml",
+    ]  # fmt: skip
     assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9555}
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9555}
     assert sidecar["resources"] == {"requests": {"cpu": "10m"}}
