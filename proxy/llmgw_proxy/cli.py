@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import llmgw_proxy
 from llmgw_proxy import config
-from llmgw_proxy.server import run
+from llmgw_proxy.server import lazy_aiohttp
 from llmgw_proxy.telemetry import logs
 
 
@@ -54,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.api_key_file and not args.upstream:
         parser().error("--api-key-file belongs to quick mode (--upstream)")
     logs.setup("info")
+    # Before anything imports aiohttp: the server modules below import its web side only.
+    lazy_aiohttp.install()
+    from llmgw_proxy.server import run
+
     fixed = quick_config(args.upstream, args.api_key_file) if args.upstream else None
     overrides = run.Overrides(args.host, args.port, args.admin_host, args.admin_port)
     coro = run.run(args.config, fixed, overrides, args.reload_interval)

@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 TRACING = ("opentelemetry", "opentelemetry.sdk", "opentelemetry.exporter")  # the API too
 SHARED = ("redis",)
 NEVER = ("openai", "anthropic", "kopf", "kubernetes", "llmgw_operator", "llmgw_dev")
-HEAVY = TRACING + SHARED + NEVER
+# aiohttp's client: its connector loads the system CA store twice at import (server/lazy_aiohttp.py).
+CLIENT = ("aiohttp.client", "aiohttp.connector", "aiohttp.client_reqrep")
+HEAVY = TRACING + SHARED + NEVER + CLIENT
 
 WRAPPER = (
     "import atexit, json, sys\n"
@@ -90,7 +92,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-async def test_a_plain_sidecar_loads_no_tracing_sdk_no_redis_and_no_sdks(
+async def test_a_plain_sidecar_loads_no_tracing_sdk_no_redis_no_sdks_and_no_http_client(
     make_doc: MakeDoc, upstream: str, key_file: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     config = tmp_path / "config.yaml"
