@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 
@@ -56,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup("info")
     # Before anything imports aiohttp: the server modules below import its web side only.
     lazy_aiohttp.install()
+    # frozenlist's compiled extension is C++: it maps libstdc++, about 1 MB of the idle RSS,
+    # for the lists aiohttp walks at start and per signal. Its pure-Python twin (the package's
+    # documented switch) does the same at no cost the sidecar can measure.
+    os.environ.setdefault("FROZENLIST_NO_EXTENSIONS", "1")
     from llmgw_proxy.server import run
 
     fixed = quick_config(args.upstream, args.api_key_file) if args.upstream else None

@@ -36,7 +36,9 @@ SHARED = ("redis",)
 NEVER = ("openai", "anthropic", "kopf", "kubernetes", "llmgw_operator", "llmgw_dev")
 # aiohttp's client: its connector loads the system CA store twice at import (server/lazy_aiohttp.py).
 CLIENT = ("aiohttp.client", "aiohttp.connector", "aiohttp.client_reqrep")
-HEAVY = TRACING + SHARED + NEVER + CLIENT
+# frozenlist's C++ extension maps libstdc++ (cli.py runs its pure-Python twin).
+NATIVE = ("frozenlist._frozenlist",)
+HEAVY = TRACING + SHARED + NEVER + CLIENT + NATIVE
 
 WRAPPER = (
     "import atexit, json, sys\n"
