@@ -26,7 +26,6 @@ import http.client
 import json
 import os
 import pathlib
-import re
 import socket
 import statistics
 import subprocess
@@ -35,6 +34,8 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+
+from llmgw_dev import dockerfile_check
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -161,8 +162,7 @@ def _optimize(rev: str | None) -> str:
     else:
         show = ["git", "-C", str(ROOT), "show", f"{rev}:Dockerfile.proxy"]
         text = subprocess.run(show, capture_output=True, text=True).stdout
-    found = re.search(r"\bPYTHONOPTIMIZE=(\d)", text)
-    return found.group(1) if found else ""
+    return dockerfile_check.final_env(text).get("PYTHONOPTIMIZE", "") if text else ""
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,8 +7,9 @@ tracing off and no ``sharedStore``, none of ``HEAVY`` may be there (each is
 megabytes of RSS and tens of milliseconds of start, docs/reliability.md);
 with them configured, they are.
 
-The interpreter runs with the flags of the operator-rendered container
-(``python -OO``): the sidecar serves with its docstrings and asserts stripped.
+The interpreter runs with the image's ``PYTHONOPTIMIZE`` (Dockerfile.proxy;
+the operator-rendered container runs the image's program with the image's
+environment): the sidecar serves with its docstrings and asserts stripped.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ import openai
 import pytest
 import yaml
 
-from llmgw_operator.render import deployment
+from llmgw_dev import dockerfile_check
 
 if TYPE_CHECKING:
     from conftest import MakeDoc
     from rediskit import RedisServer
 
+DOCKERFILE = pathlib.Path(__file__).resolve().parents[2] / "Dockerfile.proxy"
 TRACING = ("opentelemetry", "opentelemetry.sdk", "opentelemetry.exporter")  # the API too
 SHARED = ("redis",)
 NEVER = ("openai", "anthropic", "kopf", "kubernetes", "llmgw_operator", "llmgw_dev")
@@ -53,11 +55,11 @@ def _loaded(modules: list[str], prefixes: tuple[str, ...]) -> set[str]:
 
 
 async def _modules_of_a_sidecar(config: pathlib.Path, env: dict[str, str]) -> list[str]:
-    """The modules of a real sidecar, run as the operator-rendered container runs it."""
-    python, *flags = deployment.SIDECAR_INTERPRETER
-    assert python == "python"  # the image's venv interpreter; here, the one running the tests
+    """The modules of a real sidecar, run with the image's interpreter settings."""
+    image_env = dockerfile_check.final_env(DOCKERFILE.read_text())
+    env = {**env, "PYTHONOPTIMIZE": image_env.get("PYTHONOPTIMIZE", "")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, *flags, "-c", WRAPPER, "--config", str(config),
+        sys.executable, "-c", WRAPPER, "--config", str(config),
         "--port", "0", "--admin-port", "0", "--admin-host", "127.0.0.1",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )  # fmt: skip
@@ -84,7 +86,7 @@ async def _modules_of_a_sidecar(config: pathlib.Path, env: dict[str, str]) -> li
             await proc.wait()
     assert proc.returncode == 0
     optimize, modules = json.loads(out.decode().strip().splitlines()[-1])
-    assert optimize == 2  # as the rendered container runs it: no docstrings, no asserts
+    assert optimize == 2  # as the image runs it: no docstrings, no asserts
     assert "llmgw_proxy.server.run" in modules  # the wrapper saw the real server
     return modules
 

@@ -17,9 +17,6 @@ from typing import Any
 from llmgw_operator.api import gateway
 from llmgw_operator.render import egress, names
 
-# The sidecar image's venv interpreter (first on its PATH) and its flags.
-SIDECAR_INTERPRETER = ("python", "-OO")
-
 SECURITY_CONTEXT: dict[str, Any] = {
     "runAsNonRoot": True,
     "runAsUser": 65532,
@@ -70,10 +67,7 @@ def sidecar(
     container: dict[str, Any] = {
         "name": gateway.SIDECAR_CONTAINER,
         "image": image,
-        # -OO drops docstrings and asserts: about 1.7 MB of the sidecar's idle RSS; none of
-        # its imports needs either (tests/proxy/test_sidecar_imports.py runs it so). The
-        # image compiles the -OO bytecode (Dockerfile.proxy).
-        "command": [*SIDECAR_INTERPRETER, "-m", "llmgw_proxy.cli", "--config", names.CONFIG_FILE],
+        "command": ["llmgw-proxy", "--config", names.CONFIG_FILE],
         "ports": [{"name": "llmgw-admin", "containerPort": proxy.admin_port, "protocol": "TCP"}],
         # Until ready, the application's calls would fail: with a native sidecar kubelet
         # starts the application only after this probe passes.
