@@ -86,6 +86,7 @@ async def _modules_of_a_sidecar(config: pathlib.Path, env: dict[str, str]) -> li
             await proc.wait()
     assert proc.returncode == 0
     optimize, modules = json.loads(out.decode().strip().splitlines()[-1])
+    assert isinstance(modules, list)
     assert optimize == 2  # as the image runs it: no docstrings, no asserts
     assert "llmgw_proxy.server.run" in modules  # the wrapper saw the real server
     return modules
