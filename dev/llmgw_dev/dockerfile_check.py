@@ -104,6 +104,14 @@ def stages(text: str) -> list[Stage]:
     return result
 
 
+def final_env(text: str) -> dict[str, str]:
+    """The ENV the final stage sets (what the image's processes start with), without ``$`` expansion."""
+    pairs: dict[str, str] = {}
+    for ins in stages(text)[-1].find("ENV"):
+        pairs.update((k, v.strip('"')) for k, v in re.findall(r"([\w.]+)=(\"[^\"]*\"|\S+)", ins.args))
+    return pairs
+
+
 def _labels(stage: Stage) -> set[str]:
     found: set[str] = set()
     for ins in stage.find("LABEL"):

@@ -152,6 +152,12 @@ def test_proxy_image_installs_the_sidecar_without_the_kubernetes_stack(tmp_path:
     assert not image.importable("llmgw_operator") and not image.importable("llmgw_dev")
     imported = image.import_all("llmgw_proxy")
     assert imported.returncode == 0, imported.stderr
+    # The sidecar runs under -OO (the image's PYTHONOPTIMIZE, the rendered container's
+    # `python -OO`) from bytecode compiled at build: its user cannot write the venv.
+    assert image.env["PYTHONOPTIMIZE"] == "2"
+    package = next((image.venv / "lib").glob("python3*/site-packages/llmgw_proxy"))
+    sources = {p.stem for p in package.rglob("*.py")}
+    assert sources and {p.name.split(".")[0] for p in package.rglob("*.opt-2.pyc")} == sources
     result = image.run("--help")
     assert result.returncode == 0, result.stderr
     assert "llmgw-proxy" in result.stdout

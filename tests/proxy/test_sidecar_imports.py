@@ -6,6 +6,10 @@ SIGTERM, drains and exits 0, and the test reads what it had loaded. With
 tracing off and no ``sharedStore``, none of ``HEAVY`` may be there (each is
 megabytes of RSS and tens of milliseconds of start, docs/reliability.md);
 with them configured, they are.
+
+The interpreter runs with the image's ``PYTHONOPTIMIZE`` (Dockerfile.proxy;
+the operator-rendered container runs the image's program with the image's
+environment): the sidecar serves with its docstrings and asserts stripped.
 """
 
 from __future__ import annotations
@@ -22,18 +26,25 @@ import openai
 import pytest
 import yaml
 
+from llmgw_dev import dockerfile_check
+
 if TYPE_CHECKING:
     from conftest import MakeDoc
     from rediskit import RedisServer
 
+DOCKERFILE = pathlib.Path(__file__).resolve().parents[2] / "Dockerfile.proxy"
 TRACING = ("opentelemetry", "opentelemetry.sdk", "opentelemetry.exporter")  # the API too
 SHARED = ("redis",)
 NEVER = ("openai", "anthropic", "kopf", "kubernetes", "llmgw_operator", "llmgw_dev")
-HEAVY = TRACING + SHARED + NEVER
+# aiohttp's client: its connector loads the system CA store twice at import (server/lazy_aiohttp.py).
+CLIENT = ("aiohttp.client", "aiohttp.connector", "aiohttp.client_reqrep")
+# frozenlist's C++ extension maps libstdc++ (cli.py runs its pure-Python twin).
+NATIVE = ("frozenlist._frozenlist",)
+HEAVY = TRACING + SHARED + NEVER + CLIENT + NATIVE
 
 WRAPPER = (
     "import atexit, json, sys\n"
-    "atexit.register(lambda: print(json.dumps(sorted(sys.modules)), flush=True))\n"
+    "atexit.register(lambda: print(json.dumps([sys.flags.optimize, sorted(sys.modules)]), flush=True))\n"
     "from llmgw_proxy import cli\n"
     "sys.exit(cli.main(sys.argv[1:]))\n"
 )
@@ -44,6 +55,9 @@ def _loaded(modules: list[str], prefixes: tuple[str, ...]) -> set[str]:
 
 
 async def _modules_of_a_sidecar(config: pathlib.Path, env: dict[str, str]) -> list[str]:
+    """The modules of a real sidecar, run with the image's interpreter settings."""
+    image_env = dockerfile_check.final_env(DOCKERFILE.read_text())
+    env = {**env, "PYTHONOPTIMIZE": image_env.get("PYTHONOPTIMIZE", "")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", WRAPPER, "--config", str(config),
         "--port", "0", "--admin-port", "0", "--admin-host", "127.0.0.1",
@@ -60,6 +74,10 @@ async def _modules_of_a_sidecar(config: pathlib.Path, env: dict[str, str]) -> li
         assert api is not None, "the sidecar never logged its listeners"
         async with openai.AsyncOpenAI(base_url=f"http://{api}/v1", api_key="c", max_retries=0) as client:
             await client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}])
+            stream = await client.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            assert [chunk async for chunk in stream]
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)
     finally:
@@ -67,7 +85,9 @@ async def _modules_of_a_sidecar(config: pathlib.Path, env: dict[str, str]) -> li
             proc.kill()
             await proc.wait()
     assert proc.returncode == 0
-    modules: list[str] = json.loads(out.decode().strip().splitlines()[-1])
+    optimize, modules = json.loads(out.decode().strip().splitlines()[-1])
+    assert isinstance(modules, list)
+    assert optimize == 2  # as the image runs it: no docstrings, no asserts
     assert "llmgw_proxy.server.run" in modules  # the wrapper saw the real server
     return modules
 
@@ -77,7 +97,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-async def test_a_plain_sidecar_loads_no_tracing_sdk_no_redis_and_no_sdks(
+async def test_a_plain_sidecar_loads_no_tracing_sdk_no_redis_no_sdks_and_no_http_client(
     make_doc: MakeDoc, upstream: str, key_file: pathlib.Path, tmp_path: pathlib.Path
 ) -> None:
     config = tmp_path / "config.yaml"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import pathlib
 from typing import Any
 
 import pytest
@@ -10,10 +12,12 @@ import renderkit
 from hypothesis import given
 from hypothesis import strategies as st
 
+from llmgw_dev import dockerfile_check
 from llmgw_operator.api import gateway
 from llmgw_operator.render import deployment, names
 
 IMAGE = "ghcr.io/example/llmgw-proxy:1.0"
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
 def _render(spec: gateway.LLMGatewaySpec | None = None, *, native: bool = True) -> dict[str, Any]:
@@ -59,6 +63,18 @@ def test_the_sidecar_runs_the_proxy_with_the_mounted_config_and_admin_probes() -
     assert sidecar["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": 9555}
     assert sidecar["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": 9555}
     assert sidecar["resources"] == {"requests": {"cpu": "10m"}}
+
+
+def test_the_sidecar_runs_the_images_program_under_the_images_optimize_level() -> None:
+    """The image runs the sidecar under -OO (its PYTHONOPTIMIZE): the rendered container runs the
+    image's own program and leaves that setting to the image, so a gateway pinned to an older
+    image (whose CLI read its __doc__) is not handed a flag it cannot run with."""
+    text = (ROOT / "Dockerfile.proxy").read_text()
+    assert dockerfile_check.final_env(text)["PYTHONOPTIMIZE"] == "2"
+    entrypoint = json.loads(dockerfile_check.stages(text)[-1].find("ENTRYPOINT")[-1].args)
+    sidecar = _sidecar(_render(renderkit.gateway_spec(proxy={"env": [{"name": "A", "value": "1"}]})))
+    assert sidecar["command"][: len(entrypoint)] == entrypoint
+    assert [e["name"] for e in sidecar["env"]] == ["A"]
 
 
 def test_the_sidecar_runs_restricted() -> None:
