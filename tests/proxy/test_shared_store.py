@@ -228,3 +228,27 @@ async def test_batches_go_on_a_connection_redis_py_authenticated(tmp_path: pathl
     finally:
         await store.close()
         server.stop()
+
+
+async def test_a_batch_reads_redis_clock_once_for_all_its_calls(redis_server: RedisServer) -> None:
+    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
+        assert await store.reserve(keys, args) is not None  # the script is loaded
+        store.settle_delay = 60  # the settles wait for the next admission
+        answered: list[object] = []
+        assert store.settle(settle_keys, settle_args, answered.append)
+        assert store.settle(settle_keys, settle_args, answered.append)
+        async with aioredis.Redis.from_url(redis_server.url) as r:
+            await r.config_resetstat()
+            batches = store.batches
+            assert isinstance(
+                global_limits.read_reserve(PLAN, await store.reserve(keys, args)), global_limits.Granted
+            )
+            stats = await r.info("commandstats")
+        assert store.batches == batches + 1 and answered == [[], []]
+        assert stats["cmdstat_evalsha"]["calls"] == 1
+        assert stats["cmdstat_time"]["calls"] == 1  # one instant for the batch, not one per call
+    finally:
+        await store.close()

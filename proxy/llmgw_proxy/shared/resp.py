@@ -16,10 +16,11 @@ formatted once; the cache is emptied when full (token counts and budget TTLs var
 
 
 def pack(*parts: bytes | str | int | float) -> bytes:
-    out = []
+    get = _PARTS.get
+    out = [b"*%d\r\n" % len(parts)]
     for part in parts:
         key = (part.__class__, part)  # the class too: 1, 1.0 and True are equal keys, not equal bytes
-        encoded = _PARTS.get(key)
+        encoded = get(key)
         if encoded is None:
             data = part if isinstance(part, bytes) else str(part).encode()  # str(float) is repr
             encoded = b"$%d\r\n%s\r\n" % (len(data), data)
@@ -27,7 +28,7 @@ def pack(*parts: bytes | str | int | float) -> bytes:
                 _PARTS.clear()
             _PARTS[key] = encoded
         out.append(encoded)
-    return b"*%d\r\n%s" % (len(out), b"".join(out))
+    return b"".join(out)
 
 
 MAX_DEPTH = 8
