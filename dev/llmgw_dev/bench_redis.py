@@ -131,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
                     CONFIG.format(upstream=upstream, key=key, scope=scope, budget=budget, port=port)
                 )
                 configs[name] = cfg
-            sidecars = [("in-memory", "in-memory", None), ("redis", "redis", None)]
+            sidecars: list[tuple[str, str, dict[str, str] | None]] = [
+                ("in-memory", "in-memory", None),
+                ("redis", "redis", None),
+            ]
             if args.baseline:
                 tree = export_proxy(args.baseline, work)
                 if tree is None:
