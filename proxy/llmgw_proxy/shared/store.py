@@ -199,7 +199,7 @@ class Store:
         index = len(batch.commands) - 1
         self._out = batch
         try:
-            await self._deliver(batch)
+            await self._deliver(batch, timed=False)
         except BaseException:
             batch.abandoned = True
             raise
@@ -263,12 +263,17 @@ class Store:
             self._sender = None
             self._go_on()
 
-    async def _deliver(self, batch: _Batch) -> None:
+    async def _deliver(self, batch: _Batch, *, timed: bool = True) -> None:
+        """Send ``batch`` and resolve its replies; ``timed=False`` when the caller bounds it already
+        (an admission sending from its own task, inside ``_do``'s timeout: one timer, not two)."""
         import redis.exceptions  # loaded by __init__ already: a lookup, not a load
 
         self.batches += 1
         try:
-            async with asyncio.timeout(self.cfg.timeout):
+            if timed:
+                async with asyncio.timeout(self.cfg.timeout):
+                    replies = await self._send(batch.commands)
+            else:
                 replies = await self._send(batch.commands)
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else redis.exceptions.TimeoutError("closed")
