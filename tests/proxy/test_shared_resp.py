@@ -64,3 +64,9 @@ def test_an_error_reply_is_a_value_and_junk_is_a_protocol_error() -> None:
     deep = b"*1\r\n" * (resp.MAX_DEPTH + 1) + b":1\r\n"
     with pytest.raises(resp.ProtocolError):
         resp.parse(deep)
+
+
+def test_zero_and_negative_zero_keep_their_own_bytes() -> None:
+    # 0.0 == -0.0 (one dict key) but redis-py sends "0.0" and "-0.0".
+    assert resp.pack(b"X", 0.0, -0.0) == b"*3\r\n$1\r\nX\r\n$3\r\n0.0\r\n$4\r\n-0.0\r\n"
+    assert resp.pack(b"X", -0.0, 0.0) == b"*3\r\n$1\r\nX\r\n$4\r\n-0.0\r\n$3\r\n0.0\r\n"

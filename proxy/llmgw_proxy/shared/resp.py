@@ -26,7 +26,8 @@ def pack(*parts: bytes | str | int | float) -> bytes:
             encoded = b"$%d\r\n%s\r\n" % (len(data), data)
             if len(_PARTS) >= MAX_CACHED:
                 _PARTS.clear()
-            _PARTS[key] = encoded
+            if part or part.__class__ is not float:  # 0.0 and -0.0 are one key, not one encoding
+                _PARTS[key] = encoded
         out.append(encoded)
     return b"".join(out)
 
