@@ -17,6 +17,8 @@ from llmgw_proxy.policies import global_limits
 from llmgw_proxy.shared import resp
 from llmgw_proxy.shared import store as shared_store
 
+BUSY_MACHINE = 2.0
+"""Seconds per command: a loaded test machine is not a slow Redis (the 0.2 s default is)."""
 PLAN = global_limits.Plan(
     (global_limits.Bucket("llmgw:{t/p}:p:rq", global_limits.REQUESTS, 1.0, 1000.0, 0.0),), None, 1
 )
@@ -25,7 +27,9 @@ PLAN = global_limits.Plan(
 async def test_concurrent_admissions_share_one_pipeline_and_each_gets_its_own_reply(
     redis_server: RedisServer,
 ) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
         replies = await asyncio.gather(*(store.reserve(keys, args) for _ in range(50)))
@@ -43,7 +47,9 @@ async def test_concurrent_admissions_share_one_pipeline_and_each_gets_its_own_re
 async def test_a_caller_that_leaves_leaves_its_batch_to_the_others(
     redis_server: RedisServer,
 ) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
         settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
@@ -68,7 +74,9 @@ async def test_a_caller_that_leaves_leaves_its_batch_to_the_others(
 async def test_a_settle_rides_with_the_next_admission_or_goes_alone_soon_after(
     redis_server: RedisServer,
 ) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
         settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
@@ -95,7 +103,9 @@ async def _evalsha_calls(url: str) -> int:
 async def test_a_batch_of_admissions_and_settles_is_one_command_to_redis(
     redis_server: RedisServer,
 ) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
         settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
@@ -122,7 +132,9 @@ async def test_a_batch_of_admissions_and_settles_is_one_command_to_redis(
 
 
 async def test_scripts_redis_forgot_are_loaded_again(redis_server: RedisServer) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
         granted = global_limits.Granted
@@ -139,7 +151,7 @@ async def test_one_in_flight_still_leaves_a_connection_for_the_cache_and_the_pro
     redis_server: RedisServer,
 ) -> None:
     # The batches keep a connection of their own; the cache's GET and SET, and the probe, need another.
-    cfg = config.SharedStore.model_validate({"url": redis_server.url, "maxInFlight": 1})
+    cfg = config.SharedStore.model_validate({"url": redis_server.url, "maxInFlight": 1, "timeout": BUSY_MACHINE})
     store = shared_store.Store(cfg, asyncio.get_running_loop().time)
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
@@ -168,7 +180,8 @@ async def test_replies_that_arrive_a_byte_at_a_time_are_read_whole(redis_server:
     server = await asyncio.start_server(relay, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     store = shared_store.Store(
-        config.SharedStore(url=f"redis://127.0.0.1:{port}/0"), asyncio.get_running_loop().time
+        config.SharedStore(url=f"redis://127.0.0.1:{port}/0", timeout=BUSY_MACHINE),
+        asyncio.get_running_loop().time,
     )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
@@ -188,7 +201,9 @@ async def test_replies_that_arrive_a_byte_at_a_time_are_read_whole(redis_server:
 async def test_a_reply_that_comes_after_its_timeout_never_answers_the_next_command(
     redis_server: RedisServer,
 ) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         assert await store._exchange(resp.pack(b"ECHO", b"warm")) == b"warm"
         assert redis_server.process is not None
@@ -215,7 +230,7 @@ async def test_batches_go_on_a_connection_redis_py_authenticated(tmp_path: pathl
     server.start()
     secret = tmp_path / "password"
     secret.write_text("s3cret-for-the-test\n")
-    cfg = config.SharedStore.model_validate({"url": server.url, "passwordFile": str(secret)})
+    cfg = config.SharedStore.model_validate({"url": server.url, "passwordFile": str(secret), "timeout": BUSY_MACHINE})
     store = shared_store.Store(cfg, asyncio.get_running_loop().time)
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
@@ -231,7 +246,9 @@ async def test_batches_go_on_a_connection_redis_py_authenticated(tmp_path: pathl
 
 
 async def test_a_batch_reads_redis_clock_once_for_all_its_calls(redis_server: RedisServer) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
         settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
