@@ -151,7 +151,13 @@ async def test_one_in_flight_still_leaves_a_connection_for_the_cache_and_the_pro
     redis_server: RedisServer,
 ) -> None:
     # The batches keep a connection of their own; the cache's GET and SET, and the probe, need another.
-    cfg = config.SharedStore.model_validate({"url": redis_server.url, "maxInFlight": 1, "timeout": BUSY_MACHINE})
+    cfg = config.SharedStore.model_validate(
+        {
+            "url": redis_server.url,
+            "maxInFlight": 1,
+            "timeout": BUSY_MACHINE,
+        }
+    )
     store = shared_store.Store(cfg, asyncio.get_running_loop().time)
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
@@ -230,7 +236,13 @@ async def test_batches_go_on_a_connection_redis_py_authenticated(tmp_path: pathl
     server.start()
     secret = tmp_path / "password"
     secret.write_text("s3cret-for-the-test\n")
-    cfg = config.SharedStore.model_validate({"url": server.url, "passwordFile": str(secret), "timeout": BUSY_MACHINE})
+    cfg = config.SharedStore.model_validate(
+        {
+            "url": server.url,
+            "passwordFile": str(secret),
+            "timeout": BUSY_MACHINE,
+        }
+    )
     store = shared_store.Store(cfg, asyncio.get_running_loop().time)
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
