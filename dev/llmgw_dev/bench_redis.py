@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, help="measurement time per target and load")
     parser.add_argument("--budget", action="store_true", help="add a token budget to the Redis sidecar")
     parser.add_argument("--baseline", help="git revision whose Redis path runs beside this tree's")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per load (default: up to 3)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     wrk, redis_server, py = ensure_wrk(), ensure_redis(), sys.executable
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                 started = [(name, _started(log, proc), proc.pid) for name, log, proc in targets]
                 results: list[Result] = []
                 for connections in (1, 32):
-                    for result in measure_rounds(wrk, script, started, connections, seconds):
+                    for result in measure_rounds(wrk, script, started, connections, seconds, args.rounds):
                         results.append(result)
                         print(_row(result), flush=True)
                 fallbacks = [
