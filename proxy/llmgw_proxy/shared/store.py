@@ -17,9 +17,10 @@ finds none on its way sends one at once, and what is asked while a batch is on
 its way forms the next. A batch is ONE ``EVALSHA``
 of ``global_batch.lua`` (every reserve and adjust in it, one write and one
 reply), packed by ``resp`` and exchanged on one redis-py connection the store
-keeps (redis-py still connects, authenticates, follows Sentinel, parses the
-reply). A Redis Cluster client sends each script alone in a pipeline instead,
-since one policy's keys share a slot but a batch's need not.
+keeps: redis-py connects it (authentication, TLS, Sentinel), ``link`` writes
+the command and parses the reply on its transport. A Redis Cluster client
+sends each script alone in a pipeline instead, since one policy's keys share a
+slot but a batch's need not.
 
 redis-py (and the OpenTelemetry SDK its ``observability`` package pulls in) is
 imported by the first ``Store``, never by a sidecar without a ``sharedStore``:
