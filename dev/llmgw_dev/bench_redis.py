@@ -7,12 +7,18 @@ trip per admission, which also carries the settles of earlier answers). Measured
 interleaved rounds with ``bench_proxy``'s tools: the p50 added at 1 connection
 (target: <= 0.3 ms) and the throughput at 32 connections, side by side.
 ``--budget`` adds a monthly token budget to the Redis sidecar (counted in the
-same script and round trip).
+same script and round trip). ``--baseline REV`` adds a third sidecar, the Redis
+path of the proxy package at git revision REV, measured in the same rounds:
+what a change to the Redis path gained, side by side on the same load.
+Children inherit the scheduling policy: run it under ``chrt -f 10`` to keep
+other load on the machine off the measured processes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import pathlib
 import shutil
 import socket
@@ -66,6 +72,19 @@ def ensure_redis() -> str:
     return shutil.which("redis-server") or sys.exit("redis-server still not found after apt-get install")
 
 
+def export_proxy(rev: str, into: pathlib.Path) -> str | None:
+    """The proxy package at git revision ``rev``, exported under ``into``; None when git cannot."""
+    root = pathlib.Path(__file__).resolve().parents[2]
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(root), "archive", rev, "proxy"], check=True, capture_output=True
+        )
+        subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return str(into / "proxy")
+
+
 def _sidecar(py: str, cfg: pathlib.Path, log: pathlib.Path) -> list[str]:
     return [py, "-m", "llmgw_proxy.cli", "--config", str(cfg), "--port", "0", "--admin-port", "0",
             "--admin-host", "127.0.0.1"]  # fmt: skip
@@ -83,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short runs for a smoke check")
     parser.add_argument("--seconds", type=float, help="measurement time per target and load")
     parser.add_argument("--budget", action="store_true", help="add a token budget to the Redis sidecar")
+    parser.add_argument("--baseline", help="git revision whose Redis path runs beside this tree's")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per load (default: up to 3)")
     args = parser.parse_args(argv)
     seconds = args.seconds or (2.0 if args.quick else 10.0)
     wrk, redis_server, py = ensure_wrk(), ensure_redis(), sys.executable
@@ -111,25 +132,34 @@ def main(argv: list[str] | None = None) -> int:
                     CONFIG.format(upstream=upstream, key=key, scope=scope, budget=budget, port=port)
                 )
                 configs[name] = cfg
-            with (
-                processes.running(
-                    _sidecar(py, configs["in-memory"], work / "mem.log"), work / "mem.log"
-                ) as mem,
-                processes.running(
-                    _sidecar(py, configs["redis"], work / "redis-sc.log"), work / "redis-sc.log"
-                ) as red,
-            ):
-                targets = [
-                    ("in-memory", _started(work / "mem.log", mem), mem.pid),
-                    ("redis", _started(work / "redis-sc.log", red), red.pid),
-                ]
+            sidecars: list[tuple[str, str, dict[str, str] | None]] = [
+                ("in-memory", "in-memory", None),
+                ("redis", "redis", None),
+            ]
+            if args.baseline:
+                tree = export_proxy(args.baseline, work)
+                if tree is None:
+                    sys.exit(f"cannot export {args.baseline!r} with git archive")
+                sidecars.append((f"redis@{args.baseline}"[:12], "redis", {**os.environ, "PYTHONPATH": tree}))
+            with contextlib.ExitStack() as stack:
+                targets = []
+                for name, cfg_name, env in sidecars:
+                    log = work / f"{name}.log"
+                    proc = stack.enter_context(
+                        processes.running(_sidecar(py, configs[cfg_name], log), log, env)
+                    )
+                    targets.append((name, log, proc))
+                started = [(name, _started(log, proc), proc.pid) for name, log, proc in targets]
                 results: list[Result] = []
                 for connections in (1, 32):
-                    for result in measure_rounds(wrk, script, targets, connections, seconds):
+                    for result in measure_rounds(wrk, script, started, connections, seconds, args.rounds):
                         results.append(result)
                         print(_row(result), flush=True)
                 fallbacks = [
-                    line for line in (work / "redis-sc.log").read_text().splitlines() if "unreachable" in line
+                    line
+                    for name, log, _ in targets[1:]
+                    for line in log.read_text().splitlines()
+                    if "unreachable" in line
                 ]
     by = {(r.target, r.connections): r for r in results}
     added = by["redis", 1].p50_ms - by["in-memory", 1].p50_ms
@@ -142,6 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"req/s at 32 conns                                {ratio:7.2f}x   ({by['redis', 32].rps:.0f} vs "
           f"{by['in-memory', 32].rps:.0f})")  # fmt: skip
     print(f"sidecar CPU added per request at 32 conns        {cpu:7.1f} us")
+    if args.baseline:
+        base = sidecars[2][0]
+        print(f"p50 added at 1 conn by {base:<25} {by[base, 1].p50_ms - by['in-memory', 1].p50_ms:7.3f} ms")
+        print(f"sidecar CPU per request at 1 conn: redis {by['redis', 1].cpu_us:.0f} us, {base} "
+              f"{by[base, 1].cpu_us:.0f} us, in-memory {by['in-memory', 1].cpu_us:.0f} us")  # fmt: skip
     if fallbacks:
         print(f"WARNING: the Redis sidecar fell back during the run ({len(fallbacks)} log lines)")
     return 0

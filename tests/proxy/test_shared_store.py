@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+import os
+import pathlib
+import signal
 
+import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
+from rediskit import RedisServer
 
 from llmgw_proxy import config
 from llmgw_proxy.policies import global_limits
+from llmgw_proxy.shared import resp
 from llmgw_proxy.shared import store as shared_store
 
-if TYPE_CHECKING:
-    from rediskit import RedisServer
-
+BUSY_MACHINE = 2.0
+"""Seconds per command: a loaded test machine is not a slow Redis (the 0.2 s default is)."""
 PLAN = global_limits.Plan(
     (global_limits.Bucket("llmgw:{t/p}:p:rq", global_limits.REQUESTS, 1.0, 1000.0, 0.0),), None, 1
 )
@@ -22,7 +27,9 @@ PLAN = global_limits.Plan(
 async def test_concurrent_admissions_share_one_pipeline_and_each_gets_its_own_reply(
     redis_server: RedisServer,
 ) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
         replies = await asyncio.gather(*(store.reserve(keys, args) for _ in range(50)))
@@ -40,7 +47,9 @@ async def test_concurrent_admissions_share_one_pipeline_and_each_gets_its_own_re
 async def test_a_caller_that_leaves_leaves_its_batch_to_the_others(
     redis_server: RedisServer,
 ) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
         settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
@@ -65,7 +74,9 @@ async def test_a_caller_that_leaves_leaves_its_batch_to_the_others(
 async def test_a_settle_rides_with_the_next_admission_or_goes_alone_soon_after(
     redis_server: RedisServer,
 ) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
         settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
@@ -92,7 +103,9 @@ async def _evalsha_calls(url: str) -> int:
 async def test_a_batch_of_admissions_and_settles_is_one_command_to_redis(
     redis_server: RedisServer,
 ) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
         settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
@@ -119,7 +132,9 @@ async def test_a_batch_of_admissions_and_settles_is_one_command_to_redis(
 
 
 async def test_scripts_redis_forgot_are_loaded_again(redis_server: RedisServer) -> None:
-    store = shared_store.Store(config.SharedStore(url=redis_server.url), asyncio.get_running_loop().time)
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
         granted = global_limits.Granted
@@ -136,7 +151,13 @@ async def test_one_in_flight_still_leaves_a_connection_for_the_cache_and_the_pro
     redis_server: RedisServer,
 ) -> None:
     # The batches keep a connection of their own; the cache's GET and SET, and the probe, need another.
-    cfg = config.SharedStore.model_validate({"url": redis_server.url, "maxInFlight": 1})
+    cfg = config.SharedStore.model_validate(
+        {
+            "url": redis_server.url,
+            "maxInFlight": 1,
+            "timeout": BUSY_MACHINE,
+        }
+    )
     store = shared_store.Store(cfg, asyncio.get_running_loop().time)
     try:
         keys, args = global_limits.reserve_args(PLAN, 1, [], [])
@@ -145,5 +166,118 @@ async def test_one_in_flight_still_leaves_a_connection_for_the_cache_and_the_pro
         await store.put("llmgw:{t/p}:cache:x", b"answer", 60)
         assert await store.get("llmgw:{t/p}:cache:x") == b"answer"
         assert store.up and not store.failures
+    finally:
+        await store.close()
+
+
+async def test_replies_that_arrive_a_byte_at_a_time_are_read_whole(redis_server: RedisServer) -> None:
+    # A relay that hands Redis's replies on one byte per write, so each reply comes in pieces.
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", redis_server.port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, size: int) -> None:
+            while data := await src.read(size):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer, 65536), pipe(up_reader, writer, 1))
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    store = shared_store.Store(
+        config.SharedStore(url=f"redis://127.0.0.1:{port}/0", timeout=BUSY_MACHINE),
+        asyncio.get_running_loop().time,
+    )
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
+        answered: list[object] = []
+        for _ in range(5):
+            reply = await store.reserve(keys, args)
+            assert isinstance(global_limits.read_reserve(PLAN, reply), global_limits.Granted)
+            assert store.settle(settle_keys, settle_args, answered.append)
+        await store.settled()
+        assert answered == [[]] * 5 and store.up and not store.failures
+    finally:
+        await store.close()
+        server.close()
+
+
+async def test_a_reply_that_comes_after_its_timeout_never_answers_the_next_command(
+    redis_server: RedisServer,
+) -> None:
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
+    try:
+        assert await store._exchange(resp.pack(b"ECHO", b"warm")) == b"warm"
+        assert redis_server.process is not None
+        os.kill(redis_server.process.pid, signal.SIGSTOP)  # connected, answering nothing
+        try:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await store._exchange(resp.pack(b"ECHO", b"late"))
+        finally:
+            os.kill(redis_server.process.pid, signal.SIGCONT)
+        # Redis answers "late" now, on a connection the store closed: the next command has its own.
+        async with asyncio.timeout(10):
+            assert await store._exchange(resp.pack(b"ECHO", b"next")) == b"next"
+            assert await store._exchange(resp.pack(b"ECHO", b"again")) == b"again"
+        with pytest.raises(redis.exceptions.ResponseError, match="unknown command"):
+            await store._exchange(resp.pack(b"NOSUCHCOMMAND"))
+        assert await store._exchange(resp.pack(b"ECHO", b"still")) == b"still"  # an error reply keeps it
+    finally:
+        await store.close()
+
+
+async def test_batches_go_on_a_connection_redis_py_authenticated(tmp_path: pathlib.Path) -> None:
+    server = RedisServer(tmp_path, password="s3cret-for-the-test")
+    server.start()
+    secret = tmp_path / "password"
+    secret.write_text("s3cret-for-the-test\n")
+    cfg = config.SharedStore.model_validate(
+        {
+            "url": server.url,
+            "passwordFile": str(secret),
+            "timeout": BUSY_MACHINE,
+        }
+    )
+    store = shared_store.Store(cfg, asyncio.get_running_loop().time)
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        reply = await store.reserve(keys, args)
+        assert isinstance(global_limits.read_reserve(PLAN, reply), global_limits.Granted)
+        assert store._link is not None
+        store._link.close()  # as a timeout does: the next batch connects and authenticates again
+        reply = await store.reserve(keys, args)
+        assert isinstance(global_limits.read_reserve(PLAN, reply), global_limits.Granted)
+    finally:
+        await store.close()
+        server.stop()
+
+
+async def test_a_batch_reads_redis_clock_once_for_all_its_calls(redis_server: RedisServer) -> None:
+    store = shared_store.Store(
+        config.SharedStore(url=redis_server.url, timeout=BUSY_MACHINE), asyncio.get_running_loop().time
+    )
+    try:
+        keys, args = global_limits.reserve_args(PLAN, 1, [], [])
+        settle_keys, settle_args = global_limits.adjust_args(PLAN, -1, 0, [])
+        assert await store.reserve(keys, args) is not None  # the script is loaded
+        store.settle_delay = 60  # the settles wait for the next admission
+        answered: list[object] = []
+        assert store.settle(settle_keys, settle_args, answered.append)
+        assert store.settle(settle_keys, settle_args, answered.append)
+        async with aioredis.Redis.from_url(redis_server.url) as r:
+            await r.config_resetstat()
+            batches = store.batches
+            assert isinstance(
+                global_limits.read_reserve(PLAN, await store.reserve(keys, args)), global_limits.Granted
+            )
+            stats = await r.info("commandstats")
+        assert store.batches == batches + 1 and answered == [[], []]
+        assert stats["cmdstat_evalsha"]["calls"] == 1
+        assert stats["cmdstat_time"]["calls"] == 1  # one instant for the batch, not one per call
     finally:
         await store.close()

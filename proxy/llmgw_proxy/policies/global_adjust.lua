@@ -5,8 +5,7 @@
 -- KEYS: nb bucket keys, then nq budget keys.
 -- ARGV: nb, nq, then per bucket: rate (per second), delta; then per budget: delta.
 -- Returns the budgets' new counts (-1 for a period that ended).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now = NOW  -- the batch's TIME (global_batch.lua), read once per batch
 local nb = tonumber(ARGV[1])
 local nq = tonumber(ARGV[2])
 for i = 1, nb do

@@ -9,6 +9,9 @@
 -- ARGV: n, then per call: kind ('r' reserve, 'a' adjust), its number of keys,
 --       its number of arguments; then each call's arguments, in order.
 -- Returns one reply per call, in order: what the script alone returns.
+-- Redis's TIME is read once for the whole batch: the calls run atomically, at one instant.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local n = tonumber(ARGV[1])
 local out = {}
 local k, a = 1, 2 + 3 * n
@@ -24,9 +27,9 @@ for i = 1, n do
   end
   k, a = k + nk, a + na
   if ARGV[h] == 'r' then
-    out[i] = reserve(keys, args)
+    out[i] = reserve(keys, args, now)
   else
-    out[i] = adjust(keys, args)
+    out[i] = adjust(keys, args, now)
   end
 end
 return out

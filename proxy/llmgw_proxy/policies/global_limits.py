@@ -27,8 +27,16 @@ BUDGET = "budget"
 _SLACK = 1e-9  # as in limits: a wait of 60.000000001 s fits a maxWait of 60
 
 
+_NOW = "local now = NOW"
+_TIME = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) + tonumber(t[2]) / 1000000"
+
+
 def script(name: str) -> str:
-    """The text of ``global_reserve.lua`` or ``global_adjust.lua``."""
+    """The text of ``global_reserve.lua`` or ``global_adjust.lua``, run alone (reading Redis's TIME)."""
+    return _text(name).replace(_NOW, _TIME, 1)
+
+
+def _text(name: str) -> str:
     return importlib.resources.files(__package__).joinpath(f"{name}.lua").read_text(encoding="utf-8")
 
 
@@ -40,9 +48,9 @@ def batch_script() -> str:
     """``global_batch.lua`` with the two scripts as its functions: any number of reserves and
     adjusts in one script call (one command to send and one reply to read)."""
     return (
-        f"local function reserve(KEYS, ARGV)\n{script('global_reserve')}end\n"
-        f"local function adjust(KEYS, ARGV)\n{script('global_adjust')}end\n"
-        f"{script('global_batch')}"
+        f"local function reserve(KEYS, ARGV, NOW)\n{_text('global_reserve')}end\n"
+        f"local function adjust(KEYS, ARGV, NOW)\n{_text('global_adjust')}end\n"
+        f"{_text('global_batch')}"
     )
 
 

@@ -12,8 +12,7 @@
 --         {1, bucket, retry_after_us} a bucket needs longer than its max wait
 --         {2, bucket}                 the amount is larger than the bucket's burst
 --         {3, budget, used}           the budget cannot hold the amount
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local now = NOW  -- the batch's TIME (global_batch.lua), read once per batch
 local nb = tonumber(ARGV[1])
 local nq = tonumber(ARGV[2])
 local qbase = 3 + 4 * nb

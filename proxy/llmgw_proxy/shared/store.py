@@ -17,9 +17,10 @@ finds none on its way sends one at once, and what is asked while a batch is on
 its way forms the next. A batch is ONE ``EVALSHA``
 of ``global_batch.lua`` (every reserve and adjust in it, one write and one
 reply), packed by ``resp`` and exchanged on one redis-py connection the store
-keeps (redis-py still connects, authenticates, follows Sentinel, parses the
-reply). A Redis Cluster client sends each script alone in a pipeline instead,
-since one policy's keys share a slot but a batch's need not.
+keeps: redis-py connects it (authentication, TLS, Sentinel), ``link`` writes
+the command and parses the reply on its transport. A Redis Cluster client
+sends each script alone in a pipeline instead, since one policy's keys share a
+slot but a batch's need not.
 
 redis-py (and the OpenTelemetry SDK its ``observability`` package pulls in) is
 imported by the first ``Store``, never by a sidecar without a ``sharedStore``:
@@ -40,7 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from llmgw_proxy import config
 from llmgw_proxy.policies import clock, global_limits
-from llmgw_proxy.shared import resp
+from llmgw_proxy.shared import link, resp
 
 log = logging.getLogger("llmgw.shared")
 
@@ -97,6 +98,7 @@ class Store:
         self._batch_script = _Script(global_limits.batch_script())
         self._cluster = cfg.cluster
         self._conn: Any = None  # the connection batches go on (not with a Cluster client)
+        self._link: link.Link | None = None  # its transport, read without redis-py
         self.up = True  # until a command fails: the first request finds out
         self.changed_at = clock_()  # when ``up`` last changed
         self.failures: dict[str, int] = {}
@@ -198,7 +200,7 @@ class Store:
         index = len(batch.commands) - 1
         self._out = batch
         try:
-            await self._deliver(batch)
+            await self._deliver(batch, timed=False)
         except BaseException:
             batch.abandoned = True
             raise
@@ -262,12 +264,17 @@ class Store:
             self._sender = None
             self._go_on()
 
-    async def _deliver(self, batch: _Batch) -> None:
+    async def _deliver(self, batch: _Batch, *, timed: bool = True) -> None:
+        """Send ``batch`` and resolve its replies; ``timed=False`` when the caller bounds it already
+        (an admission sending from its own task, inside ``_do``'s timeout: one timer, not two)."""
         import redis.exceptions  # loaded by __init__ already: a lookup, not a load
 
         self.batches += 1
         try:
-            async with asyncio.timeout(self.cfg.timeout):
+            if timed:
+                async with asyncio.timeout(self.cfg.timeout):
+                    replies = await self._send(batch.commands)
+            else:
                 replies = await self._send(batch.commands)
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else redis.exceptions.TimeoutError("closed")
@@ -302,14 +309,39 @@ class Store:
         """Write one packed command on the store's connection and read its reply.
 
         The connection comes from the client's pool once and stays the store's: redis-py
-        reconnects it (Sentinel asks for the master) when it was closed, and closes it when
-        a read or write fails or is cancelled, so no reply is ever left unread on it.
+        connects it (Sentinel asks for the master, TLS, authentication), then a ``link.Link``
+        takes its transport over to write the command and read the reply. A link that
+        closed (a timeout, a lost connection, the probe's reset) is replaced on the next
+        exchange by connecting the same connection again.
         """
+        import redis.exceptions  # loaded by __init__ already: a lookup, not a load
+
+        current = self._link
+        if current is None or current.closed:
+            current = await self._connect_link()
+            if current is None:  # a redis-py without the transport to take over: its own reader
+                await self._conn.send_packed_command(packed, check_health=False)
+                return await self._conn.read_response()
+        reply = await current.exchange(packed)
+        if isinstance(reply, resp.ReplyError):
+            if reply.startswith("NOSCRIPT"):
+                raise redis.exceptions.NoScriptError(reply)
+            raise redis.exceptions.ResponseError(reply)
+        return reply
+
+    async def _connect_link(self) -> link.Link | None:
         conn = self._conn
         if conn is None:
             conn = self._conn = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        await conn.send_packed_command(packed, check_health=False)
-        return await conn.read_response()
+        elif self._link is not None:  # its transport closed under redis-py: let it forget it
+            await conn.disconnect(nowait=True)
+            self._link = None
+        await conn.connect()  # connected already (a new one from the pool): nothing to do
+        transport = getattr(getattr(conn, "_writer", None), "transport", None)
+        if transport is None or not hasattr(transport, "set_protocol"):
+            return None
+        self._link = link.Link.take_over(transport)
+        return self._link
 
     async def _send_each(
         self, commands: list[tuple[_Script, Sequence[str], Sequence[float | int]]]

@@ -94,3 +94,4 @@ def test_the_fallback_splits_a_global_limit_and_never_falls_short(limit: int, sh
 def test_scripts_ship_with_the_package() -> None:
     assert "redis.call('TIME')" in global_limits.script("global_reserve")
     assert "redis.call('TIME')" in global_limits.script("global_adjust")
+    assert global_limits.batch_script().count("redis.call('TIME')") == 1  # once per batch
