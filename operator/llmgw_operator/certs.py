@@ -218,10 +218,14 @@ def next_bundle(
         return fresh(hosts, now, lifetimes)  # every CA expired: admission is down anyway
     newest = trusted[0]
     if due(newest, now):
-        # Step one of a CA rotation: trust the new CA first, keep serving with the old one.
+        # Step one of a CA rotation: trust the new CA first, keep serving from the old one. The old
+        # CA's key is at hand only now, so the serving certificate is renewed from it here: a
+        # certificate near its end would otherwise have to come from the new CA before the API
+        # server is known to trust it (a missed publication, the API away).
         ca_cert, ca_key = new_ca(now, lifetimes.ca)
         bundle = ca_cert + b"".join(_pem(c) for c in trusted)
-        return Bundle(bundle, ca_key, current.cert, current.key)
+        cert, key = issue(_pem(newest), current.ca_key, hosts, now, lifetimes.serving)
+        return Bundle(bundle, ca_key, cert, key)
     serving = x509.load_pem_x509_certificate(current.cert)
     kept = b"".join(_pem(c) for c in trusted)
     from_newest = issued_by(serving, newest)
