@@ -34,6 +34,7 @@ async def account(call: Call, next_step: Next) -> web.StreamResponse:
         try:
             response = await next_step(call)
         except errors.ProxyError as exc:
+            errors.settled(exc)  # answered: its traceback's frames would keep the request alive
             response = shapes.response(call.endpoint, exc)
             response.headers["x-request-id"] = call.request_id
             if call.provider is not None:

@@ -222,7 +222,7 @@ async def _try(
             answer = await next_step(call)
         except errors.ProxyError as failure:
             hold.failed(failure)
-            return failure
+            return errors.settled(failure)  # a value from here on (kept by the outcome)
         if call.broken is not None:
             hold.broke_off(call.broken)
         else:

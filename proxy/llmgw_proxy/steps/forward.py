@@ -116,6 +116,7 @@ def response_headers(incoming: Mapping[str, str], provider: str, request_id: str
 
 
 def _failure(call: Call, exc: upstream.UpstreamError) -> errors.ProxyError:
+    errors.settled(exc)  # answered from here on; its traceback would hold the connection's frames
     provider = call.provider.name if call.provider is not None else ""
     if isinstance(exc, upstream.TimedOut):
         return errors.upstream_timeout(provider, exc.phase)

@@ -61,6 +61,10 @@ _LOW_WATER = 64 * 1024
 _PART_COST = 64
 _DECODE_STEP = 256 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_DETACHED = httptools.HttpResponseParser(object())
+"""What a closed connection holds instead of its parser: the parser holds the connection's
+callbacks, a reference cycle that would keep a dropped connection (its buffers, its transport)
+alive until the collector's rare full pass, which under a run of upstream resets adds up."""
 _Key = tuple[str, str, int, upstream.Egress]
 """A pool of connections: the origin (scheme, host, port) and how it is reached."""
 
@@ -251,6 +255,7 @@ class _Connection(asyncio.Protocol):
             self._finish_body()
         self._fail(upstream.ConnectFailed("the upstream closed the connection"))
         self.pool.forget(self)
+        self.parser = _DETACHED  # no callback comes after this one
 
     # -- httptools callbacks (a ``_Stop`` raised here ends the connection)
     def on_message_begin(self) -> None:
