@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import promkit
 import pytest
 import tracekit
@@ -35,6 +36,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
+
+# Hypothesis's per-example deadline (200 ms) is a timed assertion: on a shared, loaded machine it fails
+# healthy property tests (a rendered config parsed back took longer under a loaded `make unit`).
+hypothesis.settings.register_profile("llmgw", deadline=None)
+hypothesis.settings.load_profile("llmgw")
 
 LOOPBACK_NO_PROXY = ("127.0.0.0/8", "127.0.0.1", "localhost", "::1")
 
