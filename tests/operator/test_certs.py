@@ -87,8 +87,10 @@ def test_changed_hosts_get_a_new_certificate() -> None:
 # Found by this test: a CA rotation that fell due while the serving certificate was also due, then one
 # missed publication; the serving certificate expired and its successor came from the unpublished CA.
 @example(
-    steps=[(1, True), (19, False), (50, False), (50, False), (1, False), (19, False), (50, False)]
-    + [(50, False), (1, False), (29, False), (50, False), (50, False), (50, False)]
+    steps=[
+        *[(1, True), (19, False), (50, False), (50, False), (1, False), (19, False), (50, False)],
+        *[(50, False), (1, False), (29, False), (50, False), (50, False), (50, False)],
+    ]
 )
 def test_every_certificate_served_is_trusted_by_the_bundle_the_api_server_already_has(
     steps: list[tuple[int, bool]],
