@@ -349,8 +349,9 @@ class SharedStore(_Model):
         64,
         ge=1,
         le=4096,
-        description="Commands in flight at once (the connection pool's size); past it a request falls "
-        "back at once instead of queueing.",
+        description="Commands in flight at once; past it a request falls back at once instead of "
+        "queueing. The connection pool holds this many connections, plus one kept for the admission "
+        "batches (not with Redis Cluster).",
     )
     reconnect_backoff: Seconds = Field(
         0.25, description="Seconds before the first probe after a failure; doubles, with jitter."
