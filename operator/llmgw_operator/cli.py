@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 
 import llmgw_operator
-from llmgw_operator import certs, kopf_fixes, poll, webhook
+from llmgw_operator import certs, kopf_fixes, kube, poll, webhook
 from llmgw_operator.render import pod_rules
 
 PRIORITY_RANGE = 1_000_000
@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=range(1, 1025),
         default=64,
         help="requests in flight at once, across all gateways (1-1024, default 64)",
+    )
+    plane.add_argument(
+        "--data-plane-page-size",
+        metavar="N",
+        type=int,
+        choices=range(1, 5001),
+        default=kube.LIST_PAGE,
+        help=f"pods per page of a round's LIST, one per namespace (1-5000, default {kube.LIST_PAGE})",
     )
     add_webhook_arguments(parser)
     verbosity = parser.add_mutually_exclusive_group()
@@ -261,6 +269,7 @@ def polling_of(args: argparse.Namespace) -> poll.Settings:
         period=args.data_plane_period,
         timeout=args.data_plane_timeout,
         concurrency=args.data_plane_concurrency,
+        page_size=args.data_plane_page_size,
     )
 
 

@@ -33,12 +33,20 @@ def test_data_plane_polling_defaults_and_flags() -> None:
     from llmgw_operator import poll
 
     assert cli.polling_of(cli.build_parser().parse_args([])) == poll.Settings(15.0, 2.0, 64)
+    assert poll.Settings().page_size == 500
     argv = ["--data-plane-period=0.5", "--data-plane-timeout=0.25", "--data-plane-concurrency=8"]
-    assert cli.polling_of(cli.build_parser().parse_args(argv)) == poll.Settings(0.5, 0.25, 8)
+    argv.append("--data-plane-page-size=7")
+    assert cli.polling_of(cli.build_parser().parse_args(argv)) == poll.Settings(0.5, 0.25, 8, 7)
 
 
 def test_a_data_plane_period_out_of_bounds_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--data-plane-period=0"], ["--data-plane-timeout=61"], ["--data-plane-concurrency=0"]):
+    for argv in (
+        ["--data-plane-period=0"],
+        ["--data-plane-timeout=61"],
+        ["--data-plane-concurrency=0"],
+        ["--data-plane-page-size=0"],
+        ["--data-plane-page-size=5001"],
+    ):
         with pytest.raises(SystemExit):
             cli.build_parser().parse_args(argv)
     assert "must be more than 0" in capsys.readouterr().err

@@ -7,8 +7,11 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.pytest_plugin import AiohttpServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmgw_operator import poll, sidecars
+from llmgw_operator.render import injection, names
 from llmgw_proxy import status
 
 
@@ -32,6 +35,53 @@ def test_only_ready_pods_with_an_ip_that_are_not_being_deleted_are_asked() -> No
         {"metadata": {"name": "bare"}},
     ]
     assert poll.ready_pod_ips(pods) == [("a", "10.0.0.1"), ("b", "10.0.0.2")]
+
+
+_pods = st.lists(
+    st.fixed_dictionaries(
+        {
+            "metadata": st.fixed_dictionaries(
+                {"name": st.sampled_from(["a", "b", "c"])},
+                optional={
+                    "annotations": st.dictionaries(
+                        st.sampled_from(
+                            [injection.INJECTED_ANNOTATION, names.RESTART_HASH_ANNOTATION, "other/x"]
+                        ),
+                        st.sampled_from(["gw", "other", "h1", "h2"]),
+                    ),
+                    "deletionTimestamp": st.just("2026-01-01T00:00:00Z"),
+                    "managedFields": st.just([{"manager": "kubelet"}]),
+                },
+            ),
+            "spec": st.just({"containers": [{"name": "app", "image": "x"}]}),
+            "status": st.fixed_dictionaries(
+                {},
+                optional={
+                    "phase": st.sampled_from(["Pending", "Running", "Succeeded", "Failed"]),
+                    "podIP": st.sampled_from(["10.0.0.1", "10.0.0.2"]),
+                    "conditions": st.lists(
+                        st.fixed_dictionaries(
+                            {
+                                "type": st.sampled_from(["Ready", "PodScheduled"]),
+                                "status": st.sampled_from(["True", "False"]),
+                            }
+                        ),
+                        max_size=3,
+                    ),
+                },
+            ),
+        }
+    ),
+    max_size=6,
+)
+
+
+@given(_pods)
+def test_a_slim_pod_counts_and_reports_as_the_whole_one(pods: list[dict[str, Any]]) -> None:
+    # A round keeps only ``slim`` pods of a namespace's pages; census and the ready pods must not change.
+    slimmed = [poll.slim(p) for p in pods]
+    assert injection.census(slimmed, "gw") == injection.census(pods, "gw")
+    assert poll.ready_pod_ips(slimmed) == poll.ready_pod_ips(pods)
 
 
 def test_the_admin_port_comes_from_the_spec_or_the_models_default() -> None:
