@@ -3,9 +3,9 @@
 For each gateway it knows (``track``), one round lists the pods of every
 namespace that has such gateways (one paginated LIST per namespace, pods that
 carry the gateway label, grouped by its value: not a LIST per gateway, which
-made 5,000 gateways cost 5,000 requests per round, each of which the API server
-answers by reading the whole namespace), reads each gateway's ConfigMap from the
-watches' copy for the rendered config's hash, asks every ready pod with an IP
+made 5,000 gateways cost 5,000 requests per round, each of which makes the API
+server go through every pod of the namespace), reads each gateway's ConfigMap
+from the watches' copy for the rendered config's hash, asks every ready pod with an IP
 for its report (``sidecars.Fetcher``: bounded concurrency, short timeout) and
 aggregates the answers (``render.dataplane``). Only a changed observation goes
 further: it is stored and ``on_change`` triggers the work queues of the gateway
