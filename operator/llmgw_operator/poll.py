@@ -165,7 +165,9 @@ class Poller:
     async def _poll_namespace(self, namespace: str, keys: list[Key]) -> None:
         try:
             pods = await self.pods_by_gateway(namespace)
-        except (kube.ApiError, OSError, ValueError) as e:
+        except Exception as e:  # the next round lists again; the poller must not end
+            # Not only ApiError: a kube-apiserver killed mid-answer breaks the connection under
+            # urllib3 (ProtocolError), and that ended the polling task for good.
             logger.warning("listing the gateways' pods in namespace %s failed: %s", namespace, e)
             return
         results = await asyncio.gather(
