@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import yaml
@@ -100,8 +101,12 @@ class _PodsClient:
 
     def __init__(self, n: int) -> None:
         ready = [{"type": "Ready", "status": "True"}]
+        labels = {names.GATEWAY_LABEL: "chat"}
         self.pods = [
-            {"metadata": {"name": f"chat-{i}"}, "status": {"podIP": ip, "conditions": ready}}
+            {
+                "metadata": {"name": f"chat-{i}", "labels": labels},
+                "status": {"podIP": ip, "conditions": ready},
+            }
             for i, ip in enumerate(addresses(n))
         ]
         self.config_map = {
@@ -109,10 +114,12 @@ class _PodsClient:
             "data": {names.CONFIG_KEY: yaml.safe_dump(DOC)},
         }
 
-    async def list_objects(
-        self, kind: str, namespace: str, label_selector: str | None = None
-    ) -> list[dict[str, Any]]:
-        return self.pods
+    async def list_pages(
+        self, kind: str, namespace: str, label_selector: str | None = None, limit: int = 500
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """A round's LIST of the namespace's gateway pods, ``limit`` a page."""
+        for start in range(0, len(self.pods), limit):
+            yield self.pods[start : start + limit]
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         return self.config_map

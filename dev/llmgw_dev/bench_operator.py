@@ -22,6 +22,7 @@ clients, during the bulk phase) show where the time goes.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import copy
 import json
@@ -48,6 +49,7 @@ TARGET_P50 = 2.0
 TARGET_BULK = 180.0
 TARGET_MEMORY_MB = 300.0
 TARGET_READS_PER_PASS = 1.0
+PROGRESS_EVERY = 30.0  # seconds between the bulk phase's progress lines
 CREATE_CHUNK = 500  # gateways per ``kubectl create``
 # kwok nodes are fake and cheap, but each holds at most 110 pods.
 PODS_PER_NODE = 110
@@ -117,6 +119,12 @@ def memory_mb(pid: int) -> dict[str, float]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024
     return fields
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (/proc/PID/stat utime, stime)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def request_counts(c: cluster.Cluster) -> dict[tuple[str, str, str], float]:
@@ -192,7 +200,9 @@ def run(args: argparse.Namespace) -> int:
         with operator(c, port) as proc:
             watch = ReadyWatch(c)
             try:
-                return measure(c, proc, port, watch, samples["llmgateway"], repeats, bulk)
+                return measure(
+                    c, proc, port, watch, samples["llmgateway"], repeats, bulk, args.timeout, args.creators
+                )
             finally:
                 watch.close()
     finally:
@@ -207,6 +217,8 @@ def measure(
     sample: dict[str, Any],
     repeats: int,
     bulk: int,
+    timeout: float | None = None,
+    creators: int = 1,
 ) -> int:
     latencies = []
     for i in range(repeats):
@@ -226,15 +238,28 @@ def measure(
     names = {f"bulk-{i:05d}" for i in range(bulk)}
     items = [gateway(n, sample) for n in sorted(names)]
     before, ours_before = request_counts(c), operator_counters(port)
+    cpu_before = cpu_seconds(proc.pid)
     t0 = time.monotonic()
-    for start in range(0, len(items), CREATE_CHUNK):
-        # create, not apply: apply GETs every object first, which would count as reads here.
-        chunk = {"apiVersion": "v1", "kind": "List", "items": items[start : start + CREATE_CHUNK]}
-        c.kubectl("create", "-f", "-", input=json.dumps(chunk), timeout=600)
+    chunks = [
+        json.dumps({"apiVersion": "v1", "kind": "List", "items": items[start : start + CREATE_CHUNK]})
+        for start in range(0, len(items), CREATE_CHUNK)
+    ]
+    # create, not apply: apply GETs every object first, which would count as reads here. The lists
+    # go at once, one kubectl each: one kubectl creates its objects one after another, so 5,000 in
+    # one row took the rig 5 to 10 minutes before the operator had seen the last of them.
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(chunks), creators))) as pool:
+        list(pool.map(lambda text: c.kubectl("create", "-f", "-", input=text, timeout=900), chunks))
     applied = time.monotonic() - t0
-    converged = watch.wait(names, timeout=max(3 * TARGET_BULK, bulk / 2))
+    limit = timeout if timeout is not None else max(3 * TARGET_BULK, bulk / 2)
+    converged = False
+    while not converged and time.monotonic() - t0 < limit:
+        # A line every 30 s: how the Ready count grows shows where a slow run loses its time.
+        converged = watch.wait(names, timeout=min(PROGRESS_EVERY, max(0.0, limit - (time.monotonic() - t0))))
+        done = len(names & watch.ready_at.keys())
+        print(f"    {time.monotonic() - t0:6.0f}s: {done} of {bulk} Ready; load {os.getloadavg()[0]:.1f}")
     total = max(watch.ready_at[n] for n in names) - t0 if converged else float("inf")
     now = operator_counters(port)
+    cpu = cpu_seconds(proc.pid) - cpu_before
     after, ours = request_counts(c), delta(now, ours_before)
     ready_times = sorted(watch.ready_at[n] - t0 for n in names if n in watch.ready_at)
     print(
@@ -242,6 +267,10 @@ def measure(
         f"half after {percentile(ready_times, 50):.1f}s"
         if ready_times
         else f"(b) {bulk} gateways: none Ready"
+    )
+    print(
+        f"    operator CPU during (b) {cpu:.1f}s; load average at the end "
+        + " ".join(f"{x:.1f}" for x in os.getloadavg())
     )
     memory = memory_mb(proc.pid)
     rss, peak = memory["VmRSS"], memory["VmHWM"]
@@ -305,6 +334,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--gateways", type=int, default=5000, help="gateways created at once (default 5000)")
     parser.add_argument("--nodes", type=int, default=6, help="fake nodes at least (default 6)")
+    parser.add_argument(
+        "--creators",
+        type=int,
+        default=10,
+        help=f"kubectl processes creating the lists of {CREATE_CHUNK} gateways at once "
+        "(default 10; 1: one list after another)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds the bulk phase may take before it counts as not converged "
+        "(default: the larger of 3 x 180 s and 0.5 s per gateway)",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 5 repeats, at most 50 gateways")
     return run(parser.parse_args(argv))
 

@@ -25,6 +25,7 @@ decoded on each read, which also hands every reader its own copy.
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -187,8 +188,10 @@ class CachedClient(kube.Client):
     under that name blocks only a child the gateway wants.
     """
 
-    def __init__(self, api: Any, store: Store | None = None) -> None:
-        super().__init__(api)
+    def __init__(
+        self, api: Any, store: Store | None = None, executor: concurrent.futures.Executor | None = None
+    ) -> None:
+        super().__init__(api, executor)
         self.store = store if store is not None else Store()
         self.hits = 0
 

@@ -13,6 +13,7 @@ in ``references`` (not kopf indexes: see there why).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import fnmatch
 import logging
@@ -99,12 +100,20 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     polling: poll.Settings = memo.get("polling") or poll.Settings()
     memo["fetcher"] = fetcher = sidecars.Fetcher(timeout=polling.timeout, concurrency=polling.concurrency)
+    # The poller's LISTs run in threads of their own: in the passes' pool, 5,000 gateways' LISTs
+    # queued ahead of every pass's requests. It peeks at ConfigMaps in the same watches' copy.
+    memo["poll_executor"] = poll_executor = concurrent.futures.ThreadPoolExecutor(
+        poll.THREADS, thread_name_prefix="llmgw-api-poll"
+    )
+    poll_client = cache.CachedClient.from_environment(executor=poll_executor)
+    poll_client.store, poll_client.metrics = store, m
     memo["poller"] = poller = poll.Poller(
-        cached,
+        poll_client,
         fetcher,
         reconciler.data_plane,
         period=polling.period,
         on_change=lambda key: _data_plane_changed(memo, key),
+        page_size=polling.page_size,
     )
     fetcher.metrics = poller.metrics = m
     memo["polling_task"] = asyncio.create_task(poller.run(), name="data-plane poller")
@@ -299,6 +308,9 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await memo["polling_task"]
         await memo["fetcher"].close()
+    if "poll_executor" in memo:
+        # As cli.run does with the default pool: a LIST blocked on a dead connection is not waited for.
+        memo["poll_executor"].shutdown(wait=False, cancel_futures=True)
     for queue in ("gateways", "policies"):
         if queue in memo:
             await memo[queue].stop()

@@ -5,23 +5,30 @@ object already holds every field we would apply is not written at all, so a
 steady-state reconcile makes no write requests (and the API server would
 skip a no-op apply anyway; this also spares the request).
 
-The `kubernetes` client is synchronous; calls run in worker threads.
+The `kubernetes` client is synchronous; calls run in worker threads: the
+event loop's default pool, or the client's own ``executor`` (the data-plane
+poller has one, so its LISTs never queue ahead of the reconcile passes' calls).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextvars
 import datetime
+import functools
 import json
 import secrets as _secrets
-from collections.abc import Mapping
-from typing import Any, Self
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, ParamSpec, Self, TypeVar
 
 import kubernetes
 
 from llmgw_operator import metrics as metrics_
 
 FIELD_MANAGER = "llmgw-operator"
+P = ParamSpec("P")
+T = TypeVar("T")
 
 # kind -> (api prefix, plural); the only kinds the operator reads or writes.
 RESOURCES: dict[str, tuple[str, str]] = {
@@ -97,9 +104,16 @@ def _applied_fields(live: Mapping[str, Any]) -> Mapping[str, Any]:
     return {}
 
 
+LIST_PAGE = 500
+"""Objects per page of a paginated LIST (client-go's reflector pages by 500 too)."""
+
+
 class Client:
-    def __init__(self, api: kubernetes.client.ApiClient) -> None:
+    def __init__(
+        self, api: kubernetes.client.ApiClient, executor: concurrent.futures.Executor | None = None
+    ) -> None:
         self._api = api
+        self.executor = executor  # None: the event loop's default pool
         self.writes = 0  # for the steady-state benchmark and tests
         self.reads = 0  # GETs and LISTs, ``api_reads`` by verb and kind
         self.metrics: metrics_.Metrics | None = None
@@ -110,6 +124,11 @@ class Client:
         if self.metrics is not None:
             self.metrics.api_writes.labels(verb, kind).inc()
 
+    async def _run(self, call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``call`` in a worker thread of ``executor``, as ``asyncio.to_thread`` runs it in the default's."""
+        bound = functools.partial(contextvars.copy_context().run, call, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, bound)
+
     def _read(self, verb: str, kind: str) -> None:
         self.reads += 1
         if self.metrics is not None:
@@ -117,26 +136,26 @@ class Client:
 
     async def namespaces(self) -> list[str]:
         self._read("list", "Namespace")
-        result = await asyncio.to_thread(self._call, "GET", "/api/v1/namespaces")
+        result = await self._run(self._call, "GET", "/api/v1/namespaces")
         return sorted(str(n["metadata"]["name"]) for n in result.get("items") or [])
 
     async def list_all(self, kind: str) -> list[dict[str, Any]]:
         """Every object of ``kind`` in every namespace, in one request."""
         prefix, plural = RESOURCES[kind]
         self._read("list", kind)
-        result = await asyncio.to_thread(self._call, "GET", f"{prefix}/{plural}")
+        result = await self._run(self._call, "GET", f"{prefix}/{plural}")
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
     @classmethod
-    def from_environment(cls) -> Self:
+    def from_environment(cls, executor: concurrent.futures.Executor | None = None) -> Self:
         try:
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         configuration = kubernetes.client.Configuration.get_default_copy()
         configuration.connection_pool_maxsize = 32
-        return cls(kubernetes.client.ApiClient(configuration))
+        return cls(kubernetes.client.ApiClient(configuration), executor=executor)
 
     def _path(self, kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
         prefix, plural = RESOURCES[kind]
@@ -179,7 +198,7 @@ class Client:
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         self._read("get", kind)
         try:
-            return await asyncio.to_thread(self._call, "GET", self._path(kind, namespace, name))
+            return await self._run(self._call, "GET", self._path(kind, namespace, name))
         except ApiError as e:
             if e.status == 404:
                 return None
@@ -191,9 +210,34 @@ class Client:
         """Every object of ``kind`` in ``namespace`` (matching ``label_selector``), in one request."""
         query = [("labelSelector", label_selector)] if label_selector else []
         self._read("list", kind)
-        result = await asyncio.to_thread(self._call, "GET", self._path(kind, namespace), query=query)
+        result = await self._run(self._call, "GET", self._path(kind, namespace), query=query)
         items: list[dict[str, Any]] = result.get("items") or []
         return items
+
+    async def list_pages(
+        self, kind: str, namespace: str, label_selector: str | None = None, limit: int = LIST_PAGE
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every object of ``kind`` in ``namespace`` (matching ``label_selector``), ``limit`` per
+        request, one page at a time: the caller keeps what it needs of a page before the next is read.
+
+        A page's ``continue`` token is good for a few minutes (the API server's compaction); a
+        caller that pauses longer gets ApiError 410 and lists again from the start.
+        """
+        token = ""
+        while True:
+            query = [("limit", str(limit))]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if token:
+                query.append(("continue", token))
+            self._read("list", kind)
+            result = await self._run(
+                self._call, "GET", self._path(kind, namespace), None, "application/json", query
+            )
+            yield result.get("items") or []
+            token = str((result.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return
 
     async def apply(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
         """Server-side apply unless ``live`` already holds it. True when a write was made."""
@@ -205,7 +249,7 @@ class Client:
             return False
         meta = manifest["metadata"]
         self._wrote("apply", manifest["kind"])
-        result = await asyncio.to_thread(
+        result = await self._run(
             self._call,
             "PATCH",
             self._path(manifest["kind"], meta["namespace"], meta["name"]),
@@ -219,7 +263,7 @@ class Client:
     async def delete(self, kind: str, namespace: str, name: str) -> bool:
         try:
             self._wrote("delete", kind)
-            await asyncio.to_thread(self._call, "DELETE", self._path(kind, namespace, name))
+            await self._run(self._call, "DELETE", self._path(kind, namespace, name))
         except ApiError as e:
             if e.status == 404:
                 self.deleted(kind, namespace, name)
@@ -231,7 +275,7 @@ class Client:
     async def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self._wrote("patch", kind + "/status")
         try:
-            result = await asyncio.to_thread(
+            result = await self._run(
                 self._call,
                 "PATCH",
                 self._path(kind, namespace, name, "status"),
@@ -281,7 +325,7 @@ class Client:
         }
         self._wrote("create", "Event")
         try:
-            await asyncio.to_thread(self._call, "POST", self._path("Event", meta["namespace"]), body)
+            await self._run(self._call, "POST", self._path("Event", meta["namespace"]), body)
         except ApiError:
             return
 
@@ -289,7 +333,7 @@ class Client:
         """POST a namespaced object; ApiError 409 when one of that name exists."""
         meta = manifest["metadata"]
         self._wrote("create", manifest["kind"])
-        return await asyncio.to_thread(
+        return await self._run(
             self._call, "POST", self._path(manifest["kind"], meta["namespace"]), dict(manifest)
         )
 
@@ -302,14 +346,14 @@ class Client:
             "metadata": {**dict(patch.get("metadata") or {}), "resourceVersion": resource_version},
         }
         self._wrote("patch", kind)
-        await asyncio.to_thread(
+        await self._run(
             self._call, "PATCH", self._path(kind, namespace, name), body, "application/merge-patch+json"
         )
 
     async def webhook_ca_bundles(self, configuration: str) -> list[str] | None:
         """Each webhook's clientConfig.caBundle in a MutatingWebhookConfiguration (None: not found)."""
         try:
-            found = await asyncio.to_thread(self._call, "GET", f"{WEBHOOK_CONFIGURATIONS}/{configuration}")
+            found = await self._run(self._call, "GET", f"{WEBHOOK_CONFIGURATIONS}/{configuration}")
         except ApiError as e:
             if e.status == 404:
                 return None
@@ -323,7 +367,7 @@ class Client:
             for i in range(count)
         ]
         self._wrote("patch", "MutatingWebhookConfiguration")
-        await asyncio.to_thread(
+        await self._run(
             self._call,
             "PATCH",
             f"{WEBHOOK_CONFIGURATIONS}/{configuration}",
@@ -332,7 +376,7 @@ class Client:
         )
 
     async def server_minor(self) -> int:
-        version = await asyncio.to_thread(self._call, "GET", "/version")
+        version = await self._run(self._call, "GET", "/version")
         return int("".join(ch for ch in str(version.get("minor", "0")) if ch.isdigit()) or 0)
 
 

@@ -1,16 +1,24 @@
 """The data-plane poller: every period, each gateway's ready pods' ``/status``, aggregated.
 
-For each gateway it knows (``track``), one round lists the gateway's pods,
-reads its ConfigMap for the rendered config's hash, asks every ready pod with
-an IP for its report (``sidecars.Fetcher``: bounded concurrency, short
-timeout) and aggregates the answers (``render.dataplane``). Only a changed
-observation goes further: it is stored and ``on_change`` triggers the work
-queues of the gateway and of the policies it uses, whose passes write the
-status, so the status has one writer and a steady data plane causes no write
-at all.
+For each gateway it knows (``track``), one round lists the pods of every
+namespace that has such gateways (one paginated LIST per namespace, pods that
+carry the gateway label, grouped by its value: not a LIST per gateway, which
+made 5,000 gateways cost 5,000 requests per round, each of which makes the API
+server go through every pod of the namespace), reads each gateway's ConfigMap
+from the watches' copy for the rendered config's hash, asks every ready pod with an IP
+for its report (``sidecars.Fetcher``: bounded concurrency, short timeout) and
+aggregates the answers (``render.dataplane``). Only a changed observation goes
+further: it is stored and ``on_change`` triggers the work queues of the gateway
+and of the policies it uses, whose passes write the status, so the status has
+one writer and a steady data plane causes no write at all.
 
 Besides the period, ``soon`` asks for a round of one gateway shortly (its
-Deployment changed: pods may have become ready).
+Deployment changed: pods may have become ready); the gateways asked for within
+``SOON_DELAY`` share one round, and so one LIST of their namespace.
+
+The poller's client has a small thread pool of its own (``THREADS``), so its
+LISTs never wait in the pool the reconcile passes' requests run in, nor make
+them wait.
 """
 
 from __future__ import annotations
@@ -35,6 +43,10 @@ logger = logging.getLogger(__name__)
 Key = dataplane.Key
 SOON_DELAY = 1.0
 """Seconds a ``soon`` waits before polling, so one rollout's burst of events makes one round."""
+THREADS = 2
+"""Worker threads of the poller's own client: its LISTs, one namespace's pages after another."""
+GATEWAY_PODS = names.GATEWAY_LABEL
+"""The label selector of a round's LIST: every pod that carries the gateway label, whatever its value."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +56,26 @@ class Settings:
     period: float = 15.0
     timeout: float = 2.0
     concurrency: int = 64
+    page_size: int = kube.LIST_PAGE
+
+
+_KEPT_ANNOTATIONS = (injection.INJECTED_ANNOTATION, names.RESTART_HASH_ANNOTATION)
+
+
+def slim(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What ``injection.census`` and ``ready_pod_ips`` read of a pod; the rest (its spec, other
+    annotations, managedFields: most of its bytes) is not held while a round runs."""
+    meta, st = pod.get("metadata") or {}, pod.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    kept_meta: dict[str, Any] = {
+        "name": meta.get("name"),
+        "annotations": {k: annotations[k] for k in _KEPT_ANNOTATIONS if k in annotations},
+    }
+    if meta.get("deletionTimestamp"):
+        kept_meta["deletionTimestamp"] = meta["deletionTimestamp"]
+    ready = [c for c in st.get("conditions") or [] if isinstance(c, Mapping) and c.get("type") == "Ready"]
+    kept_status = {"phase": st.get("phase"), "podIP": st.get("podIP"), "conditions": ready}
+    return {"metadata": kept_meta, "status": kept_status}
 
 
 def ready_pod_ips(pods: list[dict[str, Any]]) -> list[tuple[str, str]]:
@@ -69,8 +101,10 @@ class Poller:
         *,
         period: float,
         on_change: Callable[[Key], None],
+        page_size: int = kube.LIST_PAGE,
     ) -> None:
         self.client = client
+        self.page_size = page_size
         self.fetcher = fetcher
         self.store = store
         self.period = period
@@ -121,18 +155,45 @@ class Poller:
                 await self.poll([k for k in keys if k in self.targets])
 
     async def poll(self, keys: list[Key]) -> None:
-        """One round over ``keys``, concurrently (the fetcher bounds the requests in flight)."""
-        results = await asyncio.gather(*(self.poll_gateway(k) for k in keys), return_exceptions=True)
+        """One round over ``keys``: a LIST per namespace, then every gateway concurrently (the
+        fetcher bounds the requests in flight)."""
+        by_namespace: dict[str, list[Key]] = {}
+        for key in keys:
+            by_namespace.setdefault(key[0], []).append(key)
+        await asyncio.gather(*(self._poll_namespace(ns, some) for ns, some in by_namespace.items()))
+
+    async def _poll_namespace(self, namespace: str, keys: list[Key]) -> None:
+        try:
+            pods = await self.pods_by_gateway(namespace)
+        except Exception as e:  # the next round lists again; the poller must not end
+            # Not only ApiError: a kube-apiserver killed mid-answer breaks the connection under
+            # urllib3 (ProtocolError), and that ended the polling task for good.
+            logger.warning("listing the gateways' pods in namespace %s failed: %s", namespace, e)
+            return
+        results = await asyncio.gather(
+            *(self.poll_gateway(k, pods.get(k[1], [])) for k in keys), return_exceptions=True
+        )
         for key, result in zip(keys, results, strict=True):
             if isinstance(result, Exception):
                 logger.warning("polling the pods of gateway %s/%s failed: %s", *key, result)
 
-    async def poll_gateway(self, key: Key) -> None:
-        namespace, name = key
+    async def pods_by_gateway(self, namespace: str) -> dict[str, list[dict[str, Any]]]:
+        """The namespace's pods that carry the gateway label, by its value, each cut to what a
+        round reads (``slim``): a page is let go before the next is read."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        async for page in self.client.list_pages("Pod", namespace, GATEWAY_PODS, self.page_size):
+            for pod in page:
+                owner = ((pod.get("metadata") or {}).get("labels") or {}).get(names.GATEWAY_LABEL)
+                if isinstance(owner, str):
+                    out.setdefault(owner, []).append(slim(pod))
+        return out
+
+    async def poll_gateway(self, key: Key, pods: list[dict[str, Any]]) -> None:
+        """One gateway's round, given its pods (those labelled with its name)."""
+        _, name = key
         port = self.targets.get(key)
         if port is None:
             return
-        pods = await self.client.list_objects("Pod", namespace, f"{names.GATEWAY_LABEL}={name}")
         counted = injection.census(pods, name)
         if key in self.targets and self.store.injected.get(key, ()) != counted:
             # Injected pods came or went: the reconcile pass re-splits shared limits and counts them.

@@ -10,6 +10,7 @@ is written, and the status says why.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import logging
@@ -358,14 +359,13 @@ class Reconciler:
         meta = body["metadata"]
         await self.client.patch_status(kind, meta["namespace"], meta["name"], new)
         before = {c["type"]: c for c in old.get("conditions") or []}
+        events: list[tuple[str, str, str]] = []  # type, reason, message
         for condition in new["conditions"]:
             prior = before.get(condition["type"])
             if condition["type"] in (conditions.PROVIDERS_HEALTHY, conditions.CONFIG_APPLIED):
                 event = conditions.data_plane_event(prior, condition)
                 if event is not None:
-                    await self.client.event(
-                        body, type_=event[0], reason=event[1], message=condition["message"]
-                    )
+                    events.append((event[0], event[1], condition["message"]))
                 continue
             if prior is not None and (prior["status"], prior["reason"]) == (
                 condition["status"],
@@ -373,9 +373,13 @@ class Reconciler:
             ):
                 continue
             warning = condition["status"] == FALSE and condition["type"] != conditions.READY
-            await self.client.event(
-                body,
-                type_="Warning" if warning else "Normal",
-                reason=condition["reason"],
-                message=f"{condition['type']}={condition['status']}: {condition['message']}",
+            events.append(
+                (
+                    "Warning" if warning else "Normal",
+                    condition["reason"],
+                    f"{condition['type']}={condition['status']}: {condition['message']}",
+                )
             )
+        # At once, not one after another: a new gateway's first pass sends three, and the pass (and
+        # the next one in its queue) waited for each round trip in turn.
+        await asyncio.gather(*(self.client.event(body, type_=t, reason=r, message=m) for t, r, m in events))

@@ -33,12 +33,20 @@ def test_data_plane_polling_defaults_and_flags() -> None:
     from llmgw_operator import poll
 
     assert cli.polling_of(cli.build_parser().parse_args([])) == poll.Settings(15.0, 2.0, 64)
+    assert poll.Settings().page_size == 500
     argv = ["--data-plane-period=0.5", "--data-plane-timeout=0.25", "--data-plane-concurrency=8"]
-    assert cli.polling_of(cli.build_parser().parse_args(argv)) == poll.Settings(0.5, 0.25, 8)
+    argv.append("--data-plane-page-size=7")
+    assert cli.polling_of(cli.build_parser().parse_args(argv)) == poll.Settings(0.5, 0.25, 8, 7)
 
 
 def test_a_data_plane_period_out_of_bounds_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
-    for argv in (["--data-plane-period=0"], ["--data-plane-timeout=61"], ["--data-plane-concurrency=0"]):
+    for argv in (
+        ["--data-plane-period=0"],
+        ["--data-plane-timeout=61"],
+        ["--data-plane-concurrency=0"],
+        ["--data-plane-page-size=0"],
+        ["--data-plane-page-size=5001"],
+    ):
         with pytest.raises(SystemExit):
             cli.build_parser().parse_args(argv)
     assert "must be more than 0" in capsys.readouterr().err
@@ -70,3 +78,18 @@ def test_the_loop_ends_without_waiting_for_a_worker_blocked_in_a_request() -> No
     finally:
         release.set()
     assert cli.run(asyncio.sleep(0), grace=0.05) == []
+
+
+def test_every_pass_in_flight_gets_a_worker_thread_for_its_request() -> None:
+    # Two queues of workqueue.WORKERS passes each, every one in an API request at the same moment.
+    # Python's default pool (CPU count + 4: 6 on two cores) left most of them waiting for a thread.
+    from llmgw_operator import workqueue
+
+    in_flight = 2 * workqueue.WORKERS
+    together = threading.Barrier(in_flight, timeout=10)
+
+    async def operator() -> None:
+        await asyncio.gather(*(asyncio.to_thread(together.wait) for _ in range(in_flight)))
+
+    assert cli.run(operator(), grace=0.05) == []
+    assert not together.broken

@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import kubernetes
+import pytest
 from aiohttp import web
 from aiohttp.pytest_plugin import AiohttpServer
+from hypothesis import given
+from hypothesis import strategies as st
 
-from llmgw_operator import poll, sidecars
+from llmgw_operator import kube, poll, sidecars
+from llmgw_operator.render import dataplane, injection, names
 from llmgw_proxy import status
 
 
@@ -32,6 +37,53 @@ def test_only_ready_pods_with_an_ip_that_are_not_being_deleted_are_asked() -> No
         {"metadata": {"name": "bare"}},
     ]
     assert poll.ready_pod_ips(pods) == [("a", "10.0.0.1"), ("b", "10.0.0.2")]
+
+
+_pods = st.lists(
+    st.fixed_dictionaries(
+        {
+            "metadata": st.fixed_dictionaries(
+                {"name": st.sampled_from(["a", "b", "c"])},
+                optional={
+                    "annotations": st.dictionaries(
+                        st.sampled_from(
+                            [injection.INJECTED_ANNOTATION, names.RESTART_HASH_ANNOTATION, "other/x"]
+                        ),
+                        st.sampled_from(["gw", "other", "h1", "h2"]),
+                    ),
+                    "deletionTimestamp": st.just("2026-01-01T00:00:00Z"),
+                    "managedFields": st.just([{"manager": "kubelet"}]),
+                },
+            ),
+            "spec": st.just({"containers": [{"name": "app", "image": "x"}]}),
+            "status": st.fixed_dictionaries(
+                {},
+                optional={
+                    "phase": st.sampled_from(["Pending", "Running", "Succeeded", "Failed"]),
+                    "podIP": st.sampled_from(["10.0.0.1", "10.0.0.2"]),
+                    "conditions": st.lists(
+                        st.fixed_dictionaries(
+                            {
+                                "type": st.sampled_from(["Ready", "PodScheduled"]),
+                                "status": st.sampled_from(["True", "False"]),
+                            }
+                        ),
+                        max_size=3,
+                    ),
+                },
+            ),
+        }
+    ),
+    max_size=6,
+)
+
+
+@given(_pods)
+def test_a_slim_pod_counts_and_reports_as_the_whole_one(pods: list[dict[str, Any]]) -> None:
+    # A round keeps only ``slim`` pods of a namespace's pages; census and the ready pods must not change.
+    slimmed = [poll.slim(p) for p in pods]
+    assert injection.census(slimmed, "gw") == injection.census(pods, "gw")
+    assert poll.ready_pod_ips(slimmed) == poll.ready_pod_ips(pods)
 
 
 def test_the_admin_port_comes_from_the_spec_or_the_models_default() -> None:
@@ -69,3 +121,38 @@ async def test_a_report_a_slow_answer_garbage_and_an_oversized_body(aiohttp_serv
         assert await fetcher.status("not-an-ip", 1) is None
     finally:
         await fetcher.close()
+
+
+async def test_a_connection_cut_in_the_middle_of_a_list_is_logged_and_the_next_round_lists_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A kube-apiserver SIGKILLed while it answers the round's LIST: the answer starts, then the
+    # connection ends mid-body. That left urllib3's ProtocolError, not an ApiError, and it ended the
+    # polling task for good (and the operator's cleanup with it: SIGTERM was not honoured).
+    lists = 0
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal lists
+        await reader.readuntil(b"\r\n\r\n")
+        lists += 1
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        writer.write(head + b'20\r\n{"kind": "PodList", "items": [{"met')
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(cut, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    configuration = kubernetes.client.Configuration()
+    configuration.host = f"http://127.0.0.1:{port}"
+    client = kube.Client(kubernetes.client.ApiClient(configuration))
+    fetcher = sidecars.Fetcher(timeout=0.5, concurrency=4)
+    poller = poll.Poller(client, fetcher, dataplane.Store(), period=15, on_change=lambda key: None)
+    poller.track(("ns", "gw"), 9090)
+    try:
+        async with server:
+            await poller.poll([("ns", "gw")])
+            await poller.poll([("ns", "gw")])
+    finally:
+        await fetcher.close()
+    assert lists >= 2  # the second round asked again
+    assert "listing the gateways' pods in namespace ns failed" in caplog.text

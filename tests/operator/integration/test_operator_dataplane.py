@@ -222,7 +222,7 @@ def test_a_steady_data_plane_causes_no_writes(
         ns.wait(f"providerpolicy/{name}", policy_ready, timeout=WITHIN)
     for sidecar in kubelet.sidecars.values():
         assert sidecar.chat() == 200  # traffic moves buckets and timestamps, not the counts
-    polls = rf"GET /api/v1/namespaces/{ns.name}/pods\?labelSelector"
+    polls = rf"GET /api/v1/namespaces/{ns.name}/pods\?\S*labelSelector"  # a round's LIST, or a page of it
     start = operator_process.wait_for_log(polls, operator_process.offset(), timeout=WITHIN).end()
     offset = start
     for _ in range(2):  # two more poll rounds of this gateway, each seen in the operator's log
