@@ -28,6 +28,13 @@ ROUNDS = 4
 
 
 @pytest.fixture(scope="module")
+def namespace_prefix() -> str:
+    # Namespaces of its own: the operator counts pod LISTs and pods across every namespace it
+    # watches, and earlier modules' namespaces may still be terminating with gateways in them.
+    return "oppoll-"
+
+
+@pytest.fixture(scope="module")
 def operator_args() -> tuple[str, ...]:
     return (f"--data-plane-period={PERIOD}", f"--data-plane-page-size={PAGE}")
 
