@@ -271,10 +271,8 @@ class Store:
 
         self.batches += 1
         try:
-            if timed:
-                async with asyncio.timeout(self.cfg.timeout):
-                    replies = await self._send(batch.commands)
-            else:
+            # A timeout of None schedules no timer: the caller's one bounds the exchange.
+            async with asyncio.timeout(self.cfg.timeout if timed else None):
                 replies = await self._send(batch.commands)
         except BaseException as exc:
             failure = exc if isinstance(exc, Exception) else redis.exceptions.TimeoutError("closed")
