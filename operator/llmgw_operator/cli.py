@@ -306,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                     watch_inactivity=args.watch_inactivity,
                     namespaces=tuple(args.namespace),
                     webhook=settings,
+                    verbose=args.verbose or args.debug,
                 ),
             )
         )

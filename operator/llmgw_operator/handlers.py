@@ -28,6 +28,7 @@ import llmgw_operator
 from llmgw_operator import (
     admission,
     cache,
+    kopf_lean,
     kube,
     metrics,
     poll,
@@ -53,6 +54,7 @@ logger = logging.getLogger(__name__)
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.level = logging.WARNING
+    kopf_lean.apply(settings, verbose=bool(memo.get("verbose")))
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60

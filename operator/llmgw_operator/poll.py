@@ -217,11 +217,16 @@ class Poller:
         found = await self.client.peek("ConfigMap", namespace, names.config_map(name))
         if found is None:
             return None
-        version = str(found.get("metadata", {}).get("resourceVersion", ""))
+        meta = found.get("metadata") or {}
+        version = str(meta.get("resourceVersion", ""))
         cached = self._rendered.get(key)
         if cached is not None and cached[0] == version:
             return cached[1]
-        rendered = _hash_of((found.get("data") or {}).get(names.CONFIG_KEY))
+        # The operator writes the digest beside the config it renders; a ConfigMap from before it
+        # did (or whose annotation someone removed) is parsed. A hand edit of the data is put back
+        # by the gateway's next pass, which its watch event triggers.
+        noted = (meta.get("annotations") or {}).get(names.CONFIG_DIGEST_ANNOTATION)
+        rendered = noted if isinstance(noted, str) else _hash_of((found.get("data") or {}).get(names.CONFIG_KEY))
         self._rendered[key] = (version, rendered)
         return rendered
 

@@ -7,12 +7,13 @@ from typing import Any
 
 import kubernetes
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.pytest_plugin import AiohttpServer
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmgw_operator import kube, poll, sidecars
+from llmgw_operator import cache, kube, poll, sidecars
 from llmgw_operator.render import dataplane, injection, names
 from llmgw_proxy import status
 
@@ -156,3 +157,34 @@ async def test_a_connection_cut_in_the_middle_of_a_list_is_logged_and_the_next_r
         await fetcher.close()
     assert lists >= 2  # the second round asked again
     assert "listing the gateways' pods in namespace ns failed" in caplog.text
+
+
+async def test_the_rendered_hash_is_the_configmaps_digest_annotation_and_unannotated_ones_are_parsed() -> None:
+    # The annotation spares a YAML load and a validation per new ConfigMap: at 5,000 gateways the
+    # poller spent about a tenth of the operator's busy time parsing configs.
+    rendered = {
+        "version": 1,
+        "providers": {"p": {"baseUrl": "http://127.0.0.1:1", "apiKeyFile": "/k"}},
+        "routes": [{"model": "*", "targets": [{"provider": "p"}]}],
+    }
+    text = yaml.safe_dump(rendered)
+    parsed = poll._hash_of(text)
+    assert parsed is not None
+    store = cache.Store()
+    client = cache.CachedClient(kubernetes.client.ApiClient(kubernetes.client.Configuration()), store)
+    poller = poll.Poller(client, sidecars.Fetcher(timeout=0.5, concurrency=1), dataplane.Store(),
+                         period=15, on_change=lambda key: None)  # fmt: skip
+    try:
+        for name, annotations, data, expected in (
+            ("noted", {names.CONFIG_DIGEST_ANNOTATION: "feedfacecafebeef"}, "not: [yaml", "feedfacecafebeef"),
+            ("older", {}, text, parsed),
+        ):
+            store.observe("ADDED", {
+                "apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": names.config_map(name), "namespace": "ns", "resourceVersion": "1",
+                             "annotations": annotations},
+                "data": {names.CONFIG_KEY: data},
+            })  # fmt: skip
+            assert await poller._rendered_hash(("ns", name)) == expected
+    finally:
+        await poller.fetcher.close()

@@ -26,9 +26,11 @@ def serialise(document: config.ProxyConfig) -> str:
 
 
 def render(gateway: str, namespace: str, document: config.ProxyConfig) -> dict[str, Any]:
+    metadata = names.metadata(names.config_map(gateway), namespace, gateway)
+    metadata["annotations"] = {names.CONFIG_DIGEST_ANNOTATION: config.digest(document)}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": names.metadata(names.config_map(gateway), namespace, gateway),
+        "metadata": metadata,
         "data": {names.CONFIG_KEY: serialise(document)},
     }

@@ -15,6 +15,9 @@ CONFIG_KEY = "proxy.yaml"
 CONFIG_FILE = f"{CONFIG_DIR}/{CONFIG_KEY}"
 
 RESTART_HASH_ANNOTATION = "llmgateway.io/restart-hash"
+# On the ConfigMap: ``config.digest`` of the config in it, what its up-to-date sidecars report.
+# The poller reads it instead of parsing the config (a YAML load and a validation per new ConfigMap).
+CONFIG_DIGEST_ANNOTATION = "llmgateway.io/config-digest"
 GATEWAY_LABEL = _gateway.GATEWAY_LABEL
 # A Secret the operator may read a provider key from carries this label with
 # the value "true"; the gateway's own keys Secret carries it with "rendered",

@@ -23,9 +23,19 @@ def test_holds_the_config_under_proxy_yaml() -> None:
         "name": "chat-proxy-config",
         "namespace": "team-a",
         "labels": names.labels("chat"),
+        "annotations": {names.CONFIG_DIGEST_ANNOTATION: config.digest(document)},
     }
     assert list(rendered["data"]) == ["proxy.yaml"]
     assert config.parse(yaml.safe_load(rendered["data"]["proxy.yaml"])) == document
+
+
+@given(spec=renderkit.gateway_specs())
+def test_the_digest_annotation_is_the_digest_a_sidecar_reading_the_data_reports(
+    spec: gateway.LLMGatewaySpec,
+) -> None:
+    rendered = configmap.render("chat", "ns", _compiled(spec))
+    served = config.parse(yaml.safe_load(rendered["data"]["proxy.yaml"]))
+    assert rendered["metadata"]["annotations"][names.CONFIG_DIGEST_ANNOTATION] == config.digest(served)
 
 
 def test_leaves_owner_references_to_the_apply_layer() -> None:
