@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from llmgw_dev import binaries, cluster, processes
+from llmgw_operator.render import names as child_names
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 NAMESPACE = "bench"
@@ -67,13 +68,16 @@ COUNTED = (
 
 
 class ReadyWatch:
-    """Follows ``kubectl get llmgw --watch`` and records when each gateway first reads Ready."""
+    """Follows ``kubectl get llmgw --watch`` and records when each gateway first reads Ready
+    (or, given ``resource`` and ``template``, when each object's template line first ends in True)."""
 
-    def __init__(self, c: cluster.Cluster) -> None:
+    def __init__(
+        self, c: cluster.Cluster, resource: str = "llmgateways", template: str = WATCH_TEMPLATE
+    ) -> None:
         kubectl = binaries.ensure("kubectl")
         self._proc = subprocess.Popen(
-            [str(kubectl), "--kubeconfig", str(c.kubeconfig), "-n", NAMESPACE, "get", "llmgateways",
-             "--watch", "-o", f"jsonpath={WATCH_TEMPLATE}"],
+            [str(kubectl), "--kubeconfig", str(c.kubeconfig), "-n", NAMESPACE, "get", resource,
+             "--watch", "-o", f"jsonpath={template}"],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         self.ready_at: dict[str, float] = {}
@@ -200,13 +204,133 @@ def run(args: argparse.Namespace) -> int:
         with operator(c, port) as proc:
             watch = ReadyWatch(c)
             try:
-                return measure(
-                    c, proc, port, watch, samples["llmgateway"], repeats, bulk, args.timeout, args.creators
-                )
+                if args.floor:
+                    latency(c, watch, samples["llmgateway"], 1)
+                    templates = children_of(c, "latency-0")
+                else:
+                    return measure(
+                        c,
+                        proc,
+                        port,
+                        watch,
+                        samples["llmgateway"],
+                        repeats,
+                        bulk,
+                        args.timeout,
+                        args.creators,
+                    )
             finally:
                 watch.close()
+        return floor(c, samples["llmgateway"], templates, bulk, args.timeout, args.creators)
     finally:
         cluster.down(c)
+
+
+DEPLOYMENT_AVAILABLE = '{.metadata.name}{" "}{.status.conditions[?(@.type=="Available")].status}{"\\n"}'
+SERVER_FIELDS = (
+    "uid",
+    "resourceVersion",
+    "creationTimestamp",
+    "generation",
+    "managedFields",
+    "ownerReferences",
+)
+
+
+def children_of(c: cluster.Cluster, gateway_name: str) -> list[dict[str, Any]]:
+    """The children the operator made for one gateway, as manifests to create again under other names."""
+    found = []
+    for kind, name in (
+        ("configmap", child_names.config_map(gateway_name)),
+        ("secret", child_names.secret(gateway_name)),
+        ("deployment", child_names.deployment(gateway_name)),
+    ):
+        live = json.loads(c.kubectl("get", "-n", NAMESPACE, kind, name, "-o", "json").stdout)
+        for field in SERVER_FIELDS:
+            live["metadata"].pop(field, None)
+        live.pop("status", None)
+        found.append(live)
+    return found
+
+
+def create_lists(c: cluster.Cluster, items: list[dict[str, Any]], creators: int) -> float:
+    """``kubectl create`` of ``items`` in lists of CREATE_CHUNK, ``creators`` at once; the seconds it took."""
+    t0 = time.monotonic()
+    chunks = [
+        json.dumps({"apiVersion": "v1", "kind": "List", "items": items[start : start + CREATE_CHUNK]})
+        for start in range(0, len(items), CREATE_CHUNK)
+    ]
+    # create, not apply: apply GETs every object first, which would count as reads here. The lists
+    # go at once, one kubectl each: one kubectl creates its objects one after another, so 5,000 in
+    # one row took the rig 5 to 10 minutes before the operator had seen the last of them.
+    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(chunks), creators))) as pool:
+        list(pool.map(lambda text: c.kubectl("create", "-f", "-", input=text, timeout=900), chunks))
+    return time.monotonic() - t0
+
+
+def floor(
+    c: cluster.Cluster,
+    sample: dict[str, Any],
+    templates: list[dict[str, Any]],
+    bulk: int,
+    timeout: float | None,
+    creators: int,
+) -> int:
+    """The control plane's part alone: no operator runs. The bulk phase's gateways are created as
+    in ``measure``, and with each the children the operator made for one gateway (its ConfigMap,
+    keys Secret and Deployment), renamed; the time until every Deployment is Available is what
+    the same control plane needs on this machine however fast an operator were."""
+    watch = ReadyWatch(c, "deployments", DEPLOYMENT_AVAILABLE)
+    try:
+        names = {f"bulk-{i:05d}" for i in range(bulk)}
+        text = json.dumps(templates)
+        items: list[dict[str, Any]] = []
+        for n in sorted(names):
+            items.append(gateway(n, sample))
+            items += json.loads(text.replace("latency-0", n))
+        before = request_counts(c)
+        t0 = time.monotonic()
+        applied = create_lists(c, items, creators)
+        limit = timeout if timeout is not None else max(3 * TARGET_BULK, bulk / 2)
+        converged = watch.wait(names, timeout=max(0.0, limit - (time.monotonic() - t0)))
+        done = sorted(watch.ready_at[n] - t0 for n in names if n in watch.ready_at)
+        total = done[-1] if converged else float("inf")
+        print(
+            f"(floor) {bulk} gateways and their children created without an operator "
+            f"(kubectl itself {applied:.1f}s): all Deployments Available after {total:.1f}s"
+            + (f"; half after {percentile(done, 50):.1f}s" if done else "")
+            + f"; {len(done)} of {bulk} within the limit; load average at the end "
+            + " ".join(f"{x:.1f}" for x in os.getloadavg())
+        )
+        print_requests(before, request_counts(c), bulk)
+        return 0 if converged else 1
+    finally:
+        watch.close()
+
+
+def latency(
+    c: cluster.Cluster, watch: ReadyWatch, sample: dict[str, Any], repeats: int
+) -> list[float] | None:
+    """Apply-to-Ready of ``repeats`` gateways one at a time; None if one is not Ready within 60 s."""
+    latencies = []
+    for i in range(repeats):
+        name = f"latency-{i}"
+        t0 = time.monotonic()
+        c.kubectl("apply", "-f", "-", input=json.dumps(gateway(name, sample)))
+        if not watch.wait({name}, timeout=60):
+            print(f"FAIL {name} not Ready within 60s", file=sys.stderr)
+            return None
+        latencies.append(watch.ready_at[name] - t0)
+    return latencies
+
+
+def print_requests(before: dict[Any, float], after: dict[Any, float], bulk: int) -> None:
+    print("API requests during (b), all clients (only the operator GETs or PATCHes the first two):")
+    for (verb, resource, sub), count in sorted(after.items()):
+        d = count - before.get((verb, resource, sub), 0.0)
+        if d and verb in ("GET", "LIST", "PATCH", "POST", "PUT", "DELETE", "APPLY"):
+            label = f"{resource}/{sub}" if sub else resource
+            print(f"  {verb:6s} {label:28s} {d:7.0f}  ({d / bulk:.1f} per gateway)")
 
 
 def measure(
@@ -220,15 +344,9 @@ def measure(
     timeout: float | None = None,
     creators: int = 1,
 ) -> int:
-    latencies = []
-    for i in range(repeats):
-        name = f"latency-{i}"
-        t0 = time.monotonic()
-        c.kubectl("apply", "-f", "-", input=json.dumps(gateway(name, sample)))
-        if not watch.wait({name}, timeout=60):
-            print(f"FAIL {name} not Ready within 60s", file=sys.stderr)
-            return 1
-        latencies.append(watch.ready_at[name] - t0)
+    latencies = latency(c, watch, sample, repeats)
+    if latencies is None:
+        return 1
     p50, p95 = percentile(latencies, 50), percentile(latencies, 95)
     print(
         f"(a) apply-to-Ready, {repeats} gateways one at a time (Ready seen on a kubectl watch): "
@@ -240,16 +358,7 @@ def measure(
     before, ours_before = request_counts(c), operator_counters(port)
     cpu_before = cpu_seconds(proc.pid)
     t0 = time.monotonic()
-    chunks = [
-        json.dumps({"apiVersion": "v1", "kind": "List", "items": items[start : start + CREATE_CHUNK]})
-        for start in range(0, len(items), CREATE_CHUNK)
-    ]
-    # create, not apply: apply GETs every object first, which would count as reads here. The lists
-    # go at once, one kubectl each: one kubectl creates its objects one after another, so 5,000 in
-    # one row took the rig 5 to 10 minutes before the operator had seen the last of them.
-    with concurrent.futures.ThreadPoolExecutor(max(1, min(len(chunks), creators))) as pool:
-        list(pool.map(lambda text: c.kubectl("create", "-f", "-", input=text, timeout=900), chunks))
-    applied = time.monotonic() - t0
+    applied = create_lists(c, items, creators)
     limit = timeout if timeout is not None else max(3 * TARGET_BULK, bulk / 2)
     converged = False
     while not converged and time.monotonic() - t0 < limit:
@@ -303,12 +412,7 @@ def measure(
             + ", ".join(f"{verb} {kind} {v:.0f}" for (verb, kind), v in sorted(counted.items()))
         )
 
-    print("API requests during (b), all clients (only the operator GETs or PATCHes the first two):")
-    for (verb, resource, sub), count in sorted(after.items()):
-        d = count - before.get((verb, resource, sub), 0.0)
-        if d and verb in ("GET", "LIST", "PATCH", "POST", "PUT", "DELETE", "APPLY"):
-            label = f"{resource}/{sub}" if sub else resource
-            print(f"  {verb:6s} {label:28s} {d:7.0f}  ({d / bulk:.1f} per gateway)")
+    print_requests(before, after, bulk)
 
     verdicts = [
         ("apply-to-Ready p50", p50 < TARGET_P50, f"{p50:.2f}s < {TARGET_P50:.0f}s"),
@@ -346,6 +450,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="seconds the bulk phase may take before it counts as not converged "
         "(default: the larger of 3 x 180 s and 0.5 s per gateway)",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="no operator in the bulk phase: the gateways and one gateway's children, renamed, created "
+        "directly; prints the time until every Deployment is Available (the control plane's part)",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 5 repeats, at most 50 gateways")
     return run(parser.parse_args(argv))
