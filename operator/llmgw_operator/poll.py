@@ -226,7 +226,8 @@ class Poller:
         # did (or whose annotation someone removed) is parsed. A hand edit of the data is put back
         # by the gateway's next pass, which its watch event triggers.
         noted = (meta.get("annotations") or {}).get(names.CONFIG_DIGEST_ANNOTATION)
-        rendered = noted if isinstance(noted, str) else _hash_of((found.get("data") or {}).get(names.CONFIG_KEY))
+        text = (found.get("data") or {}).get(names.CONFIG_KEY)
+        rendered = noted if isinstance(noted, str) else _hash_of(text)
         self._rendered[key] = (version, rendered)
         return rendered
 

@@ -57,6 +57,14 @@ def _wanted_kinds(spec: gateway.LLMGatewaySpec) -> frozenset[str]:
     return frozenset({"ConfigMap", "Secret", "Deployment", "HorizontalPodAutoscaler"})
 
 
+def _apply_stages(manifests: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The children in the order they may be applied: what the pods mount (ConfigMap, Secret) at
+    once, then what makes pods (the Deployment, then its HPA), so no pod starts without its files."""
+    first = [m for m in manifests if m["kind"] in ("ConfigMap", "Secret")]
+    rest = [m for m in manifests if m["kind"] not in ("ConfigMap", "Secret")]
+    return [stage for stage in (first, *([m] for m in rest)) if stage]
+
+
 class NameConflict(RuntimeError):
     """A child's name is held by an object the gateway does not control.
 
@@ -157,20 +165,26 @@ class Reconciler:
             raise NameConflict(reconciled.message)
 
         changed = []
-        for manifest in kids.manifests():
-            try:
-                if await self.client.apply(ownership.adopt(manifest, body), live.get(manifest["kind"])):
+        for stage in _apply_stages(kids.manifests()):
+            outcomes = await asyncio.gather(
+                *(self.client.apply(ownership.adopt(m, body), live.get(m["kind"])) for m in stage),
+                return_exceptions=True,
+            )
+            for manifest, outcome in zip(stage, outcomes, strict=True):
+                if outcome is True:
                     changed.append(manifest["kind"])
-            except kube.ApiError as e:
-                if not refused_by_api(e):
-                    raise
-                # The API refused the object (e.g. a pod template it rejects): say so in the status,
-                # then fail the pass so the queue retries with backoff (RBAC may be fixed meanwhile).
-                reconciled = Verdict(
-                    FALSE, "ApplyRefused", f"the API refused the {manifest['kind']}: {e.message}"
-                )
-                await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
-                raise
+            failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+            if failed is None:
+                continue
+            refusal = next((o for o in outcomes if isinstance(o, kube.ApiError) and refused_by_api(o)), None)
+            if refusal is None:
+                raise failed
+            # The API refused an object (e.g. a pod template it rejects): say so in the status, then
+            # fail the pass so the queue retries with backoff (RBAC may be fixed meanwhile).
+            kind = stage[outcomes.index(refusal)]["kind"]
+            reconciled = Verdict(FALSE, "ApplyRefused", f"the API refused the {kind}: {refusal.message}")
+            await self._gateway_status(body, resolution.verdict, reconciled, live_deployment)
+            raise refusal
         hpa = live.get("HorizontalPodAutoscaler")
         if kids.hpa is None and hpa is not None and ownership.controlled_by(hpa, uid):
             await self.client.delete("HorizontalPodAutoscaler", namespace, names.hpa(name))
@@ -209,18 +223,21 @@ class Reconciler:
         does not ask the API for it): one of the operator's own is watched and
         so at hand, to be deleted, and anyone else's does not block the gateway.
         """
-        found = {}
-        for kind, child in (
+        kinds = (
             ("ConfigMap", names.config_map(name)),
             ("Secret", names.secret(name)),
             ("Deployment", names.deployment(name)),
             ("HorizontalPodAutoscaler", names.hpa(name)),
-        ):
-            read = self.client.get if kind in wanted else self.client.peek
-            live = await read(kind, namespace, child)
-            if live is not None:
-                found[kind] = live
-        return found
+        )
+        # At once: a new gateway's three GETs, one after another, were three of the round trips its
+        # pass waited for, in a queue whose passes are bounded by how long each takes.
+        lives = await asyncio.gather(
+            *(
+                (self.client.get if kind in wanted else self.client.peek)(kind, namespace, child)
+                for kind, child in kinds
+            )
+        )
+        return {kind: live for (kind, _), live in zip(kinds, lives, strict=True) if live is not None}
 
     async def _observe_policies(self, namespace: str, wanted: tuple[str, ...]) -> dict[str, resolve.Observed]:
         observed: dict[str, resolve.Observed] = {}

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any, cast
 
 import kopf
 import pytest
 
 from llmgw_operator import handlers, kopf_lean
 
-SAMPLE = {
+SAMPLE: dict[str, Any] = {
     "apiVersion": "apps/v1",
     "kind": "Deployment",
     "metadata": {"name": "d", "namespace": "n", "labels": {"a": "b"}},
@@ -43,7 +44,7 @@ def test_a_handler_that_reads_changes_refuses_the_lean_settings() -> None:
 
 def test_the_diff_base_keeps_nothing() -> None:
     storage = kopf_lean.NoDiffBase()
-    body = kopf.Body(SAMPLE)
+    body = kopf.Body(cast(kopf.RawBody, SAMPLE))
     assert storage.build(body=body) == {}
     assert storage.fetch(body=body) is None
     patch = kopf.Patch()

@@ -159,7 +159,7 @@ async def test_a_connection_cut_in_the_middle_of_a_list_is_logged_and_the_next_r
     assert "listing the gateways' pods in namespace ns failed" in caplog.text
 
 
-async def test_the_rendered_hash_is_the_configmaps_digest_annotation_and_unannotated_ones_are_parsed() -> None:
+async def test_the_rendered_hash_is_the_digest_annotation_and_an_unannotated_config_is_parsed() -> None:
     # The annotation spares a YAML load and a validation per new ConfigMap: at 5,000 gateways the
     # poller spent about a tenth of the operator's busy time parsing configs.
     rendered = {
