@@ -36,8 +36,14 @@ class WorkQueue:
         name: str = "",
         metrics: metrics_.Metrics | None = None,
         workers: int = WORKERS,
+        min_interval: float = 0.0,
     ) -> None:
         self._work = work
+        # Seconds from the start of a key's pass to the start of its next one; the triggers that
+        # arrive meanwhile make that one pass. For work whose result is a summary read by nobody
+        # in a hurry (a policy's status lists its gateways), while thousands of triggers arrive.
+        self._min_interval = min_interval
+        self._last_start: dict[Hashable, float] = {}  # only with a min_interval; dropped by forget()
         # Passes in flight at once (controller-runtime's MaxConcurrentReconciles). Unbounded, 5,000
         # new gateways started 5,000 passes at once: each held its rendered children while their
         # API calls queued behind one another, so none finished and memory grew past 400 MB.
@@ -95,6 +101,7 @@ class WorkQueue:
         """The object is gone: finish any pass in flight, then schedule no more."""
         event = self._dirty.pop(key, None)
         self.attempts.pop(key, None)
+        self._last_start.pop(key, None)
         self._queued_at.pop(key, None)
         self._progress.set()  # ``attempted`` no longer waits for it
         if event is not None:
@@ -112,6 +119,12 @@ class WorkQueue:
                 event = self._dirty.get(key)
                 if event is None or not event.is_set():
                     return
+                if self._min_interval:
+                    last = self._last_start.get(key)
+                    if last is not None and (wait := last + self._min_interval - time.monotonic()) > 0:
+                        await asyncio.sleep(wait)  # holds no worker slot; forget() is seen after it
+                        continue
+                    self._last_start[key] = time.monotonic()
                 error = await self._pass(key)
                 if error is None:
                     failures = 0

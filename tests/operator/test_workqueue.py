@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Hashable
 
@@ -79,6 +80,39 @@ async def test_triggers_during_a_pass_collapse_into_one_more_pass() -> None:
     work.release.set()
     await settle(queue)
     assert work.passes == {"a": 2}
+
+
+async def test_a_min_interval_spaces_one_keys_passes_without_delaying_other_keys() -> None:
+    started: dict[Hashable, list[float]] = {}
+    passed = asyncio.Event()
+
+    async def work(key: Hashable) -> None:
+        started.setdefault(key, []).append(time.monotonic())
+        passed.set()
+
+    interval = 0.3
+    queue = workqueue.WorkQueue(work, min_interval=interval)
+    queue.trigger("a")
+    await asyncio.wait_for(passed.wait(), DEADLINE)
+    for _ in range(20):  # a burst of triggers right after the pass: one more pass, not twenty
+        queue.trigger("a")
+        await asyncio.sleep(0)
+    queue.trigger("b")  # another key: not held back by a's interval
+    await settle(queue)
+    assert {k: len(v) for k, v in started.items()} == {"a": 2, "b": 1}
+    assert started["a"][1] - started["a"][0] >= interval
+    assert started["b"][0] < started["a"][1]
+
+
+async def test_a_key_forgotten_while_it_waits_out_its_interval_gets_no_more_passes() -> None:
+    work = Recorder()
+    queue = workqueue.WorkQueue(work, min_interval=0.3)
+    queue.trigger("a")
+    await asyncio.wait_for(work.entered.wait(), DEADLINE)
+    queue.trigger("a")
+    queue.forget("a")
+    await settle(queue)
+    assert work.passes == {"a": 1}
 
 
 async def test_at_most_workers_passes_run_at_once_and_waiting_keys_coalesce() -> None:
