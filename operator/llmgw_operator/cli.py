@@ -145,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=kube.LIST_PAGE,
         help=f"pods per page of a round's LIST, one per namespace (1-5000, default {kube.LIST_PAGE})",
     )
+    plane.add_argument(
+        "--data-plane-rate",
+        metavar="PER_SECOND",
+        type=_positive(10000),
+        default=poll.Settings.rate,
+        help="status requests per second a full round may average: with more ready pods than "
+        f"period x rate, rounds come less often than the period (default {poll.Settings.rate:g})",
+    )
     add_webhook_arguments(parser)
     verbosity = parser.add_mutually_exclusive_group()
     verbosity.add_argument("--verbose", action="store_true")
@@ -270,6 +278,7 @@ def polling_of(args: argparse.Namespace) -> poll.Settings:
         timeout=args.data_plane_timeout,
         concurrency=args.data_plane_concurrency,
         page_size=args.data_plane_page_size,
+        rate=args.data_plane_rate,
     )
 
 

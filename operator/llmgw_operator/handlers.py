@@ -123,6 +123,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
         period=polling.period,
         on_change=lambda key: _data_plane_changed(memo, key),
         page_size=polling.page_size,
+        rate=polling.rate,
     )
     fetcher.metrics = poller.metrics = m
     memo["polling_task"] = asyncio.create_task(poller.run(), name="data-plane poller")

@@ -43,6 +43,11 @@ logger = logging.getLogger(__name__)
 Key = dataplane.Key
 SOON_DELAY = 1.0
 """Seconds a ``soon`` waits before polling, so one rollout's burst of events makes one round."""
+SELECT_MAX = 50
+"""A ``soon`` round of at most this many gateways lists only their pods (``gateway in (...)``).
+A round of a whole namespace's pods, every second while thousands of new gateways' Deployments
+turn available, had the API server write and the operator decode every pod of it each time."""
+LABEL_VALUE_MAX = 63
 THREADS = 2
 """Worker threads of the poller's own client: its LISTs, one namespace's pages after another."""
 GATEWAY_PODS = names.GATEWAY_LABEL
@@ -57,6 +62,7 @@ class Settings:
     timeout: float = 2.0
     concurrency: int = 64
     page_size: int = kube.LIST_PAGE
+    rate: float = 100.0
 
 
 _KEPT_ANNOTATIONS = (injection.INJECTED_ANNOTATION, names.RESTART_HASH_ANNOTATION)
@@ -102,9 +108,15 @@ class Poller:
         period: float,
         on_change: Callable[[Key], None],
         page_size: int = kube.LIST_PAGE,
+        rate: float = Settings.rate,
     ) -> None:
         self.client = client
         self.page_size = page_size
+        # Status requests per second a full round may average: with more ready pods than
+        # period x rate, rounds come further apart than the period (the fetcher's concurrency
+        # bounds the burst, this the CPU and the pods' own load over time).
+        self.rate = rate
+        self.asked = 0  # status requests sent, all rounds
         self.fetcher = fetcher
         self.store = store
         self.period = period
@@ -143,28 +155,35 @@ class Poller:
                 self._soon.clear()
                 self._wake.clear()
                 timer = metrics_.Timer()
+                asked = self.asked
                 await self.poll(list(self.targets))
                 self.rounds += 1
                 if self.metrics is not None:
                     self.metrics.poll_round.observe(timer.elapsed())
-                next_round = loop.time() + self.period
+                next_round = loop.time() + round_interval(self.period, self.asked - asked, self.rate)
             elif self._wake.is_set():
                 await asyncio.sleep(SOON_DELAY)  # gather a rollout's burst of events into one round
                 self._wake.clear()
                 keys, self._soon = sorted(self._soon), set()
-                await self.poll([k for k in keys if k in self.targets])
+                await self.poll([k for k in keys if k in self.targets], selective=True)
 
-    async def poll(self, keys: list[Key]) -> None:
+    async def poll(self, keys: list[Key], *, selective: bool = False) -> None:
         """One round over ``keys``: a LIST per namespace, then every gateway concurrently (the
-        fetcher bounds the requests in flight)."""
+        fetcher bounds the requests in flight). ``selective``: a namespace's LIST asks only for
+        those gateways' pods when there are few enough (``SELECT_MAX``)."""
         by_namespace: dict[str, list[Key]] = {}
         for key in keys:
             by_namespace.setdefault(key[0], []).append(key)
-        await asyncio.gather(*(self._poll_namespace(ns, some) for ns, some in by_namespace.items()))
+        await asyncio.gather(
+            *(
+                self._poll_namespace(ns, some, selector_for([k[1] for k in some]) if selective else None)
+                for ns, some in by_namespace.items()
+            )
+        )
 
-    async def _poll_namespace(self, namespace: str, keys: list[Key]) -> None:
+    async def _poll_namespace(self, namespace: str, keys: list[Key], selector: str | None = None) -> None:
         try:
-            pods = await self.pods_by_gateway(namespace)
+            pods = await self.pods_by_gateway(namespace, selector)
         except Exception as e:  # the next round lists again; the poller must not end
             # Not only ApiError: a kube-apiserver killed mid-answer breaks the connection under
             # urllib3 (ProtocolError), and that ended the polling task for good.
@@ -177,11 +196,13 @@ class Poller:
             if isinstance(result, Exception):
                 logger.warning("polling the pods of gateway %s/%s failed: %s", *key, result)
 
-    async def pods_by_gateway(self, namespace: str) -> dict[str, list[dict[str, Any]]]:
-        """The namespace's pods that carry the gateway label, by its value, each cut to what a
-        round reads (``slim``): a page is let go before the next is read."""
+    async def pods_by_gateway(
+        self, namespace: str, selector: str | None = None
+    ) -> dict[str, list[dict[str, Any]]]:
+        """The namespace's pods that carry the gateway label (or match ``selector``), by its value,
+        each cut to what a round reads (``slim``): a page is let go before the next is read."""
         out: dict[str, list[dict[str, Any]]] = {}
-        async for page in self.client.list_pages("Pod", namespace, GATEWAY_PODS, self.page_size):
+        async for page in self.client.list_pages("Pod", namespace, selector or GATEWAY_PODS, self.page_size):
             for pod in page:
                 owner = ((pod.get("metadata") or {}).get("labels") or {}).get(names.GATEWAY_LABEL)
                 if isinstance(owner, str):
@@ -201,6 +222,7 @@ class Poller:
             self.on_change(key)
         rendered = await self._rendered_hash(key)
         ready = ready_pod_ips(pods)
+        self.asked += len(ready)
         answers = await asyncio.gather(*(self.fetcher.status(ip, port) for _, ip in ready))
         reports = [dataplane.PodReport(pod, answer) for (pod, _), answer in zip(ready, answers, strict=True)]
         observation = dataplane.aggregate(rendered, reports)
@@ -230,6 +252,20 @@ class Poller:
         rendered = noted if isinstance(noted, str) else _hash_of(text)
         self._rendered[key] = (version, rendered)
         return rendered
+
+
+def round_interval(period: float, asked: int, rate: float) -> float:
+    """Seconds from the end of a full round to the start of the next: the period, or longer when
+    the round asked more pods than ``rate`` allows in it."""
+    return max(period, asked / rate)
+
+
+def selector_for(gateways: list[str]) -> str | None:
+    """A label selector for just these gateways' pods; None (the whole namespace's) when there
+    are too many, or a name no label value can hold (which no pod carries then anyway)."""
+    if not gateways or len(gateways) > SELECT_MAX or any(len(g) > LABEL_VALUE_MAX for g in gateways):
+        return None
+    return f"{names.GATEWAY_LABEL} in ({','.join(sorted(set(gateways)))})"
 
 
 def _hash_of(text: object) -> str | None:

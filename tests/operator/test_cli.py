@@ -35,8 +35,8 @@ def test_data_plane_polling_defaults_and_flags() -> None:
     assert cli.polling_of(cli.build_parser().parse_args([])) == poll.Settings(15.0, 2.0, 64)
     assert poll.Settings().page_size == 500
     argv = ["--data-plane-period=0.5", "--data-plane-timeout=0.25", "--data-plane-concurrency=8"]
-    argv.append("--data-plane-page-size=7")
-    assert cli.polling_of(cli.build_parser().parse_args(argv)) == poll.Settings(0.5, 0.25, 8, 7)
+    argv += ["--data-plane-page-size=7", "--data-plane-rate=2.5"]
+    assert cli.polling_of(cli.build_parser().parse_args(argv)) == poll.Settings(0.5, 0.25, 8, 7, 2.5)
 
 
 def test_a_data_plane_period_out_of_bounds_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,6 +46,7 @@ def test_a_data_plane_period_out_of_bounds_is_refused(capsys: pytest.CaptureFixt
         ["--data-plane-concurrency=0"],
         ["--data-plane-page-size=0"],
         ["--data-plane-page-size=5001"],
+        ["--data-plane-rate=0"],
     ):
         with pytest.raises(SystemExit):
             cli.build_parser().parse_args(argv)

@@ -188,3 +188,23 @@ async def test_the_rendered_hash_is_the_digest_annotation_and_an_unannotated_con
             assert await poller._rendered_hash(("ns", name)) == expected
     finally:
         await poller.fetcher.close()
+
+
+def test_rounds_come_less_often_than_the_period_only_when_they_asked_more_pods_than_the_rate_allows() -> None:
+    assert poll.round_interval(15.0, 0, 100.0) == 15.0
+    assert poll.round_interval(15.0, 1500, 100.0) == 15.0
+    assert poll.round_interval(15.0, 5000, 100.0) == 50.0
+
+
+@given(st.lists(st.from_regex(r"[a-z][a-z0-9-]{0,70}", fullmatch=True), max_size=60))
+def test_a_soon_round_selects_its_gateways_pods_when_a_selector_can_name_them(gateways: list[str]) -> None:
+    selector = poll.selector_for(gateways)
+    nameable = 0 < len(gateways) <= poll.SELECT_MAX and all(len(g) <= 63 for g in gateways)
+    if not nameable:
+        assert selector is None  # the whole namespace's labelled pods, as a full round
+        return
+    assert selector is not None
+    label, _, values = selector.partition(" in ")
+    assert label == names.GATEWAY_LABEL
+    assert values.startswith("(") and values.endswith(")")
+    assert values[1:-1].split(",") == sorted(set(gateways))

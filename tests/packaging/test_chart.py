@@ -167,6 +167,7 @@ def test_defaults_watch_the_whole_cluster_with_one_standalone_replica(render: Re
         "--data-plane-period=15",
         "--data-plane-timeout=2",
         "--data-plane-concurrency=64",
+        "--data-plane-rate=100",
         "--standalone",
         "--webhook-port=9443",
         "--webhook-secret=r-llmgw-webhook-tls",
@@ -220,11 +221,13 @@ def test_a_digest_pins_the_image_over_the_tag(render: Render) -> None:
 
 
 def test_data_plane_polling_reaches_the_operator_as_flags(render: Render) -> None:
-    args = operator_container(render({"dataPlane": {"period": 5, "timeout": 0.5, "concurrency": 8}}))["args"]
+    plane = {"period": 5, "timeout": 0.5, "concurrency": 8, "rate": 20}
+    args = operator_container(render({"dataPlane": plane}))["args"]
     assert [a for a in args if "data-plane" in a] == [
         "--data-plane-period=5",
         "--data-plane-timeout=0.5",
         "--data-plane-concurrency=8",
+        "--data-plane-rate=20",
     ]
 
 

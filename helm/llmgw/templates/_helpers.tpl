@@ -85,6 +85,7 @@ app.kubernetes.io/part-of: llmgw
 - --data-plane-period={{ .Values.dataPlane.period }}
 - --data-plane-timeout={{ .Values.dataPlane.timeout }}
 - --data-plane-concurrency={{ .Values.dataPlane.concurrency }}
+- --data-plane-rate={{ .Values.dataPlane.rate }}
 {{- if include "llmgw.peeringEnabled" . }}
 - --peering={{ include "llmgw.peeringName" . }}
 {{- else }}
