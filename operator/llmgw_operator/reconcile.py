@@ -389,6 +389,8 @@ class Reconciler:
                 condition["reason"],
             ):
                 continue
+            if conditions.rollout_progress(prior, condition):
+                continue
             warning = condition["status"] == FALSE and condition["type"] != conditions.READY
             events.append(
                 (

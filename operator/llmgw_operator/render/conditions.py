@@ -93,6 +93,26 @@ def _bounded(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - len(_CUT)] + _CUT
 
 
+ROLLING_OUT = frozenset({"RolloutPending", "RolloutInProgress", "ReplicasUnavailable"})
+"""Ready=False reasons that only say the first rollout has not finished yet."""
+
+
+def rollout_progress(prior: Mapping[str, Any] | None, condition: Mapping[str, Any]) -> bool:
+    """Ready=False only because pods are still coming up, and before that nothing or the same: a
+    step of one rollout (pending, in progress, not all available), no news worth an Event. A new
+    gateway posted one per step; the Ready=True that ends the rollout is the one that says it."""
+
+    def rolling(c: Mapping[str, Any] | None) -> bool:
+        return (
+            c is not None
+            and c.get("type") == READY
+            and c.get("status") == FALSE
+            and c.get("reason") in ROLLING_OUT
+        )
+
+    return rolling(condition) and (prior is None or rolling(prior))
+
+
 def deployment_ready(deployment: Mapping[str, Any] | None) -> Verdict:
     """Ready when the Deployment controller has seen the latest template and enough pods are available."""
     if deployment is None:

@@ -19,6 +19,7 @@ import pytest
 from clusterkit import printed_row
 from operatorkit import Namespace, OperatorProcess, eventually
 
+from llmgw_operator.render import conditions
 from llmgw_proxy import config
 
 pytestmark = pytest.mark.cluster
@@ -155,6 +156,8 @@ def test_applying_the_samples_makes_the_gateway_ready_with_owned_children(ns: Na
         lambda: {e["reason"] for e in ns.events("LLMGateway", GW)} >= {"Resolved", "Applied", "Available"},
         what="the gateway's transition Events",
     )
+    # The first rollout's progress is no transition: Ready=True says it is done.
+    assert not {e["reason"] for e in ns.events("LLMGateway", GW)} & conditions.ROLLING_OUT
     for policy in ("primary", "fallback"):
         ns.wait(f"providerpolicy/{policy}", "condition=Accepted")
         ns.wait(f"providerpolicy/{policy}", "condition=SecretResolved")

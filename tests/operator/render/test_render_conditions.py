@@ -179,3 +179,18 @@ def test_policy_conditions() -> None:
     assert (by_type["Accepted"]["status"], by_type["Accepted"]["reason"]) == ("False", "Invalid")
     assert conditions.accepted(None).status == TRUE
     assert by_type["SecretResolved"]["status"] == "True"
+
+
+def test_the_steps_of_a_rollout_go_without_events_and_what_starts_or_ends_one_does_not() -> None:
+    pending = {"type": "Ready", "status": "False", "reason": "RolloutPending"}
+    rolling = {"type": "Ready", "status": "False", "reason": "ReplicasUnavailable"}
+    assert conditions.rollout_progress(None, pending)
+    assert conditions.rollout_progress(pending, rolling)
+    # News: a ready gateway starting a rollout, a problem, another condition, the end of it.
+    assert not conditions.rollout_progress(
+        {"type": "Ready", "status": "True", "reason": "Available"}, rolling
+    )
+    assert not conditions.rollout_progress({**rolling, "reason": "NotReconciled"}, rolling)
+    assert not conditions.rollout_progress(None, {**rolling, "reason": "ScaledToZero"})
+    assert not conditions.rollout_progress(None, {**rolling, "type": "Reconciled"})
+    assert not conditions.rollout_progress(rolling, {**rolling, "status": "True", "reason": "Available"})
