@@ -40,7 +40,10 @@ NEVER = ("openai", "anthropic", "kopf", "kubernetes", "llmgw_operator", "llmgw_d
 CLIENT = ("aiohttp.client", "aiohttp.connector", "aiohttp.client_reqrep")
 # frozenlist's C++ extension maps libstdc++ (cli.py runs its pure-Python twin).
 NATIVE = ("frozenlist._frozenlist",)
-HEAVY = TRACING + SHARED + NEVER + CLIENT + NATIVE
+# The sidecar writes its /metrics itself (telemetry/exposition.py): prometheus_client's __init__
+# imports its HTTP servers, push client and default collectors.
+METRICS_LIBRARY = ("prometheus_client",)
+HEAVY = TRACING + SHARED + NEVER + CLIENT + NATIVE + METRICS_LIBRARY
 
 WRAPPER = (
     "import atexit, json, sys\n"
