@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import llmgw_proxy
-from llmgw_proxy.server import lazy_aiohttp, pydantic_plugins
+from llmgw_proxy.server import lazy_aiohttp, lazy_packages, pydantic_plugins
 from llmgw_proxy.telemetry import logs
 
 if TYPE_CHECKING:
@@ -73,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logs.setup("info")
     # Before anything imports aiohttp: the server modules below import its web side only.
     lazy_aiohttp.install()
+    # The config is read with PyYAML's safe loader alone: its __init__ imports the writers too
+    # (emitter, serializer, representer, dumpers) and the libyaml binding, about 0.5 MB.
+    lazy_packages.install("yaml")
     # frozenlist's compiled extension is C++: it maps libstdc++, about 1 MB of the idle RSS,
     # for the lists aiohttp walks at start and per signal. Its pure-Python twin (the package's
     # documented switch) does the same at no cost the sidecar can measure.

@@ -45,7 +45,9 @@ NATIVE = ("frozenlist._frozenlist",)
 METRICS_LIBRARY = ("prometheus_client",)
 # Neither the version (read on --version) nor pydantic's plugin loader (server/pydantic_plugins.py).
 METADATA = ("importlib.metadata",)
-HEAVY = TRACING + SHARED + NEVER + CLIENT + NATIVE + METRICS_LIBRARY + METADATA
+# PyYAML's writers and libyaml binding: the sidecar reads its config with the safe loader alone.
+YAML_WRITERS = ("yaml.emitter", "yaml.serializer", "yaml.representer", "yaml.dumper", "yaml.cyaml")
+HEAVY = TRACING + SHARED + NEVER + CLIENT + NATIVE + METRICS_LIBRARY + METADATA + YAML_WRITERS
 
 WRAPPER = (
     "import atexit, json, sys\n"
