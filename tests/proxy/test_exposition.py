@@ -63,7 +63,7 @@ def test_render_writes_what_prometheus_client_writes(drawn: list[exposition.Fami
 
 @given(values)
 def test_values_are_spelled_as_go_spells_them(value: float) -> None:
-    assert exposition.number(value) == floatToGoString(value)
+    assert exposition.number(value) == floatToGoString(value)  # type: ignore[no-untyped-call]
 
 
 def test_escaped_label_values_read_back_as_written() -> None:
