@@ -26,7 +26,7 @@ from llmgw_proxy.telemetry import exposition
 if TYPE_CHECKING:
     import pathlib
 
-    from conftest import MakeDoc, StartProxy
+    from conftest import Eventually, MakeDoc, StartProxy
 
 MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 LABEL_NAMES = ("route", "provider", "model", "status", "a")
@@ -84,6 +84,7 @@ async def test_a_real_sidecars_metrics_are_what_prometheus_client_writes_for_the
     key_file: pathlib.Path,
     fake: fake_provider.FakeProvider,
     http: aiohttp.ClientSession,
+    eventually: Eventually,
 ) -> None:
     doc = make_doc(upstream, key_file)
     doc["providers"]["fake"]["circuitBreaker"] = {"consecutiveFailures": 2, "openDuration": 60}
@@ -97,6 +98,14 @@ async def test_a_real_sidecars_metrics_are_what_prometheus_client_writes_for_the
             proxy.url + "/v1/chat/completions", json={"model": "m", "messages": MESSAGES}
         ) as r:
             assert r.status == 503
+    # A request is counted as its handler ends, which may be just after its caller has the answer.
+    labels = {"route": "*", "provider": "fake", "model": "other"}
+    await eventually(
+        lambda: (
+            proxy.sample("llmgw_requests_total", **labels, status="503") == 2
+            and proxy.sample("llmgw_in_flight_requests") == 0
+        )
+    )
     async with http.get(proxy.admin_url + "/metrics") as resp:
         assert resp.headers["Content-Type"] == exposition.CONTENT_TYPE
         body = await resp.read()

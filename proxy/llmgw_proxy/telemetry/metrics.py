@@ -20,6 +20,7 @@ does not write (a ``*`` route passes any) is labelled ``other``
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -131,10 +132,10 @@ class Metrics:
     def exposition(self) -> bytes:
         return exposition.render(self.families())
 
-    @property
+    @functools.cached_property
     def registry(self) -> prometheus_client.CollectorRegistry:
-        """The same families in a prometheus_client registry, for tests and tools; the sidecar
-        never builds it."""
+        """The same families in a prometheus_client registry (collected afresh at each read), for
+        tests and tools; the sidecar never builds it."""
         return exposition.registry(self.families)
 
 
