@@ -40,7 +40,14 @@ NEVER = ("openai", "anthropic", "kopf", "kubernetes", "llmgw_operator", "llmgw_d
 CLIENT = ("aiohttp.client", "aiohttp.connector", "aiohttp.client_reqrep")
 # frozenlist's C++ extension maps libstdc++ (cli.py runs its pure-Python twin).
 NATIVE = ("frozenlist._frozenlist",)
-HEAVY = TRACING + SHARED + NEVER + CLIENT + NATIVE
+# The sidecar writes its /metrics itself (telemetry/exposition.py): prometheus_client's __init__
+# imports its HTTP servers, push client and default collectors.
+METRICS_LIBRARY = ("prometheus_client",)
+# Neither the version (read on --version) nor pydantic's plugin loader (server/pydantic_plugins.py).
+METADATA = ("importlib.metadata",)
+# PyYAML's writers and libyaml binding: the sidecar reads its config with the safe loader alone.
+YAML_WRITERS = ("yaml.emitter", "yaml.serializer", "yaml.representer", "yaml.dumper", "yaml.cyaml")
+HEAVY = TRACING + SHARED + NEVER + CLIENT + NATIVE + METRICS_LIBRARY + METADATA + YAML_WRITERS
 
 WRAPPER = (
     "import atexit, json, sys\n"
@@ -121,7 +128,8 @@ async def test_tracing_and_a_shared_store_load_their_machinery(
     # Nothing listens there: the exporter's failures are its own, the sidecar serves on.
     env = _env(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_BSP_EXPORT_TIMEOUT="500")
     modules = await _modules_of_a_sidecar(config, env)
-    assert _loaded(modules, HEAVY) == set(TRACING + SHARED)
+    # OpenTelemetry finds its context, propagators and exporters through entry points.
+    assert _loaded(modules, HEAVY) == set(TRACING + SHARED + METADATA)
 
 
 @pytest.mark.parametrize("prefix", HEAVY)

@@ -24,9 +24,11 @@ import logging
 import os
 import traceback
 from collections.abc import Callable
+from typing import TextIO
 
 import pydantic
-import yaml
+from yaml.error import YAMLError
+from yaml.loader import SafeLoader
 
 from llmgw_proxy import config
 from llmgw_proxy.runtime import keys, state
@@ -52,18 +54,28 @@ class ConfigError(Exception):
 def read_config(path: str) -> config.ProxyConfig:
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)  # JSON is YAML too
+            data = _safe_load(f)  # JSON is YAML too
         return config.parse(data)
     except OSError as exc:
         raise ConfigError(CONFIG_UNREADABLE, f"cannot read config {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(CONFIG_INVALID, f"config {path} is not UTF-8 (at byte {exc.start})") from None
-    except yaml.YAMLError as exc:
+    except YAMLError as exc:
         raise ConfigError(CONFIG_INVALID, f"config {path} is not valid YAML/JSON: {exc}") from None
     except pydantic.ValidationError as exc:
         raise ConfigError(CONFIG_INVALID, f"config {path} is invalid: {_explain(exc)}") from None
     except config.UnsupportedVersion as exc:
         raise ConfigError(CONFIG_INVALID, f"config {path} is invalid: {exc}") from None
+
+
+def _safe_load(stream: TextIO) -> object:
+    """``yaml.safe_load``, from PyYAML's loader modules alone: the sidecar imports them without
+    the package's ``__init__`` and its writers (``server/lazy_packages``)."""
+    loader = SafeLoader(stream)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _explain(error: pydantic.ValidationError) -> str:

@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import time
 
-import prometheus_client
 from aiohttp import web
 
 from llmgw_proxy.runtime import report, state
-from llmgw_proxy.telemetry import metrics
+from llmgw_proxy.telemetry import exposition, metrics
 
 LIVE = web.AppKey("live", state.Live)
 METRICS = web.AppKey("metrics", metrics.Metrics)
@@ -62,7 +61,7 @@ async def _readyz(request: web.Request) -> web.Response:
 
 async def _metrics(request: web.Request) -> web.Response:
     body = request.app[METRICS].exposition()
-    return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+    return web.Response(body=body, headers={"Content-Type": exposition.CONTENT_TYPE})
 
 
 async def _status(request: web.Request) -> web.Response:

@@ -1,4 +1,4 @@
-"""Prometheus metrics, in a registry owned by one server (tests run several at once).
+"""Prometheus metrics, owned by one server (tests run several at once), written by ``exposition``.
 
 The per-request series live in plain dicts read by a custom collector at
 scrape time: prometheus_client's own metric objects take a lock and check
@@ -20,13 +20,17 @@ does not write (a ``*`` route passes any) is labelled ``other``
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Iterator
-
-import prometheus_client as prom
-from prometheus_client import core
+from typing import TYPE_CHECKING
 
 from llmgw_proxy.runtime import reload, state
 from llmgw_proxy.shared import store as shared_store
+from llmgw_proxy.telemetry import exposition
+from llmgw_proxy.telemetry.exposition import Family
+
+if TYPE_CHECKING:
+    import prometheus_client
 
 _BREAKER_STATE = {"closed": 0, "half_open": 1, "open": 2}
 
@@ -58,7 +62,6 @@ class _Histogram:
 class Metrics:
     def __init__(self, live: state.Live) -> None:
         self.live = live
-        self.registry = prom.CollectorRegistry(auto_describe=True)
         self.requests: dict[tuple[str, str, str, str], int] = {}
         self.request_duration: dict[tuple[str, str, str], _Histogram] = {}
         self.upstream_duration: dict[tuple[str, str], _Histogram] = {}
@@ -76,7 +79,6 @@ class Metrics:
         self.retries_denied: dict[tuple[str, ...], int] = {}
         self.upstream_bounds: dict[tuple[str, ...], int] = {}
         self.pool_exhausted: dict[tuple[str, ...], int] = {}
-        self.registry.register(_Collector(self))
 
     def observe(
         self,
@@ -124,8 +126,17 @@ class Metrics:
     def count(table: dict[tuple[str, ...], int], key: tuple[str, ...]) -> None:
         table[key] = table.get(key, 0) + 1
 
+    def families(self) -> Iterator[Family]:
+        return _collect(self)
+
     def exposition(self) -> bytes:
-        return prom.generate_latest(self.registry)
+        return exposition.render(self.families())
+
+    @functools.cached_property
+    def registry(self) -> prometheus_client.CollectorRegistry:
+        """The same families in a prometheus_client registry (collected afresh at each read), for
+        tests and tools; the sidecar never builds it."""
+        return exposition.registry(self.families)
 
 
 # Counters kept as plain dicts on Metrics (the hot path only adds to them):
@@ -169,149 +180,138 @@ _COUNTERS = (
 )
 
 
-class _Collector:
+def _collect(m: Metrics) -> Iterator[Family]:
     """Reads the plain-dict counters and histograms, and the policies' state, at scrape time."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._m = metrics
-
-    def describe(self) -> list[core.Metric]:
-        return list(self.collect())
-
-    def collect(self) -> Iterator[core.Metric]:
-        m = self._m
-        for attr, name, doc, labels in _COUNTERS:
-            family = core.CounterMetricFamily(name, doc, labels=list(labels))
-            for key, count in list(getattr(m, attr).items()):
-                family.add_metric(key, count)
-            yield family
-        duration = core.HistogramMetricFamily(
-            "llmgw_request_duration_seconds",
-            "Time from request received to response finished (streams included).",
-            labels=["route", "provider", "model"],
-        )
-        for key3, hist in list(m.request_duration.items()):
-            duration.add_metric(key3, hist.buckets(), hist.sum)
-        yield duration
-        upstream = core.HistogramMetricFamily(
-            "llmgw_upstream_duration_seconds",
-            "Time from upstream request sent to its response headers.",
-            labels=["provider", "model"],
-        )
-        for key2, hist in list(m.upstream_duration.items()):
-            upstream.add_metric(key2, hist.buckets(), hist.sum)
-        yield upstream
-        for attr, name, doc in (
-            (
-                "time_to_first_token",
-                "llmgw_time_to_first_token_seconds",
-                "Time from request received to a stream's first event sent (retries and fallbacks included).",
-            ),
-            (
-                "time_per_chunk",
-                "llmgw_time_per_output_chunk_seconds",
-                "Mean time between the chunks of one complete stream after its first.",
-            ),
-        ):
-            stream_family = core.HistogramMetricFamily(name, doc, labels=["route", "provider"])
-            for key2, hist in list(getattr(m, attr).items()):
-                stream_family.add_metric(key2, hist.buckets(), hist.sum)
-            yield stream_family
-        yield core.GaugeMetricFamily("llmgw_in_flight_requests", "Requests being handled.", value=m.in_flight)
-        remaining = core.GaugeMetricFamily(
-            "llmgw_ratelimit_remaining",
-            "Capacity left in the tightest local bucket (model empty: the provider's own limit).",
-            labels=["provider", "model", "kind"],
-        )
-        breakers = core.GaugeMetricFamily(
-            "llmgw_breaker_state",
-            "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
-            labels=["provider"],
-        )
-        snapshot = m.live.snapshot
-        for name, provider in snapshot.providers.items() if snapshot else ():
-            limiter = provider.limiter
-            if limiter is not None:
-                models = [""] if provider.provider.rate_limit is not None else []
-                for model in [*models, *provider.provider.model_rate_limits]:
-                    h = limiter.headers(model)
-                    if h.remaining_requests is not None:
-                        remaining.add_metric([name, model, "requests"], h.remaining_requests)
-                    if h.remaining_tokens is not None:
-                        remaining.add_metric([name, model, "tokens"], h.remaining_tokens)
-            if provider.breaker is not None:
-                breakers.add_metric([name], _BREAKER_STATE[provider.breaker.state.value])
-        yield remaining
-        yield breakers
-        transitions = core.CounterMetricFamily(
-            "llmgw_breaker_transitions", "Circuit breaker state changes.", labels=["provider", "from", "to"]
-        )
-        for key3, count in list(m.live.breaker_transitions.items()):
-            transitions.add_metric(key3, count)
-        yield transitions
-        yield core.GaugeMetricFamily(
-            "llmgw_config_generation",
-            "Generation of the config being served (1 = first load).",
-            value=snapshot.generation if snapshot else 0,
-        )
-        failures = core.CounterMetricFamily(
-            "llmgw_config_reload_failures",
-            "Config or key file reloads refused, by reason.",
-            labels=["reason"],
-        )
-        for reason in reload.REASONS:  # every code, 0 included: a bounded set that rate() can read
-            failures.add_metric([reason], m.live.reload_failures.get(reason, 0))
-        yield failures
-        stats = m.live.cache.stats
-        lookups = dict(m.cache_lookups)
-        lookups[("hit",)] = lookups.get(("hit",), 0) + stats.hits
-        lookups[("miss",)] = lookups.get(("miss",), 0) + stats.misses
-        family = core.CounterMetricFamily(
-            "llmgw_cache_lookups", "Cache decisions for cacheable routes.", labels=["result"]
-        )
-        for key, count in sorted(lookups.items()):
-            family.add_metric(key, count)
+    for attr, name, doc, labels in _COUNTERS:
+        family = exposition.counter(name, doc, labels=list(labels))
+        for key, count in list(getattr(m, attr).items()):
+            family.add(key, count)
         yield family
-        family = core.CounterMetricFamily(
-            "llmgw_cache_evictions", "Cache entries dropped by the store.", labels=["reason"]
-        )
-        family.add_metric(["expired"], stats.expirations)
-        family.add_metric(["evicted"], stats.evictions)
-        yield family
-        yield core.GaugeMetricFamily("llmgw_cache_bytes", "Bytes held by the cache store.", value=stats.bytes)
-        yield core.GaugeMetricFamily(
-            "llmgw_cache_entries", "Entries held by the cache store.", value=stats.entries
-        )
-        yield from _shared_store(m.live.shared)
+    duration = exposition.histogram(
+        "llmgw_request_duration_seconds",
+        "Time from request received to response finished (streams included).",
+        labels=["route", "provider", "model"],
+    )
+    for key3, hist in list(m.request_duration.items()):
+        duration.add_histogram(key3, hist.buckets(), hist.sum)
+    yield duration
+    upstream = exposition.histogram(
+        "llmgw_upstream_duration_seconds",
+        "Time from upstream request sent to its response headers.",
+        labels=["provider", "model"],
+    )
+    for key2, hist in list(m.upstream_duration.items()):
+        upstream.add_histogram(key2, hist.buckets(), hist.sum)
+    yield upstream
+    for attr, name, doc in (
+        (
+            "time_to_first_token",
+            "llmgw_time_to_first_token_seconds",
+            "Time from request received to a stream's first event sent (retries and fallbacks included).",
+        ),
+        (
+            "time_per_chunk",
+            "llmgw_time_per_output_chunk_seconds",
+            "Mean time between the chunks of one complete stream after its first.",
+        ),
+    ):
+        stream_family = exposition.histogram(name, doc, labels=["route", "provider"])
+        for key2, hist in list(getattr(m, attr).items()):
+            stream_family.add_histogram(key2, hist.buckets(), hist.sum)
+        yield stream_family
+    yield exposition.gauge("llmgw_in_flight_requests", "Requests being handled.", value=m.in_flight)
+    remaining = exposition.gauge(
+        "llmgw_ratelimit_remaining",
+        "Capacity left in the tightest local bucket (model empty: the provider's own limit).",
+        labels=["provider", "model", "kind"],
+    )
+    breakers = exposition.gauge(
+        "llmgw_breaker_state",
+        "Circuit breaker state: 0 closed, 1 half-open, 2 open.",
+        labels=["provider"],
+    )
+    snapshot = m.live.snapshot
+    for name, provider in snapshot.providers.items() if snapshot else ():
+        limiter = provider.limiter
+        if limiter is not None:
+            models = [""] if provider.provider.rate_limit is not None else []
+            for model in [*models, *provider.provider.model_rate_limits]:
+                h = limiter.headers(model)
+                if h.remaining_requests is not None:
+                    remaining.add([name, model, "requests"], h.remaining_requests)
+                if h.remaining_tokens is not None:
+                    remaining.add([name, model, "tokens"], h.remaining_tokens)
+        if provider.breaker is not None:
+            breakers.add([name], _BREAKER_STATE[provider.breaker.state.value])
+    yield remaining
+    yield breakers
+    transitions = exposition.counter(
+        "llmgw_breaker_transitions", "Circuit breaker state changes.", labels=["provider", "from", "to"]
+    )
+    for key3, count in list(m.live.breaker_transitions.items()):
+        transitions.add(key3, count)
+    yield transitions
+    yield exposition.gauge(
+        "llmgw_config_generation",
+        "Generation of the config being served (1 = first load).",
+        value=snapshot.generation if snapshot else 0,
+    )
+    failures = exposition.counter(
+        "llmgw_config_reload_failures",
+        "Config or key file reloads refused, by reason.",
+        labels=["reason"],
+    )
+    for reason in reload.REASONS:  # every code, 0 included: a bounded set that rate() can read
+        failures.add([reason], m.live.reload_failures.get(reason, 0))
+    yield failures
+    stats = m.live.cache.stats
+    lookups = dict(m.cache_lookups)
+    lookups[("hit",)] = lookups.get(("hit",), 0) + stats.hits
+    lookups[("miss",)] = lookups.get(("miss",), 0) + stats.misses
+    family = exposition.counter(
+        "llmgw_cache_lookups", "Cache decisions for cacheable routes.", labels=["result"]
+    )
+    for key, count in sorted(lookups.items()):
+        family.add(key, count)
+    yield family
+    family = exposition.counter(
+        "llmgw_cache_evictions", "Cache entries dropped by the store.", labels=["reason"]
+    )
+    family.add(["expired"], stats.expirations)
+    family.add(["evicted"], stats.evictions)
+    yield family
+    yield exposition.gauge("llmgw_cache_bytes", "Bytes held by the cache store.", value=stats.bytes)
+    yield exposition.gauge("llmgw_cache_entries", "Entries held by the cache store.", value=stats.entries)
+    yield from _shared_store(m.live.shared)
 
 
-def _shared_store(shared: shared_store.Store | None) -> Iterator[core.Metric]:
+def _shared_store(shared: shared_store.Store | None) -> Iterator[Family]:
     """The shared store's families; without a ``sharedStore`` they are there, with no samples."""
-    up = core.GaugeMetricFamily(
+    up = exposition.gauge(
         "llmgw_shared_store_up",
         "1 while the shared store (Redis) answers; 0 while global limits use the per-pod fallback.",
     )
-    failures = core.CounterMetricFamily(
+    failures = exposition.counter(
         "llmgw_shared_store_failures",
         "Shared store commands that failed, by reason (timeout, connection, busy, error).",
         labels=["reason"],
     )
-    fallbacks = core.CounterMetricFamily(
+    fallbacks = exposition.counter(
         "llmgw_shared_store_fallbacks",
         "Admissions decided without the shared store: global limits by the per-pod split (what=limit), "
         "budgets not enforced (what=budget), cache answered from memory (what=cache).",
         labels=["provider", "what"],
     )
-    dropped = core.CounterMetricFamily(
+    dropped = exposition.counter(
         "llmgw_shared_store_dropped",
         "Settles and cache writes dropped: the store was down or maxInFlight were pending.",
         labels=[],
     )
     if shared is not None:
-        up.add_metric([], 1 if shared.up else 0)
+        up.add([], 1 if shared.up else 0)
         for reason in shared_store.REASONS:
-            failures.add_metric([reason], shared.failures.get(reason, 0))
+            failures.add([reason], shared.failures.get(reason, 0))
         for key, count in list(shared.fallbacks.items()):
-            fallbacks.add_metric(key, count)
-        dropped.add_metric([], shared.settles_dropped)
+            fallbacks.add(key, count)
+        dropped.add([], shared.settles_dropped)
     yield from (up, failures, fallbacks, dropped)
