@@ -148,6 +148,7 @@ def operator_counters(port: int) -> dict[tuple[str, ...], float]:
     counts: dict[tuple[str, ...], float] = {}
     for line in text.splitlines():
         name, _, rest = line.partition("{")
+        name = name.split(" ", 1)[0]  # a series without labels: "name value"
         if name in CACHE_GAUGES:
             counts[(name,)] = float(line.rsplit(" ", 1)[1])
             continue
