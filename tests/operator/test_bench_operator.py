@@ -35,6 +35,7 @@ def test_the_copys_gauges_are_read_from_the_operators_metrics() -> None:
         counts = bench_operator.operator_counters(server.server_address[1])
     finally:
         server.shutdown()
+        server.server_close()
     assert counts[("llmgw_operator_cache_objects",)] == 1.0
     assert counts[("llmgw_operator_cache_bytes",)] == float(store.size())
     assert counts[("controller_runtime_reconcile_total", "llmgateway")] == 3.0
