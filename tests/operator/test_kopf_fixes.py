@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
-from kopf._cogs.structs import ephemera, references
+from kopf._cogs.structs import bodies, ephemera, references
 from kopf._core.reactor import observation
 
 from llmgw_operator import kopf_fixes
@@ -69,8 +69,8 @@ def test_watch_events_still_take_kopfs_own_path() -> None:
     assert insights.namespaces == {"opit-added"}
 
 
-def _object(kind: str, uid: str) -> dict[str, Any]:
-    return {"kind": kind, "metadata": {"uid": uid, "name": uid, "namespace": "ns"}}
+def _object(kind: str, uid: str) -> bodies.RawBody:
+    return cast(bodies.RawBody, {"kind": kind, "metadata": {"uid": uid, "name": uid, "namespace": "ns"}})
 
 
 def test_kopf_keeps_no_record_of_a_child_and_no_record_copies_the_memo() -> None:
