@@ -152,6 +152,7 @@ def operator_counters(port: int) -> dict[tuple[str, ...], float]:
     counts: dict[tuple[str, ...], float] = {}
     for line in text.splitlines():
         name, _, rest = line.partition("{")
+        name = name.split(" ", 1)[0]  # a series without labels: "name value"
         if name in CACHE_GAUGES:
             counts[(name,)] = float(line.rsplit(" ", 1)[1])
             continue
@@ -386,7 +387,7 @@ def measure(
     print(f"(c) operator memory after convergence: VmRSS {rss:.0f} MB, peak VmHWM {peak:.0f} MB")
     if ("llmgw_operator_cache_objects",) in now:
         held, size = now[("llmgw_operator_cache_objects",)], now[("llmgw_operator_cache_bytes",)]
-        print(f"    the watches' copy: {held:.0f} objects, {size / 2**20:.1f} MB as compact JSON")
+        print(f"    the watches' copy: {held:.0f} objects, {size / 2**20:.1f} MB as held (compressed JSON)")
 
     passes = {k[1]: v for k, v in ours.items() if k[0] == "controller_runtime_reconcile_total"}
     reads = {k[1:]: v for k, v in ours.items() if k[0] == "llmgw_operator_api_reads_total"}

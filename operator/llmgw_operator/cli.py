@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import ctypes
 import datetime
 import hashlib
 import logging
@@ -289,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(
             f"--liveness and --metrics-port both name port {args.metrics_port}: give one another port"
         )
+    tune_malloc()
     kopf.configure(debug=args.debug, verbose=args.verbose, quiet=args.quiet)
     from llmgw_operator import handlers  # registers the handlers with kopf's default registry
 
@@ -307,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                 standalone=not args.peering,
                 **({"peering_name": args.peering} if args.peering else {}),
                 priority=peering_priority(args),
+                memories=kopf_fixes.LeanMemories(),
                 memo=kopf.Memo(
                     pod_rules=rules_of(args),
                     polling=polling_of(args),
@@ -331,6 +334,34 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+MALLOC_ARENAS = 2
+"""glibc malloc arenas (``M_ARENA_MAX``); glibc's default is 8 per core, so the API threads made
+16 on two cores, each holding on to what the large response bodies decoded in it left free."""
+MMAP_THRESHOLD = 128 * 1024
+"""Allocations from this size up get pages of their own, handed back when freed (``M_MMAP_THRESHOLD``,
+glibc's default start; fixed, it no longer rises after the first large one is freed, which let
+later LIST pages and response bodies grow the heaps instead)."""
+_M_ARENA_MAX, _M_MMAP_THRESHOLD = -8, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def tune_malloc() -> bool:
+    """Bound glibc's malloc before any thread starts; True when applied (glibc only).
+
+    The environment wins: MALLOC_ARENA_MAX or MALLOC_MMAP_THRESHOLD_ set leaves that one as glibc
+    read it."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False  # not glibc (musl has no mallopt): nothing to tune
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    applied = True
+    if "MALLOC_ARENA_MAX" not in os.environ:
+        applied = mallopt(_M_ARENA_MAX, MALLOC_ARENAS) == 1 and applied
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        applied = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and applied
+    return applied
 
 
 API_THREADS = 32

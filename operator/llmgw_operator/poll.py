@@ -168,9 +168,10 @@ class Poller:
                 await self.poll([k for k in keys if k in self.targets], selective=True)
 
     async def poll(self, keys: list[Key], *, selective: bool = False) -> None:
-        """One round over ``keys``: a LIST per namespace, then every gateway concurrently (the
-        fetcher bounds the requests in flight). ``selective``: a namespace's LIST asks only for
-        those gateways' pods when there are few enough (``SELECT_MAX``)."""
+        """One round over ``keys``: a LIST per namespace, then its gateways, as many at once as
+        the fetcher has requests in flight (``concurrency``), which also bounds the requests.
+        ``selective``: a namespace's LIST asks only for those gateways' pods when there are few
+        enough (``SELECT_MAX``)."""
         by_namespace: dict[str, list[Key]] = {}
         for key in keys:
             by_namespace.setdefault(key[0], []).append(key)
@@ -189,12 +190,18 @@ class Poller:
             # urllib3 (ProtocolError), and that ended the polling task for good.
             logger.warning("listing the gateways' pods in namespace %s failed: %s", namespace, e)
             return
-        results = await asyncio.gather(
-            *(self.poll_gateway(k, pods.get(k[1], [])) for k in keys), return_exceptions=True
-        )
-        for key, result in zip(keys, results, strict=True):
-            if isinstance(result, Exception):
-                logger.warning("polling the pods of gateway %s/%s failed: %s", *key, result)
+        # As many gateways at once as the fetcher has requests in flight: a task per gateway (5,000
+        # at once in one namespace) held each one's pods and coroutines while it waited its turn.
+        pending = iter(keys)
+
+        async def worker() -> None:
+            for key in pending:
+                try:
+                    await self.poll_gateway(key, pods.get(key[1], []))
+                except Exception as e:
+                    logger.warning("polling the pods of gateway %s/%s failed: %s", *key, e)
+
+        await asyncio.gather(*(worker() for _ in range(min(len(keys), self.fetcher.concurrency))))
 
     async def pods_by_gateway(
         self, namespace: str, selector: str | None = None

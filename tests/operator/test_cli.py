@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -94,3 +97,36 @@ def test_every_pass_in_flight_gets_a_worker_thread_for_its_request() -> None:
 
     assert cli.run(operator(), grace=0.05) == []
     assert not together.broken
+
+
+ARENAS_AFTER_THREADS = """
+import ctypes, re, sys, tempfile, threading
+from llmgw_operator import cli
+assert cli.tune_malloc()
+def churn():
+    for _ in range(2000):
+        kept = [bytearray(4096) for _ in range(20)]
+        del kept
+threads = [threading.Thread(target=churn) for _ in range(16)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL(None)
+libc.fopen.restype = ctypes.c_void_p
+libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+with tempfile.NamedTemporaryFile(suffix=".xml") as f:
+    fp = libc.fopen(f.name.encode(), b"w")
+    libc.malloc_info(0, fp)
+    libc.fclose(fp)
+    print(len(re.findall(r'<heap nr=', open(f.name).read())))
+"""
+
+
+def test_api_threads_share_a_bounded_number_of_malloc_arenas() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", ARENAS_AFTER_THREADS], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert 1 <= int(out.stdout) <= cli.MALLOC_ARENAS

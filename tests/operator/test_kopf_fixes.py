@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
+import kopf
 import pytest
-from kopf._cogs.structs import references
+from kopf._cogs.structs import bodies, ephemera, references
 from kopf._core.reactor import observation
 
 from llmgw_operator import kopf_fixes
@@ -66,3 +67,42 @@ def test_watch_events_still_take_kopfs_own_path() -> None:
     assert insights.namespaces == set()
     run(kopf_fixes.process_namespace_event, added, insights)
     assert insights.namespaces == {"opit-added"}
+
+
+def _object(kind: str, uid: str) -> bodies.RawBody:
+    return cast(bodies.RawBody, {"kind": kind, "metadata": {"uid": uid, "name": uid, "namespace": "ns"}})
+
+
+def test_kopf_keeps_no_record_of_a_child_and_no_record_copies_the_memo() -> None:
+    memories = kopf_fixes.LeanMemories()
+    memobase = ephemera.AnyMemo(kopf.Memo(store=object()))
+
+    async def recall_all() -> list[Any]:
+        return [
+            await memories.recall(_object(kind, f"u{i}"), memobase=memobase)
+            for i, kind in enumerate(["ConfigMap", "Secret", "Deployment", "HorizontalPodAutoscaler"])
+        ]
+
+    children = asyncio.run(recall_all())
+    assert list(memories.iter_all_memories()) == []
+    assert all(m.memo is memobase for m in children)
+
+
+def test_a_gateway_and_a_policy_keep_theirs_until_deleted() -> None:
+    memories = kopf_fixes.LeanMemories()
+    memobase = ephemera.AnyMemo(kopf.Memo())
+    gateway, policy = _object("LLMGateway", "g"), _object("ProviderPolicy", "p")
+
+    async def scenario() -> None:
+        first = await memories.recall(gateway, memobase=memobase, noticed_by_listing=True)
+        assert await memories.recall(gateway, memobase=memobase) is first  # its throttle carries over
+        assert first.memo is memobase and first.noticed_by_listing
+        await memories.recall(policy, memobase=memobase)
+        assert len(list(memories.iter_all_memories())) == 2
+        await memories.forget(gateway)
+        assert len(list(memories.iter_all_memories())) == 1
+        # kopf's admission recalls are ephemeral: never kept.
+        await memories.recall(_object("LLMGateway", "new"), memobase=memobase, ephemeral=True)
+        assert len(list(memories.iter_all_memories())) == 1
+
+    asyncio.run(scenario())

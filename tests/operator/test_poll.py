@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import kubernetes
@@ -208,3 +209,55 @@ def test_a_soon_round_selects_its_gateways_pods_when_a_selector_can_name_them(ga
     assert label == names.GATEWAY_LABEL
     assert values.startswith("(") and values.endswith(")")
     assert values[1:-1].split(",") == sorted(set(gateways))
+
+
+async def test_a_round_polls_as_many_gateways_at_once_as_the_fetcher_has_requests(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    # 300 gateways of one namespace, a ready pod each: a task per gateway held each one's pods
+    # and coroutines for the whole round (5,000 at once at scale).
+    gateways = [f"gw-{i}" for i in range(300)]
+    items = []
+    for gw in gateways:
+        p = pod(f"{gw}-pod", "127.0.0.1")
+        p["metadata"]["labels"] = {names.GATEWAY_LABEL: gw}
+        items.append(p)
+    body = json.dumps({"kind": "PodList", "metadata": {}, "items": items}).encode()
+
+    async def api(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+        writer.close()
+
+    tasks_seen: list[int] = []
+    good = status.SidecarStatus(ready=True, generation=1, config_hash="0123456789abcdef")
+
+    async def report(request: web.Request) -> web.Response:
+        tasks_seen.append(len(asyncio.all_tasks()))
+        return web.Response(body=good.model_dump_json(by_alias=True), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/status", report)
+    sidecar = await aiohttp_server(app)
+    assert sidecar.port is not None
+    server = await asyncio.start_server(api, "127.0.0.1", 0)
+    configuration = kubernetes.client.Configuration()
+    configuration.host = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    client = kube.Client(kubernetes.client.ApiClient(configuration))
+    fetcher = sidecars.Fetcher(timeout=5, concurrency=4)
+    store = dataplane.Store()
+    poller = poll.Poller(client, fetcher, store, period=15, on_change=lambda key: None)
+    keys = [("ns", gw) for gw in gateways]
+    for key in keys:
+        poller.track(key, sidecar.port)
+    try:
+        async with server:
+            await poller.poll(keys)
+    finally:
+        await fetcher.close()
+    assert len(tasks_seen) == len(gateways)  # every pod was asked
+    assert all(store.observations[k].pods == 1 for k in keys)
+    # The fetcher's 4 gateways, the server's handlers and the test's own: not one per gateway.
+    assert max(tasks_seen) < 40, max(tasks_seen)
