@@ -279,6 +279,13 @@ def kubeconfig_through(c: local_cluster.Cluster, port: int, path: Any) -> Any:
     return path
 
 
+def other_namespaces(c: local_cluster.Cluster, name: str) -> list[str]:
+    """The chaos namespaces other than ``name`` that still exist (an earlier test's, being deleted)."""
+    listed = json.loads(c.kubectl("get", "namespaces", "-o", "json").stdout)["items"]
+    found = [n["metadata"]["name"] for n in listed]
+    return [n for n in found if n.startswith("chaos-") and n != name]
+
+
 @contextlib.contextmanager
 def namespace(c: local_cluster.Cluster, name: str) -> Iterator[str]:
     c.kubectl("create", "namespace", name)

@@ -207,12 +207,17 @@ def test_operator_killed_mid_apply_converges_without_duplicates_and_then_writes_
         quiet = threading.Event()
 
         def settled() -> tuple[dict[str, float], float] | None:
+            # The API server counts every namespace's writes: an earlier test's namespace still
+            # being deleted (``--wait=false``) has its gateways deleted meanwhile.
+            others = chaoskit.other_namespaces(private, ns)
+            if others:
+                return None
             first = chaoskit.write_counts(port), chaoskit.apiserver_writes(private, "llmgateways")
             quiet.wait(3)  # how long the counts must hold still to call it the start of the window
             second = chaoskit.write_counts(port), chaoskit.apiserver_writes(private, "llmgateways")
             return first if first == second else None
 
-        ours, theirs = eventually(settled, 120, "the operator's writes to settle")
+        ours, theirs = eventually(settled, 300, "earlier tests' namespaces gone, the writes settled")
         quiet.wait(12)  # an observation window: nothing to await, the assertion is that nothing happens
         assert chaoskit.write_counts(port) == ours
         assert chaoskit.apiserver_writes(private, "llmgateways") == theirs
