@@ -13,7 +13,6 @@ import contextlib
 import copy
 import dataclasses
 import json
-import re
 import select
 import socket
 import threading
@@ -164,18 +163,6 @@ def write_counts(metrics_port: int) -> dict[str, float]:
     return out
 
 
-def apiserver_writes(c: local_cluster.Cluster, resource: str) -> float:
-    """Writes to ``resource`` (any subresource) the API server counted, from all clients."""
-    _, text = c.get("/metrics", timeout=30)
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith("apiserver_request_total{") and f'resource="{resource}"' in line:
-            verb = re.search(r'verb="(\w+)"', line)
-            if verb and verb.group(1) in ("POST", "PUT", "PATCH", "APPLY", "DELETE"):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 # -- a TCP proxy that can stall what it carries ------------------------------------------
 
 
@@ -277,13 +264,6 @@ def kubeconfig_through(c: local_cluster.Cluster, port: int, path: Any) -> Any:
     path.write_text(json.dumps(config))
     path.chmod(0o600)
     return path
-
-
-def other_namespaces(c: local_cluster.Cluster, name: str) -> list[str]:
-    """The chaos namespaces other than ``name`` that still exist (an earlier test's, being deleted)."""
-    listed = json.loads(c.kubectl("get", "namespaces", "-o", "json").stdout)["items"]
-    found = [n["metadata"]["name"] for n in listed]
-    return [n for n in found if n.startswith("chaos-") and n != name]
 
 
 @contextlib.contextmanager
