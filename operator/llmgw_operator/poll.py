@@ -47,7 +47,6 @@ SELECT_MAX = 50
 """A ``soon`` round of at most this many gateways lists only their pods (``gateway in (...)``).
 A round of a whole namespace's pods, every second while thousands of new gateways' Deployments
 turn available, had the API server write and the operator decode every pod of it each time."""
-LABEL_VALUE_MAX = 63
 THREADS = 2
 """Worker threads of the poller's own client: its LISTs, one namespace's pages after another."""
 GATEWAY_PODS = names.GATEWAY_LABEL
@@ -270,7 +269,7 @@ def round_interval(period: float, asked: int, rate: float) -> float:
 def selector_for(gateways: list[str]) -> str | None:
     """A label selector for just these gateways' pods; None (the whole namespace's) when there
     are too many, or a name no label value can hold (which no pod carries then anyway)."""
-    if not gateways or len(gateways) > SELECT_MAX or any(len(g) > LABEL_VALUE_MAX for g in gateways):
+    if not gateways or len(gateways) > SELECT_MAX or any(len(g) > gateway.MAX_NAME_LENGTH for g in gateways):
         return None
     return f"{names.GATEWAY_LABEL} in ({','.join(sorted(set(gateways)))})"
 
