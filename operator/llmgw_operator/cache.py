@@ -27,13 +27,12 @@ decoded on each read, which also hands every reader its own copy.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import json
 import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from llmgw_operator import kube
+from llmgw_operator import kube, login
 from llmgw_operator import metrics as metrics_
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -196,9 +195,12 @@ class CachedClient(kube.Client):
     """
 
     def __init__(
-        self, api: Any, store: Store | None = None, executor: concurrent.futures.Executor | None = None
+        self,
+        connect: kube.Connect | None = login.connection,
+        store: Store | None = None,
+        connections: int = kube.CONNECTIONS,
     ) -> None:
-        super().__init__(api, executor)
+        super().__init__(connect, connections)
         self.store = store if store is not None else Store()
         self.hits = 0
 

@@ -325,9 +325,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 0
     if stuck:
-        # Only a worker thread blocked in an API request is left: end without joining it.
+        # Only a worker thread blocked in a call is left: end without joining it.
         logging.getLogger(__name__).warning(
-            "stopped; not waiting for %d API request(s) still blocked on the network", len(stuck)
+            "stopped; not waiting for %d worker thread(s) still blocked", len(stuck)
         )
         logging.shutdown()
         sys.stdout.flush()
@@ -364,28 +364,27 @@ def tune_malloc() -> bool:
     return applied
 
 
-API_THREADS = 32
-"""Worker threads for the reconciler's API requests (as many as its connection pool holds,
-``kube.Client``). Python's default, CPU count + 4, is 6 on two cores: 32 passes in flight (16 per
-queue) waited for 6 threads, and a 1,000-gateway bench measured 4.4 s per pass of about ten requests."""
+WORKER_THREADS = 4
+"""Threads of the event loop's default pool: logins (files, a kubeconfig's exec plugin), DNS lookups,
+making certificates. API requests do not use them: ``kube.Client`` sends them on the loop."""
 
 EXIT_GRACE = 2.0
-"""Seconds a stopped operator waits for API requests still in flight in worker threads."""
+"""Seconds a stopped operator waits for calls still running in worker threads."""
 
 
 def run(main: Coroutine[Any, Any, None], grace: float = EXIT_GRACE) -> list[threading.Thread]:
     """``asyncio.run(main)``, except that worker threads are waited for only ``grace`` seconds;
     returns those still running then.
 
-    Every API request of the reconciler runs in a worker thread (``kube.Client``). One blocked on
-    a connection that went silent (a load balancer that lost its state, a stalled network) holds
-    its thread for the request timeout, and urllib3 tries again on the next pooled connection:
-    ``asyncio.run`` waits for the default executor, and interpreter exit joins its threads, so
-    SIGTERM was not honoured for up to minutes and the kubelet's SIGKILL ended the process.
+    A worker thread can block for long: a login's exec plugin, a DNS lookup of an unreachable
+    resolver. ``asyncio.run`` waits for the default executor, and interpreter exit joins its
+    threads, so SIGTERM would not be honoured for that long and the kubelet's SIGKILL would end
+    the process. (Until the API requests moved onto the loop, they ran in these threads, and one
+    blocked on a connection gone silent did exactly that.)
     kopf has stopped by then (its cleanup ran, its peering record is gone): nothing is left to do.
     """
     loop = asyncio.new_event_loop()
-    executor = concurrent.futures.ThreadPoolExecutor(API_THREADS, thread_name_prefix="llmgw-api")
+    executor = concurrent.futures.ThreadPoolExecutor(WORKER_THREADS, thread_name_prefix="llmgw-worker")
     loop.set_default_executor(executor)
     asyncio.set_event_loop(loop)
     try:
@@ -402,7 +401,7 @@ def run(main: Coroutine[Any, Any, None], grace: float = EXIT_GRACE) -> list[thre
             asyncio.set_event_loop(None)
             loop.close()
     deadline = time.monotonic() + grace
-    workers = [t for t in threading.enumerate() if t.name.startswith("llmgw-api")]
+    workers = [t for t in threading.enumerate() if t.name.startswith("llmgw-worker")]
     for worker in workers:
         worker.join(max(0.0, deadline - time.monotonic()))
     return [t for t in workers if t.is_alive()]

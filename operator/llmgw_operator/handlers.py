@@ -13,7 +13,6 @@ in ``references`` (not kopf indexes: see there why).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import fnmatch
 import logging
@@ -30,6 +29,7 @@ from llmgw_operator import (
     cache,
     kopf_lean,
     kube,
+    login,
     metrics,
     poll,
     reconcile,
@@ -53,6 +53,9 @@ DEFAULT_PROXY_IMAGE = f"ghcr.io/llmgw/llmgw-proxy:{llmgw_operator.__version__}"
 NATIVE_SIDECAR_MINOR = 29
 
 logger = logging.getLogger(__name__)
+
+
+kopf.on.login()(login.kopf_login)
 
 
 @kopf.on.startup()
@@ -80,9 +83,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     ):
         settings.watching.label_selectors[resource] = names.MANAGED_SELECTOR
     # The webhook and its certificates read live: a standby replica runs no watches to cache from.
-    client = kube.Client.from_environment()
+    memo["client"] = client = kube.Client()
     client.metrics = m = metrics.Metrics()
-    cached = cache.CachedClient.from_environment()
+    memo["cached"] = cached = cache.CachedClient()
     memo["store"] = store = cached.store
     cached.metrics = m
     cache.register_gauges(m, store)
@@ -109,12 +112,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     polling: poll.Settings = memo.get("polling") or poll.Settings()
     memo["fetcher"] = fetcher = sidecars.Fetcher(timeout=polling.timeout, concurrency=polling.concurrency)
-    # The poller's LISTs run in threads of their own: in the passes' pool, 5,000 gateways' LISTs
+    # The poller's LISTs have connections of their own: in the passes' pool, 5,000 gateways' LISTs
     # queued ahead of every pass's requests. It peeks at ConfigMaps in the same watches' copy.
-    memo["poll_executor"] = poll_executor = concurrent.futures.ThreadPoolExecutor(
-        poll.THREADS, thread_name_prefix="llmgw-api-poll"
-    )
-    poll_client = cache.CachedClient.from_environment(executor=poll_executor)
+    memo["poll_client"] = poll_client = cache.CachedClient(connections=poll.CONNECTIONS)
     poll_client.store, poll_client.metrics = store, m
     memo["poller"] = poller = poll.Poller(
         poll_client,
@@ -318,12 +318,12 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await memo["polling_task"]
         await memo["fetcher"].close()
-    if "poll_executor" in memo:
-        # As cli.run does with the default pool: a LIST blocked on a dead connection is not waited for.
-        memo["poll_executor"].shutdown(wait=False, cancel_futures=True)
     for queue in ("gateways", "policies"):
         if queue in memo:
             await memo[queue].stop()
+    for client in ("client", "cached", "poll_client"):
+        if client in memo:
+            await memo[client].close()
 
 
 # -- triggers ---------------------------------------------------------------------

@@ -5,30 +5,29 @@ object already holds every field we would apply is not written at all, so a
 steady-state reconcile makes no write requests (and the API server would
 skip a no-op apply anyway; this also spares the request).
 
-The `kubernetes` client is synchronous; calls run in worker threads: the
-event loop's default pool, or the client's own ``executor`` (the data-plane
-poller has one, so its LISTs never queue ahead of the reconcile passes' calls).
+Requests go out on the event loop through an aiohttp session of the client's
+own, with at most ``connections`` of them open at once: the data-plane poller
+has a client (and so a pool) of its own, so its LISTs never queue ahead of the
+reconcile passes' calls. Credentials come from ``login``, asked again once when
+the API answers 401 (a rotated service-account token).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
 import datetime
-import functools
 import json
 import secrets as _secrets
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, ParamSpec, Self, TypeVar
+from typing import Any
 
-import kubernetes
+import aiohttp
+import kopf
 
+from llmgw_operator import login
 from llmgw_operator import metrics as metrics_
 
 FIELD_MANAGER = "llmgw-operator"
-P = ParamSpec("P")
-T = TypeVar("T")
 
 # kind -> (api prefix, plural); the only kinds the operator reads or writes.
 RESOURCES: dict[str, tuple[str, str]] = {
@@ -108,12 +107,28 @@ LIST_PAGE = 500
 """Objects per page of a paginated LIST (client-go's reflector pages by 500 too)."""
 
 
+CONNECTIONS = 32
+"""Requests in flight at once per client (the reconcile passes': 16 per queue, two queues)."""
+TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=30)
+"""A connect, and each wait for more of an answer, end after 30 s; the wait for a free connection
+of the pool does not count (with 32 passes' requests queued, a total timeout would fail the last)."""
+_CLOSED = (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)
+"""A pooled connection the API server had closed (a restart, an idle timeout). aiohttp itself sends
+a GET, PUT or DELETE again once; a PATCH or POST is sent again here, once. Each is safe to repeat:
+an apply or a merge patch sets the same fields, an Event is one more line, and a create that had
+landed answers 409, which its callers read as "it exists"."""
+
+Connect = Callable[[], kopf.ConnectionInfo]
+
+
 class Client:
-    def __init__(
-        self, api: kubernetes.client.ApiClient, executor: concurrent.futures.Executor | None = None
-    ) -> None:
-        self._api = api
-        self.executor = executor  # None: the event loop's default pool
+    def __init__(self, connect: Connect | None = login.connection, connections: int = CONNECTIONS) -> None:
+        self._connect = connect
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+        self._server = ""
+        self._auth: Mapping[str, str] = {}
+        self._logging_in = asyncio.Lock()
         self.writes = 0  # for the steady-state benchmark and tests
         self.reads = 0  # GETs and LISTs, ``api_reads`` by verb and kind
         self.metrics: metrics_.Metrics | None = None
@@ -124,10 +139,33 @@ class Client:
         if self.metrics is not None:
             self.metrics.api_writes.labels(verb, kind).inc()
 
-    async def _run(self, call: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """``call`` in a worker thread of ``executor``, as ``asyncio.to_thread`` runs it in the default's."""
-        bound = functools.partial(contextvars.copy_context().run, call, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, bound)
+    async def _log_in(self, refused: Mapping[str, str] | None = None) -> None:
+        """Credentials, and the session on first use (made inside the running loop). After a 401
+        to ``refused``, credentials anew, unless a request refused at the same time already did."""
+        async with self._logging_in:
+            if self._session is not None and self._auth is not refused:
+                return
+            if self._connect is None:
+                raise RuntimeError("this client has no credentials (a test double that calls no API)")
+            info = await asyncio.to_thread(self._connect)  # reads files; an exec plugin may run
+            self._auth = info.as_http_headers()
+            if self._session is not None:
+                return  # a new token; the server and its CA stay those of the first login
+            self._server = info.server.rstrip("/")
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections, ssl=info.as_ssl_context()),
+                headers={"Accept": "application/json", "User-Agent": FIELD_MANAGER},
+                timeout=TIMEOUT,
+                proxy=info.proxy_url,
+                # The environment's HTTP(S)_PROXY is not for the API server (client-go's and the
+                # kubernetes package's default alike); a kubeconfig's proxy-url is.
+                trust_env=False,
+            )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def _read(self, verb: str, kind: str) -> None:
         self.reads += 1
@@ -136,26 +174,16 @@ class Client:
 
     async def namespaces(self) -> list[str]:
         self._read("list", "Namespace")
-        result = await self._run(self._call, "GET", "/api/v1/namespaces")
+        result = await self._call("GET", "/api/v1/namespaces")
         return sorted(str(n["metadata"]["name"]) for n in result.get("items") or [])
 
     async def list_all(self, kind: str) -> list[dict[str, Any]]:
         """Every object of ``kind`` in every namespace, in one request."""
         prefix, plural = RESOURCES[kind]
         self._read("list", kind)
-        result = await self._run(self._call, "GET", f"{prefix}/{plural}")
+        result = await self._call("GET", f"{prefix}/{plural}")
         items: list[dict[str, Any]] = result.get("items") or []
         return items
-
-    @classmethod
-    def from_environment(cls, executor: concurrent.futures.Executor | None = None) -> Self:
-        try:
-            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-        configuration = kubernetes.client.Configuration.get_default_copy()
-        configuration.connection_pool_maxsize = 32
-        return cls(kubernetes.client.ApiClient(configuration), executor=executor)
 
     def _path(self, kind: str, namespace: str, name: str | None = None, sub: str | None = None) -> str:
         prefix, plural = RESOURCES[kind]
@@ -166,7 +194,7 @@ class Client:
             path += f"/{sub}"
         return path
 
-    def _call(
+    async def _call(
         self,
         method: str,
         path: str,
@@ -174,31 +202,39 @@ class Client:
         content_type: str = "application/json",
         query: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
-        method, url, headers, payload, _ = self._api.param_serialize(
-            method,
-            path,
-            query_params=query or [],
-            header_params={"Content-Type": content_type, "Accept": "application/json"},
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        try:
-            response = self._api.call_api(
-                method, url, header_params=headers, body=payload, _request_timeout=30
-            )
-            response.read()  # type: ignore[no-untyped-call]
-        except kubernetes.client.ApiException as e:
-            raise ApiError(int(e.status or 0), _message(e.body or "{}", str(e.reason))) from None
-        data = response.data or b"{}"
-        if not 200 <= int(response.status) < 300:
-            raise ApiError(int(response.status), _message(data, str(response.reason)))
-        result: dict[str, Any] = json.loads(data)
-        return result
+        data = None if body is None else body.encode() if isinstance(body, str) else json.dumps(body).encode()
+        for attempt in range(2):
+            if self._session is None:
+                await self._log_in()
+            assert self._session is not None
+            auth = self._auth
+            try:
+                async with self._session.request(
+                    method,
+                    self._server + path,
+                    params=query or None,
+                    data=data,
+                    headers={**auth, "Content-Type": content_type},
+                ) as response:
+                    status, text = response.status, await response.read()
+            except _CLOSED as e:
+                # A refused connect is not a closed connection; aiohttp already resent the others.
+                if attempt or isinstance(e, aiohttp.ClientConnectorError) or method not in ("PATCH", "POST"):
+                    raise
+                continue
+            if status == 401 and attempt == 0:
+                await self._log_in(refused=auth)  # the token may have been rotated
+                continue
+            if not 200 <= status < 300:
+                raise ApiError(status, _message(text or b"{}", response.reason or str(status)))
+            result: dict[str, Any] = json.loads(text or b"{}")
+            return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         self._read("get", kind)
         try:
-            return await self._run(self._call, "GET", self._path(kind, namespace, name))
+            return await self._call("GET", self._path(kind, namespace, name))
         except ApiError as e:
             if e.status == 404:
                 return None
@@ -210,7 +246,7 @@ class Client:
         """Every object of ``kind`` in ``namespace`` (matching ``label_selector``), in one request."""
         query = [("labelSelector", label_selector)] if label_selector else []
         self._read("list", kind)
-        result = await self._run(self._call, "GET", self._path(kind, namespace), query=query)
+        result = await self._call("GET", self._path(kind, namespace), query=query)
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
@@ -231,9 +267,7 @@ class Client:
             if token:
                 query.append(("continue", token))
             self._read("list", kind)
-            result = await self._run(
-                self._call, "GET", self._path(kind, namespace), None, "application/json", query
-            )
+            result = await self._call("GET", self._path(kind, namespace), None, "application/json", query)
             yield result.get("items") or []
             token = str((result.get("metadata") or {}).get("continue") or "")
             if not token:
@@ -249,8 +283,7 @@ class Client:
             return False
         meta = manifest["metadata"]
         self._wrote("apply", manifest["kind"])
-        result = await self._run(
-            self._call,
+        result = await self._call(
             "PATCH",
             self._path(manifest["kind"], meta["namespace"], meta["name"]),
             json.dumps(manifest),
@@ -263,7 +296,7 @@ class Client:
     async def delete(self, kind: str, namespace: str, name: str) -> bool:
         try:
             self._wrote("delete", kind)
-            await self._run(self._call, "DELETE", self._path(kind, namespace, name))
+            await self._call("DELETE", self._path(kind, namespace, name))
         except ApiError as e:
             if e.status == 404:
                 self.deleted(kind, namespace, name)
@@ -275,8 +308,7 @@ class Client:
     async def patch_status(self, kind: str, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self._wrote("patch", kind + "/status")
         try:
-            result = await self._run(
-                self._call,
+            result = await self._call(
                 "PATCH",
                 self._path(kind, namespace, name, "status"),
                 {"status": dict(status)},
@@ -325,7 +357,7 @@ class Client:
         }
         self._wrote("create", "Event")
         try:
-            await self._run(self._call, "POST", self._path("Event", meta["namespace"]), body)
+            await self._call("POST", self._path("Event", meta["namespace"]), body)
         except ApiError:
             return
 
@@ -333,9 +365,7 @@ class Client:
         """POST a namespaced object; ApiError 409 when one of that name exists."""
         meta = manifest["metadata"]
         self._wrote("create", manifest["kind"])
-        return await self._run(
-            self._call, "POST", self._path(manifest["kind"], meta["namespace"]), dict(manifest)
-        )
+        return await self._call("POST", self._path(manifest["kind"], meta["namespace"]), dict(manifest))
 
     async def patch_guarded(
         self, kind: str, namespace: str, name: str, resource_version: str, patch: Mapping[str, Any]
@@ -346,14 +376,12 @@ class Client:
             "metadata": {**dict(patch.get("metadata") or {}), "resourceVersion": resource_version},
         }
         self._wrote("patch", kind)
-        await self._run(
-            self._call, "PATCH", self._path(kind, namespace, name), body, "application/merge-patch+json"
-        )
+        await self._call("PATCH", self._path(kind, namespace, name), body, "application/merge-patch+json")
 
     async def webhook_ca_bundles(self, configuration: str) -> list[str] | None:
         """Each webhook's clientConfig.caBundle in a MutatingWebhookConfiguration (None: not found)."""
         try:
-            found = await self._run(self._call, "GET", f"{WEBHOOK_CONFIGURATIONS}/{configuration}")
+            found = await self._call("GET", f"{WEBHOOK_CONFIGURATIONS}/{configuration}")
         except ApiError as e:
             if e.status == 404:
                 return None
@@ -367,8 +395,7 @@ class Client:
             for i in range(count)
         ]
         self._wrote("patch", "MutatingWebhookConfiguration")
-        await self._run(
-            self._call,
+        await self._call(
             "PATCH",
             f"{WEBHOOK_CONFIGURATIONS}/{configuration}",
             ops,
@@ -376,7 +403,7 @@ class Client:
         )
 
     async def server_minor(self) -> int:
-        version = await self._run(self._call, "GET", "/version")
+        version = await self._call("GET", "/version")
         return int("".join(ch for ch in str(version.get("minor", "0")) if ch.isdigit()) or 0)
 
 

@@ -16,9 +16,9 @@ Besides the period, ``soon`` asks for a round of one gateway shortly (its
 Deployment changed: pods may have become ready); the gateways asked for within
 ``SOON_DELAY`` share one round, and so one LIST of their namespace.
 
-The poller's client has a small thread pool of its own (``THREADS``), so its
-LISTs never wait in the pool the reconcile passes' requests run in, nor make
-them wait.
+The poller's client has a small connection pool of its own (``CONNECTIONS``),
+so its LISTs never wait in the pool the reconcile passes' requests use, nor
+make them wait.
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ SELECT_MAX = 50
 """A ``soon`` round of at most this many gateways lists only their pods (``gateway in (...)``).
 A round of a whole namespace's pods, every second while thousands of new gateways' Deployments
 turn available, had the API server write and the operator decode every pod of it each time."""
-THREADS = 2
-"""Worker threads of the poller's own client: its LISTs, one namespace's pages after another."""
+CONNECTIONS = 2
+"""Connections of the poller's own client: its LISTs, one namespace's pages after another."""
 GATEWAY_PODS = names.GATEWAY_LABEL
 """The label selector of a round's LIST: every pod that carries the gateway label, whatever its value."""
 

@@ -179,7 +179,7 @@ def test_whatever_order_events_arrive_in_the_latest_revision_decides(
 
 def test_the_cached_client_answers_from_the_store_without_the_api() -> None:
     # No API behind it at all: a hit must not reach it, and a peek at a cached kind never does.
-    client = cache.CachedClient(api=None)
+    client = cache.CachedClient(connect=None)
     client.store.put(body("Deployment", name="gw-proxy", rv=3, spec={"replicas": 2}))
 
     async def reads() -> tuple[Any, Any]:
@@ -194,7 +194,7 @@ def test_the_cached_client_answers_from_the_store_without_the_api() -> None:
 
 
 def test_a_write_response_is_kept_and_a_deletion_forgets() -> None:
-    client = cache.CachedClient(api=None)
+    client = cache.CachedClient(connect=None)
     client.written(body("ConfigMap", rv=4, data={"proxy.yaml": "x"}))
     assert client.store.get("ConfigMap", "ns", "a") is not None
     client.written(body("Event", rv=5))  # not a watched kind

@@ -84,21 +84,6 @@ def test_the_loop_ends_without_waiting_for_a_worker_blocked_in_a_request() -> No
     assert cli.run(asyncio.sleep(0), grace=0.05) == []
 
 
-def test_every_pass_in_flight_gets_a_worker_thread_for_its_request() -> None:
-    # Two queues of workqueue.WORKERS passes each, every one in an API request at the same moment.
-    # Python's default pool (CPU count + 4: 6 on two cores) left most of them waiting for a thread.
-    from llmgw_operator import workqueue
-
-    in_flight = 2 * workqueue.WORKERS
-    together = threading.Barrier(in_flight, timeout=10)
-
-    async def operator() -> None:
-        await asyncio.gather(*(asyncio.to_thread(together.wait) for _ in range(in_flight)))
-
-    assert cli.run(operator(), grace=0.05) == []
-    assert not together.broken
-
-
 ARENAS_AFTER_THREADS = """
 import ctypes, re, sys, tempfile, threading
 from llmgw_operator import cli

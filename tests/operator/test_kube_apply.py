@@ -35,10 +35,10 @@ def live_secret(data: dict[str, str], owned: dict[str, Any]) -> dict[str, Any]:
 
 class RecordingClient(kube.Client):
     def __init__(self) -> None:
-        super().__init__(api=None)  # type: ignore[arg-type]
+        super().__init__(connect=None)
         self.calls: list[tuple[str, str]] = []
 
-    def _call(self, method: str, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def _call(self, method: str, path: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         self.calls.append((method, path))
         return {}
 

@@ -6,7 +6,7 @@ import asyncio
 import json
 from typing import Any
 
-import kubernetes
+import kopf
 import pytest
 import yaml
 from aiohttp import web
@@ -144,9 +144,7 @@ async def test_a_connection_cut_in_the_middle_of_a_list_is_logged_and_the_next_r
 
     server = await asyncio.start_server(cut, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    configuration = kubernetes.client.Configuration()
-    configuration.host = f"http://127.0.0.1:{port}"
-    client = kube.Client(kubernetes.client.ApiClient(configuration))
+    client = kube.Client(lambda: kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}"))
     fetcher = sidecars.Fetcher(timeout=0.5, concurrency=4)
     poller = poll.Poller(client, fetcher, dataplane.Store(), period=15, on_change=lambda key: None)
     poller.track(("ns", "gw"), 9090)
@@ -156,6 +154,7 @@ async def test_a_connection_cut_in_the_middle_of_a_list_is_logged_and_the_next_r
             await poller.poll([("ns", "gw")])
     finally:
         await fetcher.close()
+        await client.close()
     assert lists >= 2  # the second round asked again
     assert "listing the gateways' pods in namespace ns failed" in caplog.text
 
@@ -172,7 +171,7 @@ async def test_the_rendered_hash_is_the_digest_annotation_and_an_unannotated_con
     parsed = poll._hash_of(text)
     assert parsed is not None
     store = cache.Store()
-    client = cache.CachedClient(kubernetes.client.ApiClient(kubernetes.client.Configuration()), store)
+    client = cache.CachedClient(connect=None, store=store)
     poller = poll.Poller(client, sidecars.Fetcher(timeout=0.5, concurrency=1), dataplane.Store(),
                          period=15, on_change=lambda key: None)  # fmt: skip
     try:
@@ -243,9 +242,8 @@ async def test_a_round_polls_as_many_gateways_at_once_as_the_fetcher_has_request
     sidecar = await aiohttp_server(app)
     assert sidecar.port is not None
     server = await asyncio.start_server(api, "127.0.0.1", 0)
-    configuration = kubernetes.client.Configuration()
-    configuration.host = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    client = kube.Client(kubernetes.client.ApiClient(configuration))
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    client = kube.Client(lambda: kopf.ConnectionInfo(server=url))
     fetcher = sidecars.Fetcher(timeout=5, concurrency=4)
     store = dataplane.Store()
     poller = poll.Poller(client, fetcher, store, period=15, on_change=lambda key: None)
@@ -257,6 +255,7 @@ async def test_a_round_polls_as_many_gateways_at_once_as_the_fetcher_has_request
             await poller.poll(keys)
     finally:
         await fetcher.close()
+        await client.close()
     assert len(tasks_seen) == len(gateways)  # every pod was asked
     assert all(store.observations[k].pods == 1 for k in keys)
     # The fetcher's 4 gateways, the server's handlers and the test's own: not one per gateway.

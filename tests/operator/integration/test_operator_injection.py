@@ -21,7 +21,6 @@ import subprocess
 from collections.abc import Iterator
 from typing import Any
 
-import kubernetes
 import operatorkit
 import pytest
 import yaml
@@ -29,7 +28,7 @@ from clusterkit import ClusterHandle
 from operatorkit import Namespace, OperatorProcess, eventually
 
 from llmgw_dev import binaries
-from llmgw_operator import admission, kube, webhook
+from llmgw_operator import admission, kube, login, webhook
 
 pytestmark = pytest.mark.cluster
 
@@ -366,8 +365,7 @@ async def test_under_ignore_a_pod_the_sidecar_cannot_join_is_admitted_with_a_war
 ) -> None:
     # The decision the handler returns, against the real API: refused under Fail (above), a
     # warning and no patch under Ignore, never a half-injected pod.
-    api = kubernetes.config.new_client_from_config(str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
-    client = kube.Client(api)
+    client = kube.Client(lambda: login.from_kubeconfig(cluster.kubeconfig))
     injector = admission.Injector(client, operatorkit.PROXY_IMAGE, native_sidecar=True, fail_closed=False)
     pod = {"metadata": {"labels": {"llmgateway.io/gateway": "nope"}}, "spec": {"containers": [{"name": "a"}]}}
     decision = await injector.decide(pod, app.name)
@@ -380,7 +378,7 @@ async def test_under_ignore_a_pod_the_sidecar_cannot_join_is_admitted_with_a_war
     assert (
         await closed.decide({**pod, "metadata": {"labels": {"llmgateway.io/gateway": GW}}}, app.name)
     ).patch
-    api.close()
+    await client.close()
 
 
 async def test_replicas_racing_to_create_the_certificates_all_load_the_winners(
@@ -388,12 +386,11 @@ async def test_replicas_racing_to_create_the_certificates_all_load_the_winners(
 ) -> None:
     # Replicas start together: each reads no Secret, each makes a bundle, one create wins (409 for
     # the others), and every replica must serve the stored certificate at once, not a period later.
-    api = kubernetes.config.new_client_from_config(str(cluster.kubeconfig))  # type: ignore[no-untyped-call]
-    client = kube.Client(api)
+    client = kube.Client(lambda: login.from_kubeconfig(cluster.kubeconfig))
     name = f"race-{secrets.token_hex(3)}"
     servers = [webhook.Server("127.0.0.1", 0) for _ in range(3)]
     keepers = [webhook.Keeper(client, s, system_namespace, name, ("127.0.0.1",)) for s in servers]
     await asyncio.gather(*(k.check() for k in keepers))
     stored = _secret_cert_named(cluster, system_namespace, name)
     assert [s.certificate for s in servers] == [stored] * 3
-    api.close()
+    await client.close()
