@@ -10,8 +10,8 @@ auth, a proxy URL.
 A kubeconfig whose user runs an exec plugin or an auth provider (the cloud
 CLIs) has no credentials of its own in the file; for those the ``kubernetes``
 package logs in if it is installed. The operator does not install it: kopf
-imports it whenever it is importable, and that import alone costs about 20 MB
-of resident memory and 0.4 s of start for generated models nothing here uses.
+imports it whenever it is importable (3.3 MB more resident after the
+operator's imports, measured) for generated models nothing here uses.
 """
 
 from __future__ import annotations
