@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{args.keys} keys, {args.workers} workers; bytes per key (tracemalloc), tasks alive")
         print(f"{'':<24} {'waiting B/key':>14} {'tasks':>7} {'backoff B/key':>14} {'tasks':>7}")
         for label, module in queues:
+            asyncio.run(measure(module, 100, args.workers))  # first-use allocations: not the keys'
             w, wt, b, bt = asyncio.run(measure(module, args.keys, args.workers))
             print(f"{label:<24} {w:>14.0f} {wt:>7} {b:>14.0f} {bt:>7}")
     sys.stdout.flush()
