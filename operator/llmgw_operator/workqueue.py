@@ -5,7 +5,7 @@ all mean "look at gateway X again". Triggers that arrive while X is being
 reconciled collapse into one more pass. A failing pass is retried with
 capped exponential backoff, and a new trigger cuts that wait short.
 
-As client-go's workqueue: a FIFO of keys waiting for a worker, a dirty set
+As client-go's workqueue: a FIFO of keys waiting for a worker, a dirty map
 (keys that need a pass) and a processing set (keys in a pass), worked by at
 most ``workers`` tasks. A waiting key costs its entries in those, and a key
 waiting out a backoff or ``min_interval`` one timer handle: no task of its own.
