@@ -4,12 +4,17 @@ Many watch events (the gateway, its policies, their Secrets, its Deployment)
 all mean "look at gateway X again". Triggers that arrive while X is being
 reconciled collapse into one more pass. A failing pass is retried with
 capped exponential backoff, and a new trigger cuts that wait short.
+
+As client-go's workqueue: a FIFO of keys waiting for a worker, a dirty map
+(keys that need a pass) and a processing set (keys in a pass), worked by at
+most ``workers`` tasks. A waiting key costs its entries in those, and a key
+waiting out a backoff or ``min_interval`` one timer handle: no task of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -47,16 +52,26 @@ class WorkQueue:
         # Passes in flight at once (controller-runtime's MaxConcurrentReconciles). Unbounded, 5,000
         # new gateways started 5,000 passes at once: each held its rendered children while their
         # API calls queued behind one another, so none finished and memory grew past 400 MB.
-        self._slots = asyncio.Semaphore(workers)
+        # Workers start as keys are queued and end when none waits; with a task per waiting key
+        # instead, 5,000 waiting keys held 14 MB (2.9 KB each).
+        self._max_workers = workers
+        self._workers: set[asyncio.Task[None]] = set()
         self._base = base_delay
         self._max = max_delay
-        self._dirty: dict[Hashable, asyncio.Event] = {}
-        self._tasks: dict[Hashable, asyncio.Task[None]] = {}
+        self._known: set[Hashable] = set()  # triggered and not forgotten since
+        # Keys needing a pass (triggered since their last pass started), and when each was first
+        # triggered since then: its wait in the queue, for ``queue_wait``.
+        self._dirty: dict[Hashable, float] = {}
+        self._fifo: collections.deque[Hashable] = collections.deque()  # waiting for a worker, oldest first
+        self._queued: set[Hashable] = set()  # the keys in _fifo, each once (forgotten ones linger)
+        self._processing: set[Hashable] = set()
+        self._backoff: dict[Hashable, asyncio.TimerHandle] = {}  # after a failure; a trigger ends it
+        self._spacing: dict[Hashable, asyncio.TimerHandle] = {}  # waiting out min_interval
+        self._failures: dict[Hashable, int] = {}  # failed passes in a row
         self._idle = asyncio.Event()
         self._idle.set()
         self.name = name
         self.metrics = metrics
-        self._queued_at: dict[Hashable, float] = {}  # when a waiting key was first triggered
         self.attempts: dict[Hashable, int] = {}  # passes tried per key, for ``attempted``
         self._progress = asyncio.Event()
         if metrics is not None:
@@ -74,103 +89,153 @@ class WorkQueue:
             )
 
     def depth(self) -> int:
-        return sum(1 for event in self._dirty.values() if event.is_set())
+        return len(self._dirty)
 
     async def attempted(self, keys: Iterable[Hashable], since: dict[Hashable, int]) -> None:
         """Return once each of ``keys`` has had a pass tried since ``since`` (a copy of ``attempts``)."""
         waiting = set(keys)
         while True:
-            waiting = {k for k in waiting if self.attempts.get(k, 0) <= since.get(k, 0) and k in self._dirty}
+            waiting = {k for k in waiting if self.attempts.get(k, 0) <= since.get(k, 0) and k in self._known}
             if not waiting:
                 return
             self._progress.clear()
             await self._progress.wait()
 
     def trigger(self, key: Hashable) -> None:
-        event = self._dirty.setdefault(key, asyncio.Event())
-        if not event.is_set():
-            self._queued_at.setdefault(key, time.monotonic())
-            if self.metrics is not None:
-                self.metrics.queue_adds.labels(self.name).inc()
-        event.set()
-        if key not in self._tasks:
-            self._idle.clear()
-            self._tasks[key] = asyncio.create_task(self._run(key), name=f"reconcile {key}")
+        self._known.add(key)
+        if key in self._dirty:
+            return  # joins the pass it already waits for
+        self._dirty[key] = time.monotonic()
+        self._idle.clear()
+        if self.metrics is not None:
+            self.metrics.queue_adds.labels(self.name).inc()
+        if key in self._processing:
+            return  # queued again when its pass ends
+        backoff = self._backoff.pop(key, None)
+        if backoff is not None:  # a fresh trigger ends a retry's wait early
+            backoff.cancel()
+            self._count_retry()
+        self._enqueue(key)
 
     def forget(self, key: Hashable) -> None:
         """The object is gone: finish any pass in flight, then schedule no more."""
-        event = self._dirty.pop(key, None)
+        self._known.discard(key)
+        self._dirty.pop(key, None)  # a worker that takes it from the FIFO skips it
+        for timers in (self._backoff, self._spacing):
+            handle = timers.pop(key, None)
+            if handle is not None:
+                handle.cancel()  # nothing sleeps on until max_delay for a key that is gone
+        self._failures.pop(key, None)
         self.attempts.pop(key, None)
         self._last_start.pop(key, None)
-        self._queued_at.pop(key, None)
         self._progress.set()  # ``attempted`` no longer waits for it
-        if event is not None:
-            # Wakes a retry backoff, which then finds the key gone and ends
-            # (clearing it would leave the task asleep for up to max_delay).
-            event.set()
+        self._check_idle()
 
     async def idle(self) -> None:
         await self._idle.wait()
 
-    async def _run(self, key: Hashable) -> None:
-        failures = 0
+    def _enqueue(self, key: Hashable) -> None:
+        """A dirty key, in no pass and no timer: to the FIFO, or to wait out its ``min_interval``."""
+        if self._min_interval:
+            last = self._last_start.get(key)
+            if last is not None and (wait := last + self._min_interval - time.monotonic()) > 0:
+                self._spacing[key] = asyncio.get_running_loop().call_later(wait, self._spaced, key)
+                return
+        if key not in self._queued:  # a forgotten key's place is still in the FIFO: it keeps it
+            self._queued.add(key)
+            self._fifo.append(key)
+        starting = len(self._workers) - len(self._processing)  # started, yet to take a key
+        if len(self._workers) < self._max_workers and len(self._fifo) > starting:
+            self._start_worker()
+
+    def _spaced(self, key: Hashable) -> None:
+        del self._spacing[key]
+        self._enqueue(key)  # checks again: a timer may fire a clock tick early
+
+    def _retry(self, key: Hashable) -> None:
+        del self._backoff[key]
+        self._dirty[key] = time.monotonic()  # its wait in the queue starts when the backoff ends
+        self._count_retry()
+        self._enqueue(key)
+
+    def _count_retry(self) -> None:
+        if self.metrics is not None:
+            self.metrics.queue_retries.labels(self.name).inc()
+
+    def _start_worker(self) -> None:
+        task = asyncio.create_task(self._worker(), name=f"workqueue {self.name} worker")
+        self._workers.add(task)
+
+    async def _worker(self) -> None:
+        """Take keys from the FIFO until none waits."""
         try:
-            while True:
-                event = self._dirty.get(key)
-                if event is None or not event.is_set():
-                    return
-                if self._min_interval:
-                    last = self._last_start.get(key)
-                    if last is not None and (wait := last + self._min_interval - time.monotonic()) > 0:
-                        await asyncio.sleep(wait)  # holds no worker slot; forget() is seen after it
-                        continue
-                    self._last_start[key] = time.monotonic()
-                error = await self._pass(key)
-                if error is None:
-                    failures = 0
-                    continue
-                failures += 1
+            while self._fifo:
+                key = self._fifo.popleft()
+                self._queued.discard(key)
+                # Triggers that arrived while it waited coalesce into this pass: the key stops
+                # being dirty only now.
+                queued_at = self._dirty.pop(key, None)
+                if queued_at is None:
+                    continue  # forgotten while it waited
+                self._processing.add(key)
+                try:
+                    error = await self._pass(key, queued_at)
+                finally:
+                    self._processing.discard(key)
+                self._after(key, error)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            if self._fifo:  # an error no pass catches: the keys behind it still get a worker
+                self._start_worker()
+            raise
+        finally:
+            task = asyncio.current_task()
+            if task is not None:
+                self._workers.discard(task)
+            self._check_idle()
+
+    async def _pass(self, key: Hashable, queued_at: float) -> Exception | None:
+        """One pass of ``key``; the error it raised, if any."""
+        started = time.monotonic()
+        if self._min_interval:
+            self._last_start[key] = started
+        waited = started - queued_at
+        try:
+            await self._work(key)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._note(key, waited, started, "error")
+            return e
+        self._note(key, waited, started, "success")
+        return None
+
+    def _after(self, key: Hashable, error: Exception | None) -> None:
+        """A pass of ``key`` ended: queue it again if it is dirty, or retry it after a backoff."""
+        if key in self._known:
+            if error is None:
+                self._failures.pop(key, None)
+                if key in self._dirty:
+                    self._enqueue(key)
+            else:
+                failures = self._failures[key] = self._failures.get(key, 0) + 1
                 delay = min(self._max, self._base * 2 ** (failures - 1))
                 logger.warning("reconcile of %s failed (%s); retrying in %.1fs", key, error, delay)
-                # A fresh trigger ends the wait early; otherwise retry after the delay. The wait
-                # holds no worker slot.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), timeout=delay)
-                if key in self._dirty:
-                    self._dirty[key].set()
-                    if self.metrics is not None:
-                        self.metrics.queue_retries.labels(self.name).inc()
-        finally:
-            self._tasks.pop(key, None)
-            if not self._tasks:
-                self._idle.set()
+                if key in self._dirty:  # triggered during the failed pass: retry at once
+                    self._count_retry()
+                    self._enqueue(key)
+                else:  # the wait holds no worker
+                    self._backoff[key] = asyncio.get_running_loop().call_later(delay, self._retry, key)
+        self._check_idle()
 
-    async def _pass(self, key: Hashable) -> Exception | None:
-        """One pass once a worker slot is free; the error it raised, if any.
-
-        Triggers that arrive while the key waits for a slot coalesce into that
-        pass: the key's event is cleared only when the pass starts.
-        """
-        async with self._slots:
-            event = self._dirty.get(key)
-            if event is None:
-                return None  # forgotten while it waited
-            event.clear()
-            started = time.monotonic()
-            waited = started - self._queued_at.pop(key, started)
-            try:
-                await self._work(key)
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                self._note(key, waited, started, "error")
-                return e
-            self._note(key, waited, started, "success")
-            return None
+    def _check_idle(self) -> None:
+        if not (self._dirty or self._processing or self._backoff or self._spacing):
+            self._idle.set()
 
     def _note(self, key: Hashable, waited: float, started: float, result: str) -> None:
         """One pass tried: its metrics, and a wake-up for ``attempted``."""
-        if key in self._dirty:
+        if key in self._known:
             self.attempts[key] = self.attempts.get(key, 0) + 1
         self._progress.set()
         m = self.metrics
@@ -182,6 +247,21 @@ class WorkQueue:
                 m.reconcile_errors.labels(self.name).inc()
 
     async def stop(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
-        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        """Cancel the passes in flight and every wait; the queue is then empty and idle."""
+        try:
+            for timers in (self._backoff, self._spacing):
+                for handle in timers.values():
+                    handle.cancel()
+                timers.clear()
+            workers = list(self._workers)
+            for task in workers:
+                task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        finally:
+            self._workers.clear()  # one cancelled before it ever ran never got to its finally
+            self._fifo.clear()
+            self._queued.clear()
+            self._dirty.clear()
+            self._processing.clear()
+            self._failures.clear()
+            self._idle.set()

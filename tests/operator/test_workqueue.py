@@ -226,6 +226,184 @@ async def test_idle_resolves_at_once_when_nothing_was_triggered() -> None:
     await settle(workqueue.WorkQueue(Recorder()))
 
 
+async def all_inside(work: Recorder, n: int) -> None:
+    """Until ``n`` passes are inside ``work`` at once."""
+    while len(work.running) < n:
+        work.entered.clear()
+        await work.entered.wait()
+
+
+async def test_keys_waiting_for_a_worker_hold_no_task_of_their_own() -> None:
+    work = Recorder().held()
+    queue = workqueue.WorkQueue(work, workers=4)
+    before = asyncio.all_tasks()
+    keys = [f"k{i}" for i in range(1000)]
+    for key in keys:
+        queue.trigger(key)
+    await asyncio.wait_for(all_inside(work, 4), DEADLINE)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert queue.depth() == 1000 - 4
+    assert len(asyncio.all_tasks() - before) <= 4
+    work.release.set()
+    await settle(queue)
+    assert work.passes == dict.fromkeys(keys, 1)
+
+
+async def test_keys_waiting_for_a_worker_start_in_the_order_they_were_triggered() -> None:
+    order: list[Hashable] = []
+    work = Recorder().held()
+
+    async def recorded(key: Hashable) -> None:
+        order.append(key)
+        await work(key)
+
+    queue = workqueue.WorkQueue(recorded, workers=1)
+    queue.trigger("first")
+    await asyncio.wait_for(work.entered.wait(), DEADLINE)
+    for key in ("c", "a", "first", "b", "a"):  # "first" again: after its pass, behind the others
+        queue.trigger(key)
+    work.release.set()
+    await settle(queue)
+    assert order == ["first", "c", "a", "b", "first"]
+
+
+async def test_a_key_forgotten_while_it_waits_for_a_worker_gets_no_pass() -> None:
+    work = Recorder().held()
+    queue = workqueue.WorkQueue(work, workers=1)
+    for key in ("a", "b", "c"):
+        queue.trigger(key)
+    await asyncio.wait_for(work.entered.wait(), DEADLINE)
+    queue.forget("b")
+    assert queue.depth() == 1
+    work.release.set()
+    await settle(queue)
+    assert work.passes == {"a": 1, "c": 1}
+
+
+async def test_a_key_forgotten_and_triggered_again_while_it_waits_keeps_its_place_and_runs_once() -> None:
+    order: list[Hashable] = []
+    work = Recorder().held()
+
+    async def recorded(key: Hashable) -> None:
+        order.append(key)
+        await work(key)
+
+    queue = workqueue.WorkQueue(recorded, workers=1)
+    for key in ("a", "b", "c"):
+        queue.trigger(key)
+    await asyncio.wait_for(work.entered.wait(), DEADLINE)
+    queue.forget("b")
+    queue.trigger("b")  # deleted and created again under the same name
+    work.release.set()
+    await settle(queue)
+    assert order == ["a", "b", "c"]
+
+
+async def test_a_key_forgotten_and_triggered_again_while_it_waits_never_runs_twice_at_once() -> None:
+    held = {k: asyncio.Event() for k in ("x", "y", "a")}  # passes of these wait for their release
+    inside = {k: asyncio.Event() for k in ("x", "y", "a", "b")}
+    running: set[Hashable] = set()
+    overlapped: list[Hashable] = []
+    passes: Counter[Hashable] = Counter()
+
+    async def work(key: Hashable) -> None:
+        assert isinstance(key, str)
+        if key in running:
+            overlapped.append(key)
+        running.add(key)
+        passes[key] += 1
+        inside[key].set()
+        try:
+            if key in held:
+                await held[key].wait()
+        finally:
+            running.discard(key)
+
+    queue = workqueue.WorkQueue(work, workers=2)
+    for key in ("x", "y", "a", "b"):
+        queue.trigger(key)
+    await asyncio.wait_for(asyncio.gather(inside["x"].wait(), inside["y"].wait()), DEADLINE)
+    queue.forget("a")
+    queue.trigger("a")  # deleted and created again while it waits: still one place in the queue
+    held["x"].set()
+    await asyncio.wait_for(inside["a"].wait(), DEADLINE)
+    queue.trigger("a")  # during its pass: one more pass after it
+    held["y"].set()  # the other worker takes "b", and then nothing of "a" while its pass runs
+    await asyncio.wait_for(inside["b"].wait(), DEADLINE)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    held["a"].set()
+    await settle(queue)
+    assert overlapped == []
+    assert passes == {"x": 1, "y": 1, "a": 2, "b": 1}
+
+
+async def test_a_key_waiting_out_a_backoff_holds_no_worker() -> None:
+    work = Recorder(fail_first=1)
+    queue = workqueue.WorkQueue(work, workers=1, base_delay=3600, max_delay=3600)
+    before = asyncio.all_tasks()
+    queue.trigger("a")
+    await asyncio.wait_for(work.failed.wait(), DEADLINE)
+    queue.trigger("b")  # the only worker is free for it: "a" waits an hour
+    await asyncio.wait_for(queue.attempted(["b"], {}), DEADLINE)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert work.passes == {"a": 1, "b": 1}
+    assert not asyncio.all_tasks() - before  # the wait is a timer, not a task
+    idle = asyncio.ensure_future(queue.idle())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not idle.done()  # a key waiting out a backoff is work still to do
+    queue.forget("a")
+    await asyncio.wait_for(idle, DEADLINE)
+
+
+async def test_a_key_waiting_out_its_interval_holds_no_worker() -> None:
+    work = Recorder()
+    queue = workqueue.WorkQueue(work, workers=1, min_interval=3600)
+    queue.trigger("a")
+    await asyncio.wait_for(queue.attempted(["a"], {}), DEADLINE)
+    queue.trigger("a")  # its next pass waits an hour
+    queue.trigger("b")
+    await asyncio.wait_for(queue.attempted(["b"], {}), DEADLINE)
+    assert work.passes == {"a": 1, "b": 1}
+    assert queue.depth() == 1
+    queue.forget("a")  # ends the wait: nothing is left to wait for
+    await settle(queue)
+    assert work.passes == {"a": 1, "b": 1}
+
+
+async def test_a_trigger_during_a_failing_pass_retries_it_without_a_backoff() -> None:
+    work = Recorder(fail_first=1).held()
+    queue = workqueue.WorkQueue(work, base_delay=3600, max_delay=3600)
+    queue.trigger("a")
+    await asyncio.wait_for(work.entered.wait(), DEADLINE)
+    queue.trigger("a")
+    work.release.set()
+    await settle(queue)
+    assert work.passes == {"a": 2}
+
+
+async def test_stop_ends_backoffs_and_waiting_keys_at_once() -> None:
+    work = Recorder(fail_first=1)
+    queue = workqueue.WorkQueue(work, workers=1, base_delay=3600, max_delay=3600)
+    queue.trigger("a")
+    await asyncio.wait_for(work.failed.wait(), DEADLINE)
+    work.held()
+    queue.trigger("b")
+    queue.trigger("c")
+    await asyncio.wait_for(all_inside(work, 1), DEADLINE)
+    await asyncio.wait_for(queue.stop(), DEADLINE)
+    await settle(queue)
+    assert queue.depth() == 0
+    assert work.passes == {"a": 1, "b": 1}
+    work.release.set()
+    queue.trigger("c")  # a stopped queue keeps nothing of before
+    await settle(queue)
+    assert work.passes == {"a": 1, "b": 1, "c": 1}
+
+
 # -- any interleaving -----------------------------------------------------------------
 
 KEYS = st.sampled_from(["a", "b", "c"])
@@ -299,3 +477,77 @@ async def test_reports_passes_by_result_and_waits_for_each_listed_key_to_be_trie
     assert sample("workqueue_queue_duration_seconds_count", name="llmgateway") == 3
     assert sample("workqueue_depth", name="llmgateway") == 0
     await queue.stop()
+
+
+# A step: trigger a key, forget it (prefixed "-"), or let some turns of the event loop pass.
+STEPS_WITH_FORGET = st.lists(
+    st.one_of(KEYS, KEYS.map(lambda k: f"-{k}"), st.integers(min_value=0, max_value=4)), max_size=40
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=STEPS_WITH_FORGET,
+    work_turns=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=8),
+    failing=st.sets(st.integers(min_value=1, max_value=6), max_size=3),
+)
+def test_any_interleaving_with_forgets_and_failures_keeps_to_the_workers_and_the_last_word(
+    steps: list[str | int], work_turns: list[int], failing: set[int]
+) -> None:
+    """With 2 workers: never two passes of a key or three passes at once; a key last triggered
+    gets a pass after that trigger, and a key last forgotten none after the forget."""
+
+    async def scenario() -> None:
+        clock = 0
+        last: dict[str, tuple[str, int]] = {}  # key: ("trigger" or "forget", when)
+        started: dict[str, list[int]] = {}
+        running: set[str] = set()
+        most = 0
+        calls = 0
+
+        async def work(key: Hashable) -> None:
+            nonlocal calls, most
+            assert isinstance(key, str)
+            assert key not in running, f"two passes of {key} at once"
+            running.add(key)
+            most = max(most, len(running))
+            started.setdefault(key, []).append(clock)
+            calls += 1
+            fail = calls in failing  # the first few passes only: then every retry succeeds
+            try:
+                for _ in range(work_turns[calls % len(work_turns)]):
+                    await asyncio.sleep(0)
+            finally:
+                running.discard(key)
+            if fail:
+                raise RuntimeError("the API server said no")
+
+        queue = workqueue.WorkQueue(work, workers=2, base_delay=0.001, max_delay=0.002)
+        for step in steps:
+            clock += 1
+            if isinstance(step, int):
+                for _ in range(step):
+                    await asyncio.sleep(0)
+                    clock += 1
+            elif step.startswith("-"):
+                last[step[1:]] = ("forget", clock)
+                queue.forget(step[1:])
+            else:
+                last[step] = ("trigger", clock)
+                queue.trigger(step)
+        await asyncio.wait_for(queue.idle(), DEADLINE)
+
+        assert most <= 2
+        for key, (op, at) in last.items():
+            passes = started.get(key, [])
+            if op == "trigger":
+                assert passes and passes[-1] >= at, f"{key} triggered at {at}, passes began {passes}"
+            else:
+                assert not passes or passes[-1] < at, f"{key} forgotten at {at}, passes began {passes}"
+        assert queue.depth() == 0
+
+    logging.getLogger(workqueue.__name__).disabled = True  # a warning per failed pass
+    try:
+        asyncio.run(scenario())
+    finally:
+        logging.getLogger(workqueue.__name__).disabled = False
