@@ -250,14 +250,20 @@ async def test_keys_waiting_for_a_worker_hold_no_task_of_their_own() -> None:
     assert work.passes == dict.fromkeys(keys, 1)
 
 
-async def test_keys_waiting_for_a_worker_start_in_the_order_they_were_triggered() -> None:
-    order: list[Hashable] = []
-    work = Recorder().held()
+def in_order(work: Recorder, order: list[Hashable]) -> workqueue.Work:
+    """``work``, noting each key in ``order`` as its pass starts."""
 
     async def recorded(key: Hashable) -> None:
         order.append(key)
         await work(key)
 
+    return recorded
+
+
+async def test_keys_waiting_for_a_worker_start_in_the_order_they_were_triggered() -> None:
+    order: list[Hashable] = []
+    work = Recorder().held()
+    recorded = in_order(work, order)
     queue = workqueue.WorkQueue(recorded, workers=1)
     queue.trigger("first")
     await asyncio.wait_for(work.entered.wait(), DEADLINE)
@@ -284,11 +290,7 @@ async def test_a_key_forgotten_while_it_waits_for_a_worker_gets_no_pass() -> Non
 async def test_a_key_forgotten_and_triggered_again_while_it_waits_keeps_its_place_and_runs_once() -> None:
     order: list[Hashable] = []
     work = Recorder().held()
-
-    async def recorded(key: Hashable) -> None:
-        order.append(key)
-        await work(key)
-
+    recorded = in_order(work, order)
     queue = workqueue.WorkQueue(recorded, workers=1)
     for key in ("a", "b", "c"):
         queue.trigger(key)
