@@ -27,10 +27,11 @@ decoded on each read, which also hands every reader its own copy.
 from __future__ import annotations
 
 import collections
-import json
 import zlib
 from collections.abc import Mapping
 from typing import Any
+
+import orjson
 
 from llmgw_operator import kube, login
 from llmgw_operator import metrics as metrics_
@@ -147,7 +148,7 @@ class Store:
             del self._tombstones[key]  # created again under the same name
         if key in self._versions and not newer(version, self._versions[key]):
             return False
-        encoded = json.dumps(trim(body, self.manager), separators=(",", ":")).encode()
+        encoded = orjson.dumps(trim(body, self.manager))  # compact, as json.dumps with separators
         self._objects[key] = zlib.compress(encoded, COMPRESSION)
         self._versions[key] = version
         return True
@@ -176,7 +177,7 @@ class Store:
         found = self._objects.get((kind, namespace, name))
         if found is None:
             return None
-        result: dict[str, Any] = json.loads(zlib.decompress(found))
+        result: dict[str, Any] = orjson.loads(zlib.decompress(found))
         return result
 
 
