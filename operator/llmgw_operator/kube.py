@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import logging
 import secrets as _secrets
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -28,6 +29,7 @@ from llmgw_operator import login
 from llmgw_operator import metrics as metrics_
 
 FIELD_MANAGER = "llmgw-operator"
+logger = logging.getLogger(__name__)
 
 # kind -> (api prefix, plural); the only kinds the operator reads or writes.
 RESOURCES: dict[str, tuple[str, str]] = {
@@ -217,6 +219,9 @@ class Client:
                     headers={**auth, "Content-Type": content_type},
                 ) as response:
                     status, text = response.status, await response.read()
+                    # One line per request at --verbose, as urllib3 logged them (tests read them:
+                    # operatorkit.writes_since); never headers or bodies, where the token and keys are.
+                    logger.debug('"%s %s" %d', method, response.url.raw_path_qs, status)
             except _CLOSED as e:
                 # A refused connect is not a closed connection; aiohttp already resent the others.
                 if attempt or isinstance(e, aiohttp.ClientConnectorError) or method not in ("PATCH", "POST"):

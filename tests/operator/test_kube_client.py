@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import pathlib
 import subprocess
 import sys
@@ -244,3 +245,29 @@ def test_the_operator_does_not_load_the_kubernetes_package() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+async def test_each_request_is_one_debug_line_without_its_token(
+    aiohttp_server: AiohttpServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The cluster tests read these lines for the operator's writes (operatorkit.writes_since).
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"items": [], "metadata": {}})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/namespaces/ns/pods", answer)
+    app.router.add_patch("/api/v1/namespaces/ns/configmaps/c", answer)
+    server = await aiohttp_server(app)
+    client = kube.Client(at(str(server.make_url("")), token="secret-token-value"))
+    caplog.set_level(logging.DEBUG, logger="llmgw_operator.kube")
+    try:
+        await client.list_objects("Pod", "ns", "llmgateway.io/gateway")
+        await client.apply(MANIFEST, None)
+    finally:
+        await client.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "llmgw_operator.kube"]
+    assert lines == [
+        '"GET /api/v1/namespaces/ns/pods?labelSelector=llmgateway.io/gateway" 200',
+        '"PATCH /api/v1/namespaces/ns/configmaps/c?fieldManager=llmgw-operator&force=true" 200',
+    ]
+    assert "secret-token-value" not in caplog.text

@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 DOCKERFILE = pathlib.Path(__file__).resolve().parents[2] / "Dockerfile.proxy"
 TRACING = ("opentelemetry", "opentelemetry.sdk", "opentelemetry.exporter")  # the API too
 SHARED = ("redis",)
-NEVER = ("openai", "anthropic", "kopf", "kubernetes", "llmgw_operator", "llmgw_dev")
+NEVER = ("openai", "anthropic", "kopf", "llmgw_operator", "llmgw_dev")
 # aiohttp's client: its connector loads the system CA store twice at import (server/lazy_aiohttp.py).
 CLIENT = ("aiohttp.client", "aiohttp.connector", "aiohttp.client_reqrep")
 # frozenlist's C++ extension maps libstdc++ (cli.py runs its pure-Python twin).

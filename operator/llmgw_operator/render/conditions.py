@@ -98,19 +98,17 @@ ROLLING_OUT = frozenset({"RolloutPending", "RolloutInProgress", "ReplicasUnavail
 
 
 def rollout_progress(prior: Mapping[str, Any] | None, condition: Mapping[str, Any]) -> bool:
-    """Ready=False only because pods are still coming up, and before that nothing or the same: a
-    step of one rollout (pending, in progress, not all available), no news worth an Event. A new
-    gateway posted one per step; the Ready=True that ends the rollout is the one that says it."""
-
-    def rolling(c: Mapping[str, Any] | None) -> bool:
-        return (
-            c is not None
-            and c.get("type") == READY
-            and c.get("status") == FALSE
-            and c.get("reason") in ROLLING_OUT
-        )
-
-    return rolling(condition) and (prior is None or rolling(prior))
+    """Ready=False only because pods are still coming up, and before that nothing or Ready=False
+    already: a step of one rollout (pending, in progress, not all available), no news worth an
+    Event. A new gateway posted one per step; the Ready=True that ends the rollout is the one that
+    says it. After a problem (Ready=False, NotReconciled), what ended it has its own Events
+    (Resolved, Applied): the rollout that follows is a step towards Ready, not news either."""
+    return (
+        condition.get("type") == READY
+        and condition.get("status") == FALSE
+        and condition.get("reason") in ROLLING_OUT
+        and (prior is None or prior.get("status") == FALSE)
+    )
 
 
 def deployment_ready(deployment: Mapping[str, Any] | None) -> Verdict:

@@ -141,7 +141,7 @@ class OperatorProcess:
             return str(resp.read().decode())
 
     def writes_since(self, offset: int, namespace: str) -> list[str]:
-        """Write requests the operator made in ``namespace`` (urllib3 logs each at --verbose)."""
+        """Write requests the operator made in ``namespace`` (``kube.Client`` logs each at --verbose)."""
         pattern = re.compile(rf'"(?:PATCH|POST|PUT|DELETE) /[^ ]*/namespaces/{namespace}/[^"]*"')
         return pattern.findall(self.text(), offset)
 

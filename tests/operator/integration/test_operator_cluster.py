@@ -72,6 +72,8 @@ def nudge_and_watch_quiet(
     An annotation on the gateway makes the operator run a full pass over it;
     the pass's last log line shows it got that far.
     """
+    # The log shows the writes that made the gateway: the check for none below can see one.
+    assert operator.writes_since(0, ns.name)
     offset = operator.offset()
     ns.kubectl("annotate", f"llmgw/{GW}", f"opit.llmgateway.io/nudge={secrets.token_hex(4)}", "--overwrite")
     before = ns.resource_versions(*refs)

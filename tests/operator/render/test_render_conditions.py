@@ -186,11 +186,12 @@ def test_the_steps_of_a_rollout_go_without_events_and_what_starts_or_ends_one_do
     rolling = {"type": "Ready", "status": "False", "reason": "ReplicasUnavailable"}
     assert conditions.rollout_progress(None, pending)
     assert conditions.rollout_progress(pending, rolling)
-    # News: a ready gateway starting a rollout, a problem, another condition, the end of it.
+    # News: a ready gateway starting a rollout, another condition, the end of it.
     assert not conditions.rollout_progress(
         {"type": "Ready", "status": "True", "reason": "Available"}, rolling
     )
-    assert not conditions.rollout_progress({**rolling, "reason": "NotReconciled"}, rolling)
+    # Not news: the rollout after a problem (its end has the Resolved and Applied Events).
+    assert conditions.rollout_progress({**rolling, "reason": "NotReconciled"}, rolling)
     assert not conditions.rollout_progress(None, {**rolling, "reason": "ScaledToZero"})
     assert not conditions.rollout_progress(None, {**rolling, "type": "Reconciled"})
     assert not conditions.rollout_progress(rolling, {**rolling, "status": "True", "reason": "Available"})
