@@ -204,7 +204,7 @@ class Client:
         content_type: str = "application/json",
         query: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
-        data = body if body is None or isinstance(body, bytes) else orjson.dumps(body)
+        data = None if body is None else orjson.dumps(body)
         for attempt in range(2):
             if self._session is None:
                 await self._log_in()
@@ -293,7 +293,7 @@ class Client:
         result = await self._call(
             "PATCH",
             self._path(manifest["kind"], meta["namespace"], meta["name"]),
-            orjson.dumps(manifest),
+            dict(manifest),  # JSON is YAML: the apply body is sent as JSON
             "application/apply-patch+yaml",
             [("fieldManager", FIELD_MANAGER), ("force", "true")],
         )

@@ -175,17 +175,16 @@ class Poller:
         the fetcher has requests in flight (``concurrency``), which also bounds the requests.
         ``selective``: a namespace's LIST asks only for those gateways' pods when there are few
         enough (``SELECT_MAX``)."""
-        by_namespace: dict[str, list[Key]] = {}
-        for key in keys:
-            by_namespace.setdefault(key[0], []).append(key)
+        by_namespace: dict[str, list[str]] = {}
+        for namespace, name in keys:
+            by_namespace.setdefault(namespace, []).append(name)
+        lists = [
+            (ns, chunk, selector)
+            for ns, gateways in by_namespace.items()
+            for chunk, selector in (selections(gateways) if selective else [(gateways, None)])
+        ]
         await asyncio.gather(
-            *(
-                self._poll_namespace(ns, [(ns, g) for g in chunk], selector)
-                for ns, some in by_namespace.items()
-                for chunk, selector in (
-                    selections([k[1] for k in some]) if selective else [([k[1] for k in some], None)]
-                )
-            )
+            *(self._poll_namespace(ns, [(ns, g) for g in chunk], selector) for ns, chunk, selector in lists)
         )
 
     async def _poll_namespace(self, namespace: str, keys: list[Key], selector: str | None = None) -> None:
