@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from llmgw_operator import kube, login
+from llmgw_operator import foreign, kube, login
 from llmgw_operator import metrics as metrics_
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -189,7 +189,10 @@ def _version(body: Mapping[str, Any]) -> str | None:
 class CachedClient(kube.Client):
     """kube.Client whose ``get`` answers from the store when it can, and whose writes update it.
 
-    ``peek`` is a read that does not go to the API: what the store holds, or
+    ``child`` reads a gateway's child: the store's copy; else nothing when
+    the child names others hold are known and this is not one of them (every
+    child of the operator's is in the store once listed at start); else the
+    API. ``peek`` is a read that does not go to the API: what the store holds, or
     None. For a child the gateway does not want it is enough: one the operator
     made carries its label and is watched, and an object of someone else's
     under that name blocks only a child the gateway wants.
@@ -204,6 +207,10 @@ class CachedClient(kube.Client):
         super().__init__(connect, connections)
         self.store = store if store is not None else Store()
         self.hits = 0
+        # Both set once known (handlers._prime, foreign_watch): every child of the operator's is in
+        # the store, and which child names others hold.
+        self.children_listed = False
+        self.foreign: foreign.ForeignNames | None = None
 
     async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         if kind in CACHED_KINDS:
@@ -211,6 +218,19 @@ class CachedClient(kube.Client):
             if found is not None:
                 self.hits += 1
                 return found
+        return await super().get(kind, namespace, name)
+
+    async def child(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        found = self.store.get(kind, namespace, name)
+        if found is not None:
+            self.hits += 1
+            return found
+        if (
+            self.children_listed
+            and self.foreign is not None
+            and self.foreign.holds(kind, namespace, name) is False
+        ):
+            return None  # not the operator's (it would be in the store), nor anyone else's
         return await super().get(kind, namespace, name)
 
     async def peek(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

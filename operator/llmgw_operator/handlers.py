@@ -15,11 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
+import aiohttp
 import jsonpatch
 import kopf
 
@@ -27,6 +29,8 @@ import llmgw_operator
 from llmgw_operator import (
     admission,
     cache,
+    foreign,
+    foreign_watch,
     kopf_lean,
     kube,
     login,
@@ -53,6 +57,7 @@ DEFAULT_PROXY_IMAGE = f"ghcr.io/llmgw/llmgw-proxy:{llmgw_operator.__version__}"
 NATIVE_SIDECAR_MINOR = 29
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 kopf.on.login()(login.kopf_login)
@@ -142,6 +147,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     if port:
         memo["metrics_server"] = server = metrics.Server(m, is_ready, "0.0.0.0", port)
         await server.start()
+    memo["foreign_client"] = foreign_client = kube.Client(connections=foreign_watch.CONNECTIONS)
+    foreign_client.metrics = m
+    cached.foreign = held = foreign.ForeignNames()
+    memo["foreign_tasks"] = _watch_foreign(foreign_client, held, memo.get("namespaces") or ())
     memo["priming_task"] = asyncio.create_task(
         _prime(client, memo, memo.get("namespaces") or (), ready), name="first listing"
     )
@@ -260,29 +269,92 @@ def _gateway_seen(memo: kopf.Memo, body: dict[str, Any]) -> None:
 async def _prime(
     client: kube.Client, memo: kopf.Memo, patterns: tuple[str, ...], ready: asyncio.Event
 ) -> None:
-    """Readiness: list each watched kind once, and wait until every object listed had a pass.
+    """The children's copy a pass can trust, then readiness.
 
-    The gateways' passes read their children (ConfigMaps, Secrets, Deployments,
-    HPAs) and the policies' passes their Secrets, so once both kinds are
-    through, everything the watches would have delivered has been looked at.
+    First the operator's children are listed into the watches' copy. From then
+    on a child the copy lacks was not there when listed and has not been made
+    since (the operator's own writes go into the copy): unless someone else's
+    object holds its name (``foreign.py``), a pass applies it create-only
+    without reading it first (``cache.CachedClient.child``). Until then passes
+    read their children.
+
+    Then readiness: list each watched kind once, and wait until every object
+    listed had a pass. The gateways' passes read their children and the
+    policies' passes their Secrets, so once both kinds are through, everything
+    the watches would have delivered has been looked at.
     """
-    delay = 1.0
+    cached: cache.CachedClient = memo["cached"]
+    listing = functools.partial(_cache_children, client, cached.store, patterns)
+    await _until_listed("the operator's children", listing)
+    cached.children_listed = True
     for kind, queue_name in (("ProviderPolicy", "policies"), ("LLMGateway", "gateways")):
         queue: workqueue.WorkQueue = memo[queue_name]
-        while True:
-            try:
-                keys = await _watched(client, kind, patterns)
-                break
-            except kube.ApiError as e:
-                logger.warning("listing %s for readiness failed (%s); retrying in %.0fs", kind, e, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+        keys = await _until_listed(kind, functools.partial(_watched, client, kind, patterns))
         since = dict(queue.attempts)
         for key in keys:
             queue.trigger(key)
         await queue.attempted(keys, since)
     logger.info("first listing processed: ready")
     ready.set()
+
+
+def _watch_foreign(
+    client: kube.Client, held: foreign.ForeignNames, patterns: tuple[str, ...]
+) -> list[asyncio.Task[None]]:
+    """A metadata-only watch per child kind of the objects not labelled as the operator's: in every
+    namespace, or in each one named, or in every one filtered by the patterns when they have globs
+    (which needs the cluster-wide list RBAC gives only to an operator watching every namespace)."""
+    plain = bool(patterns) and all(not any(c in p for c in "*?[!") for p in patterns)
+    namespaces: tuple[str | None, ...] = patterns if plain else (None,)
+
+    def in_scope(namespace: str) -> bool:
+        return not patterns or _matches(namespace, patterns)
+
+    return [
+        asyncio.create_task(
+            foreign_watch.follow(client, held, kind, namespace, in_scope),
+            name=f"watch of others' {kind} in {namespace or 'every namespace'}",
+        )
+        for kind in foreign.KINDS
+        for namespace in namespaces
+    ]
+
+
+async def _until_listed(what: str, listing: Callable[[], Awaitable[_T]]) -> _T:
+    """``listing()``, tried again with backoff while the API refuses it or cannot be reached."""
+    delay = 1.0
+    while True:
+        try:
+            return await listing()
+        except (kube.ApiError, aiohttp.ClientError, TimeoutError) as e:
+            logger.warning("listing %s failed (%s); retrying in %.0fs", what, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+# What the child watches select (start: the label selectors), so that a copy listed here is one
+# their events keep up to date.
+CHILD_SELECTORS = {
+    "ConfigMap": names.MANAGED_SELECTOR,
+    "Secret": f"{names.MANAGED_SELECTOR},{names.PROVIDER_KEY_SELECTOR}",
+    "Deployment": names.MANAGED_SELECTOR,
+    "HorizontalPodAutoscaler": names.MANAGED_SELECTOR,
+}
+
+
+async def _cache_children(client: kube.Client, store: cache.Store, patterns: tuple[str, ...]) -> None:
+    """Every child of the operator's in the namespaces it watches, put in the watches' copy (which
+    keeps the newer of a listed object and a watch event's, and a deletion seen over both)."""
+    namespaces: list[str | None] = (
+        [None] if not patterns else [n for n in await client.namespaces() if _matches(n, patterns)]
+    )
+    for kind, selector in CHILD_SELECTORS.items():
+        prefix, _ = kube.RESOURCES[kind]
+        api_version = prefix.removeprefix("/apis/").removeprefix("/api/")
+        for namespace in namespaces:
+            async for page in client.list_pages(kind, namespace, selector):
+                for item in page:  # a LIST's items carry no kind, which the copy is keyed by
+                    store.put({"apiVersion": api_version, "kind": kind, **item})
 
 
 async def _watched(client: kube.Client, kind: str, patterns: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -309,6 +381,10 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in ("priming_task",):
         if task in memo:
             memo[task].cancel()
+    for task in memo.get("foreign_tasks") or ():
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     if "webhook_keeper_task" in memo:
         await webhook.stop(memo["webhook_keeper_task"])
     if "metrics_server" in memo:
@@ -321,7 +397,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
     for queue in ("gateways", "policies"):
         if queue in memo:
             await memo[queue].stop()
-    for client in ("client", "cached", "poll_client"):
+    for client in ("client", "cached", "poll_client", "foreign_client"):
         if client in memo:
             await memo[client].close()
 

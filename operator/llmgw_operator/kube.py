@@ -54,6 +54,19 @@ class ApiError(RuntimeError):
         self.message = reason
 
 
+class Exists(ApiError):
+    """A create-only apply found its name taken, by an object the caller had not seen."""
+
+
+CREATE_ONLY = "9223372036854775807"
+"""The resourceVersion a create-only apply carries. An apply whose manifest has a resourceVersion
+is conditional on it (409 Conflict when the live object's differs), and when the name is free the
+API server creates the object and ignores it. No object holds this one, the largest etcd revision,
+so the apply creates or is refused: it never changes an object the caller did not know was there.
+A pass that has no copy of a child needs no GET first (tests/operator/integration/
+test_operator_create_only.py pins this against the API server)."""
+
+
 _EMPTY: tuple[object, ...] = ({}, [])
 
 
@@ -108,6 +121,18 @@ def _applied_fields(live: Mapping[str, Any]) -> Mapping[str, Any]:
 LIST_PAGE = 500
 """Objects per page of a paginated LIST (client-go's reflector pages by 500 too)."""
 
+
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+"""What a metadata-only LIST and watch ask for: names, labels and versions, never spec or data."""
+WATCH_SECONDS = 60
+"""How long the API server keeps one watch request open (``timeoutSeconds``); the next one goes on
+from the last resourceVersion seen, without listing again."""
+WATCH_TIMEOUT = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=WATCH_SECONDS + 30)
+"""A watch that sends nothing for this long after the server should have ended it is dead."""
+MAX_WATCH_LINE = 1024 * 1024
+"""The longest watch event read. Metadata only: one object's labels, annotations (256 KiB at most,
+by the API server's own validation) and managedFields. A longer one ends the watch (ValueError)."""
 
 CONNECTIONS = 32
 """Requests in flight at once per client (the reconcile passes': 16 per queue, two queues)."""
@@ -203,6 +228,7 @@ class Client:
         body: Any = None,
         content_type: str = "application/json",
         query: list[tuple[str, str]] | None = None,
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         data = None if body is None else orjson.dumps(body)
         for attempt in range(2):
@@ -216,7 +242,7 @@ class Client:
                     self._server + path,
                     params=query or None,
                     data=data,
-                    headers={**auth, "Content-Type": content_type},
+                    headers={**auth, "Content-Type": content_type, "Accept": accept},
                 ) as response:
                     status, text = response.status, await response.read()
                     # One line per request at --verbose, as urllib3 logged them (tests read them:
@@ -258,14 +284,38 @@ class Client:
         return items
 
     async def list_pages(
-        self, kind: str, namespace: str, label_selector: str | None = None, limit: int = LIST_PAGE
+        self, kind: str, namespace: str | None, label_selector: str | None = None, limit: int = LIST_PAGE
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every object of ``kind`` in ``namespace`` (matching ``label_selector``), ``limit`` per
-        request, one page at a time: the caller keeps what it needs of a page before the next is read.
+        """Every object of ``kind`` in ``namespace`` (every namespace when None) that matches
+        ``label_selector``, ``limit`` per request, one page at a time: the caller keeps what it
+        needs of a page before the next is read.
 
         A page's ``continue`` token is good for a few minutes (the API server's compaction); a
         caller that pauses longer gets ApiError 410 and lists again from the start.
         """
+        async for page in self._pages(kind, namespace, label_selector, limit):
+            yield page.get("items") or []
+
+    async def list_metadata(
+        self, kind: str, namespace: str | None, label_selector: str | None = None, limit: int = LIST_PAGE
+    ) -> tuple[list[dict[str, Any]], str]:
+        """The metadata of every object ``list_pages`` would list, and the listing's resourceVersion
+        (a watch from it misses nothing): the API server sends neither spec nor data."""
+        metadata: list[dict[str, Any]] = []
+        version = ""
+        async for page in self._pages(kind, namespace, label_selector, limit, METADATA_LIST):
+            metadata.extend(item.get("metadata") or {} for item in page.get("items") or [])
+            version = str((page.get("metadata") or {}).get("resourceVersion") or version)
+        return metadata, version
+
+    async def _pages(
+        self,
+        kind: str,
+        namespace: str | None,
+        label_selector: str | None,
+        limit: int,
+        accept: str = "application/json",
+    ) -> AsyncIterator[dict[str, Any]]:
         token = ""
         while True:
             query = [("limit", str(limit))]
@@ -274,14 +324,60 @@ class Client:
             if token:
                 query.append(("continue", token))
             self._read("list", kind)
-            result = await self._call("GET", self._path(kind, namespace), None, "application/json", query)
-            yield result.get("items") or []
+            path = self._collection(kind, namespace)
+            result = await self._call("GET", path, None, accept=accept, query=query)
+            yield result
             token = str((result.get("metadata") or {}).get("continue") or "")
             if not token:
                 return
 
+    def _collection(self, kind: str, namespace: str | None) -> str:
+        return self._path(kind, namespace) if namespace is not None else "/".join(RESOURCES[kind])
+
+    async def watch_metadata(
+        self, kind: str, namespace: str | None, label_selector: str | None, version: str
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of a metadata-only watch from ``version`` (bookmarks included), until the API
+        server ends it after ``WATCH_SECONDS``. ApiError 410 when ``version`` is too old to watch
+        from: list again. An event longer than ``MAX_WATCH_LINE`` ends it with ValueError."""
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(WATCH_SECONDS)),
+        ]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        if self._session is None:
+            await self._log_in()
+        assert self._session is not None
+        auth = self._auth
+        async with self._session.get(
+            self._server + self._collection(kind, namespace),
+            params=query,
+            headers={**auth, "Accept": METADATA},
+            timeout=WATCH_TIMEOUT,
+            read_bufsize=MAX_WATCH_LINE // 2,  # a line may fill twice the buffer before it is refused
+        ) as response:
+            logger.debug('"GET %s" %d (watch)', response.url.raw_path_qs, response.status)
+            if response.status == 401:
+                await self._log_in(refused=auth)  # the token may have been rotated; the caller retries
+            if response.status != 200:
+                raise ApiError(response.status, _message(await response.read(), response.reason or ""))
+            try:
+                async for line in response.content:
+                    if line.strip():
+                        event: dict[str, Any] = orjson.loads(line)
+                        yield event
+            except aiohttp.http_exceptions.LineTooLong:
+                raise ValueError(f"a watch event of {kind} longer than {MAX_WATCH_LINE} bytes") from None
+
     async def apply(self, manifest: Mapping[str, Any], live: Mapping[str, Any] | None) -> bool:
-        """Server-side apply unless ``live`` already holds it. True when a write was made."""
+        """Server-side apply unless ``live`` already holds it. True when a write was made.
+
+        With ``live`` None the apply only creates (``CREATE_ONLY``): raises Exists when an object
+        holds the name, which is then left as it was.
+        """
         if (
             live is not None
             and contains(live, manifest)
@@ -289,14 +385,22 @@ class Client:
         ):
             return False
         meta = manifest["metadata"]
+        body = dict(manifest)  # JSON is YAML: the apply body is sent as JSON
+        if live is None:
+            body["metadata"] = {**meta, "resourceVersion": CREATE_ONLY}
         self._wrote("apply", manifest["kind"])
-        result = await self._call(
-            "PATCH",
-            self._path(manifest["kind"], meta["namespace"], meta["name"]),
-            dict(manifest),  # JSON is YAML: the apply body is sent as JSON
-            "application/apply-patch+yaml",
-            [("fieldManager", FIELD_MANAGER), ("force", "true")],
-        )
+        try:
+            result = await self._call(
+                "PATCH",
+                self._path(manifest["kind"], meta["namespace"], meta["name"]),
+                body,
+                "application/apply-patch+yaml",
+                [("fieldManager", FIELD_MANAGER), ("force", "true")],
+            )
+        except ApiError as e:
+            if live is None and e.status == 409:
+                raise Exists(409, f"{manifest['kind']} {meta['name']} exists") from None
+            raise
         self.written(result)
         return True
 
@@ -329,6 +433,10 @@ class Client:
 
     async def peek(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """A read the caller needs only if a copy is at hand; this client has none, so it reads."""
+        return await self.get(kind, namespace, name)
+
+    async def child(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A gateway's child, read to check who controls it: a cached client may know it is absent."""
         return await self.get(kind, namespace, name)
 
     def written(self, result: Mapping[str, Any]) -> None:

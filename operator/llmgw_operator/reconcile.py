@@ -93,6 +93,18 @@ class Reconciler:
     # -- LLMGateway -----------------------------------------------------------------
 
     async def gateway(self, body: Mapping[str, Any]) -> None:
+        try:
+            await self._gateway(body, fresh=False)
+        except kube.Exists as e:
+            # A child was taken for absent and its create-only apply found the name held: by an
+            # object made in the moment before the watch of others' objects told of it, or one of
+            # the operator's whose label was taken off by hand. Nothing was changed by that apply;
+            # go again, reading the children from the API.
+            meta = body["metadata"]
+            logger.info("gateway %s/%s: %s; reading its children again", meta["namespace"], meta["name"], e)
+            await self._gateway(body, fresh=True)
+
+    async def _gateway(self, body: Mapping[str, Any], *, fresh: bool) -> None:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         try:
@@ -106,7 +118,7 @@ class Reconciler:
         observed = await self._observe_policies(namespace, spec.policy_names())
         secrets = await self._observe_secrets(namespace, observed.values())
         resolution = resolve.gateway_policies(spec, observed, secrets, namespace)
-        live = await self._observe_children(name, namespace, _wanted_kinds(spec))
+        live = await self._observe_children(name, namespace, _wanted_kinds(spec), fresh)
         uid = meta["uid"]
         live_deployment = live.get("Deployment")
         if live_deployment is not None and not ownership.controlled_by(live_deployment, uid):
@@ -176,6 +188,9 @@ class Reconciler:
             failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
             if failed is None:
                 continue
+            taken = next((o for o in outcomes if isinstance(o, kube.Exists)), None)
+            if taken is not None:
+                raise taken
             refusal = next((o for o in outcomes if isinstance(o, kube.ApiError) and refused_by_api(o)), None)
             if refusal is None:
                 raise failed
@@ -211,17 +226,22 @@ class Reconciler:
 
     async def _own_deployment(self, body: Mapping[str, Any]) -> dict[str, Any] | None:
         meta = body["metadata"]
-        live = await self.client.get("Deployment", meta["namespace"], names.deployment(meta["name"]))
+        live = await self.client.child("Deployment", meta["namespace"], names.deployment(meta["name"]))
         return live if live is not None and ownership.controlled_by(live, meta["uid"]) else None
 
     async def _observe_children(
-        self, name: str, namespace: str, wanted: frozenset[str]
+        self, name: str, namespace: str, wanted: frozenset[str], fresh: bool
     ) -> dict[str, dict[str, Any]]:
         """Every live object under a child's name, by kind, whoever controls it.
 
-        A kind the gateway does not want is only peeked at (the cached client
-        does not ask the API for it): one of the operator's own is watched and
-        so at hand, to be deleted, and anyone else's does not block the gateway.
+        The ``wanted`` kinds are read as ``kube.Client.child`` reads (the
+        cached client: its copy, the API only for a name someone else may
+        hold), or as ``get`` reads when ``fresh``. A child taken for absent is
+        applied create-only (``kube.Client.apply``), so a name taken since is
+        refused, not applied over. A kind the gateway does not want is only
+        peeked at (the cached client does not ask the API for it): one of the
+        operator's own is watched and so at hand, to be deleted, and anyone
+        else's does not block the gateway.
         """
         kinds = (
             ("ConfigMap", names.config_map(name)),
@@ -229,11 +249,12 @@ class Reconciler:
             ("Deployment", names.deployment(name)),
             ("HorizontalPodAutoscaler", names.hpa(name)),
         )
-        # At once: a new gateway's three GETs, one after another, were three of the round trips its
-        # pass waited for, in a queue whose passes are bounded by how long each takes.
+        read = self.client.get if fresh else self.client.child
+        # At once: three GETs one after another were three of the round trips a pass waited for, in
+        # a queue whose passes are bounded by how long each takes.
         lives = await asyncio.gather(
             *(
-                (self.client.get if kind in wanted else self.client.peek)(kind, namespace, child)
+                (self.client.peek if kind not in wanted else read)(kind, namespace, child)
                 for kind, child in kinds
             )
         )

@@ -5,7 +5,9 @@ Least privilege for the operator: exactly what its code calls.
 - Children are written with server-side apply, a PATCH that creates the
   object when it is missing, hence create + patch; ConfigMaps, Secrets,
   Deployments and HPAs are watched (Secrets for key rotation, children to put
-  back hand edits). An HPA is deleted when autoscaling is removed, a Deployment
+  back hand edits), and those not labelled as the operator's are listed and
+  watched as metadata only (never a Secret's data), to know which child
+  names others hold. An HPA is deleted when autoscaling is removed, a Deployment
   when the template is (the gateway switches to injection mode).
 - Events are posted on condition transitions. Pods are only listed, by
   gateway label, to poll the ready ones' GET /status (never watched or written).

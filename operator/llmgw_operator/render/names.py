@@ -28,6 +28,10 @@ PROVIDER_KEY_MARK = "true"
 PROVIDER_KEY_RENDERED = "rendered"
 PROVIDER_KEY_SELECTOR = f"{PROVIDER_KEY_LABEL} in ({PROVIDER_KEY_MARK},{PROVIDER_KEY_RENDERED})"
 MANAGED_SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+# What those two selectors leave out (a missing label included): the objects only the metadata
+# watch of others' objects (foreign_watch.py) sees.
+NOT_PROVIDER_KEY_SELECTOR = f"{PROVIDER_KEY_LABEL} notin ({PROVIDER_KEY_MARK},{PROVIDER_KEY_RENDERED})"
+NOT_MANAGED_SELECTOR = f"app.kubernetes.io/managed-by!={MANAGED_BY}"
 
 
 def deployment(gateway: str) -> str:

@@ -145,6 +145,11 @@ class OperatorProcess:
         pattern = re.compile(rf'"(?:PATCH|POST|PUT|DELETE) /[^ ]*/namespaces/{namespace}/[^"]*"')
         return pattern.findall(self.text(), offset)
 
+    def reads_since(self, offset: int, namespace: str) -> list[str]:
+        """Read requests (GET) the operator made in ``namespace``, logged as ``writes_since``'s are."""
+        pattern = re.compile(rf'"GET /[^ ]*/namespaces/{namespace}/[^"]*"')
+        return pattern.findall(self.text(), offset)
+
 
 class Namespace:
     """kubectl bound to one namespace of the shared cluster."""

@@ -179,6 +179,26 @@ def test_a_ready_gateway_sees_no_writes_at_steady_state(
     assert after == before
 
 
+def test_a_new_gateways_passes_read_none_of_its_children(
+    ns: Namespace, operator_process: OperatorProcess
+) -> None:
+    offset = operator_process.offset()
+    ns.kubectl("apply", "-f", str(operatorkit.SAMPLES))
+    wait_ready(ns)
+
+    # Each child was applied create-only, from no copy and without a GET first.
+    written = operator_process.writes_since(offset, ns.name)
+    child_paths = (
+        f"/api/v1/namespaces/{ns.name}/configmaps/{GW}-proxy-config",
+        f"/api/v1/namespaces/{ns.name}/secrets/{GW}-provider-keys",
+        f"/apis/apps/v1/namespaces/{ns.name}/deployments/{GW}",
+    )
+    for path in child_paths:
+        assert any(w.startswith(f'"PATCH {path}?') for w in written), (path, written)
+    read = operator_process.reads_since(offset, ns.name)
+    assert not [r for r in read if r.strip('"').split()[1].split("?")[0] in child_paths], read
+
+
 # -- changes -----------------------------------------------------------------------
 
 
