@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import operatorkit
 import pytest
 from clusterkit import ClusterHandle
+
+from llmgw_operator import kube, login
 
 CRD_NAMES = ("crd/llmgateways.llmgateway.io", "crd/providerpolicies.llmgateway.io")
 
@@ -61,6 +63,27 @@ def ns(
         yield operatorkit.Namespace(cluster, name)
     finally:
         cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def bare_namespace(cluster: ClusterHandle) -> Iterator[str]:
+    """A fresh namespace no operator watches (its name is outside every module's pattern)."""
+    name = f"bare-{secrets.token_hex(4)}"
+    cluster.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+async def api(cluster: ClusterHandle) -> AsyncIterator[kube.Client]:
+    """The operator's API client, logged in with the cluster's kubeconfig."""
+    client = kube.Client(connect=lambda: login.from_kubeconfig(cluster.kubeconfig))
+    try:
+        yield client
+    finally:
+        await client.close()
 
 
 @pytest.hookimpl(wrapper=True)

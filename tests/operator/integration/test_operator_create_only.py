@@ -10,35 +10,14 @@ children before applying them.
 from __future__ import annotations
 
 import json
-import secrets
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 from clusterkit import ClusterHandle
 
-from llmgw_operator import kube, login
+from llmgw_operator import kube
 
 pytestmark = pytest.mark.cluster
-
-
-@pytest.fixture
-def namespace(cluster: ClusterHandle) -> Iterator[str]:
-    name = f"create-only-{secrets.token_hex(4)}"
-    cluster.kubectl("create", "namespace", name)
-    try:
-        yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
-async def client(cluster: ClusterHandle) -> AsyncIterator[kube.Client]:
-    api = kube.Client(connect=lambda: login.from_kubeconfig(cluster.kubeconfig))
-    try:
-        yield api
-    finally:
-        await api.close()
 
 
 def config_map(namespace: str, data: dict[str, str]) -> dict[str, Any]:
@@ -59,45 +38,45 @@ def read(cluster: ClusterHandle, namespace: str) -> dict[str, Any]:
 
 
 async def test_a_free_name_is_created_and_owned_as_an_apply(
-    cluster: ClusterHandle, namespace: str, client: kube.Client
+    cluster: ClusterHandle, bare_namespace: str, api: kube.Client
 ) -> None:
-    assert await client.apply(config_map(namespace, {"a": "1", "b": "2"}), None) is True
+    assert await api.apply(config_map(bare_namespace, {"a": "1", "b": "2"}), None) is True
 
-    made = read(cluster, namespace)
+    made = read(cluster, bare_namespace)
     assert made["data"] == {"a": "1", "b": "2"}
     assert [(m["manager"], m["operation"]) for m in made["metadata"]["managedFields"]] == [
         ("llmgw-operator", "Apply")
     ]
     # Owned as an apply (not as a create's update), a field the next apply leaves out is removed.
-    assert await client.apply(config_map(namespace, {"a": "1"}), made) is True
-    assert read(cluster, namespace)["data"] == {"a": "1"}
+    assert await api.apply(config_map(bare_namespace, {"a": "1"}), made) is True
+    assert read(cluster, bare_namespace)["data"] == {"a": "1"}
 
 
 async def test_a_taken_name_is_refused_and_the_object_left_as_it_was(
-    cluster: ClusterHandle, namespace: str, client: kube.Client
+    cluster: ClusterHandle, bare_namespace: str, api: kube.Client
 ) -> None:
-    cluster.kubectl("-n", namespace, "create", "configmap", "gw-proxy-config", "--from-literal=theirs=1")
-    before = read(cluster, namespace)
+    cluster.kubectl("-n", bare_namespace, "create", "configmap", "gw-proxy-config", "--from-literal=theirs=1")
+    before = read(cluster, bare_namespace)
 
     with pytest.raises(kube.Exists) as refused:
-        await client.apply(config_map(namespace, {"a": "1"}), None)
+        await api.apply(config_map(bare_namespace, {"a": "1"}), None)
 
     assert refused.value.status == 409
     assert "ConfigMap gw-proxy-config exists" in str(refused.value)
-    after = read(cluster, namespace)
+    after = read(cluster, bare_namespace)
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert after["data"] == {"theirs": "1"}
     assert "llmgw-operator" not in {m["manager"] for m in after["metadata"]["managedFields"]}
 
 
 async def test_an_apply_of_a_known_object_still_takes_it_as_it_is(
-    cluster: ClusterHandle, namespace: str, client: kube.Client
+    cluster: ClusterHandle, bare_namespace: str, api: kube.Client
 ) -> None:
     # The precondition is only for a child the caller has no copy of: given the live object, the
     # apply changes it whatever its resourceVersion.
-    assert await client.apply(config_map(namespace, {"a": "1"}), None) is True
-    live = read(cluster, namespace)
-    cluster.kubectl("-n", namespace, "label", "configmap/gw-proxy-config", "touched=yes")
+    assert await api.apply(config_map(bare_namespace, {"a": "1"}), None) is True
+    live = read(cluster, bare_namespace)
+    cluster.kubectl("-n", bare_namespace, "label", "configmap/gw-proxy-config", "touched=yes")
 
-    assert await client.apply(config_map(namespace, {"a": "2"}), live) is True
-    assert read(cluster, namespace)["data"] == {"a": "2"}
+    assert await api.apply(config_map(bare_namespace, {"a": "2"}), live) is True
+    assert read(cluster, bare_namespace)["data"] == {"a": "2"}

@@ -3,37 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 import pytest
 from clusterkit import ClusterHandle
 
-from llmgw_operator import foreign, foreign_watch, kube, login
+from llmgw_operator import foreign, foreign_watch, kube
 from llmgw_operator.render import names
 
 pytestmark = pytest.mark.cluster
 
 WAIT = 30.0  # a watch event arrives in milliseconds; this only bounds a broken test
-
-
-@pytest.fixture
-def namespace(cluster: ClusterHandle) -> Iterator[str]:
-    name = f"foreign-{secrets.token_hex(4)}"
-    cluster.kubectl("create", "namespace", name)
-    try:
-        yield name
-    finally:
-        cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.fixture
-async def client(cluster: ClusterHandle) -> AsyncIterator[kube.Client]:
-    api = kube.Client(connect=lambda: login.from_kubeconfig(cluster.kubeconfig))
-    try:
-        yield api
-    finally:
-        await api.close()
 
 
 class Followed(foreign.ForeignNames):
@@ -74,36 +54,40 @@ def config_map(cluster: ClusterHandle, namespace: str, name: str, *labels: str) 
 
 
 async def test_others_names_are_listed_then_followed_and_the_operators_are_not(
-    cluster: ClusterHandle, namespace: str, client: kube.Client
+    cluster: ClusterHandle, bare_namespace: str, api: kube.Client
 ) -> None:
-    config_map(cluster, namespace, "before-proxy-config")
+    config_map(cluster, bare_namespace, "before-proxy-config")
     held = Followed()
-    task = asyncio.create_task(foreign_watch.follow(client, held, "ConfigMap", None))
+    task = asyncio.create_task(foreign_watch.follow(api, held, "ConfigMap", None))
     try:
-        await until(held, lambda: held.holds("ConfigMap", namespace, "before-proxy-config") is True, "listed")
-
-        config_map(cluster, namespace, "after-proxy-config")
-        config_map(
-            cluster, namespace, "ours-proxy-config", f"app.kubernetes.io/managed-by={names.MANAGED_BY}"
-        )
-        await until(held, lambda: held.holds("ConfigMap", namespace, "after-proxy-config") is True, "added")
-        assert held.holds("ConfigMap", namespace, "ours-proxy-config") is False
-
-        cluster.kubectl("-n", namespace, "delete", "configmap", "before-proxy-config")
         await until(
-            held, lambda: held.holds("ConfigMap", namespace, "before-proxy-config") is False, "removed"
+            held, lambda: held.holds("ConfigMap", bare_namespace, "before-proxy-config") is True, "listed"
+        )
+
+        config_map(cluster, bare_namespace, "after-proxy-config")
+        config_map(
+            cluster, bare_namespace, "ours-proxy-config", f"app.kubernetes.io/managed-by={names.MANAGED_BY}"
+        )
+        await until(
+            held, lambda: held.holds("ConfigMap", bare_namespace, "after-proxy-config") is True, "added"
+        )
+        assert held.holds("ConfigMap", bare_namespace, "ours-proxy-config") is False
+
+        cluster.kubectl("-n", bare_namespace, "delete", "configmap", "before-proxy-config")
+        await until(
+            held, lambda: held.holds("ConfigMap", bare_namespace, "before-proxy-config") is False, "removed"
         )
         # Labelled as the operator's, an object leaves the selection: its name is no longer others'.
         cluster.kubectl(
             "-n",
-            namespace,
+            bare_namespace,
             "label",
             "configmap",
             "after-proxy-config",
             f"app.kubernetes.io/managed-by={names.MANAGED_BY}",
         )
         await until(
-            held, lambda: held.holds("ConfigMap", namespace, "after-proxy-config") is False, "relabelled"
+            held, lambda: held.holds("ConfigMap", bare_namespace, "after-proxy-config") is False, "relabelled"
         )
     finally:
         task.cancel()
@@ -112,38 +96,40 @@ async def test_others_names_are_listed_then_followed_and_the_operators_are_not(
 
 
 async def test_namespaces_out_of_scope_are_not_kept(
-    cluster: ClusterHandle, namespace: str, client: kube.Client
+    cluster: ClusterHandle, bare_namespace: str, api: kube.Client
 ) -> None:
-    config_map(cluster, namespace, "out-proxy-config")
+    config_map(cluster, bare_namespace, "out-proxy-config")
     held = Followed()
     task = asyncio.create_task(
-        foreign_watch.follow(client, held, "ConfigMap", None, in_scope=lambda ns: ns != namespace)
+        foreign_watch.follow(api, held, "ConfigMap", None, in_scope=lambda ns: ns != bare_namespace)
     )
     try:
         await until(held, lambda: held.answers("ConfigMap"), "listed")
-        config_map(cluster, namespace, "later-proxy-config")
-        config_map(cluster, "default", f"{namespace}-proxy-config")  # in scope: a marker of arrival
+        config_map(cluster, bare_namespace, "later-proxy-config")
+        config_map(cluster, "default", f"{bare_namespace}-proxy-config")  # in scope: a marker of arrival
         await until(
-            held, lambda: held.holds("ConfigMap", "default", f"{namespace}-proxy-config") is True, "marker"
+            held,
+            lambda: held.holds("ConfigMap", "default", f"{bare_namespace}-proxy-config") is True,
+            "marker",
         )
-        assert held.holds("ConfigMap", namespace, "out-proxy-config") is False
-        assert held.holds("ConfigMap", namespace, "later-proxy-config") is False
+        assert held.holds("ConfigMap", bare_namespace, "out-proxy-config") is False
+        assert held.holds("ConfigMap", bare_namespace, "later-proxy-config") is False
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        cluster.kubectl("-n", "default", "delete", "configmap", f"{namespace}-proxy-config", check=False)
+        cluster.kubectl("-n", "default", "delete", "configmap", f"{bare_namespace}-proxy-config", check=False)
 
 
 async def test_a_namespaced_watch_lists_and_follows_its_namespace_only(
-    cluster: ClusterHandle, namespace: str, client: kube.Client
+    cluster: ClusterHandle, bare_namespace: str, api: kube.Client
 ) -> None:
     held = Followed()
-    task = asyncio.create_task(foreign_watch.follow(client, held, "Deployment", namespace))
+    task = asyncio.create_task(foreign_watch.follow(api, held, "Deployment", bare_namespace))
     try:
         await until(held, lambda: held.answers("Deployment"), "listed")
-        cluster.kubectl("-n", namespace, "create", "deployment", "web", "--image=registry.example/web:1")
-        await until(held, lambda: held.holds("Deployment", namespace, "web") is True, "added")
+        cluster.kubectl("-n", bare_namespace, "create", "deployment", "web", "--image=registry.example/web:1")
+        await until(held, lambda: held.holds("Deployment", bare_namespace, "web") is True, "added")
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
