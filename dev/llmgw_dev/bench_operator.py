@@ -468,7 +468,9 @@ def main(argv: list[str] | None = None) -> int:
         "`pip install '.[operator]'`, as Dockerfile.operator makes, runs what the image runs",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 5 repeats, at most 50 gateways")
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    processes.stop_on_term()  # a TERM takes its cluster down too, not only Ctrl-C
+    return run(args)
 
 
 if __name__ == "__main__":

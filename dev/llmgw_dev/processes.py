@@ -40,3 +40,13 @@ def running(
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+
+
+def stop_on_term() -> None:
+    """From now on SIGTERM stops this process as Ctrl-C does, so its ``finally`` blocks run: the
+    processes it started are stopped and its cluster taken down, as they are on Ctrl-C."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")

@@ -25,7 +25,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -286,10 +285,6 @@ def _wait(
     raise SidecarError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _ready_answer(admin: str) -> tuple[int, str] | None:
     answer = readyz(admin)
     return answer if answer[0] else None
@@ -301,8 +296,7 @@ def main(
     namespace, sep, gateway = gateway_ref.partition("/")
     if not sep or not namespace or not gateway:
         raise SidecarError(f"--gateway wants NAMESPACE/NAME, got {gateway_ref!r}")
-    # SIGTERM stops it as Ctrl-C does: leaving `running` stops the sidecar's process group.
-    signal.signal(signal.SIGTERM, _interrupt)
+    processes.stop_on_term()  # leaving `running` stops the sidecar's process group
     work = Path(tempfile.mkdtemp(prefix=f"llmgw-sidecar-{namespace}-{gateway}-"))
     try:
         with running(kubeconfig, namespace, gateway, work, port=port, admin_port=admin_port) as sidecar:

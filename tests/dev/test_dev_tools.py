@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -122,3 +123,29 @@ def test_the_sidecar_command_mounts_each_volume_over_an_overlay(tmp_path: Path) 
     assert f"mount --bind {tmp_path / 'c'} /etc/llmgw/config" in script
     assert f"mount --bind {tmp_path / 'k'} /etc/llmgw/keys" in script
     assert script.endswith("exec llmgw-proxy --x")
+
+
+def test_a_term_signal_runs_the_cleanup_of_a_tool_that_stops_on_term(tmp_path: Path) -> None:
+    # bench_operator and the sidecar tool take their cluster down and their processes with them in
+    # `finally` blocks; a plain SIGTERM would end them without running those.
+    marker = tmp_path / "cleaned"
+    code = (
+        "import pathlib, sys\n"
+        "from llmgw_dev import processes\n"
+        "processes.stop_on_term()\n"
+        "try:\n"
+        "    print('ready', flush=True)\n"
+        "    sys.stdin.read()\n"
+        "finally:\n"
+        f"    pathlib.Path({str(marker)!r}).write_text('cleaned up')\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == b"ready\n"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+
+    assert marker.read_text() == "cleaned up"
+    assert b"KeyboardInterrupt: signal 15" in err
