@@ -301,9 +301,10 @@ async def _prime(
 def _watch_foreign(
     client: kube.Client, held: foreign.ForeignNames, patterns: tuple[str, ...]
 ) -> list[asyncio.Task[None]]:
-    """A metadata-only watch per child kind of the objects not labelled as the operator's: in every
-    namespace, or in each one named, or in every one filtered by the patterns when they have globs
-    (which needs the cluster-wide list RBAC gives only to an operator watching every namespace)."""
+    """A metadata-only watch per child kind of the objects the operator's own watches leave out: in
+    every namespace, or in each one named, or in every one filtered by the patterns when they have
+    globs (which needs the cluster-wide list RBAC gives only to an operator watching every
+    namespace; refused, passes read child names from the API as before)."""
     plain = bool(patterns) and all(not any(c in p for c in "*?[!") for p in patterns)
     namespaces: tuple[str | None, ...] = patterns if plain else (None,)
 
