@@ -127,18 +127,14 @@ class Store:
         """Bytes held by the encoded, compressed objects."""
         return sum(len(b) for b in self._objects.values())
 
-    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> bool:
-        """A watch event (kopf's raw event type: None for a listed object, ADDED, MODIFIED, DELETED).
-
-        False when it brings nothing the copy did not hold: most often the echo of the operator's
-        own write, whose response the copy already has, so the pass that wrote it saw it all.
-        """
+    def observe(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """A watch event (kopf's raw event type: None for a listed object, ADDED, MODIFIED, DELETED)."""
         if event_type == "DELETED":
             key = key_of(body)
             if key is not None:
                 self.forget(key, _version(body))
-            return True
-        return self.put(body)
+        else:
+            self.put(body)
 
     def put(self, body: Mapping[str, Any]) -> bool:
         """Keep ``body`` unless what is held (or the deletion seen) is newer. True when kept."""

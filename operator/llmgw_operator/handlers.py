@@ -18,7 +18,7 @@ import fnmatch
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar, cast
 
 import aiohttp
@@ -410,11 +410,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 async def gateway_changed(
     event: kopf.RawEvent, namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
 ) -> None:
-    # Into the copy before the pass it triggers reads it. An event that brings nothing new (the echo
-    # of a pass's own status write, 11,797 of them at 5,000 gateways) triggers no pass, unless the
-    # spec in it was not the one that status reports on: a status write's answer carries a spec
-    # edited meanwhile, and the edit's own event, older than that copy, is no news either.
-    news = memo["store"].observe(event["type"], event["object"]) or not _status_is_current(event["object"])
+    memo["store"].observe(event["type"], event["object"])  # before the pass it triggers reads it
     queue: workqueue.WorkQueue = memo["gateways"]
     by_policy: references.References = memo["gateways_by_policy"]
     poller: poll.Poller = memo["poller"]
@@ -430,17 +426,10 @@ async def gateway_changed(
         # status, most often) changes nothing in a policy's status; the data plane's changes
         # reach the policies through the poller (_data_plane_changed).
         named ^= by_policy.names_of(namespace, name)
-        if news:
-            queue.trigger((namespace, name))
+        queue.trigger((namespace, name))
         poller.track((str(namespace), name), poll.admin_port_of(spec))
     for policy_name in named:  # ProviderPolicy.status.gateways lists the gateways using it
         memo["policies"].trigger((namespace, policy_name))
-
-
-def _status_is_current(body: Mapping[str, Any]) -> bool:
-    """The gateway's status reports on the spec it holds (``observedGeneration``)."""
-    generation = (body.get("metadata") or {}).get("generation")
-    return generation is not None and (body.get("status") or {}).get("observedGeneration") == generation
 
 
 @kopf.on.event(*POLICIES)
@@ -478,12 +467,9 @@ def _trigger_gateways_of(memo: kopf.Memo, namespace: str | None, policy_name: st
 # so that a policy that names one later finds it; only referenced ones trigger passes.
 @kopf.on.event("v1", "secrets")
 async def secret_changed(
-    event: kopf.RawEvent, namespace: str | None, name: str, labels: kopf.Labels, memo: kopf.Memo, **_: Any
+    event: kopf.RawEvent, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
 ) -> None:
-    # A gateway's keys Secret is a child too: child_changed puts it in the copy, and whether that
-    # was news decides its pass, which it could not tell if this handler had put it there first.
-    if labels.get("app.kubernetes.io/managed-by") != names.MANAGED_BY:
-        memo["store"].observe(event["type"], event["object"])
+    memo["store"].observe(event["type"], event["object"])
     by_secret: references.References = memo["policies_by_secret"]
     for p in by_secret.referrers(namespace, name):
         memo["policies"].trigger((namespace, p))
@@ -500,9 +486,9 @@ async def secret_changed(
 async def child_changed(
     event: kopf.RawEvent, labels: kopf.Labels, namespace: str | None, memo: kopf.Memo, **_: Any
 ) -> None:
-    news = memo["store"].observe(event["type"], event["object"])  # not news: the echo of an apply
+    memo["store"].observe(event["type"], event["object"])
     owner = labels.get(names.GATEWAY_LABEL)
-    if owner and news:
+    if owner:
         memo["gateways"].trigger((namespace, owner))
 
 

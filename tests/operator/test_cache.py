@@ -118,16 +118,6 @@ def test_an_older_version_never_replaces_a_newer_one() -> None:
     assert store.get("ConfigMap", "ns", "a") == cache.trim(body(rv=5, data={"v": "5"}))
 
 
-def test_the_echo_of_a_write_already_held_is_no_news_and_a_later_version_or_deletion_is() -> None:
-    store = cache.Store()
-    store.put(body(rv=5, data={"v": "written"}))  # a write's response
-    assert store.observe("MODIFIED", body(rv=5, data={"v": "written"})) is False  # its watch event
-    assert store.observe(None, body(rv=5, data={"v": "written"})) is False  # listed again
-    assert store.observe("MODIFIED", body(rv=6, data={"v": "changed"})) is True
-    assert store.observe("DELETED", body(rv=7)) is True
-    assert store.observe("ADDED", body(rv=8)) is True  # made again
-
-
 def test_a_write_answered_before_the_deletion_does_not_bring_the_object_back() -> None:
     store = cache.Store()
     store.put(body(rv=5))
