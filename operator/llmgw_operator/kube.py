@@ -206,9 +206,8 @@ class Client:
 
     async def list_all(self, kind: str) -> list[dict[str, Any]]:
         """Every object of ``kind`` in every namespace, in one request."""
-        prefix, plural = RESOURCES[kind]
         self._read("list", kind)
-        result = await self._call("GET", f"{prefix}/{plural}")
+        result = await self._call("GET", self._collection(kind, None))
         items: list[dict[str, Any]] = result.get("items") or []
         return items
 
